@@ -1,0 +1,265 @@
+"""The ``hedgeflow`` command line. ``hedgeflow COMMAND --help`` explains each command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from operators.config import Config, ConfigError, load_config
+
+log = logging.getLogger("hedgeflow")
+
+
+def _config(path: Path | None) -> Config:
+    return load_config(None if path is None else path.read_text())
+
+
+def _brokers(text: str) -> list[str]:
+    return [b.strip() for b in text.split(",") if b.strip()]
+
+
+def _progress(label: str, every: int = 50_000):
+    start = time.monotonic()
+
+    def report(count: int) -> None:
+        if count % every == 0:
+            rate = count / max(time.monotonic() - start, 1e-9)
+            log.info("%s: %d messages (%.0f/s)", label, count, rate)
+
+    return report
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from connectors.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        print(broker.bootstrap, flush=True)
+        log.info("Tansu broker listening on %s; Ctrl-C stops it", broker.bootstrap)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            log.info("stopping the broker")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from connectors.kafka_tools import create_topics
+
+    topics = list(msgspec.structs.asdict(args.cfg.topics).values())
+    create_topics(args.brokers, topics, args.partitions)
+    for name in topics:
+        print(name)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.dataflows import kafka_oracle_flow
+    from flows.runner import run
+
+    cfg: Config = args.cfg
+    brokers = _brokers(args.brokers)
+    code = run(
+        lambda: kafka_oracle_flow(brokers, cfg, args.out, args.until_end),
+        processes=args.processes,
+        epoch_interval_s=cfg.run.epoch_interval_s,
+        recovery_dir=args.recovery_dir,
+        process_id=args.process_id,
+        addresses=args.addresses,
+    )
+    if code == 0 and args.process_id is None and args.until_end:
+        from flows.summary import print_summary
+
+        print_summary(args.out)
+    return code
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from flows.dataflows import replay_flow
+    from flows.runner import run
+
+    cfg: Config = args.cfg
+    started = time.monotonic()
+    code = run(
+        lambda: replay_flow(args.recording, args.out, cfg),
+        processes=args.processes,
+        epoch_interval_s=cfg.run.epoch_interval_s,
+        recovery_dir=args.recovery_dir,
+        process_id=args.process_id,
+        addresses=args.addresses,
+    )
+    if code == 0 and args.process_id is None:
+        log.info("replay finished in %.1f s", time.monotonic() - started)
+        from flows.summary import print_summary
+
+        print_summary(args.out)
+    return code
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from connectors.kafka_tools import record
+
+    count = record(args.brokers, args.topics, args.out, progress=_progress("record"))
+    log.info("recorded %d messages to %s", count, args.out)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from connectors.kafka_tools import publish
+
+    from connectors.recording import iter_messages, load_recording
+
+    frame = load_recording(args.recording)
+    count = publish(
+        iter_messages(frame), args.brokers, speed=args.speed, progress=_progress("publish")
+    )
+    log.info("published %d messages", count)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from connectors.recording import write_recording
+    from operators.generate import GenerateParams, generate
+
+    params = GenerateParams(
+        seed=args.seed, minutes=args.minutes, partitions=args.partitions, faults=not args.no_faults
+    )
+    generated = generate(params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    count = write_recording(generated.messages, args.out / "recording.parquet")
+    (args.out / "hedgeflow.toml").write_text(generated.config_toml)
+    log.info("wrote %d messages to %s", count, args.out / "recording.parquet")
+    log.info("faults injected: %s", generated.faults)
+    print(args.out / "recording.parquet")
+    print(args.out / "hedgeflow.toml")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import demo
+
+    return demo(args.out)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from flows.summary import print_summary
+
+    print_summary(args.out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hedgeflow",
+        description="Streaming oracle, risk and execution for on-chain derivatives.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, config: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        if config:
+            c.add_argument(
+                "--config", type=Path, help="TOML configuration file (default: built-in defaults)"
+            )
+        return c
+
+    def workers(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--processes", type=int, default=1, help="worker processes on this machine (default 1)"
+        )
+        c.add_argument(
+            "--recovery-dir", type=Path, help="enable Bytewax recovery, state in this directory"
+        )
+        c.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
+        c.add_argument("--addresses", help=argparse.SUPPRESS)
+
+    c = command(
+        "broker", "Start the embedded Kafka-compatible broker (Tansu), print its address.", False
+    )
+    c.set_defaults(func=cmd_broker)
+
+    c = command("topics", "Create every topic of the configuration.")
+    c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
+    c.add_argument("--partitions", type=int, default=2, help="partitions per topic (default 2)")
+    c.set_defaults(func=cmd_topics)
+
+    c = command("run", "Run a stage from Kafka; keeps running unless --until-end.")
+    c.add_argument("stage", choices=["oracle"], help="the stage to run")
+    c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
+    c.add_argument(
+        "--out", type=Path, default=Path("out"), help="Parquet output directory (default out/)"
+    )
+    c.add_argument("--until-end", action="store_true", help="stop at the end of the input")
+    workers(c)
+    c.set_defaults(func=cmd_run)
+
+    c = command("replay", "Run every flow from a recording, no broker; write Parquet.")
+    c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
+    c.add_argument("--out", type=Path, required=True, help="Parquet output directory")
+    workers(c)
+    c.set_defaults(func=cmd_replay)
+
+    c = command("record", "Write Kafka topics to a recording (Parquet).", False)
+    c.add_argument("--brokers", required=True, help="bootstrap servers")
+    c.add_argument("--topics", nargs="+", required=True, help="topics to record")
+    c.add_argument("--out", type=Path, required=True, help="output directory")
+    c.set_defaults(func=cmd_record)
+
+    c = command(
+        "publish", "Put a recording back onto Kafka, keeping partitions, order, timestamps.", False
+    )
+    c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
+    c.add_argument("--brokers", required=True, help="bootstrap servers")
+    c.add_argument(
+        "--speed", type=float, help="pace at X times real time (default: as fast as possible)"
+    )
+    c.set_defaults(func=cmd_publish)
+
+    c = command("generate", "Write a synthetic recording and the configuration for it.", False)
+    c.add_argument("--out", type=Path, required=True, help="output directory")
+    c.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    c.add_argument("--minutes", type=float, default=60.0, help="event time covered (default 60)")
+    c.add_argument("--partitions", type=int, default=2, help="partitions per topic (default 2)")
+    c.add_argument("--no-faults", action="store_true", help="leave out the injected faults")
+    c.set_defaults(func=cmd_generate)
+
+    c = command(
+        "demo", "Broker, bundled recording, oracle flow, Parquet, summary: end to end.", False
+    )
+    c.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)"
+    )
+    c.set_defaults(func=cmd_demo)
+
+    c = command("summary", "Print the per-asset summary of an output directory.", False)
+    c.add_argument("out", type=Path, help="the output directory of a run")
+    c.set_defaults(func=cmd_summary)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if hasattr(args, "config"):
+            args.cfg = _config(args.config)
+        if getattr(args, "processes", 1) < 1:
+            raise ConfigError(f"--processes must be >= 1; got {args.processes}")
+    except (ConfigError, OSError) as exc:
+        print(f"hedgeflow: {exc}", file=sys.stderr)
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

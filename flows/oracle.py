@@ -1,0 +1,72 @@
+"""The oracle stage: raw batches in, prices, rejects and partition stats out.
+
+    raw batches --key by input partition--> intake (decode, lateness, route)
+        --key by asset--> oracle (windows, robust price, status, breaker)
+
+The cores are ``operators.intake.PartitionIntake`` and ``operators.oracle.AssetOracle``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from operators.config import Config
+from operators.decode import Decoder
+from operators.intake import IntakeParams, PartitionIntake
+from operators.model import AssetBatch, OraclePrice, PartitionStats, RawBatch, Rejected
+from operators.oracle import AssetOracle, oracle_params
+from operators.registry import Registry
+
+
+@dataclass(frozen=True)
+class OracleOut:
+    """The oracle stage's streams, each keyed by a routing string."""
+
+    prices: Stream[tuple[str, OraclePrice]]
+    rejects: Stream[tuple[str, Rejected]]
+    stats: Stream[tuple[str, PartitionStats]]
+
+
+def oracle_stage(raw: Stream[RawBatch], cfg: Config, parts: list[str]) -> OracleOut:
+    """Add the oracle to ``raw``'s dataflow; ``parts`` names every input partition."""
+    registry = Registry.from_config(cfg.oracle)
+    decoder = Decoder(registry, cfg.topics.chain_logs, cfg.topics.dex_quotes)
+    intake_params = IntakeParams(
+        cfg.oracle.window_ms, int(cfg.oracle.max_future_s * 1000), registry.assets
+    )
+    params = oracle_params(cfg.oracle, registry, tuple(sorted(parts)))
+
+    def intake(state: PartitionIntake | None, batch: RawBatch) -> tuple[PartitionIntake, list[Any]]:
+        if state is None:
+            state = PartitionIntake(batch.part, cfg.oracle.lateness_ms)
+        return state, state.on_batch(batch, decoder, intake_params)
+
+    def price(
+        state: AssetOracle | None, item: tuple[str, AssetBatch]
+    ) -> tuple[AssetOracle, list[OraclePrice | Rejected]]:
+        asset, batch = item
+        if state is None:
+            state = AssetOracle(asset, params)
+        return state, state.on_batch(batch)
+
+    by_part = op.key_on("key_by_part", raw, lambda b: b.part)
+    taken = op.map("unkey_intake", op.stateful_flat_map("intake", by_part, intake), _value)
+    routed = op.branch("is_routed", taken, lambda x: isinstance(x, tuple))
+    other = op.branch("is_stats", routed.falses, lambda x: isinstance(x, PartitionStats))
+    by_asset = op.key_on("key_by_asset", routed.trues, lambda x: x[0])
+    priced = op.map("unkey_oracle", op.stateful_flat_map("oracle", by_asset, price), _value)
+    is_price = op.branch("is_price", priced, lambda x: isinstance(x, OraclePrice))
+    rejects = op.merge("merge_rejects", other.falses, is_price.falses)
+    return OracleOut(
+        prices=op.key_on("key_price", is_price.trues, lambda p: p.asset),
+        rejects=op.key_on("key_reject", rejects, lambda r: r.stage),
+        stats=op.key_on("key_stats", other.trues, lambda s: s.part),
+    )
+
+
+def _value(kv: tuple[str, Any]) -> Any:
+    return kv[1]

@@ -1,0 +1,84 @@
+"""Where each stage's streams go: Parquet datasets, and Kafka topics when a broker is set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+import pyarrow as pa
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.dataflow import Stream
+
+from connectors.parquet_sink import ParquetSink
+from flows.oracle import OracleOut
+from operators.config import Config
+
+ORACLE_PRICES = pa.schema(
+    [
+        ("asset", pa.string()),
+        ("window_start_ms", pa.int64()),
+        ("window_end_ms", pa.int64()),
+        ("price", pa.float64()),
+        ("confidence", pa.float64()),
+        ("sources", pa.int32()),
+        ("status", pa.string()),
+        ("held", pa.bool_()),
+        ("revision", pa.int32()),
+    ]
+)
+DEADLETTER = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("timestamp_ms", pa.int64()),
+        ("key", pa.binary()),
+        ("raw", pa.binary()),
+    ]
+)
+PARTITION_STATS = pa.schema(
+    [
+        ("part", pa.string()),
+        ("ts_event_ms", pa.int64()),
+        ("messages", pa.int64()),
+        ("observations", pa.int64()),
+        ("retractions", pa.int64()),
+        ("skipped", pa.int64()),
+        ("rejected", pa.int64()),
+        ("late", pa.int64()),
+    ]
+)
+
+
+def _row(item: tuple[str, msgspec.Struct]) -> dict[str, Any]:
+    return msgspec.structs.asdict(item[1])
+
+
+def _to_kafka(item: tuple[str, msgspec.Struct]) -> KafkaSinkMessage[bytes, bytes]:
+    key, value = item
+    return KafkaSinkMessage(key.encode(), msgspec.json.encode(value))
+
+
+def write_oracle(out: OracleOut, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
+    """Send the oracle's streams to ``oracle_prices/``, ``deadletter/``, ``partition_stats/``
+    under ``out_dir``, and to the ``oracle.prices`` and ``deadletter`` topics."""
+    _parquet("prices_parquet", out.prices, out_dir, "oracle_prices", ORACLE_PRICES, "window_end_ms")
+    _parquet("rejects_parquet", out.rejects, out_dir, "deadletter", DEADLETTER, "timestamp_ms")
+    _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PARTITION_STATS, "ts_event_ms")
+    if brokers:
+        _kafka("prices_kafka", out.prices, brokers, cfg.topics.oracle_prices)
+        _kafka("rejects_kafka", out.rejects, brokers, cfg.topics.deadletter)
+
+
+def _parquet(
+    step: str, stream: Stream[Any], out_dir: Path, dataset: str, schema: pa.Schema, time: str
+) -> None:
+    op.output(step, stream, ParquetSink(out_dir, dataset, schema, _row, time))
+
+
+def _kafka(step: str, stream: Stream[Any], brokers: list[str], topic: str) -> None:
+    op.output(step, op.map(f"{step}_encode", stream, _to_kafka), KafkaSink(brokers, topic))

@@ -1,0 +1,230 @@
+"""The configuration file's schema, its defaults and its validation.
+
+The file is TOML. Every table rejects unknown keys, and every value is checked when the
+file is loaded, so a misspelt key or a bad value stops the program at start-up with a
+message naming both. See README.md, "Configuration", for every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+SourceKind = Literal["uniswap_v3", "uniswap_v2", "chainlink"]
+
+
+class ConfigError(ValueError):
+    """The configuration names an unknown key or holds a bad value."""
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+def _is_address(text: str) -> bool:
+    return (
+        len(text) == 42 and text.startswith("0x") and all(c in "0123456789abcdef" for c in text[2:])
+    )
+
+
+class TopicsConfig(_Strict):
+    """Topic names; rename them to fit an existing cluster."""
+
+    chain_logs: str = "chain.logs"
+    dex_quotes: str = "dex.quotes"
+    oracle_prices: str = "oracle.prices"
+    orders: str = "orders"
+    fills: str = "fills"
+    deadletter: str = "deadletter"
+
+    def __post_init__(self) -> None:
+        names = msgspec.structs.asdict(self)
+        for key, name in names.items():
+            _require(
+                bool(name) and " " not in name, f"topics.{key} must be a topic name; got {name!r}"
+            )
+        _require(len(set(names.values())) == len(names), f"topic names must differ; got {names!r}")
+
+
+class TokenConfig(_Strict):
+    """An ERC-20 token: its decimals and the oracle asset it stands for (WETH -> ETH)."""
+
+    decimals: int
+    asset: str
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.decimals <= 36, f"decimals must be in 0..36; got {self.decimals!r}")
+        _require(bool(self.asset), f"asset must be a symbol; got {self.asset!r}")
+
+
+class SourceConfig(_Strict):
+    """A contract the oracle reads.
+
+    Pools (``uniswap_v3``, ``uniswap_v2``) name ``token0`` and ``token1`` from ``tokens``;
+    ``base`` picks the token priced (default: token0 when token1 is the quote, see
+    ``Registry``). Feeds (``chainlink``) name ``base``, ``quote`` and ``decimals``.
+    ``weight`` (quote units) overrides the depth-derived weight; ``max_age_s`` the
+    oracle's.
+    """
+
+    address: str
+    kind: SourceKind
+    token0: str | None = None
+    token1: str | None = None
+    base: str | None = None
+    quote: str | None = None
+    decimals: int | None = None
+    weight: float | None = None
+    max_age_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_address(self.address),
+            f"address must be a lower-case 0x-prefixed 20-byte hex string; got {self.address!r}",
+        )
+        if self.kind == "chainlink":
+            _require(
+                self.base is not None and self.quote is not None and self.decimals is not None,
+                f"a chainlink source needs base, quote and decimals; got {self.address!r}",
+            )
+            assert self.decimals is not None
+            _require(0 <= self.decimals <= 36, f"decimals must be in 0..36; got {self.decimals!r}")
+        else:
+            _require(
+                self.token0 is not None and self.token1 is not None,
+                f"a {self.kind} source needs token0 and token1; got {self.address!r}",
+            )
+            _require(
+                self.base is None or self.base in (self.token0, self.token1),
+                f"base must be token0 or token1; got {self.base!r}",
+            )
+        _require(self.weight is None or self.weight > 0, f"weight must be > 0; got {self.weight!r}")
+        _require(
+            self.max_age_s is None or self.max_age_s > 0,
+            f"max_age_s must be > 0; got {self.max_age_s!r}",
+        )
+
+
+class OracleConfig(_Strict):
+    """The oracle: windows, robust aggregation, status and the jump circuit breaker."""
+
+    window_s: float = 60.0
+    """Event-time window length, seconds."""
+    allowed_lateness_s: float = 10.0
+    """How far behind its partition's newest event an event may be and still count."""
+    max_age_s: float = 300.0
+    """A source's last observation counts for this long after its event time, seconds."""
+    max_future_s: float = 3600.0
+    """An event further ahead of its partition's newest event is rejected, seconds."""
+    min_sources: int = 3
+    """Sources needed for status ``ok``; fewer gives ``degraded``, none ``stale``."""
+    mad_k: float = 5.0
+    """Drop sources farther than k scaled MADs from the median."""
+    mad_floor_bps: float = 10.0
+    """Lower bound on the MAD scale, basis points of the median price."""
+    jump_threshold: float = 0.10
+    """A move larger than this fraction of the last published price trips the breaker."""
+    breaker_confirm_sources: int = 3
+    """A jump is published at once when this many sources agree on it."""
+    breaker_confirm_windows: int = 3
+    """Else it is published once it has persisted this many windows in a row."""
+    correction_windows: int = 60
+    """Closed windows kept for corrections from ``removed`` logs."""
+    assets: list[str] = msgspec.field(default_factory=list)
+    """Assets published besides those the sources imply (e.g. quote-only assets)."""
+    pegs: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"USD": "1", "USDC": "1", "USDT": "1"}
+    )
+    """USD value of quote assets taken at a fixed price, as decimal strings."""
+    use_default_registry: bool = True
+    """Include the built-in Ethereum mainnet tokens and pools."""
+    tokens: dict[str, TokenConfig] = msgspec.field(default_factory=dict)
+    sources: list[SourceConfig] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("window_s", "max_age_s", "max_future_s", "mad_k", "jump_threshold"):
+            value = getattr(self, key)
+            _require(value > 0, f"{key} must be > 0; got {value!r}")
+        for key in ("allowed_lateness_s", "mad_floor_bps"):
+            value = getattr(self, key)
+            _require(value >= 0, f"{key} must be >= 0; got {value!r}")
+        for key in ("min_sources", "breaker_confirm_sources", "breaker_confirm_windows"):
+            value = getattr(self, key)
+            _require(value >= 1, f"{key} must be >= 1; got {value!r}")
+        _require(
+            self.correction_windows >= 0,
+            f"correction_windows must be >= 0; got {self.correction_windows!r}",
+        )
+        _require(
+            (self.window_s * 1000).is_integer(),
+            f"window_s must be a whole number of ms; got {self.window_s!r}",
+        )
+        for asset, peg in self.pegs.items():
+            try:
+                ok = Decimal(peg).is_finite() and Decimal(peg) > 0
+            except ArithmeticError:
+                ok = False
+            _require(ok, f"pegs.{asset} must be a positive decimal string; got {peg!r}")
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.window_s * 1000)
+
+    @property
+    def lateness_ms(self) -> int:
+        return int(self.allowed_lateness_s * 1000)
+
+
+class RunConfig(_Strict):
+    """Engine settings."""
+
+    batch_size: int = 1000
+    """Messages per batch read from a partition."""
+    epoch_interval_s: float = 2.0
+    """Bytewax epoch length: how often state is snapshotted and Parquet files are cut."""
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size!r}")
+        _require(
+            self.epoch_interval_s > 0,
+            f"epoch_interval_s must be > 0; got {self.epoch_interval_s!r}",
+        )
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)
+    oracle: OracleConfig = msgspec.field(default_factory=OracleConfig)
+    run: RunConfig = msgspec.field(default_factory=RunConfig)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a decoded TOML document; raise ``ConfigError`` naming the key and value."""
+    try:
+        config = msgspec.convert(data, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    from operators.registry import Registry
+
+    Registry.from_config(config.oracle)  # cross-references between tokens and sources
+    return config
+
+
+def load_config(text: str | None) -> Config:
+    """Parse TOML text (``None`` gives the defaults)."""
+    if text is None:
+        return parse_config({})
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration is not valid TOML: {exc}") from None
+    return parse_config(data)

@@ -1,0 +1,233 @@
+"""Wire messages to observations: the ``chain.logs`` and ``dex.quotes`` codecs.
+
+``Decoder.decode`` turns one ``RawMessage`` into an ``Observation``, a ``Retraction``
+(a ``removed`` log), a ``Rejected`` (with the reason), or ``None`` for a message that is
+valid but not for the oracle (an unregistered address, a pool event that carries no
+price, an option quote). Prices are computed exactly from integers or decimals and
+rounded to a float once, at the end.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import msgspec
+
+from operators import abi
+from operators.model import Observation, RawMessage, Rejected, Retraction
+from operators.registry import FeedSource, PoolSource, Registry
+
+STAGE = "decode"
+_Q96 = 1 << 96
+_Q192 = 1 << 192
+
+
+class RpcLog(msgspec.Struct, frozen=True):
+    """A log as ``eth_getLogs`` returns it, plus ``blockTimestamp`` and ``chainId``."""
+
+    address: str
+    topics: list[str]
+    data: str
+    blockNumber: int | str
+    logIndex: int | str
+    blockTimestamp: int | str
+    blockHash: str | None = None
+    transactionHash: str | None = None
+    transactionIndex: int | str | None = None
+    removed: bool = False
+    chainId: int | str | None = None
+
+
+class Quote(msgspec.Struct, frozen=True):
+    """A ``dex.quotes`` message; prices and sizes are read as exact decimals, ``ts`` in ms."""
+
+    source: str
+    base: str
+    quote: str
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal
+    ask_size: Decimal
+    ts: int
+    instrument: str | None = None
+    iv: Decimal | None = None
+
+
+_log_decoder = msgspec.json.Decoder(RpcLog)
+_quote_decoder = msgspec.json.Decoder(Quote)
+
+Decoded = Observation | Retraction | Rejected | None
+
+
+class DecodeError(ValueError):
+    """A message that cannot be used; ``str()`` starts with a short reason code."""
+
+
+def _json_error(exc: Exception, value: bytes) -> DecodeError:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as utf:
+        return DecodeError(f"not_utf8: {utf}")
+    if isinstance(exc, msgspec.ValidationError):
+        return DecodeError(f"invalid_field: {exc}")
+    return DecodeError(f"invalid_json: {exc}")
+
+
+def v3_price(sqrt_price_x96: int, src: PoolSource) -> float:
+    """``base`` in ``quote`` from a V3 ``sqrtPriceX96``, corrected for both decimals.
+
+    raw = sqrtPriceX96**2 / 2**192 is token1 per token0 in smallest units; times
+    10**(decimals0 - decimals1) in whole tokens; inverted when token1 is the base.
+    """
+    num, den = sqrt_price_x96 * sqrt_price_x96, _Q192
+    shift = src.decimals0 - src.decimals1
+    if shift >= 0:
+        num *= 10**shift
+    else:
+        den *= 10**-shift
+    return num / den if src.base_is_token0 else den / num
+
+
+def v3_depth(sqrt_price_x96: int, liquidity: int, src: PoolSource) -> float:
+    """Twice the quote-side virtual reserve of a V3 pool, in whole quote tokens.
+
+    Virtual reserves at the current price are x = L / sqrtP and y = L * sqrtP (smallest
+    units, sqrtP = sqrtPriceX96 / 2**96), so the weight grows with ``liquidity`` and is
+    comparable with a V2 pair's depth.
+    """
+    if src.base_is_token0:  # quote is token1
+        return 2 * liquidity * sqrt_price_x96 / _Q96 / 10**src.decimals1
+    return 2 * liquidity * _Q96 / sqrt_price_x96 / 10**src.decimals0
+
+
+def v2_price_depth(reserve0: int, reserve1: int, src: PoolSource) -> tuple[float, float]:
+    """(``base`` in ``quote``, twice the quote reserve in whole tokens) from V2 reserves."""
+    num = reserve1 * 10**src.decimals0
+    den = reserve0 * 10**src.decimals1
+    if src.base_is_token0:
+        return num / den, 2 * reserve1 / 10**src.decimals1
+    return den / num, 2 * reserve0 / 10**src.decimals0
+
+
+class Decoder:
+    """Decodes the two input topics against a registry."""
+
+    def __init__(self, registry: Registry, chain_logs_topic: str, dex_quotes_topic: str):
+        self.registry = registry
+        self.chain_logs_topic = chain_logs_topic
+        self.dex_quotes_topic = dex_quotes_topic
+        self._known_keys = frozenset(a.encode() for a in registry.by_address)
+
+    def decode(self, msg: RawMessage) -> Decoded:
+        """Decode one message; bad input becomes a ``Rejected`` naming the reason."""
+        try:
+            if msg.value is None:
+                raise DecodeError("empty_value: message has no value")
+            if msg.topic == self.chain_logs_topic:
+                return self._log(msg)
+            if msg.topic == self.dex_quotes_topic:
+                return self._quote(msg)
+            raise DecodeError(f"unknown_topic: no decoder for topic {msg.topic!r}")
+        except (DecodeError, abi.AbiError) as exc:
+            return Rejected(
+                STAGE, str(exc), msg.topic, msg.partition, msg.offset, msg.timestamp_ms,
+                msg.key, msg.value,
+            )  # fmt: skip
+
+    def _log(self, msg: RawMessage) -> Decoded:
+        key = msg.key
+        if key is not None and len(key) == 42 and key.lower() not in self._known_keys:
+            return None  # keyed by an unregistered address: skip without parsing
+        assert msg.value is not None
+        try:
+            log = _log_decoder.decode(msg.value)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise _json_error(exc, msg.value) from None
+        src = self.registry.by_address.get(log.address.lower())
+        if src is None:
+            return None
+        if not log.topics:
+            raise DecodeError("unexpected_topic: log has no topics")
+        topic0 = log.topics[0].lower()
+        block = abi.quantity(log.blockNumber, "blockNumber")
+        index = abi.quantity(log.logIndex, "logIndex")
+        ts_ms = abi.quantity(log.blockTimestamp, "blockTimestamp") * 1000
+        if log.blockHash is None:
+            raise DecodeError("missing_field: blockHash is required")
+        obs_id = f"{log.blockHash.lower()}:{index}"
+        seq = (block << 20) | index
+
+        if isinstance(src, FeedSource):
+            if topic0 not in abi.CHAINLINK_EVENTS:
+                raise DecodeError(f"unexpected_topic: {topic0} on chainlink feed {src.address}")
+            if topic0 != abi.CHAINLINK_ANSWER_UPDATED:
+                return None
+            if len(log.topics) != 3:
+                raise DecodeError(
+                    f"bad_topics: AnswerUpdated needs 3 topics; got {len(log.topics)}"
+                )
+            abi.data_words(log.data, 1)
+            answer = abi.signed(abi.word(log.topics[1]))
+            if answer <= 0:
+                raise DecodeError(f"invalid_price: chainlink answer {answer} <= 0")
+            base, quote = src.base, src.quote
+            price, weight = answer / 10**src.decimals, src.weight or 0.0
+        elif src.kind == "uniswap_v3":
+            if topic0 not in abi.V3_POOL_EVENTS:
+                raise DecodeError(f"unexpected_topic: {topic0} on uniswap_v3 pool {src.address}")
+            if topic0 != abi.V3_SWAP:
+                return None
+            _a0, _a1, sqrt_p, liquidity, _tick = abi.data_words(log.data, 5)
+            if sqrt_p == 0 or sqrt_p >= 1 << 160:
+                raise DecodeError(f"invalid_price: sqrtPriceX96 {sqrt_p} out of range")
+            base, quote = src.base, src.quote
+            price = v3_price(sqrt_p, src)
+            weight = src.weight or v3_depth(sqrt_p, liquidity, src)
+        else:
+            if topic0 not in abi.V2_PAIR_EVENTS:
+                raise DecodeError(f"unexpected_topic: {topic0} on uniswap_v2 pair {src.address}")
+            if topic0 != abi.V2_SYNC:
+                return None
+            reserve0, reserve1 = abi.data_words(log.data, 2)
+            if reserve0 == 0 or reserve1 == 0:
+                raise DecodeError("invalid_price: a V2 reserve is zero")
+            base, quote = src.base, src.quote
+            price, depth = v2_price_depth(reserve0, reserve1, src)
+            weight = src.weight or depth
+
+        source = src.address
+        if log.removed:
+            return Retraction(base, quote, source, ts_ms, obs_id, msg)
+        return Observation(base, quote, source, price, weight, 0.0, ts_ms, seq, obs_id)
+
+    def _quote(self, msg: RawMessage) -> Decoded:
+        assert msg.value is not None
+        try:
+            q = _quote_decoder.decode(msg.value)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise _json_error(exc, msg.value) from None
+        if q.instrument is not None:
+            return None  # option quotes feed the risk engine, not the oracle
+        try:
+            finite = all(d.is_finite() for d in (q.bid, q.ask, q.bid_size, q.ask_size))
+            ok = finite and 0 < q.bid <= q.ask and q.bid_size >= 0 and q.ask_size >= 0
+        except InvalidOperation:
+            ok = False
+        if not ok:
+            raise DecodeError(
+                f"invalid_quote: need 0 < bid <= ask and sizes >= 0; got bid={q.bid} "
+                f"ask={q.ask} bid_size={q.bid_size} ask_size={q.ask_size}"
+            )
+        if q.ts < 0:
+            raise DecodeError(f"invalid_quote: ts must be >= 0 ms; got {q.ts}")
+        base, quote = self.registry.asset_of(q.base), self.registry.asset_of(q.quote)
+        if base not in self.registry.assets or not (
+            quote in self.registry.pegs or quote in self.registry.crosses
+        ):
+            return None
+        mid = (q.bid + q.ask) / 2
+        return Observation(
+            base, quote, f"quote:{q.source}", float(mid),
+            float(mid * (q.bid_size + q.ask_size) / 2), float((q.ask - q.bid) / 2),
+            q.ts, msg.offset, f"{msg.topic}:{msg.partition}:{msg.offset}",
+        )  # fmt: skip

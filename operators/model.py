@@ -1,0 +1,127 @@
+"""Typed records that flow between stages.
+
+Time convention: every ``*_ms`` field is an integer count of milliseconds since the
+Unix epoch, in event time (block timestamp or quote ``ts``), never wall-clock time.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RawMessage(msgspec.Struct, frozen=True, array_like=True):
+    """One message as it sat on a topic: the recording row and the Kafka record alike."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+class RawBatch(msgspec.Struct, frozen=True, array_like=True):
+    """Consecutive messages of one input partition, in offset order.
+
+    ``eof`` is true on the last batch of a finite input (replay, ``--until-end``);
+    such a batch may be empty.
+    """
+
+    part: str
+    messages: list[RawMessage]
+    eof: bool = False
+
+
+class Observation(msgspec.Struct, frozen=True, array_like=True):
+    """One source's price for ``base`` in units of ``quote`` at ``ts_ms``.
+
+    ``weight`` is the source's depth in ``quote`` units (how much it takes to move it),
+    ``spread`` a half-width in ``quote`` units (0 for pools and feeds). ``seq`` orders
+    observations of one source that share a timestamp (block * 2**20 + log index, or the
+    message offset). ``obs_id`` identifies it for a ``removed`` retraction.
+    """
+
+    base: str
+    quote: str
+    source: str
+    price: float
+    weight: float
+    spread: float
+    ts_ms: int
+    seq: int
+    obs_id: str
+
+
+class Retraction(msgspec.Struct, frozen=True, array_like=True):
+    """A ``removed: true`` log: withdraw the observation ``obs_id`` seen at ``ts_ms``.
+
+    ``late`` is set when its window had closed for its partition when it arrived: it then
+    becomes a correction of the published price. ``origin`` is the message, for the
+    deadletter should the observation be unknown.
+    """
+
+    base: str
+    quote: str
+    source: str
+    ts_ms: int
+    obs_id: str
+    origin: RawMessage
+    late: bool = False
+
+
+class AssetBatch(msgspec.Struct, frozen=True, array_like=True):
+    """What one input partition sends one asset: items and the partition's watermark.
+
+    ``watermark_ms`` is the partition's newest event time less the allowed lateness;
+    ``eof`` says the partition has ended and will send nothing more.
+    """
+
+    part: str
+    watermark_ms: int
+    eof: bool
+    items: list[Observation | Retraction]
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A message that could not be used, with where it came from and why."""
+
+    stage: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    raw: bytes | None
+
+
+class OraclePrice(msgspec.Struct, frozen=True):
+    """The oracle's price for ``asset`` in USD over one event-time window.
+
+    ``confidence`` is a half-width in USD (Pyth style). ``status`` is ``ok``, ``degraded``
+    or ``stale``. ``held`` marks a jump held by the circuit breaker (the previous price is
+    carried). ``revision`` is 0 for the first publication and counts corrections.
+    """
+
+    asset: str
+    window_start_ms: int
+    window_end_ms: int
+    price: float
+    confidence: float
+    sources: int
+    status: str
+    held: bool
+    revision: int
+
+
+class PartitionStats(msgspec.Struct, frozen=True):
+    """Cumulative counts for one input partition up to watermark ``ts_event_ms``."""
+
+    part: str
+    ts_event_ms: int
+    messages: int
+    observations: int
+    retractions: int
+    skipped: int
+    rejected: int
+    late: int

@@ -1,0 +1,287 @@
+"""The oracle for one asset: event-time windows, status, circuit breaker, corrections.
+
+Anchors: Chainlink's median with a quorum, Pyth's confidence, Maker's OSM breaker.
+
+Event time and watermarks (all in ms). Every input partition reports its watermark:
+its newest event time less the allowed lateness. The intake (``operators.intake``) has
+already sent an event whose window had ended at its own partition's watermark to the
+deadletter, so every event that reaches this stage lands in a window that is still
+open. A window closes when the minimum watermark over all input partitions passes its
+end (partitions that have ended no longer count). Which windows close and what they
+contain therefore depends only on each partition's own order, never on how partitions
+interleave: live, replay and any worker count give the same rows.
+
+Per closed window (``fold``): each source's latest observation as of the window's end
+counts while younger than its ``max_age``; prices are converted to USD (pegs, or the
+numeraire's price in the same window for a crossed asset such as BTC via WBTC/WETH);
+``operators.aggregate`` gives the robust price. Status is ``ok`` with at least
+``min_sources`` sources, ``degraded`` with fewer, ``stale`` with none (the last price
+is carried). A move beyond ``jump_threshold`` from the last published price is held
+(the last price is carried, ``held``, status ``degraded``) until enough sources confirm
+it at once or it persists ``breaker_confirm_windows`` windows.
+
+Corrections: a ``removed`` log whose window has closed changes that window's inputs;
+the retained windows are folded again from the oldest kept state and each row that
+changes is published again with ``revision`` + 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
+
+from operators.aggregate import aggregate
+from operators.config import OracleConfig
+from operators.model import (
+    AssetBatch,
+    Observation,
+    OraclePrice,
+    Rejected,
+    Retraction,
+)
+from operators.registry import Registry
+
+STAGE = "oracle"
+
+
+@dataclass(frozen=True)
+class OracleParams:
+    """Everything one asset's oracle needs; times in ms, prices in USD."""
+
+    parts: tuple[str, ...]
+    window_ms: int
+    max_age_ms: int
+    source_max_age_ms: dict[str, int]
+    min_sources: int
+    mad_k: float
+    mad_floor_bps: float
+    jump_threshold: float
+    breaker_confirm_sources: int
+    breaker_confirm_windows: int
+    correction_windows: int
+    pegs: dict[str, float]
+    numeraire: dict[str, str]
+    """asset -> the asset it is also quoted in (BTC -> ETH); absent when none."""
+
+
+def oracle_params(cfg: OracleConfig, registry: Registry, parts: tuple[str, ...]) -> OracleParams:
+    """The oracle's parameters from the configuration, for the input partitions ``parts``."""
+    return OracleParams(
+        parts=parts,
+        window_ms=cfg.window_ms,
+        max_age_ms=int(cfg.max_age_s * 1000),
+        source_max_age_ms={
+            s.address: s.max_age_ms
+            for s in registry.by_address.values()
+            if s.max_age_ms is not None
+        },
+        min_sources=cfg.min_sources,
+        mad_k=cfg.mad_k,
+        mad_floor_bps=cfg.mad_floor_bps,
+        jump_threshold=cfg.jump_threshold,
+        breaker_confirm_sources=cfg.breaker_confirm_sources,
+        breaker_confirm_windows=cfg.breaker_confirm_windows,
+        correction_windows=cfg.correction_windows,
+        pegs=registry.pegs,
+        numeraire={a: n for n, assets in registry.crosses.items() for a in assets},
+    )
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What one window hands the next: sources' latest observations and the breaker."""
+
+    latest: dict[str, Observation] = field(default_factory=dict)
+    last: OraclePrice | None = None
+    jump_run: int = 0
+    jump_up: bool = False
+
+
+@dataclass
+class ClosedWindow:
+    index: int
+    obs: dict[str, Observation]
+    row: OraclePrice | None
+
+
+def _source_key(o: Observation) -> str:
+    return f"{o.source}|{o.base}|{o.quote}"
+
+
+def _robust_usd(
+    observations: Iterable[Observation], usd_of_quote: dict[str, float], p: OracleParams
+) -> tuple[float, float, int] | None:
+    prices, weights, spreads = [], [], []
+    for o in observations:
+        fx = usd_of_quote.get(o.quote)
+        if fx is None:
+            continue
+        prices.append(o.price * fx)
+        weights.append(o.weight * fx)
+        spreads.append(o.spread * fx)
+    if not prices:
+        return None
+    agg = aggregate(prices, weights, spreads, k=p.mad_k, floor_bps=p.mad_floor_bps)
+    return agg.price, agg.confidence, len(agg.kept)
+
+
+def fold(
+    asset: str, carry: Carry, index: int, window_obs: Iterable[Observation], p: OracleParams
+) -> tuple[Carry, OraclePrice | None]:
+    """Close window ``index`` of ``asset``: the next carry and the row to publish (if any)."""
+    start, end = index * p.window_ms, (index + 1) * p.window_ms
+    latest = dict(carry.latest)
+    for o in sorted(window_obs, key=lambda o: (o.ts_ms, o.seq, o.obs_id)):
+        latest[_source_key(o)] = o
+    latest = {
+        k: o
+        for k, o in latest.items()
+        if end - o.ts_ms <= p.source_max_age_ms.get(o.source, p.max_age_ms)
+    }
+
+    usd_of_quote = dict(p.pegs)
+    numeraire = p.numeraire.get(asset)
+    if numeraire is not None:
+        cross = _robust_usd((o for o in latest.values() if o.base == numeraire), p.pegs, p)
+        if cross is not None:
+            usd_of_quote[numeraire] = cross[0]
+    found = _robust_usd((o for o in latest.values() if o.base == asset), usd_of_quote, p)
+
+    last = carry.last
+    if found is None:
+        nxt = Carry(latest, last, carry.jump_run, carry.jump_up)
+        if last is None:
+            return nxt, None
+        row = OraclePrice(asset, start, end, last.price, last.confidence, 0, "stale", False, 0)
+        return nxt, row
+
+    price, conf, n = found
+    status = "ok" if n >= p.min_sources else "degraded"
+    if last is not None and abs(price / last.price - 1.0) > p.jump_threshold:
+        up = price > last.price
+        run = carry.jump_run + 1 if carry.jump_run and carry.jump_up == up else 1
+        if n < p.breaker_confirm_sources and run < p.breaker_confirm_windows:
+            row = OraclePrice(
+                asset, start, end, last.price, last.confidence, n, "degraded", True, 0
+            )
+            return Carry(latest, last, run, up), row
+    row = OraclePrice(asset, start, end, price, conf, n, status, False, 0)
+    return Carry(latest, row), row
+
+
+class AssetOracle:
+    """Windows, watermarks and retained history for one asset (state for one key)."""
+
+    def __init__(self, asset: str, params: OracleParams):
+        self.asset = asset
+        self.p = params
+        self.part_wm: dict[str, int] = {}
+        self.ended: set[str] = set()
+        self.open: dict[int, dict[str, Observation]] = {}
+        self.pending: dict[int, list[Retraction]] = {}
+        self.history: list[ClosedWindow] = []
+        self.base = Carry()
+        self.carry = Carry()
+        self.next_index: int | None = None
+
+    def on_batch(self, batch: AssetBatch) -> list[OraclePrice | Rejected]:
+        """Take one partition's batch; return the rows of windows it closes or corrects."""
+        out: list[OraclePrice | Rejected] = []
+        for item in batch.items:
+            if isinstance(item, Observation):
+                index = item.ts_ms // self.p.window_ms
+                if self.next_index is not None and index < self.next_index:
+                    # Cannot happen while every input partition is in ``parts``.
+                    out.extend(self._reject(item, f"late: window {index} already closed"))
+                    continue
+                self.open.setdefault(index, {})[item.obs_id] = item
+            else:
+                out.extend(self._retract(item))
+        self.part_wm[batch.part] = batch.watermark_ms
+        if batch.eof:
+            self.ended.add(batch.part)
+        out.extend(self._close_ready())
+        return out
+
+    def _watermark(self) -> int:
+        live = [self.part_wm.get(part, -1) for part in self.p.parts if part not in self.ended]
+        if live:
+            return min(live)
+        return max(self.part_wm.values(), default=-1)
+
+    def _close_ready(self) -> list[OraclePrice | Rejected]:
+        wm = self._watermark()
+        all_ended = all(part in self.ended for part in self.p.parts)
+        last_data = max(self.open, default=-1)
+        out: list[OraclePrice | Rejected] = []
+        index = self.next_index if self.next_index is not None else min(self.open, default=None)
+        while index is not None and (
+            (index + 1) * self.p.window_ms <= wm or (all_ended and index <= last_data)
+        ):
+            out.extend(self._close(index))
+            index += 1
+            self.next_index = index
+        return out
+
+    def _close(self, index: int) -> list[OraclePrice | Rejected]:
+        obs = self.open.pop(index, {})
+        self.carry, row = fold(self.asset, self.carry, index, obs.values(), self.p)
+        self.history.append(ClosedWindow(index, obs, row))
+        if len(self.history) > self.p.correction_windows:
+            dropped = self.history.pop(0)
+            self.base, _ = fold(self.asset, self.base, dropped.index, dropped.obs.values(), self.p)
+        out: list[OraclePrice | Rejected] = [row] if row is not None else []
+        for retraction in self.pending.pop(index, []):
+            out.extend(self._retract(retraction))
+        return out
+
+    def _retract(self, r: Retraction) -> list[OraclePrice | Rejected]:
+        index = r.ts_ms // self.p.window_ms
+        if index in self.open or self.next_index is None or index >= self.next_index:
+            if r.late:  # its partition saw the window end: publish it, then correct it
+                self.pending.setdefault(index, []).append(r)
+                return []
+            if self.open.get(index, {}).pop(r.obs_id, None) is not None:
+                return []
+            return self._reject(r, "retraction_unknown: no observation with this id")
+        for pos, closed in enumerate(self.history):
+            if closed.index == index:
+                if closed.obs.pop(r.obs_id, None) is None:
+                    return self._reject(r, "retraction_unknown: no observation with this id")
+                return list(self._refold(pos))
+        return self._reject(
+            r, f"retraction_too_old: window {index} is beyond the {self.p.correction_windows} "
+            "windows kept for corrections",
+        )  # fmt: skip
+
+    def _refold(self, changed_from: int) -> list[OraclePrice | Rejected]:
+        carry = self.base
+        out: list[OraclePrice | Rejected] = []
+        for pos, closed in enumerate(self.history):
+            carry, row = fold(self.asset, carry, closed.index, closed.obs.values(), self.p)
+            if pos >= changed_from and row != _unrevised(closed.row):
+                revision = 0 if closed.row is None else closed.row.revision + 1
+                row = None if row is None else replace(row, revision=revision)
+                if row is not None:
+                    out.append(row)
+            else:
+                row = closed.row
+            closed.row = row
+        self.carry = carry
+        return out
+
+    def _reject(self, r: Observation | Retraction, reason: str) -> list[OraclePrice | Rejected]:
+        if r.base != self.asset:
+            return []  # the asset the observation is of reports it, not those crossing it
+        if isinstance(r, Observation):
+            return [Rejected(STAGE, reason, "", -1, -1, r.ts_ms, None, r.obs_id.encode())]
+        m = r.origin
+        return [
+            Rejected(STAGE, reason, m.topic, m.partition, m.offset, m.timestamp_ms, m.key, m.value)
+        ]
+
+
+def _unrevised(row: OraclePrice | None) -> OraclePrice | None:
+    return None if row is None else replace(row, revision=0)

@@ -1,0 +1,286 @@
+"""operators.config: defaults, unknown keys and bad values fail at load, naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from operators.config import Config, ConfigError, load_config
+from operators.registry import DEFAULT_SOURCES, Registry
+
+POOL = "0x0000000000000000000000000000000000000001"
+
+
+def _source(**fields: object) -> str:
+    """One ``[[oracle.sources]]`` table; strings quoted, numbers as they are."""
+    body = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in fields.items())
+    return f"[[oracle.sources]]\n{body}\n"
+
+
+def _fails(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(text)
+    return str(info.value)
+
+
+# --- defaults -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", [None, "", "# nothing but a comment\n"], ids=["none", "empty", "comment"]
+)
+def test_defaults_load(text: str | None) -> None:
+    cfg = load_config(text)
+    assert cfg == Config()
+    assert (cfg.topics.chain_logs, cfg.topics.dex_quotes, cfg.topics.deadletter) == (
+        "chain.logs", "dex.quotes", "deadletter",
+    )  # fmt: skip
+    assert (cfg.oracle.window_ms, cfg.oracle.lateness_ms, cfg.oracle.min_sources) == (
+        60_000,
+        10_000,
+        3,
+    )
+    assert cfg.oracle.pegs == {"USD": "1", "USDC": "1", "USDT": "1"}
+
+
+def test_default_registry_has_the_builtin_pools_priced_in_usd() -> None:
+    registry = Registry.from_config(load_config(None).oracle)
+    assert set(registry.by_address) == {s["address"] for s in DEFAULT_SOURCES}
+    assert registry.assets == ("BTC", "ETH")
+    assert registry.crosses == {"ETH": ("BTC",)}  # BTC is also priced through WBTC/WETH
+    assert registry.pegs == {"USD": 1.0, "USDC": 1.0, "USDT": 1.0}
+    assert registry.asset_of("WETH") == "ETH" and registry.asset_of("XYZ") == "XYZ"
+
+
+def test_values_given_replace_the_defaults() -> None:
+    cfg = load_config(
+        '[topics]\nchain_logs = "mainnet.logs"\n[oracle]\nwindow_s = 30\nmin_sources = 2\n'
+    )
+    assert cfg.topics.chain_logs == "mainnet.logs"
+    assert (cfg.oracle.window_ms, cfg.oracle.min_sources) == (30_000, 2)
+
+
+def test_without_default_registry_only_configured_sources_are_registered() -> None:
+    text = "[oracle]\nuse_default_registry = false\n" + _source(
+        address=POOL, kind="chainlink", base="ETH", quote="USD", decimals=8
+    )
+    registry = Registry.from_config(load_config(text).oracle)
+    assert list(registry.by_address) == [POOL]
+    assert registry.assets == ("ETH",)
+
+
+# --- unknown keys -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        pytest.param("bogus = 1\n", "bogus", "", id="top-level"),
+        pytest.param("[oracel]\nwindow_s = 30\n", "oracel", "", id="misspelt-table"),
+        pytest.param("[oracle]\nwindw_s = 30\n", "windw_s", "$.oracle", id="in-oracle"),
+        pytest.param('[topics]\nprices = "p"\n', "prices", "$.topics", id="in-topics"),
+        pytest.param(
+            _source(address=POOL, kind="uniswap_v3", token0="USDC", token1="WETH", fee=500),
+            "fee",
+            "$.oracle.sources[0]",
+            id="in-oracle-sources",
+        ),
+        pytest.param(
+            '[oracle.tokens.DAI]\ndecimals = 18\nasset = "DAI"\nsymbol = "DAI"\n',
+            "symbol",
+            "$.oracle.tokens",
+            id="in-oracle-tokens",
+        ),
+    ],
+)
+def test_unknown_key_fails_naming_the_key(text: str, key: str, where: str) -> None:
+    message = _fails(text)
+    assert f"unknown field `{key}`" in message
+    assert where in message
+
+
+# --- bad values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("[oracle]\nwindow_s = 0\n", "window_s must be > 0; got 0", id="window-zero"),
+        pytest.param(
+            "[oracle]\nwindow_s = -60\n", "window_s must be > 0; got -60", id="window-negative"
+        ),
+        pytest.param(
+            "[oracle]\nwindow_s = 0.0005\n",
+            "window_s must be a whole number of ms",
+            id="window-sub-ms",
+        ),
+        pytest.param(
+            "[oracle]\nmin_sources = 0\n", "min_sources must be >= 1; got 0", id="min-sources-zero"
+        ),
+        pytest.param(
+            "[oracle]\nmax_age_s = nan\n", "max_age_s must be > 0; got nan", id="max-age-nan"
+        ),
+        pytest.param(
+            "[oracle]\nallowed_lateness_s = -1\n", "allowed_lateness_s must be >= 0", id="lateness"
+        ),
+        pytest.param(
+            "[oracle]\nmin_sources = true\n", "Expected `int`, got `bool`", id="bool-for-int"
+        ),
+        pytest.param(
+            '[oracle]\nwindow_s = "60"\n', "Expected `float`, got `str`", id="str-for-float"
+        ),
+        pytest.param(
+            "[run]\nbatch_size = 0\n", "batch_size must be >= 1; got 0", id="batch-size-zero"
+        ),
+        pytest.param(
+            '[oracle.pegs]\nUSD = "abc"\n',
+            "pegs.USD must be a positive decimal string; got 'abc'",
+            id="peg-abc",
+        ),
+        pytest.param(
+            '[oracle.pegs]\nUSD = "-1"\n',
+            "pegs.USD must be a positive decimal string; got '-1'",
+            id="peg-negative",
+        ),
+        pytest.param(
+            '[oracle.pegs]\nUSD = "NaN"\n',
+            "pegs.USD must be a positive decimal string; got 'NaN'",
+            id="peg-nan",
+        ),
+        pytest.param(
+            '[oracle.tokens.DAI]\ndecimals = 99\nasset = "DAI"\n',
+            "decimals must be in 0..36; got 99",
+            id="token-decimals",
+        ),
+    ],
+)
+def test_bad_oracle_value_fails_naming_key_and_value(text: str, expected: str) -> None:
+    assert expected in _fails(text)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "0xABC",
+        "0x0D4A11D5EEAAC28EC3F61D100DAF4D40471F1852",  # checksum/upper case: keys are lower
+        "0d4a11d5eeaac28ec3f61d100daf4d40471f1852",
+        "0x0d4a11d5eeaac28ec3f61d100daf4d40471f18",
+        "0x0d4a11d5eeaac28ec3f61d100daf4d40471f18zz",
+    ],
+)
+def test_bad_source_address_fails_naming_the_address(address: str) -> None:
+    message = _fails(_source(address=address, kind="uniswap_v2", token0="USDC", token1="WETH"))
+    assert "address must be a lower-case 0x-prefixed 20-byte hex string" in message
+    assert repr(address) in message
+    assert "$.oracle.sources[0]" in message
+
+
+def test_unknown_source_kind_fails_naming_the_kinds() -> None:
+    message = _fails(_source(address=POOL, kind="curve", token0="USDC", token1="WETH"))
+    assert "Invalid enum value 'curve'" in message
+    assert "$.oracle.sources[0].kind" in message
+
+
+def test_pool_naming_an_undeclared_token_fails_naming_token_and_pool() -> None:
+    message = _fails(_source(address=POOL, kind="uniswap_v2", token0="FOO", token1="WETH"))
+    assert "'FOO'" in message and POOL in message and "oracle.tokens" in message
+
+
+def test_pool_without_both_tokens_fails() -> None:
+    message = _fails(_source(address=POOL, kind="uniswap_v3", token0="USDC"))
+    assert "a uniswap_v3 source needs token0 and token1" in message and POOL in message
+
+
+def test_pool_base_that_is_neither_token_fails() -> None:
+    message = _fails(
+        _source(address=POOL, kind="uniswap_v3", token0="USDC", token1="WETH", base="WBTC")
+    )
+    assert "base must be token0 or token1; got 'WBTC'" in message
+
+
+def test_chainlink_source_without_decimals_fails() -> None:
+    message = _fails(_source(address=POOL, kind="chainlink", base="ETH", quote="USD"))
+    assert "a chainlink source needs base, quote and decimals" in message
+
+
+@pytest.mark.parametrize(("key", "value"), [("weight", 0), ("weight", -1.5), ("max_age_s", 0)])
+def test_non_positive_source_weight_or_age_fails(key: str, value: float) -> None:
+    source = {
+        "address": POOL,
+        "kind": "chainlink",
+        "base": "ETH",
+        "quote": "USD",
+        "decimals": 8,
+        key: value,
+    }
+    assert f"{key} must be > 0; got {value!r}" in _fails(_source(**source))
+
+
+def test_source_quoted_in_an_unpegged_asset_without_usd_route_fails() -> None:
+    text = (
+        '[oracle.tokens.FOO]\ndecimals = 18\nasset = "FOO"\n'
+        '[oracle.tokens.BAR]\ndecimals = 6\nasset = "BAR"\n'
+        + _source(address=POOL, kind="uniswap_v2", token0="FOO", token1="BAR")
+    )
+    message = _fails(text)
+    assert POOL in message and "quotes FOO in BAR" in message
+    assert "no source priced in a pegged asset" in message and "'USD'" in message
+
+
+def test_chainlink_feed_quoted_in_an_unpriced_asset_fails() -> None:
+    message = _fails(_source(address=POOL, kind="chainlink", base="FOO", quote="EUR", decimals=8))
+    assert "quotes FOO in EUR" in message
+
+
+def test_empty_pegs_leave_the_default_pools_without_a_usd_route() -> None:
+    message = _fails("[oracle]\npegs = {}\n")
+    assert "no source priced in a pegged asset ([])" in message
+
+
+def test_duplicate_topic_names_fail_naming_the_name() -> None:
+    message = _fails('[topics]\norders = "chain.logs"\n')
+    assert "topic names must differ" in message and "'orders': 'chain.logs'" in message
+
+
+@pytest.mark.parametrize("name", ["", "has space"])
+def test_bad_topic_name_fails(name: str) -> None:
+    assert f"topics.deadletter must be a topic name; got {name!r}" in _fails(
+        f'[topics]\ndeadletter = "{name}"\n'
+    )
+
+
+# --- gaps found while writing these tests (see the report) ----------------------------------
+
+
+def test_infinite_peg_fails() -> None:
+    assert "pegs.EUR" in _fails(
+        '[oracle.pegs]\nUSD = "1"\nUSDC = "1"\nUSDT = "1"\nEUR = "Infinity"\n'
+    )
+
+
+def test_negative_chainlink_decimals_fail() -> None:
+    assert "decimals" in _fails(
+        _source(address=POOL, kind="chainlink", base="ETH", quote="USD", decimals=-3)
+    )
+
+
+def test_two_sources_with_the_same_address_fail() -> None:
+    one = _source(address=POOL, kind="chainlink", base="ETH", quote="USD", decimals=8)
+    two = _source(address=POOL, kind="chainlink", base="BTC", quote="USD", decimals=8)
+    assert POOL in _fails(one + two)
+
+
+# --- invalid TOML -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param("[oracle\nwindow_s = 1\n", "line 1", id="unclosed-table"),
+        pytest.param("[oracle]\nwindow_s = \n", "line 2", id="missing-value"),
+        pytest.param("[oracle]\nwindow_s = 1\nwindow_s = 2\n", "line 3", id="duplicate-key"),
+    ],
+)
+def test_invalid_toml_fails_clearly(text: str, where: str) -> None:
+    message = _fails(text)
+    assert message.startswith("configuration is not valid TOML: ")
+    assert where in message

@@ -1,0 +1,219 @@
+"""The oracle core: windows and watermarks, status, breaker, corrections, determinism."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.config import load_config
+from operators.decode import Decoder
+from operators.intake import IntakeParams, PartitionIntake
+from operators.model import (
+    AssetBatch,
+    Observation,
+    OraclePrice,
+    RawBatch,
+    RawMessage,
+    Rejected,
+    Retraction,
+)
+from operators.oracle import AssetOracle, oracle_params
+from operators.registry import Registry
+
+T0 = 1_683_028_800_000  # 2023-05-02 12:00:00 UTC, a window boundary
+W = 60_000
+PARTS = ("0-p", "1-p")
+
+
+def params(text: str = "", parts: tuple[str, ...] = PARTS):
+    cfg = load_config(text)
+    return oracle_params(cfg.oracle, Registry.from_config(cfg.oracle), parts)
+
+
+def obs(
+    source: str, price: float, ts: int, base: str = "ETH", quote: str = "USDC", weight: float = 1.0
+) -> Observation:
+    return Observation(base, quote, source, price, weight, 0.0, ts, 0, f"{source}@{ts}")
+
+
+def batch(part: str, wm: int, *items: Observation | Retraction, eof: bool = False) -> AssetBatch:
+    return AssetBatch(part, wm, eof, list(items))
+
+
+def prices(rows: list[OraclePrice | Rejected]) -> list[OraclePrice]:
+    return [r for r in rows if isinstance(r, OraclePrice)]
+
+
+def test_window_closes_only_when_every_partition_watermark_passes_its_end() -> None:
+    oracle = AssetOracle("ETH", params())
+    sources = [obs(s, 1800.0, T0 + 1000) for s in ("a", "b", "c")]
+    assert oracle.on_batch(batch("0-p", T0 + W + 5, *sources)) == []  # 1-p not heard from
+    rows = oracle.on_batch(batch("1-p", T0 + W))
+    assert [(r.window_start_ms, r.status, r.sources) for r in prices(rows)] == [(T0, "ok", 3)]
+
+
+def test_status_degraded_with_fewer_sources_than_quorum() -> None:
+    oracle = AssetOracle("ETH", params())
+    oracle.on_batch(batch("0-p", 0, obs("a", 1800.0, T0), obs("b", 1801.0, T0)))
+    (row,) = prices(
+        oracle.on_batch(batch("1-p", T0 + W, eof=True))
+        + oracle.on_batch(batch("0-p", T0 + W, eof=True))
+    )
+    assert (row.status, row.sources, row.price) == ("degraded", 2, 1800.5)
+
+
+def test_price_goes_stale_after_max_age_and_is_carried() -> None:
+    oracle = AssetOracle("ETH", params("[oracle]\nmax_age_s = 90\nmin_sources = 1"))
+    oracle.on_batch(batch("0-p", 0, obs("a", 1800.0, T0)))
+    rows = prices(
+        oracle.on_batch(batch("1-p", T0 + 3 * W)) + oracle.on_batch(batch("0-p", T0 + 3 * W))
+    )
+    assert [(r.status, r.price) for r in rows] == [
+        ("ok", 1800.0),
+        ("stale", 1800.0),
+        ("stale", 1800.0),
+    ]
+
+
+def test_jump_is_held_until_it_persists_then_published() -> None:
+    oracle = AssetOracle("ETH", params("[oracle]\nmin_sources = 1\nbreaker_confirm_windows = 2"))
+    out: list[OraclePrice | Rejected] = []
+    for i, price in enumerate([1800.0, 2500.0, 2500.0]):
+        out += oracle.on_batch(batch("0-p", T0 + i * W, obs("a", price, T0 + i * W)))
+        out += oracle.on_batch(batch("1-p", T0 + (i + 1) * W))
+    out += oracle.on_batch(batch("0-p", T0 + 3 * W))
+    assert [(r.price, r.held, r.status) for r in prices(out)] == [
+        (1800.0, False, "ok"),
+        (1800.0, True, "degraded"),
+        (2500.0, False, "ok"),
+    ]
+
+
+def test_jump_confirmed_by_enough_sources_is_published_at_once() -> None:
+    oracle = AssetOracle("ETH", params())
+    oracle.on_batch(batch("1-p", T0 + 2 * W))
+    oracle.on_batch(batch("0-p", 0, *(obs(s, 1800.0, T0) for s in "abc")))
+    oracle.on_batch(batch("0-p", 0, *(obs(s, 2500.0, T0 + W) for s in "abc")))
+    rows = prices(oracle.on_batch(batch("0-p", T0 + 2 * W)))
+    assert [(r.price, r.held) for r in rows] == [(1800.0, False), (2500.0, False)]
+
+
+def test_btc_crossed_through_eth_window_price() -> None:
+    oracle = AssetOracle("BTC", params())
+    eth = [obs(s, 2000.0, T0) for s in "abc"]
+    btc = obs("0xpool", 14.0, T0 + 5, base="BTC", quote="ETH")
+    oracle.on_batch(batch("0-p", 0, *eth, btc))
+    (row,) = prices(
+        oracle.on_batch(batch("0-p", T0 + W, eof=True)) + oracle.on_batch(batch("1-p", 0, eof=True))
+    )
+    assert (row.asset, row.price, row.sources, row.status) == ("BTC", 28_000.0, 1, "degraded")
+
+
+def _retraction(o: Observation, late: bool) -> Retraction:
+    origin = RawMessage("chain.logs", 0, 9, o.ts_ms, None, b"{}")
+    return Retraction(o.base, o.quote, o.source, o.ts_ms, o.obs_id, origin, late)
+
+
+def test_retraction_while_window_open_removes_observation_silently() -> None:
+    oracle = AssetOracle("ETH", params())
+    a, b, c = (obs(s, 1800.0 + i, T0) for i, s in enumerate("abc"))
+    oracle.on_batch(batch("0-p", 0, a, b, c))
+    oracle.on_batch(batch("0-p", 0, _retraction(c, late=False)))
+    rows = prices(oracle.on_batch(batch("0-p", T0 + W)) + oracle.on_batch(batch("1-p", T0 + W)))
+    assert [(r.sources, r.price, r.revision) for r in rows] == [(2, 1800.5, 0)]
+
+
+def test_retraction_after_window_closed_publishes_correction() -> None:
+    oracle = AssetOracle("ETH", params())
+    a, b, c = (obs(s, 1800.0 + i, T0) for i, s in enumerate("abc"))
+    oracle.on_batch(batch("1-p", T0 + W))
+    first = prices(oracle.on_batch(batch("0-p", T0 + W, a, b, c)))
+    fixed = prices(oracle.on_batch(batch("0-p", T0 + W, _retraction(c, late=True))))
+    assert [(r.sources, r.price, r.revision) for r in first] == [(3, 1801.0, 0)]
+    assert [(r.sources, r.price, r.revision) for r in fixed] == [(2, 1800.5, 1)]
+
+
+def test_retraction_of_unknown_observation_is_rejected_with_coordinates() -> None:
+    oracle = AssetOracle("ETH", params())
+    (rej,) = oracle.on_batch(batch("0-p", 0, _retraction(obs("z", 1.0, T0), late=False)))
+    assert isinstance(rej, Rejected)
+    assert rej.reason.startswith("retraction_unknown") and (rej.topic, rej.offset) == (
+        "chain.logs",
+        9,
+    )
+
+
+# --- determinism: intake + oracle over any interleaving of partitions -------------------
+
+CFG = load_config("[oracle]\nmin_sources = 2\nallowed_lateness_s = 5")
+REGISTRY = Registry.from_config(CFG.oracle)
+DECODER = Decoder(REGISTRY, "chain.logs", "dex.quotes")
+
+
+def _quote(part: int, offset: int, source: str, ts: int, mid: float) -> RawMessage:
+    body = {"source": source, "base": "WETH", "quote": "USDC", "bid": mid - 0.5, "ask": mid + 0.5,
+            "bid_size": 1, "ask_size": 1, "ts": ts}  # fmt: skip
+    return RawMessage("dex.quotes", part, offset, ts, source.encode(), json.dumps(body).encode())
+
+
+def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
+    parts = sorted({b.part for b in batches})
+    intakes = {p: PartitionIntake(p, CFG.oracle.lateness_ms) for p in parts}
+    oracles: dict[str, AssetOracle] = {}
+    ip = IntakeParams(W, 3_600_000, REGISTRY.assets)
+    op_ = oracle_params(CFG.oracle, REGISTRY, tuple(parts))
+    queues = {p: [b for b in batches if b.part == p] for p in parts}
+    out: list[tuple] = []
+    for pick in order:
+        if not any(queues.values()):
+            break
+        part = parts[pick % len(parts)]
+        if not queues[part]:
+            part = next(p for p in parts if queues[p])
+        for item in intakes[part].on_batch(queues[part].pop(0), DECODER, ip):
+            if isinstance(item, tuple):
+                asset, ab = item
+                oracle = oracles.setdefault(asset, AssetOracle(asset, op_))
+                out += [
+                    ("p", *r.__struct_fields__, *(getattr(r, f) for f in r.__struct_fields__))
+                    if isinstance(r, OraclePrice)
+                    else ("r", r.reason, r.offset)
+                    for r in oracle.on_batch(ab)
+                ]
+            elif isinstance(item, Rejected):
+                out.append(("r", item.reason, item.offset))
+    return sorted(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 1),
+            st.integers(0, 2),
+            st.integers(-90_000, 400_000),
+            st.floats(1700, 1900),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.lists(st.integers(0, 1), min_size=200, max_size=200),
+    st.lists(st.integers(0, 1), min_size=200, max_size=200),
+)
+def test_same_partitions_give_same_rows_whatever_the_interleaving(events, order_a, order_b) -> None:
+    messages: dict[int, list[RawMessage]] = {0: [], 1: []}
+    clock = {0: T0, 1: T0}
+    for part, src, step, mid in events:
+        clock[part] = max(T0, clock[part] + step)  # mostly forward, sometimes back (late)
+        msgs = messages[part]
+        msgs.append(_quote(part, len(msgs), f"s{part}{src}", clock[part], mid))
+    batches = []
+    for part, msgs in messages.items():
+        chunks = [msgs[i : i + 3] for i in range(0, len(msgs), 3)] or [[]]
+        batches += [
+            RawBatch(f"{part}-dex.quotes", c, i == len(chunks) - 1) for i, c in enumerate(chunks)
+        ]
+    first = _run(batches, order_a)
+    assert first == _run(batches, order_b)
