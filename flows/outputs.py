@@ -54,8 +54,8 @@ PARTITION_STATS = pa.schema(
 )
 
 
-def _row(item: tuple[str, msgspec.Struct]) -> dict[str, Any]:
-    return msgspec.structs.asdict(item[1])
+def _row(item: msgspec.Struct) -> dict[str, Any]:
+    return msgspec.structs.asdict(item)
 
 
 def _to_kafka(item: tuple[str, msgspec.Struct]) -> KafkaSinkMessage[bytes, bytes]:

@@ -104,7 +104,9 @@ class PartitionIntake:
             if items or marker:
                 out.append((asset, AssetBatch(self.part, wm, batch.eof, items or [])))
         if marker:
-            out.append(self.stats())
+            stats = self.stats(batch.messages[-1].timestamp_ms if batch.messages else None)
+            if stats is not None:
+                out.append(stats)
         return out
 
     def _judge(self, ts_ms: int, is_observation: bool, p: IntakeParams) -> str | None:
@@ -124,9 +126,13 @@ class PartitionIntake:
             )
         return None
 
-    def stats(self) -> PartitionStats:
+    def stats(self, fallback_ts_ms: int | None) -> PartitionStats | None:
+        """Counts so far, at the newest event time (else the last message's timestamp)."""
+        ts = self.max_ts_ms if self.max_ts_ms is not None else fallback_ts_ms
+        if ts is None:
+            return None
         return PartitionStats(
-            self.part, self.watermark_ms, self.messages, self.observations, self.retractions,
+            self.part, ts, self.messages, self.observations, self.retractions,
             self.skipped, self.rejected, self.late,
         )  # fmt: skip
 

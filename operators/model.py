@@ -115,7 +115,7 @@ class OraclePrice(msgspec.Struct, frozen=True):
 
 
 class PartitionStats(msgspec.Struct, frozen=True):
-    """Cumulative counts for one input partition up to watermark ``ts_event_ms``."""
+    """Cumulative counts for one input partition up to its newest event, ``ts_event_ms``."""
 
     part: str
     ts_event_ms: int

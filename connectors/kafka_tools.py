@@ -1,0 +1,285 @@
+"""Tools that work on Kafka outside the dataflows: topics, publish and record.
+
+They use kafka-python, except :func:`publish`, which produces with confluent-kafka.
+Measured on Tansu here (500k messages of ~400 bytes, 3 partitions): kafka-python produced
+35k msg/s (68k with 5 requests in flight; 13k without the ``crc32c`` package) and consumed
+110k msg/s (18k without ``crc32c``); confluent-kafka produced 330k msg/s.
+
+Readers assign partitions and keep their own offsets: on Tansu a consumer group reads at
+about 3k msg/s and takes about 20 s to join (see DESIGN.md).
+
+Tansu 0.6 reports a partition's end offset in ListOffsets (kafka-python ``end_offsets``,
+confluent ``get_watermark_offsets``) as the base offset of its last record batch plus one,
+short of the true end by the rest of that batch. The high watermark in Fetch responses is
+right, so :func:`record` takes the larger of the two.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from confluent_kafka import KafkaError, Message, Producer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from connectors.recording import write_recording
+from operators.model import RawMessage
+
+RECORDING_NAME = "recording.parquet"
+"""The file :func:`record` writes under its output directory."""
+STALL_TIMEOUT_S = 30.0
+"""How long :func:`record` waits for data, in s, while a partition is short of its end."""
+_POLL_MS = 200
+_POLL_RECORDS = 10_000
+_TOPIC_EXISTS = 36
+
+
+def create_topics(brokers: str, names: list[str], partitions: int) -> None:
+    """Create the topics in ``names`` that do not exist, each with ``partitions`` partitions.
+
+    Existing topics are left as they are, but one with fewer than ``partitions`` partitions
+    is an error. ``brokers`` is ``host:port[,host:port]``.
+    """
+    if partitions < 1:
+        msg = f"partitions must be >= 1; got {partitions!r}"
+        raise ValueError(msg)
+    admin = KafkaAdminClient(bootstrap_servers=brokers)
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in dict.fromkeys(names) if name not in existing]
+        if missing:
+            result = admin.create_topics(
+                {name: {"num_partitions": partitions} for name in missing},
+                raise_errors=False,
+                wait_for_metadata=True,
+            )
+            for topic in result["topics"]:
+                if topic["error_code"] not in (0, _TOPIC_EXISTS):
+                    msg = (
+                        f"could not create topic {topic['name']!r} on {brokers}: "
+                        f"error {topic['error_code']} {topic['error_message']}"
+                    )
+                    raise RuntimeError(msg)
+        counts = _partition_counts(admin, names)
+    finally:
+        admin.close()
+    short = {name: count for name, count in counts.items() if count < partitions}
+    if short:
+        msg = f"expected topics with at least {partitions} partitions; got {short}"
+        raise ValueError(msg)
+
+
+def topic_partitions(brokers: str, topics: list[str]) -> dict[str, int]:
+    """The number of partitions of each topic; a missing topic is an error."""
+    admin = KafkaAdminClient(bootstrap_servers=brokers)
+    try:
+        return _partition_counts(admin, topics)
+    finally:
+        admin.close()
+
+
+def publish(
+    messages: Iterable[RawMessage],
+    brokers: str,
+    speed: float | None = None,
+    topic_map: dict[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Put recorded messages back on Kafka and return how many were delivered.
+
+    Each message keeps its partition, its key and its timestamp (ms, as CreateTime; the
+    producer sends a timestamp of 0 as "now"), and the messages of one partition keep their
+    order: one request in flight per connection, so a retry cannot overtake. ``topic_map``
+    renames topics (others keep their name). Missing topics are created with as many
+    partitions as the messages use.
+
+    ``speed=None`` sends as fast as possible, in the order given. ``speed=X`` merges the
+    partitions by ``timestamp_ms`` and paces them at X times real time. ``progress`` gets
+    the running count after each message. The messages are held in memory while sending.
+    """
+    if speed is not None and not speed > 0:
+        msg = f"speed must be > 0 (times real time) or None; got {speed!r}"
+        raise ValueError(msg)
+    rename = topic_map or {}
+    pending = list(messages)
+    needed: dict[str, int] = {}
+    for m in pending:
+        topic = rename.get(m.topic, m.topic)
+        needed[topic] = max(needed.get(topic, 0), m.partition + 1)
+    for topic, partitions in needed.items():
+        create_topics(brokers, [topic], partitions)
+
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    producer = Producer(
+        {
+            "bootstrap.servers": brokers,
+            "enable.idempotence": True,
+            "max.in.flight.requests.per.connection": 1,
+            "linger.ms": 5,
+            "delivery.report.only.error": True,
+            "on_delivery": on_delivery,
+        }
+    )
+    ordered = pending if speed is None else _paced(_merged_by_time(pending), speed, producer.poll)
+    count = 0
+    for m in ordered:
+        _produce(producer, rename.get(m.topic, m.topic), m)
+        count += 1
+        if progress is not None:
+            progress(count)
+    producer.flush()
+    if failures:
+        msg = f"{len(failures)} of {count} messages were not delivered; first: {failures[0]}"
+        raise RuntimeError(msg)
+    return count
+
+
+def record(
+    brokers: str,
+    topics: list[str],
+    out: Path,
+    until_end: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write ``topics`` to ``out / "recording.parquet"`` and return the message count.
+
+    Reads every partition from its beginning by assigning partitions (no consumer group).
+    With ``until_end`` it stops at the end offsets taken at the start; without, it runs
+    until interrupted (Ctrl-C), and what was read so far is still written. ``progress``
+    gets the running count after each message.
+    """
+    if not topics:
+        msg = "expected at least one topic to record; got none"
+        raise ValueError(msg)
+    counts = topic_partitions(brokers, topics)
+    partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
+    consumer = KafkaConsumer(
+        bootstrap_servers=brokers,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    try:
+        starts = consumer.beginning_offsets(partitions)
+        ends = _end_offsets(consumer, starts) if until_end else None
+        reading = [tp for tp in partitions if ends is None or starts[tp] < ends[tp]]
+        consumer.assign(reading)
+        for tp in reading:
+            consumer.seek(tp, starts[tp])
+        rows = _consume(consumer, reading, ends, progress)
+        return write_recording(rows, out / RECORDING_NAME)
+    finally:
+        consumer.close()
+
+
+def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    described = admin.describe_topics(list(dict.fromkeys(topics)))
+    missing = [t["name"] for t in described if t["error_code"] != 0 or not t["partitions"]]
+    if missing:
+        msg = f"expected existing topics; missing: {missing}"
+        raise ValueError(msg)
+    return {t["name"]: len(t["partitions"]) for t in described}
+
+
+def _merged_by_time(messages: list[RawMessage]) -> Iterator[RawMessage]:
+    """Interleave the partitions by timestamp, each partition keeping its own order."""
+    by_partition: dict[tuple[str, int], list[RawMessage]] = {}
+    for m in messages:
+        by_partition.setdefault((m.topic, m.partition), []).append(m)
+    return heapq.merge(*by_partition.values(), key=lambda m: m.timestamp_ms)
+
+
+def _paced(
+    messages: Iterable[RawMessage], speed: float, wait: Callable[[float], object]
+) -> Iterator[RawMessage]:
+    """Yield each message ``(timestamp_ms - first timestamp_ms) / speed`` ms after the first.
+
+    ``wait(s)`` waits up to ``s`` seconds (the producer's ``poll``, which serves deliveries).
+    """
+    start: tuple[float, int] | None = None
+    for m in messages:
+        if start is None:
+            start = (time.monotonic(), m.timestamp_ms)
+        due = start[0] + (m.timestamp_ms - start[1]) / 1000.0 / speed
+        while (left := due - time.monotonic()) > 0:
+            wait(left)
+        yield m
+
+
+def _produce(producer: Producer, topic: str, m: RawMessage) -> None:
+    while True:
+        try:
+            producer.produce(topic, m.value, m.key, partition=m.partition, timestamp=m.timestamp_ms)
+        except BufferError:  # the local queue is full: let deliveries drain it
+            producer.poll(0.05)
+        else:
+            return
+
+
+def _end_offsets(
+    consumer: KafkaConsumer, starts: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Each partition's end offset now: the larger of ListOffsets and the Fetch high watermark.
+
+    On Tansu ListOffsets is short by the rest of the last record batch (module docstring),
+    so each non-empty partition is fetched once from just before that offset to learn the
+    high watermark.
+    """
+    listed: dict[TopicPartition, int] = consumer.end_offsets(list(starts))
+    probe = [tp for tp, end in listed.items() if end > starts[tp]]
+    consumer.assign(probe)
+    for tp in probe:
+        consumer.seek(tp, listed[tp] - 1)
+    deadline = time.monotonic() + STALL_TIMEOUT_S
+    while unknown := [tp for tp in probe if consumer.highwater(tp) is None]:
+        if time.monotonic() > deadline:
+            msg = f"expected a fetch response within {STALL_TIMEOUT_S} s; none for {unknown}"
+            raise TimeoutError(msg)
+        consumer.poll(timeout_ms=_POLL_MS, max_records=1)
+    fetched = {tp: consumer.highwater(tp) for tp in probe}
+    return {tp: max(end, fetched.get(tp, end)) for tp, end in listed.items()}
+
+
+def _consume(
+    consumer: KafkaConsumer,
+    partitions: list[TopicPartition],
+    ends: dict[TopicPartition, int] | None,
+    progress: Callable[[int], None] | None,
+) -> Iterator[RawMessage]:
+    """The records of ``partitions`` as messages, up to ``ends`` (forever if None)."""
+    remaining = set(partitions)
+    count = 0
+    last_data = time.monotonic()
+    while ends is None or remaining:
+        polled = consumer.poll(timeout_ms=_POLL_MS, max_records=_POLL_RECORDS)
+        for tp, records in polled.items():
+            end = None if ends is None else ends[tp]
+            for r in records:
+                if end is not None and r.offset >= end:
+                    break
+                yield RawMessage(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                count += 1
+                if progress is not None:
+                    progress(count)
+        if polled:
+            last_data = time.monotonic()
+        if ends is None:
+            continue
+        done = [tp for tp in remaining if consumer.position(tp) >= ends[tp]]
+        consumer.pause(*done)
+        remaining.difference_update(done)
+        if remaining and time.monotonic() - last_data > STALL_TIMEOUT_S:
+            positions = {f"{tp.topic}[{tp.partition}]": consumer.position(tp) for tp in remaining}
+            wanted = {f"{tp.topic}[{tp.partition}]": ends[tp] for tp in remaining}
+            msg = (
+                f"expected data up to end offsets {wanted}; nothing arrived for "
+                f"{STALL_TIMEOUT_S} s at positions {positions}"
+            )
+            raise TimeoutError(msg)

@@ -1,0 +1,186 @@
+"""Recordings: Parquet and JSONL round trips, directories, and what bad files report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.recording import (
+    SCHEMA,
+    iter_messages,
+    load_recording,
+    recording_files,
+    write_recording,
+)
+from operators.model import RawMessage
+
+MESSAGES = [
+    RawMessage("dex.quotes", 1, 7, 1_700_000_000_500, b"k2", b'{"bid": "1.5"}'),
+    RawMessage("chain.logs", 0, 3, 1_700_000_000_000, None, b"\xff\xfe not utf-8"),
+    RawMessage("chain.logs", 0, 2, 1_700_000_000_000, b"\x80\x81", None),
+    RawMessage("chain.logs", 2, 0, 1_700_000_000_100, "clé".encode(), "välue".encode()),
+]
+SORTED = sorted(MESSAGES, key=lambda m: (m.topic, m.partition, m.offset))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_write_then_load_round_trips_bytes_none_and_sorts(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"recording{suffix}"
+
+    written = write_recording(MESSAGES, path)
+    df = load_recording(path)
+
+    assert written == len(MESSAGES)
+    assert df.schema == SCHEMA
+    assert list(iter_messages(df)) == SORTED
+
+
+def test_jsonl_writes_text_as_is_and_other_bytes_as_base64(tmp_path: Path) -> None:
+    path = tmp_path / "recording.jsonl"
+
+    write_recording(MESSAGES[1:3], path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+
+    assert rows[0]["key"] is None
+    assert rows[0]["value_b64"] == "//4gbm90IHV0Zi04"
+    assert "value" not in rows[0]
+    assert rows[1]["key_b64"] == "gIE="
+    assert rows[1]["value"] is None
+
+
+def test_parquet_written_in_row_groups_of_the_configured_size(tmp_path: Path) -> None:
+    path = tmp_path / "big.parquet"
+    messages = (RawMessage("t", 0, i, i, None, b"v") for i in range(70_000))
+
+    written = write_recording(messages, path)
+
+    assert written == 70_000
+    assert pq.ParquetFile(path).metadata.num_row_groups == 2
+
+
+def test_write_when_messages_raise_then_rows_so_far_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "cut.parquet"
+
+    def interrupted() -> Iterator[RawMessage]:
+        yield from MESSAGES[:2]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_recording(interrupted(), path)
+
+    assert load_recording(path).height == 2
+
+
+def test_directory_loads_every_file_under_it_sorted(tmp_path: Path) -> None:
+    write_recording(MESSAGES[:2], tmp_path / "a.parquet")
+    write_recording(MESSAGES[2:], tmp_path / "nested" / "b.jsonl")
+    (tmp_path / "notes.txt").write_text("not a recording")
+
+    files = recording_files(tmp_path)
+    df = load_recording(tmp_path)
+
+    assert files == [tmp_path / "a.parquet", tmp_path / "nested" / "b.jsonl"]
+    assert list(iter_messages(df)) == SORTED
+
+
+def test_directory_without_recordings_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a recording")
+
+    with pytest.raises(FileNotFoundError, match=r"expected \*\.parquet or \*\.jsonl files"):
+        recording_files(tmp_path)
+
+
+def test_unknown_suffix_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "recording.csv"
+    path.write_text("topic\n")
+
+    with pytest.raises(ValueError, match=r"ending in \.parquet or \.jsonl; got .*recording\.csv"):
+        load_recording(path)
+
+
+def test_parquet_missing_column_names_file_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    pl.DataFrame({"topic": ["t"], "partition": [0], "offset": [1], "key": [b"k"]}).write_parquet(
+        path
+    )
+
+    with pytest.raises(ValueError, match=r"bad\.parquet: expected column 'timestamp_ms'"):
+        load_recording(path)
+
+
+def test_parquet_column_of_wrong_type_names_file_column_and_type(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    table = pa.table(
+        {
+            "topic": ["t"],
+            "partition": [0],
+            "offset": ["seven"],
+            "timestamp_ms": [1],
+            "key": [None],
+            "value": [b"v"],
+        }
+    )
+    pq.write_table(table, path)
+
+    with pytest.raises(ValueError, match=r"bad\.parquet: expected column 'offset' as Int64; got"):
+        load_recording(path)
+
+
+def test_parquet_other_integer_widths_are_cast(tmp_path: Path) -> None:
+    path = tmp_path / "wide.parquet"
+    pl.DataFrame(
+        {
+            "topic": ["t"],
+            "partition": pl.Series([3], dtype=pl.Int64),
+            "offset": pl.Series([9], dtype=pl.UInt32),
+            "timestamp_ms": [5],
+            "key": [None],
+            "value": [b"v"],
+            "extra": [1.0],
+        }
+    ).write_parquet(path)
+
+    df = load_recording(path)
+
+    assert df.schema == SCHEMA
+    assert list(iter_messages(df)) == [RawMessage("t", 3, 9, 5, None, b"v")]
+
+
+def test_jsonl_row_missing_required_field_names_file_row_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = {"topic": "t", "partition": 0, "offset": 0, "timestamp_ms": 1, "value": "v"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "offset": None}) + "\n")
+
+    with pytest.raises(ValueError, match=r"bad\.jsonl: expected field 'offset' .* row 2"):
+        load_recording(path)
+
+
+def test_jsonl_absent_key_and_value_read_as_null(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.jsonl"
+    path.write_text(json.dumps({"topic": "t", "partition": 0, "offset": 0, "timestamp_ms": 1}))
+
+    assert list(iter_messages(load_recording(path))) == [RawMessage("t", 0, 0, 1, None, None)]
+
+
+def test_jsonl_field_of_wrong_type_names_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    row = {"topic": "t", "partition": "zero", "offset": 0, "timestamp_ms": 1}
+    path.write_text(json.dumps(row) + "\n")
+
+    with pytest.raises(ValueError, match=r"bad\.jsonl: .*field 'partition' must be Int32"):
+        load_recording(path)
+
+
+def test_jsonl_bad_base64_names_file_row_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    row = {"topic": "t", "partition": 0, "offset": 0, "timestamp_ms": 1, "key_b64": "!!"}
+    path.write_text(json.dumps(row) + "\n")
+
+    with pytest.raises(ValueError, match=r"bad\.jsonl: expected base64 in 'key_b64'.* row 1"):
+        load_recording(path)
