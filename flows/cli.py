@@ -124,10 +124,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from connectors.recording import write_recording
-    from operators.generate import GenerateParams, generate
+    from operators.generate import FAULTS, GenerateParams, generate
 
     params = GenerateParams(
-        seed=args.seed, minutes=args.minutes, partitions=args.partitions, faults=not args.no_faults
+        seed=args.seed,
+        minutes=args.minutes,
+        partitions=args.partitions,
+        faults=frozenset() if args.no_faults else FAULTS,
     )
     generated = generate(params)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python is chatty at INFO
     try:
         if hasattr(args, "config"):
             args.cfg = _config(args.config)

@@ -14,7 +14,6 @@ import gzip
 import json
 import logging
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ PARTITIONS = 2
 
 def mainnet_logs() -> tuple[dict[str, Any], ...]:
     """The bundled real mainnet logs, in the ``chain.logs`` JSON-RPC form."""
-    data = resources.files("flows").joinpath("data", MAINNET_LOGS).read_bytes()
+    data = (Path(__file__).parent / "data" / MAINNET_LOGS).read_bytes()
     return tuple(json.loads(line) for line in gzip.decompress(data).splitlines() if line)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,9 @@ from bytewax.dataflow import Stream
 from connectors.parquet_sink import ParquetSink
 from flows.oracle import OracleOut
 from operators.config import Config
+from operators.model import PartitionStats
+
+log = logging.getLogger("hedgeflow.progress")
 
 ORACLE_PRICES = pa.schema(
     [
@@ -69,6 +75,7 @@ def write_oracle(out: OracleOut, cfg: Config, out_dir: Path, brokers: list[str] 
     _parquet("prices_parquet", out.prices, out_dir, "oracle_prices", ORACLE_PRICES, "window_end_ms")
     _parquet("rejects_parquet", out.rejects, out_dir, "deadletter", DEADLETTER, "timestamp_ms")
     _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PARTITION_STATS, "ts_event_ms")
+    log_progress(out)
     if brokers:
         _kafka("prices_kafka", out.prices, brokers, cfg.topics.oracle_prices)
         _kafka("rejects_kafka", out.rejects, brokers, cfg.topics.deadletter)
@@ -82,3 +89,21 @@ def _parquet(
 
 def _kafka(step: str, stream: Stream[Any], brokers: list[str], topic: str) -> None:
     op.output(step, op.map(f"{step}_encode", stream, _to_kafka), KafkaSink(brokers, topic))
+
+
+def log_progress(out: OracleOut, every_s: float = 5.0) -> None:
+    """Log each input partition's counts and event time, at most every ``every_s`` (wall)."""
+    last: dict[str, float] = {}
+
+    def report(step_id: str, item: tuple[str, PartitionStats]) -> None:
+        part, stats = item
+        now = time.monotonic()
+        if now - last.get(part, 0.0) >= every_s:
+            last[part] = now
+            log.info(
+                "%s: %d messages, %d observations, %d rejected, event time %s",
+                part, stats.messages, stats.observations, stats.rejected,
+                datetime.fromtimestamp(stats.ts_event_ms / 1000, UTC).isoformat(),
+            )  # fmt: skip
+
+    op.inspect("progress", out.stats, report)
