@@ -104,9 +104,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[RawBatch, int | None]):
 
 
 def _raw(m: KafkaSourceMessage) -> RawMessage:
-    return RawMessage(
-        m.topic or "", m.partition or 0, m.offset or 0, m.timestamp[1], m.key, m.value
-    )
+    timestamp_ms = m.timestamp[1] if m.timestamp is not None else 0
+    return RawMessage(m.topic or "", m.partition or 0, m.offset or 0, timestamp_ms, m.key, m.value)
 
 
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, int | None]):

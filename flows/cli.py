@@ -111,7 +111,6 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import publish
-
     from connectors.recording import iter_messages, load_recording
 
     frame = load_recording(args.recording)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from connectors.kafka_tools import create_topics, publish
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_tools import create_topics, publish
 from connectors.recording import write_recording
 from flows.dataflows import kafka_oracle_flow
 from flows.runner import run

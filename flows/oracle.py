@@ -14,6 +14,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
+from flows.state import keyed_state
 from operators.config import Config
 from operators.decode import Decoder
 from operators.intake import IntakeParams, PartitionIntake
@@ -54,11 +55,11 @@ def oracle_stage(raw: Stream[RawBatch], cfg: Config, parts: list[str]) -> Oracle
         return state, state.on_batch(batch)
 
     by_part = op.key_on("key_by_part", raw, lambda b: b.part)
-    taken = op.map("unkey_intake", op.stateful_flat_map("intake", by_part, intake), _value)
+    taken = op.map("unkey_intake", keyed_state("intake", by_part, intake), _value)
     routed = op.branch("is_routed", taken, lambda x: isinstance(x, tuple))
     other = op.branch("is_stats", routed.falses, lambda x: isinstance(x, PartitionStats))
     by_asset = op.key_on("key_by_asset", routed.trues, lambda x: x[0])
-    priced = op.map("unkey_oracle", op.stateful_flat_map("oracle", by_asset, price), _value)
+    priced = op.map("unkey_oracle", keyed_state("oracle", by_asset, price), _value)
     is_price = op.branch("is_price", priced, lambda x: isinstance(x, OraclePrice))
     rejects = op.merge("merge_rejects", other.falses, is_price.falses)
     return OracleOut(

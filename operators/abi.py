@@ -66,23 +66,37 @@ class AbiError(ValueError):
 
 def quantity(value: int | str, field: str) -> int:
     """A JSON-RPC quantity: a ``0x`` hex string or a non-negative JSON integer."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise AbiError(f"bad_quantity: {field} must be >= 0; got {value!r}")
+    if type(value) is str:
+        if _HEX.fullmatch(value):
+            return int(value, 16)
+    elif type(value) is int and value >= 0:
         return value
-    if isinstance(value, str) and _HEX.fullmatch(value):
-        return int(value, 16)
-    raise AbiError(f"bad_quantity: {field} must be hex or an integer; got {value!r}")
+    raise AbiError(f"bad_quantity: {field} must be 0x hex or an integer >= 0; got {value!r}")
+
+
+def data_bytes(data: str, count: int) -> bytes:
+    """ABI ``data`` (``0x`` hex) as exactly ``count`` 32-byte words of raw bytes."""
+    if not data.startswith("0x") or len(data) != 2 + 64 * count:
+        got = (len(data) - 2) // 2 if data.startswith("0x") else data[:10]
+        raise AbiError(f"bad_data_length: expected {32 * count} bytes of data; got {got!r}")
+    try:
+        raw = bytes.fromhex(data[2:])
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 * count:  # fromhex skips spaces: a short result means bad characters
+        raise AbiError("bad_data: data is not hex")
+    return raw
+
+
+def uint_at(raw: bytes, index: int) -> int:
+    """Word ``index`` of ABI data bytes, as an unsigned integer."""
+    return int.from_bytes(raw[32 * index : 32 * index + 32])
 
 
 def data_words(data: str, count: int) -> list[int]:
     """Split ABI ``data`` (``0x`` hex) into exactly ``count`` unsigned 32-byte words."""
-    if not data.startswith("0x") or len(data) != 2 + 64 * count:
-        got = (len(data) - 2) // 2 if data.startswith("0x") else data[:10]
-        raise AbiError(f"bad_data_length: expected {32 * count} bytes of data; got {got!r}")
-    if count and not _HEX.fullmatch(data):
-        raise AbiError("bad_data: data is not hex")
-    return [int(data[2 + 64 * i : 66 + 64 * i], 16) for i in range(count)]
+    raw = data_bytes(data, count)
+    return [uint_at(raw, i) for i in range(count)]
 
 
 def word(topic: str) -> int:

@@ -35,7 +35,7 @@ def _is_address(text: str) -> bool:
     )
 
 
-class TopicsConfig(_Strict):
+class TopicsConfig(_Strict, frozen=True):
     """Topic names; rename them to fit an existing cluster."""
 
     chain_logs: str = "chain.logs"
@@ -54,7 +54,7 @@ class TopicsConfig(_Strict):
         _require(len(set(names.values())) == len(names), f"topic names must differ; got {names!r}")
 
 
-class TokenConfig(_Strict):
+class TokenConfig(_Strict, frozen=True):
     """An ERC-20 token: its decimals and the oracle asset it stands for (WETH -> ETH)."""
 
     decimals: int
@@ -65,7 +65,7 @@ class TokenConfig(_Strict):
         _require(bool(self.asset), f"asset must be a symbol; got {self.asset!r}")
 
 
-class SourceConfig(_Strict):
+class SourceConfig(_Strict, frozen=True):
     """A contract the oracle reads.
 
     Pools (``uniswap_v3``, ``uniswap_v2``) name ``token0`` and ``token1`` from ``tokens``;
@@ -113,7 +113,7 @@ class SourceConfig(_Strict):
         )
 
 
-class OracleConfig(_Strict):
+class OracleConfig(_Strict, frozen=True):
     """The oracle: windows, robust aggregation, status and the jump circuit breaker."""
 
     window_s: float = 60.0
@@ -183,7 +183,7 @@ class OracleConfig(_Strict):
         return int(self.allowed_lateness_s * 1000)
 
 
-class RunConfig(_Strict):
+class RunConfig(_Strict, frozen=True):
     """Engine settings."""
 
     batch_size: int = 1000
@@ -199,7 +199,7 @@ class RunConfig(_Strict):
         )
 
 
-class Config(_Strict):
+class Config(_Strict, frozen=True):
     """The whole configuration file."""
 
     topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)

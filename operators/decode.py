@@ -149,14 +149,6 @@ class Decoder:
         if not log.topics:
             raise DecodeError("unexpected_topic: log has no topics")
         topic0 = log.topics[0].lower()
-        block = abi.quantity(log.blockNumber, "blockNumber")
-        index = abi.quantity(log.logIndex, "logIndex")
-        ts_ms = abi.quantity(log.blockTimestamp, "blockTimestamp") * 1000
-        if log.blockHash is None:
-            raise DecodeError("missing_field: blockHash is required")
-        obs_id = f"{log.blockHash.lower()}:{index}"
-        seq = (block << 20) | index
-
         if isinstance(src, FeedSource):
             if topic0 not in abi.CHAINLINK_EVENTS:
                 raise DecodeError(f"unexpected_topic: {topic0} on chainlink feed {src.address}")
@@ -177,7 +169,9 @@ class Decoder:
                 raise DecodeError(f"unexpected_topic: {topic0} on uniswap_v3 pool {src.address}")
             if topic0 != abi.V3_SWAP:
                 return None
-            _a0, _a1, sqrt_p, liquidity, _tick = abi.data_words(log.data, 5)
+            # Swap data: amount0, amount1, sqrtPriceX96, liquidity, tick
+            raw = abi.data_bytes(log.data, 5)
+            sqrt_p, liquidity = abi.uint_at(raw, 2), abi.uint_at(raw, 3)
             if sqrt_p == 0 or sqrt_p >= 1 << 160:
                 raise DecodeError(f"invalid_price: sqrtPriceX96 {sqrt_p} out of range")
             base, quote = src.base, src.quote
@@ -195,6 +189,13 @@ class Decoder:
             price, depth = v2_price_depth(reserve0, reserve1, src)
             weight = src.weight or depth
 
+        block = abi.quantity(log.blockNumber, "blockNumber")
+        index = abi.quantity(log.logIndex, "logIndex")
+        ts_ms = abi.quantity(log.blockTimestamp, "blockTimestamp") * 1000
+        if log.blockHash is None:
+            raise DecodeError("missing_field: blockHash is required")
+        obs_id = f"{log.blockHash.lower()}:{index}"
+        seq = (block << 20) | index
         source = src.address
         if log.removed:
             return Retraction(base, quote, source, ts_ms, obs_id, msg)

@@ -93,7 +93,8 @@ def oracle_params(cfg: OracleConfig, registry: Registry, parts: tuple[str, ...])
 class Carry:
     """What one window hands the next: sources' latest observations and the breaker."""
 
-    latest: dict[str, Observation] = field(default_factory=dict)
+    latest: dict[tuple[str, str, str], Observation] = field(default_factory=dict)
+    """Each source's latest observation, by (source, base, quote)."""
     last: OraclePrice | None = None
     jump_run: int = 0
     jump_up: bool = False
@@ -104,10 +105,6 @@ class ClosedWindow:
     index: int
     obs: dict[str, Observation]
     row: OraclePrice | None
-
-
-def _source_key(o: Observation) -> str:
-    return f"{o.source}|{o.base}|{o.quote}"
 
 
 def _robust_usd(
@@ -133,8 +130,11 @@ def fold(
     """Close window ``index`` of ``asset``: the next carry and the row to publish (if any)."""
     start, end = index * p.window_ms, (index + 1) * p.window_ms
     latest = dict(carry.latest)
-    for o in sorted(window_obs, key=lambda o: (o.ts_ms, o.seq, o.obs_id)):
-        latest[_source_key(o)] = o
+    for o in window_obs:
+        key = (o.source, o.base, o.quote)
+        held = latest.get(key)
+        if held is None or (held.ts_ms, held.seq, held.obs_id) < (o.ts_ms, o.seq, o.obs_id):
+            latest[key] = o
     latest = {
         k: o
         for k, o in latest.items()

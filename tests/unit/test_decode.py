@@ -266,12 +266,7 @@ TOKEN_ADDRESSES = {"DAI": DAI, "USDC": USDC, "USDT": USDT, "WBTC": WBTC, "WETH":
 # What each built-in source claims to be (in DEFAULT_SOURCES order): version and fee tier.
 DEFAULT_POOLS = [
     pytest.param(0, "v3", 500, id="v3-USDC/WETH-0.05%"),
-    pytest.param(
-        1,
-        "v3",
-        3000,
-        id="v3-USDC/WETH-0.3%"
-    ),
+    pytest.param(1, "v3", 3000, id="v3-USDC/WETH-0.3%"),
     pytest.param(2, "v3", 3000, id="v3-WBTC/WETH-0.3%"),
     pytest.param(3, "v2", 0, id="v2-USDC/WETH"),
     pytest.param(4, "v2", 0, id="v2-WETH/USDT"),
