@@ -7,6 +7,7 @@ Batching keeps Bytewax's per-item cost off the per-message path.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +17,8 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.recording import load_recording
 from operators.model import RawBatch, RawMessage
+
+log = logging.getLogger("hedgeflow.sources")
 
 
 def part_name(topic: str, partition: int) -> str:
@@ -75,6 +78,8 @@ class RecordingSource(FixedPartitionedSource[RawBatch, int]):
         rows = self._rows().filter(
             (pl.col("topic") == topic) & (pl.col("partition") == int(partition))
         )
+        if resume_state is not None:
+            log.info("resuming %s at row %d of %d", for_part, resume_state, rows.height)
         return _RecordingPartition(for_part, rows, self.batch_size, resume_state or 0)
 
 
@@ -127,6 +132,8 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int | None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _KafkaBatchPartition:
+        if resume_state is not None:
+            log.info("resuming %s at offset %d", for_part, resume_state)
         return _KafkaBatchPartition(
             for_part, self.inner.build_part(step_id, for_part, resume_state)
         )

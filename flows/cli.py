@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,13 +38,16 @@ def _progress(label: str, every: int = 50_000):
 def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on SIGTERM too
     with EmbeddedBroker() as broker:
         print(broker.bootstrap, flush=True)
-        log.info("Tansu broker listening on %s; Ctrl-C stops it", broker.bootstrap)
+        log.info("Tansu broker listening on %s; Ctrl-C or SIGTERM stops it", broker.bootstrap)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
+            pass
+        finally:
             log.info("stopping the broker")
     return 0
 
@@ -261,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"hedgeflow: {exc}", file=sys.stderr)
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ConfigError, FileNotFoundError) as exc:  # e.g. a recording that is not there
+        print(f"hedgeflow: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

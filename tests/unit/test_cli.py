@@ -1,0 +1,57 @@
+"""The command line: help, and start-up errors that name the key and the bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+COMMANDS = ["demo", "broker", "topics", "run", "replay", "record", "publish", "generate", "summary"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert "usage: hedgeflow " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[oracle]\nwindow_s = -5\n", ["window_s", "-5"]),
+        ("[oracle]\nwindowz = 5\n", ["windowz", "$.oracle"]),
+        ("[run]\nbatch_size = 0\n", ["batch_size", "0"]),
+        ('[topics]\nchain_logs = "a b"\n', ["chain_logs", "'a b'"]),
+    ],
+)
+def test_bad_config_stops_at_start_naming_key_and_value(
+    toml: str, named: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    code = main(
+        ["replay", str(tmp_path / "none.parquet"), "--out", str(tmp_path), "--config", str(config)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert all(text in err for text in named), err
+
+
+def test_missing_recording_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["replay", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "none.parquet" in capsys.readouterr().err
+
+
+def test_processes_below_one_is_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["replay", str(tmp_path), "--out", str(tmp_path), "--processes", "0"])
+    assert code == 2
+    assert "--processes must be >= 1; got 0" in capsys.readouterr().err
