@@ -37,13 +37,16 @@ def oracle_stage(raw: Stream[RawBatch], cfg: Config, parts: list[str]) -> Oracle
     registry = Registry.from_config(cfg.oracle)
     decoder = Decoder(registry, cfg.topics.chain_logs, cfg.topics.dex_quotes)
     intake_params = IntakeParams(
-        cfg.oracle.window_ms, int(cfg.oracle.max_future_s * 1000), registry.assets
+        cfg.oracle.window_ms,
+        cfg.oracle.lateness_ms,
+        int(cfg.oracle.max_future_s * 1000),
+        registry.assets,
     )
     params = oracle_params(cfg.oracle, registry, tuple(sorted(parts)))
 
     def intake(state: PartitionIntake | None, batch: RawBatch) -> tuple[PartitionIntake, list[Any]]:
         if state is None:
-            state = PartitionIntake(batch.part, cfg.oracle.lateness_ms)
+            state = PartitionIntake(batch.part)
         return state, state.on_batch(batch, decoder, intake_params)
 
     def price(
@@ -51,8 +54,8 @@ def oracle_stage(raw: Stream[RawBatch], cfg: Config, parts: list[str]) -> Oracle
     ) -> tuple[AssetOracle, list[OraclePrice | Rejected]]:
         asset, batch = item
         if state is None:
-            state = AssetOracle(asset, params)
-        return state, state.on_batch(batch)
+            state = AssetOracle(asset)
+        return state, state.on_batch(batch, params)
 
     by_part = op.key_on("key_by_part", raw, lambda b: b.part)
     taken = op.map("unkey_intake", keyed_state("intake", by_part, intake), _value)

@@ -36,9 +36,10 @@ IntakeOut = tuple[str, AssetBatch] | Rejected | PartitionStats
 
 @dataclass(frozen=True)
 class IntakeParams:
-    """Window length and how far ahead of its partition an event may be, in ms."""
+    """Window length, allowed lateness and how far ahead an event may be, all in ms."""
 
     window_ms: int
+    lateness_ms: int
     max_future_ms: int
     assets: tuple[str, ...]
 
@@ -48,7 +49,6 @@ class PartitionIntake:
     """The state of one input partition: its newest event time and its counts."""
 
     part: str
-    lateness_ms: int
     max_ts_ms: int | None = None
     marker_window: int | None = None
     messages: int = 0
@@ -58,10 +58,9 @@ class PartitionIntake:
     rejected: int = 0
     late: int = 0
 
-    @property
-    def watermark_ms(self) -> int:
+    def watermark_ms(self, p: IntakeParams) -> int:
         """The newest event time less the allowed lateness; -1 before any event."""
-        return -1 if self.max_ts_ms is None else self.max_ts_ms - self.lateness_ms
+        return -1 if self.max_ts_ms is None else self.max_ts_ms - p.lateness_ms
 
     def on_batch(self, batch: RawBatch, decoder: Decoder, p: IntakeParams) -> list[IntakeOut]:
         """Decode a batch in offset order; return routed items, rejects and stats."""
@@ -95,7 +94,7 @@ class PartitionIntake:
             for asset in decoder.registry.destinations(item.base, item.quote):
                 routed.setdefault(asset, []).append(item)
 
-        wm = self.watermark_ms
+        wm = self.watermark_ms(p)
         window = wm // p.window_ms
         marker = batch.eof or window != self.marker_window
         self.marker_window = window
@@ -119,11 +118,9 @@ class PartitionIntake:
                 f"ahead of its partition's newest {newest} ms"
             )
         window_end = (ts_ms // p.window_ms + 1) * p.window_ms
-        if window_end <= self.watermark_ms:
-            return (
-                f"late: window ending {window_end} ms closed at partition watermark "
-                f"{self.watermark_ms} ms"
-            )
+        wm = self.watermark_ms(p)
+        if window_end <= wm:
+            return f"late: window ending {window_end} ms closed at partition watermark {wm} ms"
         return None
 
     def stats(self, fallback_ts_ms: int | None) -> PartitionStats | None:

@@ -102,9 +102,12 @@ class Carry:
 
 @dataclass
 class ClosedWindow:
+    """A closed window kept for corrections: its inputs, its row, the carry after it."""
+
     index: int
     obs: dict[str, Observation]
     row: OraclePrice | None
+    carry: Carry
 
 
 def _robust_usd(
@@ -172,11 +175,13 @@ def fold(
 
 
 class AssetOracle:
-    """Windows, watermarks and retained history for one asset (state for one key)."""
+    """Windows, watermarks and retained history for one asset (the state of one key).
 
-    def __init__(self, asset: str, params: OracleParams):
+    The parameters come with each call, so a restart with a new configuration uses it.
+    """
+
+    def __init__(self, asset: str):
         self.asset = asset
-        self.p = params
         self.part_wm: dict[str, int] = {}
         self.ended: set[str] = set()
         self.open: dict[int, dict[str, Observation]] = {}
@@ -186,59 +191,58 @@ class AssetOracle:
         self.carry = Carry()
         self.next_index: int | None = None
 
-    def on_batch(self, batch: AssetBatch) -> list[OraclePrice | Rejected]:
+    def on_batch(self, batch: AssetBatch, p: OracleParams) -> list[OraclePrice | Rejected]:
         """Take one partition's batch; return the rows of windows it closes or corrects."""
         out: list[OraclePrice | Rejected] = []
         for item in batch.items:
             if isinstance(item, Observation):
-                index = item.ts_ms // self.p.window_ms
+                index = item.ts_ms // p.window_ms
                 if self.next_index is not None and index < self.next_index:
                     # Cannot happen while every input partition is in ``parts``.
                     out.extend(self._reject(item, f"late: window {index} already closed"))
                     continue
                 self.open.setdefault(index, {})[item.obs_id] = item
             else:
-                out.extend(self._retract(item))
+                out.extend(self._retract(item, p))
         self.part_wm[batch.part] = batch.watermark_ms
         if batch.eof:
             self.ended.add(batch.part)
-        out.extend(self._close_ready())
+        out.extend(self._close_ready(p))
         return out
 
-    def _watermark(self) -> int:
-        live = [self.part_wm.get(part, -1) for part in self.p.parts if part not in self.ended]
+    def _watermark(self, p: OracleParams) -> int:
+        live = [self.part_wm.get(part, -1) for part in p.parts if part not in self.ended]
         if live:
             return min(live)
         return max(self.part_wm.values(), default=-1)
 
-    def _close_ready(self) -> list[OraclePrice | Rejected]:
-        wm = self._watermark()
-        all_ended = all(part in self.ended for part in self.p.parts)
+    def _close_ready(self, p: OracleParams) -> list[OraclePrice | Rejected]:
+        wm = self._watermark(p)
+        all_ended = all(part in self.ended for part in p.parts)
         last_data = max(self.open, default=-1)
         out: list[OraclePrice | Rejected] = []
         index = self.next_index if self.next_index is not None else min(self.open, default=None)
         while index is not None and (
-            (index + 1) * self.p.window_ms <= wm or (all_ended and index <= last_data)
+            (index + 1) * p.window_ms <= wm or (all_ended and index <= last_data)
         ):
-            out.extend(self._close(index))
+            out.extend(self._close(index, p))
             index += 1
             self.next_index = index
         return out
 
-    def _close(self, index: int) -> list[OraclePrice | Rejected]:
+    def _close(self, index: int, p: OracleParams) -> list[OraclePrice | Rejected]:
         obs = self.open.pop(index, {})
-        self.carry, row = fold(self.asset, self.carry, index, obs.values(), self.p)
-        self.history.append(ClosedWindow(index, obs, row))
-        if len(self.history) > self.p.correction_windows:
-            dropped = self.history.pop(0)
-            self.base, _ = fold(self.asset, self.base, dropped.index, dropped.obs.values(), self.p)
+        self.carry, row = fold(self.asset, self.carry, index, obs.values(), p)
+        self.history.append(ClosedWindow(index, obs, row, self.carry))
+        if len(self.history) > p.correction_windows:
+            self.base = self.history.pop(0).carry
         out: list[OraclePrice | Rejected] = [row] if row is not None else []
         for retraction in self.pending.pop(index, []):
-            out.extend(self._retract(retraction))
+            out.extend(self._retract(retraction, p))
         return out
 
-    def _retract(self, r: Retraction) -> list[OraclePrice | Rejected]:
-        index = r.ts_ms // self.p.window_ms
+    def _retract(self, r: Retraction, p: OracleParams) -> list[OraclePrice | Rejected]:
+        index = r.ts_ms // p.window_ms
         if index in self.open or self.next_index is None or index >= self.next_index:
             if r.late:  # its partition saw the window end: publish it, then correct it
                 self.pending.setdefault(index, []).append(r)
@@ -250,25 +254,23 @@ class AssetOracle:
             if closed.index == index:
                 if closed.obs.pop(r.obs_id, None) is None:
                     return self._reject(r, "retraction_unknown: no observation with this id")
-                return list(self._refold(pos))
+                return list(self._refold(pos, p))
         return self._reject(
-            r, f"retraction_too_old: window {index} is beyond the {self.p.correction_windows} "
+            r, f"retraction_too_old: window {index} is beyond the {p.correction_windows} "
             "windows kept for corrections",
         )  # fmt: skip
 
-    def _refold(self, changed_from: int) -> list[OraclePrice | Rejected]:
-        carry = self.base
+    def _refold(self, changed_from: int, p: OracleParams) -> list[OraclePrice | Rejected]:
+        carry = self.history[changed_from - 1].carry if changed_from else self.base
         out: list[OraclePrice | Rejected] = []
-        for pos, closed in enumerate(self.history):
-            carry, row = fold(self.asset, carry, closed.index, closed.obs.values(), self.p)
-            if pos >= changed_from and row != _unrevised(closed.row):
+        for closed in self.history[changed_from:]:
+            carry, row = fold(self.asset, carry, closed.index, closed.obs.values(), p)
+            closed.carry = carry
+            if row != _unrevised(closed.row):
                 revision = 0 if closed.row is None else closed.row.revision + 1
-                row = None if row is None else replace(row, revision=revision)
-                if row is not None:
-                    out.append(row)
-            else:
-                row = closed.row
-            closed.row = row
+                closed.row = None if row is None else replace(row, revision=revision)
+                if closed.row is not None:
+                    out.append(closed.row)
         self.carry = carry
         return out
 

@@ -19,7 +19,7 @@ from operators.model import (
     Rejected,
     Retraction,
 )
-from operators.oracle import AssetOracle, oracle_params
+from operators.oracle import AssetOracle, OracleParams, oracle_params
 from operators.registry import Registry
 
 T0 = 1_683_028_800_000  # 2023-05-02 12:00:00 UTC, a window boundary
@@ -42,12 +42,22 @@ def batch(part: str, wm: int, *items: Observation | Retraction, eof: bool = Fals
     return AssetBatch(part, wm, eof, list(items))
 
 
+class Oracle:
+    """An AssetOracle bound to its parameters, for brevity."""
+
+    def __init__(self, asset: str, p: OracleParams):
+        self.state, self.p = AssetOracle(asset), p
+
+    def on_batch(self, b: AssetBatch) -> list[OraclePrice | Rejected]:
+        return self.state.on_batch(b, self.p)
+
+
 def prices(rows: list[OraclePrice | Rejected]) -> list[OraclePrice]:
     return [r for r in rows if isinstance(r, OraclePrice)]
 
 
 def test_window_closes_only_when_every_partition_watermark_passes_its_end() -> None:
-    oracle = AssetOracle("ETH", params())
+    oracle = Oracle("ETH", params())
     sources = [obs(s, 1800.0, T0 + 1000) for s in ("a", "b", "c")]
     assert oracle.on_batch(batch("0-p", T0 + W + 5, *sources)) == []  # 1-p not heard from
     rows = oracle.on_batch(batch("1-p", T0 + W))
@@ -55,7 +65,7 @@ def test_window_closes_only_when_every_partition_watermark_passes_its_end() -> N
 
 
 def test_status_degraded_with_fewer_sources_than_quorum() -> None:
-    oracle = AssetOracle("ETH", params())
+    oracle = Oracle("ETH", params())
     oracle.on_batch(batch("0-p", 0, obs("a", 1800.0, T0), obs("b", 1801.0, T0)))
     (row,) = prices(
         oracle.on_batch(batch("1-p", T0 + W, eof=True))
@@ -65,7 +75,7 @@ def test_status_degraded_with_fewer_sources_than_quorum() -> None:
 
 
 def test_price_goes_stale_after_max_age_and_is_carried() -> None:
-    oracle = AssetOracle("ETH", params("[oracle]\nmax_age_s = 90\nmin_sources = 1"))
+    oracle = Oracle("ETH", params("[oracle]\nmax_age_s = 90\nmin_sources = 1"))
     oracle.on_batch(batch("0-p", 0, obs("a", 1800.0, T0)))
     rows = prices(
         oracle.on_batch(batch("1-p", T0 + 3 * W)) + oracle.on_batch(batch("0-p", T0 + 3 * W))
@@ -78,7 +88,7 @@ def test_price_goes_stale_after_max_age_and_is_carried() -> None:
 
 
 def test_jump_is_held_until_it_persists_then_published() -> None:
-    oracle = AssetOracle("ETH", params("[oracle]\nmin_sources = 1\nbreaker_confirm_windows = 2"))
+    oracle = Oracle("ETH", params("[oracle]\nmin_sources = 1\nbreaker_confirm_windows = 2"))
     out: list[OraclePrice | Rejected] = []
     for i, price in enumerate([1800.0, 2500.0, 2500.0]):
         out += oracle.on_batch(batch("0-p", T0 + i * W, obs("a", price, T0 + i * W)))
@@ -92,7 +102,7 @@ def test_jump_is_held_until_it_persists_then_published() -> None:
 
 
 def test_jump_confirmed_by_enough_sources_is_published_at_once() -> None:
-    oracle = AssetOracle("ETH", params())
+    oracle = Oracle("ETH", params())
     oracle.on_batch(batch("1-p", T0 + 2 * W))
     oracle.on_batch(batch("0-p", 0, *(obs(s, 1800.0, T0) for s in "abc")))
     oracle.on_batch(batch("0-p", 0, *(obs(s, 2500.0, T0 + W) for s in "abc")))
@@ -101,7 +111,7 @@ def test_jump_confirmed_by_enough_sources_is_published_at_once() -> None:
 
 
 def test_btc_crossed_through_eth_window_price() -> None:
-    oracle = AssetOracle("BTC", params())
+    oracle = Oracle("BTC", params())
     eth = [obs(s, 2000.0, T0) for s in "abc"]
     btc = obs("0xpool", 14.0, T0 + 5, base="BTC", quote="ETH")
     oracle.on_batch(batch("0-p", 0, *eth, btc))
@@ -117,7 +127,7 @@ def _retraction(o: Observation, late: bool) -> Retraction:
 
 
 def test_retraction_while_window_open_removes_observation_silently() -> None:
-    oracle = AssetOracle("ETH", params())
+    oracle = Oracle("ETH", params())
     a, b, c = (obs(s, 1800.0 + i, T0) for i, s in enumerate("abc"))
     oracle.on_batch(batch("0-p", 0, a, b, c))
     oracle.on_batch(batch("0-p", 0, _retraction(c, late=False)))
@@ -126,7 +136,7 @@ def test_retraction_while_window_open_removes_observation_silently() -> None:
 
 
 def test_retraction_after_window_closed_publishes_correction() -> None:
-    oracle = AssetOracle("ETH", params())
+    oracle = Oracle("ETH", params())
     a, b, c = (obs(s, 1800.0 + i, T0) for i, s in enumerate("abc"))
     oracle.on_batch(batch("1-p", T0 + W))
     first = prices(oracle.on_batch(batch("0-p", T0 + W, a, b, c)))
@@ -136,7 +146,7 @@ def test_retraction_after_window_closed_publishes_correction() -> None:
 
 
 def test_retraction_of_unknown_observation_is_rejected_with_coordinates() -> None:
-    oracle = AssetOracle("ETH", params())
+    oracle = Oracle("ETH", params())
     (rej,) = oracle.on_batch(batch("0-p", 0, _retraction(obs("z", 1.0, T0), late=False)))
     assert isinstance(rej, Rejected)
     assert rej.reason.startswith("retraction_unknown") and (rej.topic, rej.offset) == (
@@ -160,9 +170,9 @@ def _quote(part: int, offset: int, source: str, ts: int, mid: float) -> RawMessa
 
 def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
     parts = sorted({b.part for b in batches})
-    intakes = {p: PartitionIntake(p, CFG.oracle.lateness_ms) for p in parts}
+    intakes = {p: PartitionIntake(p) for p in parts}
     oracles: dict[str, AssetOracle] = {}
-    ip = IntakeParams(W, 3_600_000, REGISTRY.assets)
+    ip = IntakeParams(W, CFG.oracle.lateness_ms, 3_600_000, REGISTRY.assets)
     op_ = oracle_params(CFG.oracle, REGISTRY, tuple(parts))
     queues = {p: [b for b in batches if b.part == p] for p in parts}
     out: list[tuple] = []
@@ -175,12 +185,12 @@ def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
         for item in intakes[part].on_batch(queues[part].pop(0), DECODER, ip):
             if isinstance(item, tuple):
                 asset, ab = item
-                oracle = oracles.setdefault(asset, AssetOracle(asset, op_))
+                oracle = oracles.setdefault(asset, AssetOracle(asset))
                 out += [
                     ("p", *r.__struct_fields__, *(getattr(r, f) for f in r.__struct_fields__))
                     if isinstance(r, OraclePrice)
                     else ("r", r.reason, r.offset)
-                    for r in oracle.on_batch(ab)
+                    for r in oracle.on_batch(ab, op_)
                 ]
             elif isinstance(item, Rejected):
                 out.append(("r", item.reason, item.offset))
@@ -217,3 +227,26 @@ def test_same_partitions_give_same_rows_whatever_the_interleaving(events, order_
         ]
     first = _run(batches, order_a)
     assert first == _run(batches, order_b)
+
+
+def test_retraction_beyond_correction_horizon_is_rejected() -> None:
+    oracle = Oracle("ETH", params("[oracle]\ncorrection_windows = 1"))
+    a, b, c = (obs(s, 1800.0 + i, T0) for i, s in enumerate("abc"))
+    oracle.on_batch(batch("1-p", T0 + 5 * W))
+    oracle.on_batch(batch("0-p", 0, a, b, c))
+    oracle.on_batch(batch("0-p", T0 + 5 * W))
+    (rej,) = oracle.on_batch(batch("0-p", T0 + 5 * W, _retraction(c, late=True)))
+    assert isinstance(rej, Rejected) and rej.reason.startswith("retraction_too_old")
+
+
+def test_correction_carries_into_later_windows_that_used_the_retracted_observation() -> None:
+    oracle = Oracle("ETH", params("[oracle]\nmin_sources = 1"))
+    a, b = obs("a", 1800.0, T0), obs("b", 1810.0, T0 + 30_000)
+    oracle.on_batch(batch("1-p", T0 + 3 * W))
+    first = prices(oracle.on_batch(batch("0-p", T0 + 3 * W, a, b)))
+    fixed = prices(oracle.on_batch(batch("0-p", T0 + 3 * W, _retraction(b, late=True))))
+    # b was each later window's latest for its source too, until max age: all three change.
+    assert [(r.price, r.revision) for r in first] == [(1805.0, 0)] * 3
+    assert [(r.window_start_ms, r.price, r.revision) for r in fixed] == [
+        (T0 + i * W, 1800.0, 1) for i in range(3)
+    ]
