@@ -179,6 +179,34 @@ def record(
         consumer.close()
 
 
+def last_headers(brokers: str, topic: str, name: str) -> dict[int, bytes]:
+    """Header ``name`` of the last message of each non-empty partition of ``topic``."""
+    count = topic_partitions(brokers, [topic])[topic]
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    consumer = KafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False)
+    try:
+        starts = consumer.beginning_offsets(partitions)
+        ends = _end_offsets(consumer, starts)
+        reading = [tp for tp in partitions if ends[tp] > starts[tp]]
+        consumer.assign(reading)
+        for tp in reading:
+            consumer.seek(tp, ends[tp] - 1)
+        found: dict[int, bytes] = {}
+        deadline = time.monotonic() + STALL_TIMEOUT_S
+        while any(consumer.position(tp) < ends[tp] for tp in reading):
+            if time.monotonic() > deadline:
+                msg = f"expected the last message of {topic} within {STALL_TIMEOUT_S} s"
+                raise TimeoutError(msg)
+            for tp, records in consumer.poll(timeout_ms=_POLL_MS).items():
+                for r in records:
+                    values = [v for k, v in r.headers if k == name]
+                    if r.offset == ends[tp] - 1 and values:
+                        found[tp.partition] = values[0]
+        return found
+    finally:
+        consumer.close()
+
+
 def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
     described = admin.describe_topics(list(dict.fromkeys(topics)))
     missing = [t["name"] for t in described if t["error_code"] != 0 or not t["partitions"]]

@@ -83,6 +83,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from connectors.chain_source import probe
+    from flows.ingest import ingest_flow
+    from flows.runner import run
+
+    cfg: Config = args.cfg
+    if args.rpc:
+        cfg = msgspec.structs.replace(
+            cfg, chain=msgspec.structs.replace(cfg.chain, rpc_url=args.rpc)
+        )
+    chain_id, head = probe(cfg.chain.rpc_url, cfg.chain.rpc_timeout_s)
+    log.info("node %s: chain %d, head block %d", cfg.chain.rpc_url, chain_id, head)
+    brokers = None if args.dry_run else _brokers(args.brokers)
+    return run(
+        lambda: ingest_flow(cfg, brokers, args.from_block, args.to_block),
+        processes=1,
+        epoch_interval_s=cfg.run.epoch_interval_s,
+        recovery_dir=args.recovery_dir,
+        process_id=None,
+        addresses=None,
+    )
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from flows.dataflows import replay_flow
     from flows.runner import run
@@ -205,6 +228,15 @@ def _parser() -> argparse.ArgumentParser:
     workers(c)
     c.set_defaults(func=cmd_run)
 
+    c = command("ingest", "Follow an EVM node and publish its logs to chain.logs.")
+    c.add_argument("--rpc", help="JSON-RPC URL of the node (default: chain.rpc_url)")
+    c.add_argument("--brokers", help="bootstrap servers (required unless --dry-run)")
+    c.add_argument("--from-block", type=int, help="cold start here (default: head - backfill)")
+    c.add_argument("--to-block", type=int, help="stop after this block (default: follow forever)")
+    c.add_argument("--dry-run", action="store_true", help="print what would be published")
+    c.add_argument("--recovery-dir", type=Path, help="enable Bytewax recovery, state here")
+    c.set_defaults(func=cmd_ingest)
+
     c = command("replay", "Run every flow from a recording, no broker; write Parquet.")
     c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
     c.add_argument("--out", type=Path, required=True, help="Parquet output directory")
@@ -262,12 +294,14 @@ def main(argv: list[str] | None = None) -> int:
             args.cfg = _config(args.config)
         if getattr(args, "processes", 1) < 1:
             raise ConfigError(f"--processes must be >= 1; got {args.processes}")
+        if args.command == "ingest" and not (args.dry_run or args.brokers):
+            raise ConfigError("ingest needs --brokers (or --dry-run)")
     except (ConfigError, OSError) as exc:
         print(f"hedgeflow: {exc}", file=sys.stderr)
         return 2
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError) as exc:  # e.g. a recording that is not there
+    except (ConfigError, FileNotFoundError, ConnectionError) as exc:  # e.g. a missing file
         print(f"hedgeflow: {exc}", file=sys.stderr)
         return 2
 

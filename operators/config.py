@@ -199,11 +199,64 @@ class RunConfig(_Strict, frozen=True):
         )
 
 
+class ChainConfig(_Strict, frozen=True):
+    """Following an EVM node (``hedgeflow ingest``)."""
+
+    rpc_url: str = "http://127.0.0.1:8545"
+    """The node's JSON-RPC endpoint (HTTP)."""
+    chain_id: int = 0
+    """Expected chain id; 0 accepts whatever the node reports."""
+    confirmations: int = 0
+    """Publish a block's logs once it is this deep (0: at once, reorgs are retracted)."""
+    reorg_depth: int = 64
+    """Recent blocks whose hashes and logs are kept to detect and retract reorgs."""
+    backfill_blocks: int = 1000
+    """A cold start without ``--from-block`` begins this many blocks below the head."""
+    min_range: int = 1
+    """Smallest ``eth_getLogs`` range, blocks."""
+    max_range: int = 2000
+    """Largest ``eth_getLogs`` range, blocks (the range adapts between the two)."""
+    poll_interval_s: float = 1.0
+    """How often to look for a new head once caught up, s."""
+    rpc_timeout_s: float = 10.0
+    """Timeout of one JSON-RPC request, s."""
+    contracts: list[str] = msgspec.field(default_factory=list)
+    """Addresses followed besides the oracle's sources (e.g. the venue)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.rpc_url.startswith(("http://", "https://")),
+            f"rpc_url must be an http(s) URL; got {self.rpc_url!r}",
+        )
+        for key in ("chain_id", "confirmations", "backfill_blocks"):
+            value = getattr(self, key)
+            _require(value >= 0, f"{key} must be >= 0; got {value!r}")
+        _require(
+            self.reorg_depth > self.confirmations,
+            f"reorg_depth must exceed confirmations ({self.confirmations}); "
+            f"got {self.reorg_depth!r}",
+        )
+        _require(self.min_range >= 1, f"min_range must be >= 1; got {self.min_range!r}")
+        _require(
+            self.max_range >= self.min_range,
+            f"max_range must be >= min_range ({self.min_range}); got {self.max_range!r}",
+        )
+        for key in ("poll_interval_s", "rpc_timeout_s"):
+            value = getattr(self, key)
+            _require(value > 0, f"{key} must be > 0; got {value!r}")
+        for address in self.contracts:
+            _require(
+                _is_address(address),
+                f"contracts: expected lower-case 0x-prefixed 20-byte hex; got {address!r}",
+            )
+
+
 class Config(_Strict, frozen=True):
     """The whole configuration file."""
 
     topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)
     oracle: OracleConfig = msgspec.field(default_factory=OracleConfig)
+    chain: ChainConfig = msgspec.field(default_factory=ChainConfig)
     run: RunConfig = msgspec.field(default_factory=RunConfig)
 
 

@@ -1,0 +1,302 @@
+"""A Bytewax source that follows an EVM node over JSON-RPC (web3 ``HTTPProvider``).
+
+One partition follows the chain: ``eth_getLogs`` over block ranges for the followed
+contracts, block headers for the blocks within ``reorg_depth`` of the head (to detect
+reorgs and link ranges), and the pure logic of ``operators.chain`` to decide what to
+publish. Its recovery state is the ``Cursor``: the next block, recent hashes and logs.
+
+Faults: an RPC error or timeout is retried with exponential backoff and jitter, logged
+with the method and the range; the cursor does not move, so a node that is down holds
+the flow where it is and it catches up when the node returns. A refused range (too many
+results, too wide) is halved; a fast one doubles, up to ``max_range``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from web3.providers.rpc import HTTPProvider
+
+from operators.abi import AbiError, quantity
+from operators.chain import (
+    ChainError,
+    Cursor,
+    Header,
+    Published,
+    check_range,
+    header_of,
+    next_range_size,
+    publish_range,
+    retract_after,
+)
+from operators.config import ChainConfig
+
+log = logging.getLogger("hedgeflow.ingest")
+
+_REFUSED = re.compile(r"range|too (many|large|big|wide)|more than|limit|exceed|response size", re.I)
+_MAX_BACKOFF_S = 30.0
+
+
+class RpcError(RuntimeError):
+    """The node answered a JSON-RPC call with an error object."""
+
+    def __init__(self, method: str, error: Any):
+        self.method = method
+        self.error = error
+        super().__init__(f"{method}: {error}")
+
+    @property
+    def refused_range(self) -> bool:
+        message = self.error.get("message", "") if isinstance(self.error, dict) else str(self.error)
+        return self.method == "eth_getLogs" and bool(_REFUSED.search(message))
+
+
+class Rpc:
+    """Raw JSON-RPC over web3's ``HTTPProvider``: answers as the node sent them."""
+
+    def __init__(self, url: str, timeout_s: float):
+        self.url = url
+        self.provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s})
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        answer = self.provider.make_request(method, params)
+        if not isinstance(answer, dict):
+            raise ChainError(f"{method}: malformed answer {answer!r:.200}")
+        if answer.get("error") is not None:
+            raise RpcError(method, answer["error"])
+        if "result" not in answer:
+            raise ChainError(f"{method}: answer has no result: {answer!r:.200}")
+        return answer["result"]
+
+    def chain_id(self) -> int:
+        return int(self.call("eth_chainId", []), 16)
+
+    def head(self) -> int:
+        return int(self.call("eth_blockNumber", []), 16)
+
+    def header(self, number: int) -> Header:
+        block = self.call("eth_getBlockByNumber", [hex(number), False])
+        if block is None:
+            raise ChainError(f"block {number} not found")
+        return header_of(block)
+
+    def logs(self, start: int, end: int, addresses: list[str]) -> list[dict[str, Any]]:
+        params = {"fromBlock": hex(start), "toBlock": hex(end), "address": addresses}
+        logs = self.call("eth_getLogs", [params])
+        if not isinstance(logs, list):
+            raise ChainError(f"eth_getLogs: expected a list; got {type(logs).__name__}")
+        return logs
+
+
+def probe(url: str, timeout_s: float) -> tuple[int, int]:
+    """(chain id, head block) of the node at ``url``; raises ``ConnectionError`` clearly."""
+    try:
+        rpc = Rpc(url, timeout_s)
+        return rpc.chain_id(), rpc.head()
+    except Exception as exc:
+        raise ConnectionError(f"cannot reach an EVM node at {url}: {exc}") from None
+
+
+@dataclass
+class _Progress:
+    started: float
+    blocks: int = 0
+    logs: int = 0
+    last_report: float = 0.0
+
+
+class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
+    def __init__(
+        self,
+        rpc: Rpc,
+        addresses: list[str],
+        cfg: ChainConfig,
+        chain_id: int,
+        cursor: Cursor,
+        to_block: int | None,
+        already_written: Callable[[Published], bool],
+    ):
+        self.rpc = rpc
+        self.addresses = addresses
+        self.cfg = cfg
+        self.chain_id = chain_id
+        self.cursor = cursor
+        self.to_block = to_block
+        self.already_written = already_written
+        self.size = cfg.max_range
+        self.failures = 0
+        self.awake: datetime | None = None
+        self.timestamps: dict[int, int] = {}
+        self.progress = _Progress(time.monotonic())
+
+    def next_awake(self) -> datetime | None:
+        return self.awake
+
+    def snapshot(self) -> Cursor:
+        return self.cursor
+
+    def next_batch(self) -> list[Published]:
+        if self.to_block is not None and self.cursor.next_block > self.to_block:
+            raise StopIteration
+        self.awake = None
+        step = f"blocks {self.cursor.next_block}.."
+        try:
+            out = self._step()
+            self.failures = 0
+        except RpcError as exc:
+            if exc.refused_range and self.size > self.cfg.min_range:
+                self.size = next_range_size(
+                    self.size, refused=True, seconds=0, cfg_min=self.cfg.min_range,
+                    cfg_max=self.cfg.max_range,
+                )  # fmt: skip
+                log.info("node refused a range (%s); trying %d blocks", exc.error, self.size)
+                return []
+            self._back_off(f"{step}: {exc}")
+            return []
+        except (ChainError, AbiError) as exc:
+            self._back_off(f"{step}: inconsistent or malformed answer: {exc}")
+            return []
+        except Exception as exc:  # network errors, timeouts: the node may come back
+            self._back_off(f"{step}: {type(exc).__name__}: {exc}")
+            return []
+        return [p for p in out if not self.already_written(p)]
+
+    def _back_off(self, what: str) -> None:
+        self.failures += 1
+        delay = min(_MAX_BACKOFF_S, 0.2 * 2**self.failures) * random.uniform(0.5, 1.0)
+        log.warning("RPC failed (attempt %d, retry in %.1f s): %s", self.failures, delay, what)
+        self.awake = datetime.now(UTC) + timedelta(seconds=delay)
+
+    def _idle(self) -> None:
+        self.awake = datetime.now(UTC) + timedelta(seconds=self.cfg.poll_interval_s)
+
+    def _step(self) -> list[Published]:
+        head = self.rpc.head()
+        fork = self._fork_point()
+        if fork is not None:
+            self.cursor, retracted = retract_after(self.cursor, fork)
+            log.warning("reorg: blocks after %d replaced; %d logs retracted", fork, len(retracted))
+            return retracted
+
+        safe = head - self.cfg.confirmations
+        if self.to_block is not None:
+            safe = min(safe, self.to_block)
+        start = self.cursor.next_block
+        if start > safe:
+            self._idle()
+            return []
+        end = min(safe, start + self.size - 1)
+        began = time.monotonic()
+        logs = self.rpc.logs(start, end, self.addresses)
+        seconds = time.monotonic() - began
+        tracked = range(max(start, head - self.cfg.reorg_depth + 1), end + 1)
+        headers = {n: self.rpc.header(n) for n in tracked}
+        check_range(headers, self.cursor)
+        timestamps = self._timestamps(logs, headers)
+        self.cursor, out = publish_range(
+            self.cursor, end, logs, headers, timestamps, self.chain_id, self.cfg.reorg_depth
+        )
+        self.size = next_range_size(
+            self.size, refused=False, seconds=seconds, cfg_min=self.cfg.min_range,
+            cfg_max=self.cfg.max_range,
+        )  # fmt: skip
+        self._report(end - start + 1, len(out), head)
+        return out
+
+    def _fork_point(self) -> int | None:
+        """The last block both the node and the cursor agree on, if they disagree now."""
+        if not self.cursor.recent:
+            return None
+        number = max(self.cursor.recent)
+        if self.rpc.header(number).hash == self.cursor.recent[number][0]:
+            return None
+        while number in self.cursor.recent:
+            number -= 1
+            if number in self.cursor.recent and (
+                self.rpc.header(number).hash == self.cursor.recent[number][0]
+            ):
+                return number
+        log.error(
+            "reorg deeper than the %d blocks kept; retracting all of them", len(self.cursor.recent)
+        )
+        return number
+
+    def _timestamps(self, logs: list[dict[str, Any]], headers: dict[int, Header]) -> dict[int, int]:
+        """Block times (s) for logs without ``blockTimestamp``, from cached headers."""
+        for entry in logs:
+            if entry.get("blockTimestamp") is None:
+                number = quantity(entry["blockNumber"], "log blockNumber")
+                if number not in headers and number not in self.timestamps:
+                    self.timestamps[number] = self.rpc.header(number).ts
+        if len(self.timestamps) > 10_000:
+            self.timestamps.clear()
+        return self.timestamps
+
+    def _report(self, blocks: int, logs: int, head: int) -> None:
+        p = self.progress
+        p.blocks += blocks
+        p.logs += logs
+        now = time.monotonic()
+        if now - p.last_report >= 5.0:
+            elapsed = max(now - p.started, 1e-9)
+            log.info(
+                "ingest: block %d, %.0f blocks/s, %.0f logs/s, %d behind head, range %d",
+                self.cursor.next_block - 1, p.blocks / elapsed, p.logs / elapsed,
+                head - self.cursor.next_block + 1, self.size,
+            )  # fmt: skip
+            p.last_report = now
+
+
+class ChainSource(FixedPartitionedSource[Published, Cursor]):
+    """Follows the node at ``cfg.rpc_url`` from ``from_block`` (a cold start) to
+    ``to_block`` (``None``: forever). ``already_written(p)`` is asked, after a resume,
+    whether the sink already holds message ``p``."""
+
+    def __init__(
+        self,
+        cfg: ChainConfig,
+        addresses: list[str],
+        from_block: int | None,
+        to_block: int | None,
+        already_written: Callable[[], Callable[[Published], bool]],
+    ):
+        self.cfg = cfg
+        self.addresses = addresses
+        self.from_block = from_block
+        self.to_block = to_block
+        self.already_written = already_written
+
+    def list_parts(self) -> list[str]:
+        return ["chain"]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Cursor | None
+    ) -> _ChainPartition:
+        rpc = Rpc(self.cfg.rpc_url, self.cfg.rpc_timeout_s)
+        chain_id, head = probe(self.cfg.rpc_url, self.cfg.rpc_timeout_s)
+        if self.cfg.chain_id and chain_id != self.cfg.chain_id:
+            msg = (
+                f"chain.chain_id is {self.cfg.chain_id} but the node at {self.cfg.rpc_url} "
+                f"is chain {chain_id}"
+            )
+            raise ValueError(msg)
+        if resume_state is not None:
+            log.info("resuming at block %d (seq %d)", resume_state.next_block, resume_state.seq)
+            cursor, skip = resume_state, self.already_written()
+        else:
+            start = (
+                self.from_block
+                if self.from_block is not None
+                else max(0, head - self.cfg.backfill_blocks)
+            )
+            log.info("cold start at block %d (head %d, chain %d)", start, head, chain_id)
+            cursor, skip = Cursor(start), (lambda p: False)
+        return _ChainPartition(rpc, self.addresses, self.cfg, chain_id, cursor, self.to_block, skip)
