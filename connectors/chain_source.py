@@ -65,8 +65,11 @@ class Rpc:
     def __init__(self, url: str, timeout_s: float):
         self.url = url
         self.provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s})
+        self.last_call = ""
+        """The method and parameters of the latest call, for error messages."""
 
     def call(self, method: str, params: list[Any]) -> Any:
+        self.last_call = f"{method}({params!r:.120})"
         answer = self.provider.make_request(method, params)
         if not isinstance(answer, dict):
             raise ChainError(f"{method}: malformed answer {answer!r:.200}")
@@ -172,7 +175,10 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
     def _back_off(self, what: str) -> None:
         self.failures += 1
         delay = min(_MAX_BACKOFF_S, 0.2 * 2**self.failures) * random.uniform(0.5, 1.0)
-        log.warning("RPC failed (attempt %d, retry in %.1f s): %s", self.failures, delay, what)
+        log.warning(
+            "RPC failed (attempt %d, retry in %.1f s) in %s: %s",
+            self.failures, delay, self.rpc.last_call, what,
+        )  # fmt: skip
         self.awake = datetime.now(UTC) + timedelta(seconds=delay)
 
     def _idle(self) -> None:
