@@ -10,6 +10,7 @@ restart under recovery leaves no gap and no duplicate.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable
 
@@ -49,6 +50,7 @@ def ingest_flow(
     bootstrap = ",".join(brokers)
     partitions = topic_partitions(bootstrap, [topic])[topic]
 
+    @functools.cache
     def partition_of(key: str) -> int:
         return zlib.crc32(key.encode()) % partitions
 

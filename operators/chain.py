@@ -16,6 +16,7 @@ wrote.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -60,6 +61,16 @@ class ChainError(ValueError):
 
     Malformed quantities raise ``operators.abi.AbiError`` instead.
     """
+
+
+def _hex(value: Any, what: str) -> int:
+    """A node's quantity: ``0x`` hex or an integer (lenient; ``quantity`` is the strict one)."""
+    try:
+        return value if type(value) is int else int(value, 16)
+    except (TypeError, ValueError):
+        raise ChainError(
+            f"malformed {what}: expected 0x hex or an integer; got {value!r}"
+        ) from None
 
 
 def header_of(block: dict[str, Any]) -> Header:
@@ -107,8 +118,8 @@ def publish_range(
         if log.get("removed"):
             continue  # a node may still list a removed log; the reorg check handles it
         try:
-            number = quantity(log["blockNumber"], "log blockNumber")
-            index = quantity(log["logIndex"], "log logIndex")
+            number = _hex(log["blockNumber"], "log blockNumber")
+            index = _hex(log["logIndex"], "log logIndex")
             address = str(log["address"]).lower()
             block_hash = str(log["blockHash"]).lower()
         except (KeyError, TypeError) as exc:
@@ -119,7 +130,7 @@ def publish_range(
         if h is not None and h.hash != block_hash:
             raise ChainError(f"log of block {number} is from another branch")
         keyed.append((number, index, address, log))
-    keyed.sort(key=lambda k: (k[0], k[1]))
+    keyed.sort(key=itemgetter(0, 1))
 
     seq = cursor.seq
     out: list[Published] = []

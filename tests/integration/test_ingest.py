@@ -204,14 +204,14 @@ def test_n_events_give_exactly_n_logs_in_chain_order_with_same_values(
 def test_killed_mid_backfill_and_resumed_under_recovery_leaves_no_gap_and_no_duplicate(
     chain: Chain, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    chain.swaps(per_tx=200, price=1800.0, txs=60)
+    chain.swaps(per_tx=200, price=1800.0, txs=150)
     expected = chain.node_logs()
     config, topic = _config(tmp_path, chain, broker, max_range=1, min_range=1)
     args = ("--from-block", chain.deployed.block, "--to-block", chain.head(),
             "--recovery-dir", tmp_path / "recovery")  # fmt: skip
 
     first = _ingest(config, broker, *args)
-    _wait_for(lambda: len(_topic(broker, topic, tmp_path)) >= 2000, "a first part of the backfill")
+    _wait_for(lambda: len(_topic(broker, topic, tmp_path)) >= 1000, "a first part of the backfill")
     first.send_signal(signal.SIGKILL)
     first.wait()
     partial = len(_topic(broker, topic, tmp_path))
@@ -220,7 +220,7 @@ def test_killed_mid_backfill_and_resumed_under_recovery_leaves_no_gap_and_no_dup
 
     assert "resuming at block" in log
     published = _chain_order(_topic(broker, topic, tmp_path))
-    assert len(published) == len(expected) >= 12_000
+    assert len(published) == len(expected) >= 30_000
     assert all(_same_log(p, n) for p, n in zip(published, expected, strict=True))
 
 
