@@ -5,15 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := operators connectors flows tests infra
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench contracts clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock | node_modules/.installed
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"need Python 3.11, got {sys.version}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# The dev chain's npm tools: Anvil (node_modules/.bin/anvil) and solcjs (the Solidity compiler).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 install: $(STAMP)
+
+# Rebuild the committed contract artifacts (infra/contracts/build/) from the Solidity sources.
+contracts: node_modules/.installed
+	node infra/contracts/build.js
 
 demo: install
 	$(BIN)/hedgeflow demo
@@ -32,6 +41,7 @@ test: lint
 
 bench: install
 	$(BIN)/python tests/bench/oracle_throughput.py
+	$(BIN)/python tests/bench/ingest_throughput.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules out .pytest_cache .mypy_cache .ruff_cache

@@ -175,6 +175,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.out)
 
 
+def cmd_devchain(args: argparse.Namespace) -> int:
+    from flows.devchain import devchain
+
+    return devchain(args.out, args.scenario, args.seed, args.accounts, args.keep_running)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from flows.summary import print_summary
 
@@ -274,6 +280,16 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)"
     )
     c.set_defaults(func=cmd_demo)
+
+    c = command(
+        "devchain", "Start Anvil, deploy the venue, pools and feed, write the config.", False
+    )
+    c.add_argument("--out", type=Path, default=Path("out/devchain"), help="output directory")
+    c.add_argument("--scenario", action="store_true", help="run the seeded market scenario")
+    c.add_argument("--seed", type=int, default=7, help="scenario seed (default 7)")
+    c.add_argument("--accounts", type=int, default=50, help="trading accounts (default 50)")
+    c.add_argument("--keep-running", action="store_true", help="keep the node up until Ctrl-C")
+    c.set_defaults(func=cmd_devchain)
 
     c = command("summary", "Print the per-asset summary of an output directory.", False)
     c.add_argument("out", type=Path, help="the output directory of a run")

@@ -8,7 +8,8 @@ import pytest
 
 from flows.cli import main
 
-COMMANDS = ["demo", "broker", "topics", "run", "replay", "record", "publish", "generate", "summary"]
+COMMANDS = ["demo", "broker", "topics", "run", "ingest", "replay", "record", "publish", "generate",
+            "devchain", "summary"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,389 @@
+"""``hedgeflow devchain``: a local chain with the venue, the test pools and the feed.
+
+1. start Anvil (:class:`connectors.anvil.DevNode`), its chain kept in ``OUT/state.json``;
+2. deploy the venue, the V3-style pool, the V2-style pair and the feed;
+3. write ``OUT/devchain.toml`` (the configuration whose oracle reads them) and
+   ``OUT/deployed.json`` (their addresses, the RPC URL and the state file);
+4. with ``scenario``, run a seeded scenario, one block per step: list instruments (spot,
+   perp, calls and puts on ETH), deposit collateral for every account, then for an hour
+   of 12 s blocks move the ETH price along a random path with a crash of about 25%
+   (V3 swaps, V2 syncs, Chainlink answers) while the accounts trade; after the crash the
+   liquidator liquidates the largest longs; then some accounts withdraw.
+
+The chain is the same, block hashes included, for the same seed and account count: the
+genesis time is fixed and every block is mined at a set timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from web3 import Web3
+
+from connectors.anvil import DevNode, Receipt, mine, rpc, send_transaction, set_automine
+from connectors.contracts import (
+    DEV_TOKENS,
+    UNDERLYING,
+    Deployed,
+    bind,
+    deploy,
+    devchain_config_toml,
+    feed_answer,
+    instrument_id,
+    sqrt_price_x96,
+    v2_reserves,
+    v3_amounts,
+    v3_liquidity,
+    v3_tick,
+)
+from operators.config import Config, ConfigError, load_config
+from operators.registry import PoolSource, Registry
+
+log = logging.getLogger("hedgeflow.devchain")
+
+GENESIS_TIMESTAMP = 1_767_225_600
+"""2026-01-01T00:00:00Z, Unix s."""
+BLOCK_TIME_S = 12
+"""Seconds between the scenario's blocks, as on mainnet."""
+STEPS = 300
+"""Price steps of the scenario, one block each: an hour of 12 s blocks."""
+START_PRICE = 3000.0
+"""ETH in USD at the start."""
+STEP_VOL = 0.0015
+"""Standard deviation of the log price per block."""
+CRASH = 0.25
+"""The crash's fall, a fraction of the price."""
+CRASH_BLOCKS = 5
+"""Blocks the crash is spread over (a minute)."""
+SOURCE_NOISE = 0.0005
+"""Standard deviation of each source's log price around the path."""
+V3_DEPTH_USD = 40e6
+"""The V3-style pool's depth (its decoded weight), USD."""
+V2_DEPTH_USD = 10e6
+"""The V2-style pair's depth (twice its quote reserve), USD."""
+FEED_DEVIATION = 0.005
+"""The feed answers when the price moved this fraction since its last answer..."""
+FEED_HEARTBEAT_BLOCKS = 20
+"""...or after this many blocks (240 s, within the oracle's default max age of 300 s)."""
+V3_SWAP_PROB = 0.9
+"""Chance that the pool trades in a block..."""
+V2_SWAP_PROB = 0.4
+"""...and that the pair does."""
+TRADES_PER_ACCOUNT = 5.0
+"""Mean trades per account over the scenario."""
+OPTION_VOL = 0.6
+"""Volatility at which options trade (Black-Scholes, no rates), per year."""
+STRIKES = (0.8, 0.9, 1.0, 1.1, 1.2)
+"""Option strikes, fractions of the start price (rounded to 100 USD)."""
+EXPIRIES_DAYS = (7, 30, 90)
+"""Option expiries, days after genesis at 08:00 UTC."""
+LIQUIDATIONS = 3
+"""Accounts liquidated after the crash: those with the largest long perp positions."""
+WITHDRAW_FRACTION = 0.1
+"""Share of accounts that withdraw half of their USDC at the end."""
+_CALL_GAS = 150_000
+"""Gas limit of a scenario call (each uses under 100k)."""
+_MAX_TXS_PER_BLOCK = 150
+"""Transactions per block at most (150 x 150k gas fits Anvil's 30M block gas limit)."""
+_E18 = 10**18
+_YEAR_S = 365.25 * 86_400
+
+SPOT, PERP, CALL, PUT = 0, 1, 2, 3
+
+
+def devchain(out_dir: Path, scenario: bool, seed: int, accounts: int, keep_running: bool) -> int:
+    """Start a dev chain, deploy, write the configuration, maybe run the scenario.
+
+    ``accounts`` trading accounts (Anvil accounts 2, 3, ...; account 0 deploys and keeps
+    the prices, account 1 liquidates). With ``keep_running`` the node stays up, its RPC
+    URL printed, until Ctrl-C or SIGTERM; its chain is then saved in ``OUT/state.json``.
+    """
+    if accounts < 1:
+        raise ConfigError(f"accounts must be >= 1; got {accounts!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = out_dir / "state.json", out_dir / "anvil.log"
+    for stale in (state_path, log_path):  # a fresh chain each run
+        stale.unlink(missing_ok=True)
+    node = DevNode(
+        accounts=accounts + 2,
+        state_path=state_path,
+        genesis_timestamp=GENESIS_TIMESTAMP,
+        log_path=log_path,
+    )
+    with node:
+        log.info("Anvil on %s (log %s)", node.rpc_url, log_path)
+        deployed = deploy(node.rpc_url, timestamp=GENESIS_TIMESTAMP + BLOCK_TIME_S)
+        log.info("deployed in block %d: venue %s", deployed.block, deployed.venue)
+        config_toml = devchain_config_toml(deployed, node.rpc_url)
+        cfg = load_config(config_toml)
+        (out_dir / "devchain.toml").write_text(config_toml)
+        info = msgspec.structs.asdict(deployed) | {
+            "contracts": deployed.contracts,
+            "rpc_url": node.rpc_url,
+            "state_path": str(state_path),
+        }
+        (out_dir / "deployed.json").write_bytes(msgspec.json.format(msgspec.json.encode(info)))
+        print(out_dir / "devchain.toml")
+        print(out_dir / "deployed.json")
+        if scenario:
+            _Scenario(node.rpc_url, deployed, cfg, seed, accounts).run()
+        if keep_running:
+            _serve(node)
+    log.info("node stopped; its chain is saved in %s", state_path)
+    return 0
+
+
+def _serve(node: DevNode) -> None:
+    """Keep the node up, mining each transaction as it comes, until Ctrl-C or SIGTERM."""
+    set_automine(node.rpc_url, True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: KeyboardInterrupt
+    print(node.rpc_url, flush=True)
+    log.info("dev chain on %s; Ctrl-C or SIGTERM stops it", node.rpc_url)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A listed instrument of the scenario: its venue id (0x hex) and its terms."""
+
+    id: str
+    kind: int
+    strike: float
+    """USD; 0 for spot and perps."""
+    expiry: int
+    """Unix s; 0 for spot and perps."""
+
+
+def instruments() -> list[Instrument]:
+    """The scenario's instruments: ETH spot and perp, calls and puts at every strike/expiry."""
+    underlying = DEV_TOKENS[UNDERLYING].address
+    terms = [(SPOT, 0.0, 0), (PERP, 0.0, 0)]
+    for days in EXPIRIES_DAYS:
+        expiry = GENESIS_TIMESTAMP + days * 86_400 + 8 * 3600
+        for fraction in STRIKES:
+            strike = round(START_PRICE * fraction / 100) * 100.0
+            terms += [(CALL, strike, expiry), (PUT, strike, expiry)]
+    return [
+        Instrument(instrument_id(underlying, kind, _e18(strike), expiry), kind, strike, expiry)
+        for kind, strike, expiry in terms
+    ]
+
+
+def price_path(seed: int) -> tuple[np.ndarray, int]:
+    """ETH in USD at each step (``STEPS + 1`` values) and the step the crash starts.
+
+    A driftless log random walk; the crash falls by ``CRASH`` over ``CRASH_BLOCKS`` blocks,
+    starting somewhere in the middle third.
+    """
+    rng = np.random.default_rng([seed, 1])
+    steps = rng.normal(0.0, STEP_VOL, STEPS)
+    crash_at = int(rng.integers(STEPS // 3, 2 * STEPS // 3))
+    steps[crash_at : crash_at + CRASH_BLOCKS] += math.log(1 - CRASH) / CRASH_BLOCKS
+    path = START_PRICE * np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
+    return path, crash_at
+
+
+def option_price(spot: float, strike: float, years: float, kind: int) -> float:
+    """Black-Scholes price of a call or put at ``OPTION_VOL``, no rates; USD."""
+    sd = OPTION_VOL * math.sqrt(max(years, 1e-9))
+    d1 = (math.log(spot / strike) + sd * sd / 2) / sd
+    call = spot * _norm_cdf(d1) - strike * _norm_cdf(d1 - sd)
+    return call if kind == CALL else call - spot + strike
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _e18(value: float) -> int:
+    """A USD or ETH amount with 18 decimals, rounded to 1e-6."""
+    return round(value * 1e6) * 10**12
+
+
+class _Scenario:
+    """Sends the scenario's transactions, one block per step, and checks every receipt."""
+
+    def __init__(
+        self, rpc_url: str, deployed: Deployed, cfg: Config, seed: int, accounts: int
+    ) -> None:
+        self.url = rpc_url
+        self.deployed = deployed
+        self.rng = np.random.default_rng([seed, 2])
+        self.path, self.crash_at = price_path(seed)
+        self.instruments = instruments()
+        self.accounts = [a.lower() for a in rpc(rpc_url, "eth_accounts")][2 : 2 + accounts]
+        registry = Registry.from_config(cfg.oracle)
+        v3, v2 = registry.by_address[deployed.v3_pool], registry.by_address[deployed.v2_pair]
+        assert isinstance(v3, PoolSource) and isinstance(v2, PoolSource)
+        self.v3, self.v2 = v3, v2
+        w3 = Web3()
+        self.venue = bind(w3, "MarginVenue", deployed.venue)
+        self.pool = bind(w3, "TestUniswapV3Pool", deployed.v3_pool)
+        self.pair = bind(w3, "TestUniswapV2Pair", deployed.v2_pair)
+        self.feed = bind(w3, "TestAggregator", deployed.feed)
+        self.block_ts = GENESIS_TIMESTAMP + BLOCK_TIME_S  # the deployment block's
+        self.pending: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.positions: dict[tuple[str, str], float] = {}
+        self.usdc: dict[str, int] = {}
+        self.sqrt_price = 0
+        self.feed_price = 0.0
+        self.feed_step = 0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        set_automine(self.url, False)
+        for inst in self.instruments:
+            args = [Web3.to_checksum_address(DEV_TOKENS[UNDERLYING].address), inst.kind]
+            self._send(
+                "listed", self.deployed.deployer, self.venue, "list",
+                [*args, _e18(inst.strike), inst.expiry],
+            )  # fmt: skip
+        self._move_prices(0)
+        self._mine()
+        log.info("listed %d instruments; prices set", len(self.instruments))
+        for account in self.accounts:
+            if len(self.pending) > _MAX_TXS_PER_BLOCK - 2:  # a deposit sends up to 2
+                self._mine()
+            self._deposit(account)
+        self._mine()
+        log.info("deposits for %d accounts", len(self.accounts))
+        trades_per_step = TRADES_PER_ACCOUNT * len(self.accounts) / STEPS
+        liquidate_at = self.crash_at + CRASH_BLOCKS
+        for step in range(1, STEPS + 1):
+            self._move_prices(step)
+            room = _MAX_TXS_PER_BLOCK - 3 - LIQUIDATIONS  # 3 price updates at most
+            for _ in range(min(int(self.rng.poisson(trades_per_step)), room)):
+                self._trade(step)
+            if step == liquidate_at:
+                self._liquidate(step)
+            self._mine()
+            if step % 50 == 0 or step in (self.crash_at, liquidate_at):
+                log.info(
+                    "step %d/%d: ETH %.2f USD, block %d, %d transactions",
+                    step, STEPS, self.path[step], self._head(), sum(self.counts.values()),
+                )  # fmt: skip
+        self._withdraw()
+        log.info(
+            "scenario done in %.1f s: blocks up to %d, crash at step %d; %s",
+            time.monotonic() - started, self._head(), self.crash_at,
+            ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())),
+        )  # fmt: skip
+
+    def _move_prices(self, step: int) -> None:
+        """Swap the pool and the pair to the path (with noise); answer the feed if due."""
+        price = float(self.path[step])
+        if step == 0 or self.rng.random() < V3_SWAP_PROB:
+            sqrt_price = sqrt_price_x96(self._noisy(price), self.v3)
+            liquidity = v3_liquidity(V3_DEPTH_USD, sqrt_price, self.v3)
+            amount0, amount1 = v3_amounts(liquidity, self.sqrt_price or sqrt_price, sqrt_price)
+            args = [amount0, amount1, sqrt_price, liquidity, v3_tick(sqrt_price)]
+            self._send("v3_swaps", self.deployed.deployer, self.pool, "swap", args)
+            self.sqrt_price = sqrt_price
+        if step == 0 or self.rng.random() < V2_SWAP_PROB:
+            reserve0, reserve1 = v2_reserves(self._noisy(price), V2_DEPTH_USD, self.v2)
+            to = Web3.to_checksum_address(self.deployed.deployer)
+            self._send("v2_syncs", self.deployed.deployer, self.pair, "swap",
+                       [reserve0, reserve1, to])  # fmt: skip
+        moved = step > 0 and abs(price / self.feed_price - 1) >= FEED_DEVIATION
+        if step == 0 or moved or step - self.feed_step >= FEED_HEARTBEAT_BLOCKS:
+            self._send("feed_answers", self.deployed.deployer, self.feed, "update",
+                       [feed_answer(round(price, 8))])  # fmt: skip
+            self.feed_price, self.feed_step = price, step
+
+    def _noisy(self, price: float) -> float:
+        return price * math.exp(self.rng.normal(0.0, SOURCE_NOISE))
+
+    def _deposit(self, account: str) -> None:
+        usdc = int(self.rng.integers(10_000, 500_000)) * 10**6
+        self.usdc[account] = usdc
+        self._send("deposits", account, self.venue, "deposit", [self._token("USDC"), usdc])
+        if self.rng.random() < 0.3:
+            weth = int(self.rng.integers(1, 50)) * _E18
+            self._send("deposits", account, self.venue, "deposit", [self._token("WETH"), weth])
+
+    def _trade(self, step: int) -> None:
+        account = self.accounts[int(self.rng.integers(len(self.accounts)))]
+        roll = self.rng.random()
+        if roll < 0.1:
+            inst = self.instruments[0]  # spot
+        elif roll < 0.5:
+            inst = self.instruments[1]  # perp
+        else:
+            inst = self.instruments[int(self.rng.integers(2, len(self.instruments)))]
+        spot = float(self.path[step])
+        if inst.kind in (SPOT, PERP):
+            size = round(float(self.rng.uniform(0.1, 20.0)), 2)
+            price = spot * (1 + float(self.rng.normal(0.0, 0.0005)))
+        else:
+            size = float(self.rng.integers(1, 20))
+            years = (inst.expiry - self.block_ts) / _YEAR_S
+            price = max(option_price(spot, inst.strike, years, inst.kind), 0.01)
+        size = size if self.rng.random() < 0.5 else -size
+        key = (account, inst.id)
+        self.positions[key] = self.positions.get(key, 0.0) + size
+        self._send("trades", account, self.venue, "trade", [inst.id, _e18(size), _e18(price)])
+
+    def _liquidate(self, step: int) -> None:
+        perp = self.instruments[1].id
+        longs = sorted(
+            ((size, account) for (account, inst), size in self.positions.items() if inst == perp),
+            reverse=True,
+        )
+        price = _e18(float(self.path[step]))
+        for size, account in longs[:LIQUIDATIONS]:
+            if size <= 0:
+                break
+            self.positions[(account, perp)] = 0.0
+            args = [Web3.to_checksum_address(account), perp, -_e18(size), price]
+            self._send("liquidations", self.deployed.liquidator, self.venue, "liquidate", args)
+
+    def _withdraw(self) -> None:
+        """Some accounts withdraw half of their USDC, in the blocks after the last step."""
+        count = max(1, int(len(self.accounts) * WITHDRAW_FRACTION))
+        for index in self.rng.choice(len(self.accounts), size=count, replace=False):
+            if len(self.pending) >= _MAX_TXS_PER_BLOCK:
+                self._mine()
+            account = self.accounts[int(index)]
+            amount = self.usdc[account] // 2
+            self._send("withdrawals", account, self.venue, "withdraw",
+                       [self._token("USDC"), amount])  # fmt: skip
+        self._mine()
+
+    def _token(self, symbol: str) -> str:
+        return Web3.to_checksum_address(DEV_TOKENS[symbol].address)
+
+    def _send(self, what: str, sender: str, contract: Any, fn: str, args: list[Any]) -> None:
+        data = contract.encode_abi(fn, args=args)
+        to = str(contract.address)
+        self.pending.append(send_transaction(self.url, sender, to, data, gas=_CALL_GAS))
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def _mine(self) -> None:
+        """Mine the pending transactions into one block, 12 s after the last; check them."""
+        self.block_ts += BLOCK_TIME_S
+        mine(self.url, timestamp=self.block_ts)
+        receipts = msgspec.convert(rpc(self.url, "eth_getBlockReceipts", ["latest"]), list[Receipt])
+        failed = [r for r in receipts if not r.ok]
+        if len(receipts) != len(self.pending) or failed:
+            msg = (
+                f"block at {self.block_ts}: {len(receipts)} receipts for "
+                f"{len(self.pending)} transactions sent, {len(failed)} failed"
+            )
+            raise RuntimeError(msg)
+        self.pending = []
+
+    def _head(self) -> int:
+        return int(rpc(self.url, "eth_blockNumber"), 16)

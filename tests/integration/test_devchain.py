@@ -1,0 +1,344 @@
+"""The dev chain on a real Anvil: deployment, the events of every contract, reorgs, restarts.
+
+Pool, pair and feed logs are fetched with ``eth_getLogs`` and decoded by the oracle's own
+``Decoder`` (the code that decodes mainnet); venue logs by web3 with the artifact's ABI.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from web3 import Web3
+
+from connectors.anvil import DevNode, receipt, reorg, rpc, send_transaction
+from connectors.contracts import (
+    DEV_TOKENS,
+    FEED_DECIMALS,
+    Deployed,
+    bind,
+    deploy,
+    devchain_config_toml,
+    emit_swaps,
+    feed_answer,
+    instrument_id,
+    sqrt_price_x96,
+    v2_reserves,
+    v3_liquidity,
+    v3_tick,
+)
+from flows.devchain import devchain
+from operators.config import load_config
+from operators.decode import Decoder
+from operators.model import Observation, RawMessage
+from operators.registry import PoolSource, Registry
+
+GAS = 200_000
+PRICES = [1234.5, 3000.0, 2999.99, 250.125, 9876.54321, 0.5, 41_000.0, 1.0]
+"""ETH prices in USD to set on-chain, including awkward ones."""
+
+
+@pytest.fixture(scope="module")
+def deployed(devnode: DevNode) -> Deployed:
+    return deploy(devnode.rpc_url)
+
+
+@pytest.fixture(scope="module")
+def registry(deployed: Deployed) -> Registry:
+    return Registry.from_config(load_config(devchain_config_toml(deployed)).oracle)
+
+
+def _call(node: DevNode, sender: str, contract: Any, fn: str, args: list[Any]) -> int:
+    """Send a call (automine) and return its block; it must succeed."""
+    data = contract.encode_abi(fn, args=args)
+    tx_hash = send_transaction(node.rpc_url, sender, contract.address, data, gas=GAS)
+    mined = receipt(node.rpc_url, tx_hash)
+    assert mined.ok, f"{fn}{args} failed"
+    return mined.block
+
+
+def _logs(node: DevNode, address: str, first: int, last: int | str = "latest") -> list[dict]:
+    last_q = last if isinstance(last, str) else hex(last)
+    params = {"address": address, "fromBlock": hex(first), "toBlock": last_q}
+    logs: list[dict] = rpc(node.rpc_url, "eth_getLogs", [params])
+    return logs
+
+
+def _decode(registry: Registry, logs: list[dict]) -> list[Any]:
+    """Each log as a ``chain.logs`` message (keyed by address, with chainId) through Decoder."""
+    decoder = Decoder(registry, "chain.logs", "dex.quotes")
+    out = []
+    for offset, log in enumerate(logs):
+        value = json.dumps({**log, "chainId": "0x7a69"}).encode()
+        msg = RawMessage("chain.logs", 0, offset, 0, log["address"].encode(), value)
+        out.append(decoder.decode(msg))
+    return out
+
+
+def _source(registry: Registry, address: str) -> PoolSource:
+    src = registry.by_address[address]
+    assert isinstance(src, PoolSource)
+    return src
+
+
+def test_deploy_when_run_then_every_contract_has_code_and_config_registers_sources(
+    devnode: DevNode, deployed: Deployed, registry: Registry
+) -> None:
+    for address in deployed.contracts:
+        assert len(rpc(devnode.rpc_url, "eth_getCode", [address, "latest"])) > 2, address
+    assert all(a == a.lower() and len(a) == 42 for a in deployed.contracts)
+    assert set(registry.by_address) == {deployed.v3_pool, deployed.v2_pair, deployed.feed}
+    assert registry.assets == ("ETH",)
+    venue = bind(Web3(Web3.HTTPProvider(devnode.rpc_url)), "MarginVenue", deployed.venue)
+    assert venue.functions.isLiquidator(Web3.to_checksum_address(deployed.liquidator)).call()
+    assert venue.functions.owner().call().lower() == deployed.deployer
+
+
+def test_v3_swaps_when_decoded_then_prices_and_depth_are_those_set_on_chain(
+    devnode: DevNode, deployed: Deployed, registry: Registry
+) -> None:
+    src = _source(registry, deployed.v3_pool)
+    pool = bind(Web3(), "TestUniswapV3Pool", deployed.v3_pool)
+    first = None
+    sent = []
+    for price in PRICES:
+        sqrt_p = sqrt_price_x96(price, src)
+        liquidity = v3_liquidity(1e7, sqrt_p, src)
+        args = [-(10**9), 10**18, sqrt_p, liquidity, v3_tick(sqrt_p)]
+        block = _call(devnode, deployed.deployer, pool, "swap", args)
+        first = first or block
+        sent.append((price, sqrt_p))
+
+    observations = _decode(registry, _logs(devnode, deployed.v3_pool, first))
+
+    assert len(observations) == len(PRICES)
+    for obs, (price, sqrt_p) in zip(observations, sent, strict=True):
+        assert isinstance(obs, Observation) and (obs.base, obs.quote) == ("ETH", "USDC")
+        # exact: USDC per ETH = 2**192 / sqrtP**2 * 10**(18 - 6), rounded to a float once
+        assert obs.price == float(Fraction(2**192 * 10**12, sqrt_p * sqrt_p))
+        # and sqrtPriceX96 is floored, which moves the price by < 1e-12 relative
+        assert obs.price == pytest.approx(price, rel=1e-12)
+        assert obs.weight == pytest.approx(1e7, rel=1e-9)
+
+
+def test_v2_swaps_when_decoded_then_sync_gives_prices_set_and_swap_is_skipped(
+    devnode: DevNode, deployed: Deployed, registry: Registry
+) -> None:
+    src = _source(registry, deployed.v2_pair)
+    pair = bind(Web3(), "TestUniswapV2Pair", deployed.v2_pair)
+    to = Web3.to_checksum_address(deployed.deployer)
+    first = None
+    sent = []
+    for price in PRICES:
+        reserve0, reserve1 = v2_reserves(price, 2e6, src)
+        block = _call(devnode, deployed.deployer, pair, "swap", [reserve0, reserve1, to])
+        first = first or block
+        sent.append((price, reserve0, reserve1))
+
+    logs = _logs(devnode, deployed.v2_pair, first)
+    decoded = _decode(registry, logs)
+
+    assert len(logs) == 2 * len(PRICES)  # Sync then Swap, as a real pair emits them
+    assert decoded[1::2] == [None] * len(PRICES)
+    for obs, (price, reserve0, reserve1) in zip(decoded[0::2], sent, strict=True):
+        assert isinstance(obs, Observation) and (obs.base, obs.quote) == ("ETH", "USDT")
+        # exact: USDT per ETH = (reserve1 / 10**6) / (reserve0 / 10**18)
+        assert obs.price == float(Fraction(reserve1 * 10**12, reserve0))
+        assert obs.price == pytest.approx(price, rel=1e-9)  # reserve0 is floored to 1 wei
+        assert obs.weight == pytest.approx(2e6, rel=1e-9)
+    swaps = bind(Web3(), "TestUniswapV2Pair", deployed.v2_pair).events.Swap()
+    last = swaps.process_log(_web3_log(logs[-1]))["args"]
+    assert last["amount0In"] - last["amount0Out"] == sent[-1][1] - sent[-2][1]
+
+
+def test_feed_answers_when_decoded_then_answer_over_10_pow_decimals(
+    devnode: DevNode, deployed: Deployed, registry: Registry
+) -> None:
+    feed = bind(Web3(), "TestAggregator", deployed.feed)
+    first = None
+    for price in PRICES:
+        block = _call(devnode, deployed.deployer, feed, "update", [feed_answer(price)])
+        first = first or block
+
+    decoded = _decode(registry, _logs(devnode, deployed.feed, first))
+
+    assert decoded[1::2] == [None] * len(PRICES)  # NewRound carries no price
+    prices = [obs.price for obs in decoded[0::2] if isinstance(obs, Observation)]
+    assert prices == [feed_answer(p) / 10**FEED_DECIMALS for p in PRICES]
+    assert prices == pytest.approx(PRICES, rel=1e-15)
+
+
+def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
+    devnode: DevNode, deployed: Deployed
+) -> None:
+    w3 = Web3(Web3.HTTPProvider(devnode.rpc_url))
+    venue = bind(w3, "MarginVenue", deployed.venue)
+    trader = w3.eth.accounts[3].lower()
+    weth, usdc = DEV_TOKENS["WETH"].address, DEV_TOKENS["USDC"].address
+    strike, expiry = 3100 * 10**18, 1_900_000_000
+    option = instrument_id(weth, 2, strike, expiry)
+    cs = Web3.to_checksum_address
+
+    first = _call(devnode, deployed.deployer, venue, "list", [cs(weth), 2, strike, expiry])
+    _call(devnode, trader, venue, "deposit", [cs(usdc), 25_000 * 10**6])
+    _call(devnode, trader, venue, "trade", [option, -3 * 10**18, 155 * 10**18])
+    liquidation = [cs(trader), option, 10**18, 160 * 10**18]
+    _call(devnode, deployed.liquidator, venue, "liquidate", liquidation)
+    _call(devnode, trader, venue, "withdraw", [cs(usdc), 5_000 * 10**6])
+    data = venue.encode_abi("liquidate", args=liquidation)
+    not_liquidator = send_transaction(devnode.rpc_url, trader, venue.address, data, gas=GAS)
+    logs = _logs(devnode, deployed.venue, first)
+
+    events = [
+        ("InstrumentListed", {"id": bytes.fromhex(option[2:]), "underlying": cs(weth),
+                              "kind": 2, "strike": strike, "expiry": expiry}),
+        ("Deposit", {"account": cs(trader), "token": cs(usdc), "amount": 25_000 * 10**6}),
+        ("Trade", {"account": cs(trader), "instrument": bytes.fromhex(option[2:]),
+                   "size": -3 * 10**18, "price": 155 * 10**18}),
+        ("Liquidated", {"account": cs(trader), "liquidator": cs(deployed.liquidator),
+                        "instrument": bytes.fromhex(option[2:]), "size": 10**18,
+                        "price": 160 * 10**18}),
+        ("Withdraw", {"account": cs(trader), "token": cs(usdc), "amount": 5_000 * 10**6}),
+    ]  # fmt: skip
+    assert len(logs) == len(events)
+    for log, (name, args) in zip(logs, events, strict=True):
+        event = _venue_event(venue, log)
+        assert (event["event"], dict(event["args"])) == (name, args)
+    assert not receipt(devnode.rpc_url, not_liquidator).ok
+    assert venue.functions.instrumentId(cs(weth), 2, strike, expiry).call().hex() == option[2:]
+
+
+def test_batch_emitter_when_20k_swaps_then_get_logs_returns_each_in_order(
+    devnode: DevNode, deployed: Deployed, registry: Registry
+) -> None:
+    sqrt_p = sqrt_price_x96(3000.0, _source(registry, deployed.v3_pool))
+
+    blocks = emit_swaps(
+        devnode.rpc_url, deployed.v3_pool, deployed.deployer, 20_000,
+        sqrt_price=sqrt_p, liquidity=10**18, per_tx=8_000,
+    )  # fmt: skip
+    logs = _logs(devnode, deployed.v3_pool, blocks[0], blocks[-1])
+
+    assert len(blocks) == 3
+    assert len(logs) == 20_000
+    # log i of each transaction carries sqrtPriceX96 + i
+    offsets = [int(log["data"][2 + 64 * 2 : 2 + 64 * 3], 16) - sqrt_p for log in logs]
+    assert offsets == list(range(8_000)) * 2 + list(range(4_000))
+    decoded = _decode(registry, [logs[0], logs[-1]])
+    assert [obs.price for obs in decoded] == pytest.approx([3000.0] * 2, rel=1e-9)
+
+
+def test_reorg_when_last_blocks_replaced_then_hashes_change_and_orphaned_logs_vanish(
+    devnode: DevNode, deployed: Deployed, registry: Registry
+) -> None:
+    src = _source(registry, deployed.v3_pool)
+    pool = bind(Web3(), "TestUniswapV3Pool", deployed.v3_pool)
+    blocks = []
+    for price in (3000.0, 3010.0, 3020.0, 3030.0):
+        sqrt_p = sqrt_price_x96(price, src)
+        args = [0, 0, sqrt_p, 10**18, v3_tick(sqrt_p)]
+        blocks.append(_call(devnode, deployed.deployer, pool, "swap", args))
+    assert blocks == list(range(blocks[0], blocks[0] + 4))
+    before = _logs(devnode, deployed.v3_pool, blocks[0])
+    hashes = [_block_hash(devnode, b) for b in blocks]
+    replacement = {
+        "from": deployed.deployer,
+        "to": deployed.v3_pool,
+        "data": pool.encode_abi("swap", args=[0, 0, sqrt_price_x96(2500.0, src), 10**18, 0]),
+    }
+
+    reorg(devnode.rpc_url, 2, [(replacement, 1)])
+    after = _logs(devnode, deployed.v3_pool, blocks[0])
+
+    assert int(rpc(devnode.rpc_url, "eth_blockNumber"), 16) == blocks[-1]
+    assert [_block_hash(devnode, b) for b in blocks[:2]] == hashes[:2]
+    assert all(_block_hash(devnode, b) != h for b, h in zip(blocks[2:], hashes[2:], strict=True))
+    assert after[:2] == before[:2]
+    orphaned = {log["blockHash"] for log in before[2:]}
+    assert orphaned.isdisjoint(log["blockHash"] for log in after)
+    assert [int(log["blockNumber"], 16) for log in after] == [blocks[0], blocks[1], blocks[3]]
+    prices = [obs.price for obs in _decode(registry, after)]
+    assert prices == pytest.approx([3000.0, 3010.0, 2500.0], rel=1e-12)
+
+
+def test_restart_when_node_stopped_then_blocks_and_logs_are_kept(
+    devnode: DevNode, deployed: Deployed
+) -> None:
+    head = rpc(devnode.rpc_url, "eth_getBlockByNumber", ["latest", False])
+    logs = _logs(devnode, deployed.v3_pool, 0)
+    url = devnode.rpc_url
+
+    devnode.stop()
+    with pytest.raises(urllib.error.URLError):
+        rpc(url, "eth_blockNumber", timeout_s=2.0)
+    devnode.start()
+
+    assert devnode.rpc_url == url
+    assert rpc(url, "eth_getBlockByNumber", [head["number"], False])["hash"] == head["hash"]
+    assert rpc(url, "eth_blockNumber") == head["number"]
+    assert _logs(devnode, deployed.v3_pool, 0) == logs
+    feed = bind(Web3(), "TestAggregator", deployed.feed)
+    assert _call(devnode, deployed.deployer, feed, "update", [1]) == int(head["number"], 16) + 1
+
+
+def test_devnode_when_anvil_cannot_start_then_error_names_it_with_log_tail(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("not a state file")
+
+    with pytest.raises(RuntimeError, match=r"(?s)Anvil exited with code \d+.*state\.json"):
+        DevNode(state_path=state, start_timeout_s=10.0).start()
+
+
+def test_devchain_when_scenario_then_config_addresses_and_a_crash_on_chain(
+    tmp_path: Path,
+) -> None:
+    assert devchain(tmp_path, scenario=True, seed=3, accounts=6, keep_running=False) == 0
+
+    cfg = load_config((tmp_path / "devchain.toml").read_text())
+    info = json.loads((tmp_path / "deployed.json").read_text())
+    deployed = msgspec.convert(info, Deployed)
+    registry = Registry.from_config(cfg.oracle)
+    with DevNode(state_path=tmp_path / "state.json", accounts=8) as node:
+        oracle_logs = [log for a in registry.by_address for log in _logs(node, a, 0)]
+        venue_logs = _logs(node, deployed.venue, 0)
+    prices = [o.price for o in _decode(registry, oracle_logs) if isinstance(o, Observation)]
+    venue = bind(Web3(), "MarginVenue", deployed.venue)
+    names = [_venue_event(venue, log)["event"] for log in venue_logs]
+
+    assert info["contracts"] == deployed.contracts
+    assert 2800 < max(prices) < 3600  # it starts at 3000 USD...
+    assert 2000 < min(prices) < 2600  # ...and crashes by about 25%
+    assert names.count("InstrumentListed") == 32
+    assert names.count("Deposit") >= 6
+    assert {"Trade", "Liquidated", "Withdraw"} <= set(names)
+
+
+def _web3_log(log: dict) -> dict:
+    """A JSON-RPC log as web3's ``process_log`` takes it (bytes, integers)."""
+    return {
+        **log,
+        "topics": [bytes.fromhex(t[2:]) for t in log["topics"]],
+        "data": bytes.fromhex(log["data"][2:]),
+        "blockNumber": int(log["blockNumber"], 16),
+        "logIndex": int(log["logIndex"], 16),
+        "transactionIndex": int(log["transactionIndex"], 16),
+        "address": Web3.to_checksum_address(log["address"]),
+    }
+
+
+def _venue_event(venue: Any, log: dict) -> Any:
+    """A venue log decoded by web3 with the event of the artifact's ABI its topic0 names."""
+    by_topic = {event().topic: event for event in venue.events}
+    return by_topic[log["topics"][0]]().process_log(_web3_log(log))
+
+
+def _block_hash(node: DevNode, number: int) -> str:
+    block_hash: str = rpc(node.rpc_url, "eth_getBlockByNumber", [hex(number), False])["hash"]
+    return block_hash
