@@ -322,3 +322,22 @@ def test_refused_oversize_range_and_malformed_answers_are_retried_without_loss(
     published = _chain_order(_topic(broker, topic, tmp_path))
     assert len(published) == len(expected) >= 48
     assert all(_same_log(p, n) for p, n in zip(published, expected, strict=True))
+
+
+def test_dry_run_prints_what_it_would_publish(chain: Chain, tmp_path: Path) -> None:
+    chain.swaps(per_tx=3, price=1800.0, txs=2)
+    expected = chain.node_logs()
+    config = tmp_path / "dry.toml"
+    contracts = json.dumps(chain.deployed.contracts)
+    table = f'[chain]\nrpc_url = "{chain.node.rpc_url}"\ncontracts = {contracts}\n'
+    config.write_text(table + chain.registry_toml)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "ingest", "--config", str(config), "--dry-run",
+         "--from-block", str(chain.deployed.block), "--to-block", str(chain.head())],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    lines = done.stdout.decode().splitlines()
+    printed = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert [int(line.split(" ", 1)[0]) for line in lines] == list(range(1, len(expected) + 1))
+    assert all(_same_log(p, n) for p, n in zip(printed, expected, strict=True))

@@ -56,3 +56,16 @@ def test_processes_below_one_is_rejected(
     code = main(["replay", str(tmp_path), "--out", str(tmp_path), "--processes", "0"])
     assert code == 2
     assert "--processes must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_ingest_against_an_unreachable_node_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["ingest", "--rpc", "http://127.0.0.1:9", "--dry-run"])
+    assert code == 2
+    assert "cannot reach an EVM node at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_ingest_needs_brokers_unless_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest"]) == 2
+    assert "ingest needs --brokers (or --dry-run)" in capsys.readouterr().err
