@@ -63,7 +63,7 @@ class DecodeError(ValueError):
     """A message that cannot be used; ``str()`` starts with a short reason code."""
 
 
-def _json_error(exc: Exception, value: bytes) -> DecodeError:
+def json_error(exc: Exception, value: bytes) -> DecodeError:
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as utf:
@@ -142,7 +142,7 @@ class Decoder:
         try:
             log = _log_decoder.decode(msg.value)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise _json_error(exc, msg.value) from None
+            raise json_error(exc, msg.value) from None
         src = self.registry.by_address.get(log.address.lower())
         if src is None:
             return None
@@ -206,7 +206,7 @@ class Decoder:
         try:
             q = _quote_decoder.decode(msg.value)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise _json_error(exc, msg.value) from None
+            raise json_error(exc, msg.value) from None
         if q.instrument is not None:
             return None  # option quotes feed the risk engine, not the oracle
         try:

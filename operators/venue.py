@@ -1,0 +1,119 @@
+"""The reference venue's events (``infra/contracts/MarginVenue.sol``) as typed records.
+
+Amounts stay exact integers: sizes and prices in 18 decimals (``*_e18``), token amounts
+in the token's smallest unit. ``ts_ms`` is the block time in ms; ``seq`` orders events
+(block * 2**20 + log index); ``removed`` marks a retraction after a reorg.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from operators import abi
+from operators.decode import DecodeError, RpcLog, json_error
+from operators.model import RawMessage, Rejected
+
+STAGE = "venue"
+_decoder = msgspec.json.Decoder(RpcLog)
+_SHAPES = {  # topic0 -> (topics, data words)
+    abi.VENUE_INSTRUMENT_LISTED: (3, 3),
+    abi.VENUE_DEPOSIT: (3, 1),
+    abi.VENUE_WITHDRAW: (3, 1),
+    abi.VENUE_TRADE: (3, 2),
+    abi.VENUE_LIQUIDATED: (4, 2),
+}
+
+
+class InstrumentListed(msgspec.Struct, frozen=True):
+    """A listing: ``kind`` 0 spot, 1 perp, 2 call, 3 put; strike in 18 decimals (0 for
+    spot and perps); expiry in Unix seconds (0 for none)."""
+
+    instrument: str
+    underlying: str
+    kind: int
+    strike_e18: int
+    expiry_s: int
+    ts_ms: int
+    seq: int
+    removed: bool
+
+
+class CollateralMove(msgspec.Struct, frozen=True):
+    """A deposit (``amount`` > 0) or a withdrawal (< 0), in the token's smallest unit."""
+
+    account: str
+    token: str
+    amount: int
+    ts_ms: int
+    seq: int
+    removed: bool
+
+
+class Fill(msgspec.Struct, frozen=True):
+    """A trade, or a liquidation when ``liquidator`` is set: signed size and price, both in
+    18 decimals."""
+
+    account: str
+    instrument: str
+    size_e18: int
+    price_e18: int
+    liquidator: str | None
+    ts_ms: int
+    seq: int
+    removed: bool
+
+
+VenueEvent = InstrumentListed | CollateralMove | Fill
+
+
+def decode_venue(msg: RawMessage, venue: str) -> VenueEvent | Rejected | None:
+    """A ``chain.logs`` message as a venue event; ``None`` when it is not the venue's."""
+    if msg.key is not None and msg.key != venue.encode():
+        return None
+    try:
+        if msg.value is None:
+            raise DecodeError("empty_value: message has no value")
+        try:
+            log = _decoder.decode(msg.value)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise json_error(exc, msg.value) from None
+        if log.address.lower() != venue:
+            return None
+        return _event(log)
+    except (DecodeError, abi.AbiError) as exc:
+        return Rejected(
+            STAGE, str(exc), msg.topic, msg.partition, msg.offset, msg.timestamp_ms,
+            msg.key, msg.value,
+        )  # fmt: skip
+
+
+def _event(log: RpcLog) -> VenueEvent | None:
+    topics = log.topics
+    topic0 = topics[0].lower() if topics else ""
+    if topic0 not in abi.VENUE_EVENTS:
+        raise DecodeError(f"unexpected_topic: {topic0 or 'none'} on the venue")
+    shape = _SHAPES.get(topic0)
+    if shape is None:
+        return None  # an administrative event (LiquidatorSet)
+    if len(topics) != shape[0]:
+        raise DecodeError(f"bad_topics: expected {shape[0]} topics; got {len(topics)}")
+    words = abi.data_words(log.data, shape[1])
+    index = abi.quantity(log.logIndex, "logIndex")
+    seq = (abi.quantity(log.blockNumber, "blockNumber") << 20) | index
+    ts_ms = abi.quantity(log.blockTimestamp, "blockTimestamp") * 1000
+    first = abi.address_of(abi.word(topics[1]))
+    if topic0 == abi.VENUE_INSTRUMENT_LISTED:
+        kind, strike, expiry = words
+        if kind > 3:
+            raise DecodeError(f"invalid_field: instrument kind {kind} is not 0..3")
+        return InstrumentListed(topics[1].lower(), abi.address_of(abi.word(topics[2])), kind,
+                                strike, expiry, ts_ms, seq, log.removed)  # fmt: skip
+    if topic0 in (abi.VENUE_DEPOSIT, abi.VENUE_WITHDRAW):
+        amount = words[0] if topic0 == abi.VENUE_DEPOSIT else -words[0]
+        token = abi.address_of(abi.word(topics[2]))
+        return CollateralMove(first, token, amount, ts_ms, seq, log.removed)
+    size, price = abi.signed(words[0]), words[1]
+    if topic0 == abi.VENUE_TRADE:
+        return Fill(first, topics[2].lower(), size, price, None, ts_ms, seq, log.removed)
+    liquidator = abi.address_of(abi.word(topics[2]))
+    return Fill(first, topics[3].lower(), size, price, liquidator, ts_ms, seq, log.removed)
