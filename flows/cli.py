@@ -175,6 +175,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.out)
 
 
+def cmd_greeks(args: argparse.Namespace) -> int:
+    from flows.greeks_csv import greeks_csv
+
+    with args.input.open(newline="") as src:
+        try:
+            errors = greeks_csv(src, sys.stdout)
+        except ValueError as exc:  # the header lacks or adds columns
+            print(f"hedgeflow: {args.input}: {exc}", file=sys.stderr)
+            return 2
+    if errors:
+        log.warning("%d row(s) had invalid input; see their error column", errors)
+    return 1 if errors else 0
+
+
 def cmd_devchain(args: argparse.Namespace) -> int:
     from flows.devchain import devchain
 
@@ -280,6 +294,10 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)"
     )
     c.set_defaults(func=cmd_demo)
+
+    c = command("greeks", "Price and Greeks (Black-76 or BSM) of each CSV row, to stdout.", False)
+    c.add_argument("input", type=Path, help="CSV with columns kind,model,S,K,T,r,q,sigma")
+    c.set_defaults(func=cmd_greeks)
 
     c = command(
         "devchain", "Start Anvil, deploy the venue, pools and feed, write the config.", False

@@ -9,7 +9,7 @@ import pytest
 from flows.cli import main
 
 COMMANDS = ["demo", "broker", "topics", "run", "ingest", "replay", "record", "publish", "generate",
-            "devchain", "summary"]  # fmt: skip
+            "devchain", "greeks", "summary"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -69,3 +69,17 @@ def test_ingest_against_an_unreachable_node_is_a_clear_error(
 def test_ingest_needs_brokers_unless_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ingest"]) == 2
     assert "ingest needs --brokers (or --dry-run)" in capsys.readouterr().err
+
+
+def test_greeks_csv_prints_rows_and_flags_bad_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "in.csv"
+    rows.write_text(
+        "kind,model,S,K,T,r,q,sigma\ncall,bsm,100,100,1,0.05,0,0.2\nput,bsm,100,100,-1,0,0,0.2\n"
+    )
+    assert main(["greeks", str(rows)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("price,delta,gamma,vega,theta,rho,error")
+    assert out[1].startswith("call,bsm,100,100,1,0.05,0,0.2,10.45")  # Hull: 10.4506
+    assert "T must be >= 0" in out[2]
