@@ -24,17 +24,6 @@ def _brokers(text: str) -> list[str]:
     return [b.strip() for b in text.split(",") if b.strip()]
 
 
-def _progress(label: str, every: int = 50_000):
-    start = time.monotonic()
-
-    def report(count: int) -> None:
-        if count % every == 0:
-            rate = count / max(time.monotonic() - start, 1e-9)
-            log.info("%s: %d messages (%.0f/s)", label, count, rate)
-
-    return report
-
-
 def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
 
@@ -130,8 +119,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import record
+    from flows.runner import message_counter
 
-    count = record(args.brokers, args.topics, args.out, progress=_progress("record"))
+    count = record(args.brokers, args.topics, args.out, progress=message_counter("record"))
     log.info("recorded %d messages to %s", count, args.out)
     return 0
 
@@ -139,10 +129,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import publish
     from connectors.recording import iter_messages, load_recording
+    from flows.runner import message_counter
 
     frame = load_recording(args.recording)
     count = publish(
-        iter_messages(frame), args.brokers, speed=args.speed, progress=_progress("publish")
+        iter_messages(frame), args.brokers, speed=args.speed, progress=message_counter("publish")
     )
     log.info("published %d messages", count)
     return 0

@@ -23,7 +23,7 @@ from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import write_recording
 from flows.dataflows import kafka_oracle_flow
-from flows.runner import run
+from flows.runner import message_counter, run
 from flows.summary import print_summary
 from operators.config import load_config
 from operators.generate import GenerateParams, generate
@@ -53,7 +53,9 @@ def demo(out_dir: Path) -> int:
         log.info("broker: Tansu on %s", broker.bootstrap)
         topics = list(msgspec.structs.asdict(cfg.topics).values())
         create_topics(broker.bootstrap, topics, PARTITIONS)
-        published = publish(generated.messages, broker.bootstrap, progress=_progress)
+        published = publish(
+            generated.messages, broker.bootstrap, progress=message_counter("publish", 20_000)
+        )
         log.info("published %d messages; running the oracle flow until the end", published)
         code = run(
             lambda: kafka_oracle_flow([broker.bootstrap], cfg, out_dir, until_end=True),
@@ -68,8 +70,3 @@ def demo(out_dir: Path) -> int:
     print_summary(out_dir)
     log.info("demo finished in %.1f s; outputs under %s", time.monotonic() - started, out_dir)
     return 0
-
-
-def _progress(count: int) -> None:
-    if count % 20_000 == 0:
-        log.info("published %d messages", count)

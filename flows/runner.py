@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,10 +21,22 @@ from bytewax._bytewax import cli_main
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-log = logging.getLogger("hedgeflow.runner")
+log = logging.getLogger("hedgeflow")
 
 RECOVERY_PARTITIONS = 4
 """SQLite partitions in a new recovery directory; any worker count can resume from them."""
+
+
+def message_counter(label: str, every: int = 50_000) -> Callable[[int], None]:
+    """A progress callback that logs the count and rate every ``every`` messages."""
+    start = time.monotonic()
+
+    def report(count: int) -> None:
+        if count % every == 0:
+            rate = count / max(time.monotonic() - start, 1e-9)
+            log.info("%s: %d messages (%.0f/s)", label, count, rate)
+
+    return report
 
 
 def free_ports(count: int) -> list[int]:
