@@ -6,10 +6,9 @@
     with DevNode(state_path=Path("out/chain/state.json")) as node:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
 
-The node runs in its own session (process group), with the accounts of Anvil's default
-mnemonic (account 0 is ``0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266``). It is stopped by
-:meth:`DevNode.stop`, at interpreter exit, and, on Linux, by the kernel when the thread that
-started it dies (``PR_SET_PDEATHSIG``): start it from a thread that outlives it. With
+The node has the accounts of Anvil's default mnemonic (account 0 is
+``0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266``); how its process is started, watched and
+stopped is ``connectors.local_server``'s. With
 ``state_path``, Anvil writes its whole chain (blocks, receipts, logs, accounts) there on a
 clean stop and loads it at the next start, so a stopped node starts again with its chain.
 
@@ -19,26 +18,17 @@ The JSON-RPC helpers :func:`rpc`, :func:`send_transaction`, :func:`receipt`, :fu
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import http.client
-import os
-import shlex
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import msgspec
+
+from connectors.local_server import LocalServer
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 """Anvil's default mnemonic: its accounts and keys are public, for dev chains only."""
@@ -48,11 +38,6 @@ ANVIL_BIN = (
     Path(__file__).resolve().parents[1] / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 )
 """Where ``npm ci`` at the repository root puts the Anvil binary."""
-
-_PR_SET_PDEATHSIG = 1
-_PORT_ATTEMPTS = 3
-"""Starts to try: another process may take the free port before Anvil binds it."""
-_LOG_TAIL_LINES = 40
 
 
 class RpcError(RuntimeError):
@@ -201,7 +186,7 @@ def anvil_binary() -> Path:
     return Path(found)
 
 
-class DevNode:
+class DevNode(LocalServer):
     """An Anvil node on ``127.0.0.1``; a context manager.
 
     ``accounts`` dev accounts are unlocked and funded with 10,000 ETH each, from
@@ -213,8 +198,13 @@ class DevNode:
     appended to at each start (default: a new temp file, kept after stop).
     ``start_timeout_s`` bounds the wait, in seconds, for ``eth_chainId`` to answer. The
     port is chosen free at the first start and kept: :meth:`start` after :meth:`stop`
-    serves the same :attr:`rpc_url`.
+    serves the same :attr:`rpc_url`. On SIGTERM Anvil writes its chain to ``state_path``
+    before it exits; a large chain takes a while (measured: 0.6 s and 256 MB for 200k
+    logs), hence a stop waits up to 30 s. Killed otherwise, the node loses what it had not
+    written.
     """
+
+    name = "Anvil"
 
     def __init__(
         self,
@@ -230,24 +220,12 @@ class DevNode:
         if accounts < 1:
             msg = f"accounts must be >= 1; got {accounts!r}"
             raise ValueError(msg)
-        if start_timeout_s <= 0:
-            msg = f"start_timeout_s must be > 0 s; got {start_timeout_s!r}"
-            raise ValueError(msg)
-        if log_path is None:
-            fd, name = tempfile.mkstemp(prefix="hedgeflow-anvil-", suffix=".log")
-            os.close(fd)
-            log_path = Path(name)
+        super().__init__(log_path=log_path, start_timeout_s=start_timeout_s, stop_timeout_s=30.0)
         self.accounts = accounts
         self.chain_id = chain_id
         self.state_path = state_path
         self.gas_limit = gas_limit
         self.genesis_timestamp = genesis_timestamp
-        self.log_path = log_path
-        self.start_timeout_s = start_timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
-        self._port: int | None = None
-        self._log_start = 0
-        """Offset in the log where the current start's output begins."""
 
     @property
     def rpc_url(self) -> str:
@@ -257,67 +235,8 @@ class DevNode:
             raise RuntimeError(msg)
         return f"http://127.0.0.1:{self._port}"
 
-    def start(self) -> DevNode:
-        """Start Anvil and return once ``eth_chainId`` answers with :attr:`chain_id`."""
-        if self._process is not None:
-            msg = f"the node is already running on {self.rpc_url}"
-            raise RuntimeError(msg)
-        binary = anvil_binary()
-        if self._port is not None:  # a restart keeps its URL
-            try:
-                self._start_on(binary, self._port)
-            except _PortTaken:
-                msg = (
-                    f"Anvil could not bind port {self._port} again: it is taken; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-                raise RuntimeError(msg) from None
-            return self
-        for _ in range(_PORT_ATTEMPTS):
-            try:
-                self._start_on(binary, _free_port())
-            except _PortTaken:
-                continue
-            return self
-        msg = (
-            f"Anvil could not bind a free port in {_PORT_ATTEMPTS} attempts; "
-            f"log {self.log_path}:\n{self._log_tail()}"
-        )
-        raise RuntimeError(msg)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the node: SIGTERM to its process group, wait ``timeout_s`` s, then SIGKILL.
-
-        On SIGTERM Anvil writes its chain to ``state_path`` before it exits; a large chain
-        takes a while (measured: 0.6 s and 256 MB for 200k logs), hence the generous
-        default. Killed otherwise, the node loses what it had not written.
-        """
-        process = self._process
-        if process is None:
-            return
-        atexit.unregister(self.stop)
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        self._process = None
-
-    def __enter__(self) -> DevNode:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _command(self, binary: Path, port: int) -> list[str]:
-        command = [str(binary), "--host", "127.0.0.1", "--port", str(port)]
+    def command(self, port: int) -> list[str]:
+        command = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port)]
         command += ["--chain-id", str(self.chain_id), "--accounts", str(self.accounts)]
         command += ["--mnemonic", ANVIL_MNEMONIC, "--color", "never"]
         if self.gas_limit is not None:
@@ -325,82 +244,20 @@ class DevNode:
         if self.genesis_timestamp is not None:
             command += ["--timestamp", str(self.genesis_timestamp)]
         if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
             command += ["--state", str(self.state_path)]
         return command
 
-    def _start_on(self, binary: Path, port: int) -> None:
-        command = self._command(binary, port)
-        if self.state_path is not None:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._log_start = log.tell()
-            log.write(f"$ {shlex.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "NO_COLOR": "1"},
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        self._port = port
-        atexit.register(self.stop)
-        try:
-            self._wait_ready(self._process, port)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, process: subprocess.Popen[bytes], port: int) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
+    def ready(self, port: int) -> bool:
         url = f"http://127.0.0.1:{port}"
-        while True:
-            code = process.poll()
-            if code is not None:
-                if "Address already in use" in self._log_tail():
-                    raise _PortTaken
-                msg = (
-                    f"Anvil exited with code {code} while starting on port {port}; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-                raise RuntimeError(msg)
-            chain_id = _chain_id(url)
-            if chain_id is not None:
-                if chain_id != self.chain_id:
-                    msg = (
-                        f"the node on {url} answers chain id {chain_id}; expected "
-                        f"{self.chain_id} (is another node on that port?)"
-                    )
-                    raise RuntimeError(msg)
-                return
-            if time.monotonic() > deadline:
-                msg = (
-                    f"Anvil did not answer eth_chainId on {url} within "
-                    f"{self.start_timeout_s} s; log {self.log_path}:\n{self._log_tail()}"
-                )
-                raise RuntimeError(msg)
-            time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        """The last lines this start wrote to the log."""
-        with self.log_path.open("rb") as log:
-            log.seek(self._log_start)
-            lines = log.read().decode(errors="replace").splitlines()
-        return "\n".join(lines[-_LOG_TAIL_LINES:])
-
-
-class _PortTaken(Exception):
-    """Anvil exited because its port was taken between choosing and binding it."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chain_id = _chain_id(url)
+        if chain_id is not None and chain_id != self.chain_id:
+            msg = (
+                f"the node on {url} answers chain id {chain_id}; expected {self.chain_id} "
+                "(is another node on that port?)"
+            )
+            raise RuntimeError(msg)
+        return chain_id is not None
 
 
 def _chain_id(url: str) -> int | None:
@@ -409,22 +266,3 @@ def _chain_id(url: str) -> int | None:
         return int(rpc(url, "eth_chainId", timeout_s=1.0), 16)
     except (OSError, http.client.HTTPException, RpcError, msgspec.DecodeError):
         return None
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies."""
-    if sys.platform != "linux":
-        return None
-
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
