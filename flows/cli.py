@@ -180,6 +180,17 @@ def cmd_greeks(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_margin(args: argparse.Namespace) -> int:
+    from flows.margin_tool import margin_json
+
+    try:
+        margin_json(args.input.read_bytes(), sys.stdout, args.worst)
+    except ValueError as exc:  # an invalid portfolio, or --worst below 1
+        print(f"hedgeflow: {args.input}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_devchain(args: argparse.Namespace) -> int:
     from flows.devchain import devchain
 
@@ -289,6 +300,13 @@ def _parser() -> argparse.ArgumentParser:
     c = command("greeks", "Price and Greeks (Black-76 or BSM) of each CSV row, to stdout.", False)
     c.add_argument("input", type=Path, help="CSV with columns kind,model,S,K,T,r,q,sigma")
     c.set_defaults(func=cmd_greeks)
+
+    c = command(
+        "margin", "Margin, health, worst scenarios and Greeks of a portfolio, as JSON.", False
+    )
+    c.add_argument("input", type=Path, help="portfolio JSON (see README, Margin what-if)")
+    c.add_argument("--worst", type=int, default=5, help="worst scenarios to list (default 5)")
+    c.set_defaults(func=cmd_margin)
 
     c = command(
         "devchain", "Start Anvil, deploy the venue, pools and feed, write the config.", False

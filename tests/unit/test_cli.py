@@ -9,7 +9,7 @@ import pytest
 from flows.cli import main
 
 COMMANDS = ["demo", "broker", "topics", "run", "ingest", "replay", "record", "publish", "generate",
-            "devchain", "greeks", "summary"]  # fmt: skip
+            "devchain", "greeks", "margin", "summary"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,404 @@
+"""The risk engine for one shard of accounts: when to evaluate, and what comes out.
+
+Evaluation is deterministic in event time. The shard evaluates at each window end T (a
+grid of ``window_ms``) once (a) every input partition of the venue's events has passed T
+(its watermark, as for the oracle) and (b) every oracle asset has published, or passed
+without a row, the window ending at T (``OracleProgress``). It then applies the venue
+events before T in chain order, takes each asset's price of the window ending at T, and
+reprices the whole shard at once (``operators.margin.reprice``: one sparse product).
+So live, replay and any number of workers give the same rows and orders.
+
+Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
+more than ``risk_change`` (or at least every ``risk_interval_ms``), a liquidation order
+for each account below maintenance that has none in flight (on ``ok`` prices only), and
+a hedge order for each book outside its band. Order ids are a hash of what triggered
+them, so a replay or a resumed run produces the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from operators import margin as mg
+from operators.accounts import E18, Book
+from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
+from operators.model import OraclePrice
+from operators.venue import Fill, InstrumentListed, VenueEvent
+from operators.vol import EwmaVol, ewma_update
+
+YEAR_MS = 365 * 24 * 3600 * 1000
+
+
+class OracleProgress(msgspec.Struct, frozen=True):
+    """The oracle has closed every window of ``asset`` ending at or before ``through_ms``."""
+
+    asset: str
+    through_ms: int
+
+
+class AccountRiskRow(msgspec.Struct, frozen=True):
+    """An account at one evaluation: USD amounts; ``worst_scenario`` indexes the PMRM grid."""
+
+    account: str
+    ts_event_ms: int
+    equity: float
+    im: float
+    mm: float
+    health: float
+    worst_scenario: int
+    delta: str
+    """JSON object: underlying -> net delta (contracts of the underlying)."""
+
+
+class Order(msgspec.Struct, frozen=True):
+    """One order leg for the execution sink; ``order_id`` is derived from its trigger."""
+
+    order_id: str
+    kind: str
+    account: str
+    instrument: str
+    size: float
+    price: float
+    oracle_price: float
+    bonus_usd: float
+    reason: str
+    ts_event_ms: int
+    health: float
+    worst_scenario: int
+
+
+@dataclass(frozen=True)
+class RiskParams:
+    """Everything a shard needs; times in ms, amounts in USD.
+
+    ``underlyings`` maps an underlying token address to its oracle asset; ``collateral``
+    a collateral token address to (asset priced by the oracle or a peg, decimals).
+    ``books`` maps an account we run to {asset: hedge instrument id (a perp or spot)}.
+    """
+
+    window_ms: int
+    parts: tuple[str, ...]
+    assets: tuple[str, ...]
+    underlyings: dict[str, str]
+    collateral: dict[str, tuple[str, int]]
+    pegs: dict[str, float]
+    margin: mg.MarginParams = field(default_factory=mg.MarginParams)
+    liquidation: LiquidationParams = field(default_factory=LiquidationParams)
+    hedge: HedgeParams = field(default_factory=HedgeParams)
+    books: dict[str, dict[str, str]] = field(default_factory=dict)
+    liquidation_timeout_ms: int = 300_000
+    risk_change: float = 0.01
+    risk_interval_ms: int = 3_600_000
+    vol_half_life_s: float = 86_400.0
+    vol_floor: float = 0.2
+    vol_cap: float = 3.0
+
+
+def order_id(*trigger: object) -> str:
+    """A deterministic id: SHA-256 of what triggered the order, hex, 32 characters."""
+    return hashlib.sha256("|".join(map(str, trigger)).encode()).hexdigest()[:32]
+
+
+class RiskShard:
+    """The state of one shard (one key): its book, instruments, prices and clocks."""
+
+    def __init__(self) -> None:
+        self.book = Book()
+        self.instruments: dict[str, InstrumentListed] = {}
+        self.pending: list[VenueEvent] = []
+        self.part_wm: dict[str, int] = {}
+        self.ended: set[str] = set()
+        self.progress: dict[str, int] = {}
+        self.rows: dict[str, dict[int, OraclePrice]] = {}
+        """asset -> window end -> the first publication of that window (revision 0)."""
+        self.prices: dict[str, OraclePrice] = {}
+        """asset -> the row in force at the last evaluation."""
+        self.vols: dict[str, EwmaVol] = {}
+        self.vol_values: dict[str, float] = {}
+        self.next_eval: int | None = None
+        self.in_flight: dict[str, int] = {}
+        """account -> when its liquidation order was sent (cleared by ``Liquidated``)."""
+        self.last_health = np.zeros(0)
+        self.last_emit = np.zeros(0, dtype=np.int64)
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def on_venue(self, part: str, watermark_ms: int, eof: bool, events: list[VenueEvent]) -> None:
+        self.pending.extend(events)
+        self.part_wm[part] = watermark_ms
+        if eof:
+            self.ended.add(part)
+
+    def on_price(self, row: OraclePrice) -> None:
+        """Keep a window's first publication; a later correction does not re-run the past."""
+        if row.revision == 0:
+            self.rows.setdefault(row.asset, {})[row.window_end_ms] = row
+
+    def on_progress(self, progress: OracleProgress) -> None:
+        self.progress[progress.asset] = max(
+            self.progress.get(progress.asset, -1), progress.through_ms
+        )
+
+    # --- evaluation -----------------------------------------------------------------
+
+    def _venue_watermark(self, p: RiskParams) -> int:
+        live = [self.part_wm.get(part, -1) for part in p.parts if part not in self.ended]
+        return min(live) if live else 2**62
+
+    def ready(self, p: RiskParams) -> list[int]:
+        """The window ends that can be evaluated now, in order."""
+        through = min([self._venue_watermark(p)] + [self.progress.get(a, -1) for a in p.assets])
+        if self.next_eval is None:
+            # Every row ending by ``through`` has arrived, so this minimum is final.
+            first = min((w for rows in self.rows.values() for w in rows), default=None)
+            if first is None or first > through:
+                return []
+            self.next_eval = first
+        out = []
+        t = self.next_eval
+        while t <= through:
+            out.append(t)
+            t += p.window_ms
+        return out
+
+    def evaluate(self, p: RiskParams) -> list[AccountRiskRow | Order]:
+        """Every evaluation that is ready, in order of time."""
+        out: list[AccountRiskRow | Order] = []
+        for t in self.ready(p):
+            out.extend(self._evaluate_at(t, p))
+            self.next_eval = t + p.window_ms
+        return out
+
+    def _apply_until(self, t: int) -> None:
+        due = sorted((e for e in self.pending if e.ts_ms < t), key=lambda e: (e.seq, e.removed))
+        self.pending = [e for e in self.pending if e.ts_ms >= t]
+        for event in due:
+            if isinstance(event, InstrumentListed):
+                if event.removed:
+                    self.instruments.pop(event.instrument, None)
+                else:
+                    self.instruments[event.instrument] = event
+                continue
+            self.book.apply(event)
+            if isinstance(event, Fill) and event.liquidator is not None and not event.removed:
+                self.in_flight.pop(event.account, None)
+
+    def _advance_prices(self, t: int, p: RiskParams) -> None:
+        """Take each asset's row of the window ending at ``t``; feed ``ok`` ones to its EWMA."""
+        for asset, rows in self.rows.items():
+            row = rows.pop(t, None)
+            for old in [w for w in rows if w < t]:
+                del rows[old]
+            if row is None:
+                continue
+            self.prices[asset] = row
+            if row.status == "ok" and not row.held:
+                self.vols[asset], vol = ewma_update(
+                    self.vols.get(asset), row.price, row.window_end_ms,
+                    half_life_s=p.vol_half_life_s, floor=p.vol_floor, cap=p.vol_cap,
+                )  # fmt: skip
+                self.vol_values[asset] = vol.value
+
+    def _evaluate_at(self, t: int, p: RiskParams) -> list[AccountRiskRow | Order]:
+        self._apply_until(t)
+        self._advance_prices(t, p)
+        for account, sent in list(self.in_flight.items()):
+            if t - sent >= p.liquidation_timeout_ms:
+                del self.in_flight[account]
+        tick = self._tick(t, p)
+        if tick is None:
+            return []
+        out: list[AccountRiskRow | Order] = self._risk_rows(tick, p)
+        accounts = self.accounts
+        for below in np.flatnonzero(tick.ar.equity < tick.ar.mm):  # the few to liquidate
+            out.extend(self._liquidate(tick, accounts[below], int(below), p))
+        for account, hedges in sorted(p.books.items()):
+            book_row = self.book.accounts.get(account)
+            for asset, instrument in sorted(hedges.items()):
+                if book_row is not None:
+                    out.extend(self._hedge(tick, account, book_row, asset, instrument, p))
+        return out
+
+    @property
+    def accounts(self) -> list[str]:
+        """Account addresses in row order."""
+        return list(self.book.accounts)
+
+    def _tick(self, t: int, p: RiskParams) -> _Tick | None:
+        """Everything priced at ``t``: instruments, the shard's positions and their risk."""
+        priced = self.prices
+        listed = sorted(
+            (i for i in self.instruments.values() if p.underlyings.get(i.underlying) in priced),
+            key=lambda i: i.instrument,
+        )
+        if not listed or not self.book.accounts:
+            return None
+        names = sorted({p.underlyings[i.underlying] for i in listed})
+        index = {a: n for n, a in enumerate(names)}
+        inst = mg.Instruments(
+            kind=np.array([i.kind for i in listed]),
+            underlying=np.array([index[p.underlyings[i.underlying]] for i in listed]),
+            strike=np.array([i.strike_e18 / E18 if i.kind >= mg.CALL else 0.0 for i in listed]),
+            expiry_years=np.array([max(0.0, i.expiry_s * 1000 - t) / YEAR_MS for i in listed]),
+        )
+        spot = np.array([priced[a].price for a in names])
+        atm_vol = np.array([self.vol_values.get(a, p.vol_floor) for a in names])
+        risk = mg.instrument_values(inst, spot, atm_vol[inst.underlying], atm_vol, p.margin)
+        columns = {i.instrument: n for n, i in enumerate(listed)}
+        positions = self.book.positions(columns)
+        portfolio = np.ones(len(self.book.accounts), dtype=bool)
+        ar = mg.reprice(
+            positions, self.book.costs(), self._collateral(p), risk, p.margin, portfolio
+        )
+        ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
+        return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok)
+
+    def _risk_rows(self, tick: _Tick, p: RiskParams) -> list[AccountRiskRow | Order]:
+        """Rows for the accounts whose health moved by ``risk_change`` or that are due."""
+        n = len(self.book.accounts)
+        grown = n - self.last_health.size
+        self.last_health = np.concatenate([self.last_health, np.full(grown, np.nan)])
+        self.last_emit = np.concatenate([self.last_emit, np.full(grown, -(2**62))])
+        health = tick.ar.health
+        moved = ~np.isclose(health, self.last_health, rtol=p.risk_change, atol=0.0)
+        due = np.flatnonzero(moved | (tick.t - self.last_emit >= p.risk_interval_ms))
+        self.last_health[due] = health[due]
+        self.last_emit[due] = tick.t
+        onehot = sp.csr_matrix(
+            (np.ones(tick.inst.n), (np.arange(tick.inst.n), tick.inst.underlying)),
+            shape=(tick.inst.n, len(tick.names)),
+        )
+        deltas = (tick.positions.multiply(tick.risk.delta).tocsr() @ onehot).toarray()
+        accounts = self.accounts
+        return [
+            AccountRiskRow(
+                accounts[r],
+                tick.t,
+                float(tick.ar.equity[r]),
+                float(tick.ar.im[r]),
+                float(tick.ar.mm[r]),
+                float(health[r]),
+                int(tick.ar.worst[r]),
+                msgspec.json.encode(
+                    dict(zip(tick.names, deltas[r].tolist(), strict=True))
+                ).decode(),
+            )
+            for r in due
+        ]
+
+    def _collateral(self, p: RiskParams) -> npt.NDArray[np.float64]:
+        """Haircut collateral value per account row, USD."""
+        tokens = sorted(p.collateral)
+        col = {token: n for n, token in enumerate(tokens)}
+        rows, cols, vals = [], [], []
+        for (account, token), amount in self.book.collateral.items():
+            if token in col:
+                rows.append(self.book.accounts[account])
+                cols.append(col[token])
+                vals.append(amount / 10 ** p.collateral[token][1])
+        shape = (len(self.book.accounts), len(tokens))
+        amounts = sp.csr_matrix((vals, (rows, cols)), shape=shape)
+        price = np.array([self._token_price(p.collateral[t][0], p) for t in tokens])
+        haircut = np.array([p.margin.haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
+        return mg.collateral_value(amounts, price, haircut)
+
+    def _token_price(self, asset: str, p: RiskParams) -> float:
+        if asset in p.pegs:
+            return p.pegs[asset]
+        row = self.prices.get(asset)
+        return 0.0 if row is None else row.price
+
+    def _liquidate(self, tick: _Tick, account: str, row: int, p: RiskParams) -> list[Order]:
+        if account in self.in_flight:
+            return []  # one liquidation in flight per account
+        mine = tick.positions.getrow(row)
+        used = {tick.names[tick.inst.underlying[c]] for c in mine.indices}
+        equity, mm = float(tick.ar.equity[row]), float(tick.ar.mm[row])
+        order = liquidation_order(
+            mine, equity, tick.risk, p.margin, p.liquidation,
+            portfolio_margined=True, oracle_ok=used <= tick.ok_assets,
+        )  # fmt: skip
+        if order is None:
+            return []
+        self.in_flight[account] = tick.t
+        reason = (
+            f"equity {equity:.2f} < MM {mm:.2f} (health {order.health:.4f}); "
+            f"close factor {order.close_factor}; window ending {tick.t}"
+        )
+        worst = int(tick.ar.worst[row])
+        return [
+            Order(
+                order_id("liquidation", account, tick.t, tick.listed[leg.instrument].instrument),
+                "liquidation",
+                account,
+                tick.listed[leg.instrument].instrument,
+                leg.size,
+                leg.price,
+                leg.oracle_price,
+                leg.bonus_usd,
+                reason,
+                tick.t,
+                order.health,
+                worst,
+            )
+            for leg in order.legs
+        ]
+
+    def _hedge(
+        self, tick: _Tick, account: str, row: int, asset: str, instrument: str, p: RiskParams
+    ) -> list[Order]:
+        if asset not in tick.names or instrument not in tick.columns:
+            return []
+        mine = np.asarray(tick.positions.getrow(row).toarray()).ravel()
+        on_asset = tick.inst.underlying == tick.names.index(asset)
+        delta = float((mine * tick.risk.delta)[on_asset].sum())
+        gamma = float((mine * tick.risk.gamma)[on_asset].sum())
+        expiries = tick.inst.expiry_years[on_asset & (mine != 0) & (tick.inst.kind >= mg.CALL)]
+        hedge = hedge_order(
+            delta=delta, gamma=gamma, target=0.0, spot=float(self.prices[asset].price),
+            expiry_years=float(expiries.min()) if expiries.size else 0.0,
+            instrument=tick.columns[instrument], oracle_ok=asset in tick.ok_assets,
+            params=p.hedge, rate=p.margin.rate,
+        )  # fmt: skip
+        if hedge is None:
+            return []
+        reason = (
+            f"delta {delta:.4f} outside band +-{hedge.band:.4f} around 0; window ending {tick.t}"
+        )
+        return [
+            Order(
+                order_id("hedge", account, tick.t, instrument),
+                "hedge",
+                account,
+                instrument,
+                hedge.size,
+                hedge.oracle_price,
+                hedge.oracle_price,
+                0.0,
+                reason,
+                tick.t,
+                float(tick.ar.health[row]),
+                int(tick.ar.worst[row]),
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """One evaluation's view: priced underlyings and instruments, positions and their risk."""
+
+    t: int
+    names: list[str]
+    listed: list[InstrumentListed]
+    columns: dict[str, int]
+    inst: mg.Instruments
+    risk: mg.InstrumentRisk
+    positions: sp.csr_matrix
+    ar: mg.AccountRisk
+    ok_assets: set[str]

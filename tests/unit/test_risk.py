@@ -1,0 +1,111 @@
+"""The risk shard: when it evaluates, and the orders a price drop or a delta breach gives."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from operators.accounts import E18
+from operators.model import OraclePrice
+from operators.risk import AccountRiskRow, OracleProgress, Order, RiskParams, RiskShard
+from operators.venue import CollateralMove, Fill, InstrumentListed
+
+W = 60_000
+T0 = 1_700_000_040_000  # a window end
+WETH, USDC = "0x" + "e" * 40, "0x" + "c" * 40
+PERP, CALL = "0x" + "1" * 64, "0x" + "2" * 64
+ACCOUNTS = ["0x" + c * 40 for c in "abcd"]
+PARAMS = RiskParams(
+    window_ms=W, parts=("0-chain.logs",), assets=("ETH",), underlyings={WETH: "ETH"},
+    collateral={USDC: ("USDC", 6)}, pegs={"USDC": 1.0}, vol_floor=0.6, vol_cap=0.6,
+)  # fmt: skip
+"""A fixed 60 % vol (floor = cap), so that margin moves with the price alone: a 20 ETH long
+with 10,000 USDC has MM 23 % of notional (the -20 % tail scenario plus a 3 % add-on)."""
+
+
+def _setup(longs: dict[str, int]) -> list:
+    events: list = [InstrumentListed(PERP, WETH, 1, 0, 0, T0 - 50_000, 1, False)]
+    for n, (account, size) in enumerate(longs.items()):
+        events.append(CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10 + n, False))
+        events.append(
+            Fill(account, PERP, size * E18, 2_000 * E18, None, T0 - 30_000, 20 + n, False)
+        )
+    return events
+
+
+def _price(end: int, price: float, status: str = "ok") -> OraclePrice:
+    return OraclePrice("ETH", end - W, end, price, 1.0, 3, status, False, 0)
+
+
+def _run(shard: RiskShard, events: list, prices: list[OraclePrice], p: RiskParams = PARAMS) -> list:
+    shard.on_venue("0-chain.logs", max(r.window_end_ms for r in prices), False, events)
+    out = []
+    for row in prices:
+        shard.on_price(row)
+        shard.on_progress(OracleProgress("ETH", row.window_end_ms))
+        out += shard.evaluate(p)
+    return out
+
+
+def _orders(out: list) -> list[Order]:
+    return [o for o in out if isinstance(o, Order)]
+
+
+def test_price_drop_gives_exactly_one_liquidation_order_per_undercollateralised_account() -> None:
+    longs = {ACCOUNTS[0]: 20, ACCOUNTS[1]: 20, ACCOUNTS[2]: 20, ACCOUNTS[3]: 5}
+    # At 1,940: equity 10,000 - 20 * 60 = 8,800 < MM 0.23 * 38,800 = 8,924 (health 0.986).
+    prices = [_price(T0, 2_000.0), _price(T0 + W, 1_940.0), _price(T0 + 2 * W, 1_940.0)]
+
+    orders = _orders(_run(RiskShard(), _setup(longs), prices))
+
+    assert sorted(o.account for o in orders) == sorted(ACCOUNTS[:3])
+    assert all(o.kind == "liquidation" and o.instrument == PERP and o.size < 0 for o in orders)
+    assert all(o.ts_event_ms == T0 + W and 0.95 < o.health < 1 for o in orders)
+    # Aave close factor: health above 0.95 -> at most half of the 20 ETH at once.
+    assert all(-10 <= o.size < 0 and "close factor 0.5" in o.reason for o in orders)
+    assert all(o.price < o.oracle_price == 1_940.0 for o in orders)  # the bonus
+    assert len({o.order_id for o in orders}) == 3
+
+
+def test_same_drop_on_a_stale_price_gives_no_order() -> None:
+    prices = [_price(T0, 2_000.0), _price(T0 + W, 1_700.0, "stale")]
+    assert _orders(_run(RiskShard(), _setup({ACCOUNTS[0]: 20}), prices)) == []
+
+
+def test_evaluation_waits_for_venue_watermark_and_oracle_progress() -> None:
+    shard = RiskShard()
+    shard.on_venue("0-chain.logs", T0 - 1, False, _setup({ACCOUNTS[0]: 20}))
+    shard.on_price(_price(T0, 2_000.0))
+    assert shard.evaluate(PARAMS) == []  # no oracle progress yet
+    shard.on_progress(OracleProgress("ETH", T0))
+    assert shard.evaluate(PARAMS) == []  # venue events up to T0 may still come
+    shard.on_venue("0-chain.logs", T0, False, [])
+    rows = shard.evaluate(PARAMS)
+    assert [(r.account, r.ts_event_ms) for r in rows if isinstance(r, AccountRiskRow)] == [
+        (ACCOUNTS[0], T0)
+    ]
+
+
+def test_order_ids_repeat_on_replay() -> None:
+    longs = {ACCOUNTS[0]: 20}
+    prices = [_price(T0, 2_000.0), _price(T0 + W, 1_700.0)]
+    first = _orders(_run(RiskShard(), _setup(longs), prices))
+    again = _orders(_run(RiskShard(), _setup(longs), prices))
+    assert first and [o.order_id for o in first] == [o.order_id for o in again]
+
+
+def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}})
+    expiry_s = (T0 + 30 * 86_400_000) // 1000  # a 30-day call
+    events = [
+        *_setup({book: 0}),
+        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
+    ]
+    orders = _orders(_run(RiskShard(), events, [_price(T0, 2_000.0)], p))
+    (hedge,) = orders
+    assert hedge.kind == "hedge" and hedge.instrument == PERP and hedge.size < -10  # ~ -0.5 * 50
+
+
+def replace_params(**changes: object) -> RiskParams:
+    return dataclasses.replace(PARAMS, **changes)  # type: ignore[arg-type]
