@@ -226,7 +226,8 @@ def devchain_config_toml(deployed: Deployed, rpc_url: str | None = None) -> str:
     """A hedgeflow configuration whose oracle reads the dev chain's pool, pair and feed.
 
     It leaves out the mainnet registry (``use_default_registry = false``): the dev chain
-    has none of its pools. With ``rpc_url`` it also has a ``[chain]`` table, so that
+    has none of its pools. ``[risk]`` names the venue, its underlying (WETH stands for ETH)
+    and the collateral tokens. With ``rpc_url`` it also has a ``[chain]`` table, so that
     ``hedgeflow ingest`` follows the node and every deployed contract, the venue included.
     """
     lines = [
@@ -252,6 +253,16 @@ def devchain_config_toml(deployed: Deployed, rpc_url: str | None = None) -> str:
         "", "[[oracle.sources]]  # Chainlink-style ETH/USD", f'address = "{deployed.feed}"',
         'kind = "chainlink"', 'base = "ETH"', 'quote = "USD"', f"decimals = {FEED_DECIMALS}",
     ]  # fmt: skip
+    underlying = DEV_TOKENS[UNDERLYING]
+    lines += [
+        "", "[risk]", f'venue = "{deployed.venue}"',
+        f'underlyings = {{ "{underlying.address}" = "{underlying.asset}" }}',
+    ]  # fmt: skip
+    for token in sorted(DEV_TOKENS.values(), key=lambda t: t.symbol):
+        lines += [
+            f'[risk.collateral."{token.address}"]',
+            f'asset = "{token.asset}"', f"decimals = {token.decimals}",
+        ]  # fmt: skip
     if rpc_url is not None:
         contracts = ", ".join(f'"{c}"' for c in deployed.contracts)
         lines += [

@@ -16,6 +16,7 @@ from bytewax.dataflow import Stream
 
 from connectors.parquet_sink import ParquetSink
 from flows.oracle import OracleOut
+from flows.risk import RiskOut
 from operators.config import Config
 from operators.model import PartitionStats
 
@@ -60,6 +61,36 @@ PARTITION_STATS = pa.schema(
 )
 
 
+ACCOUNT_RISK = pa.schema(
+    [
+        ("account", pa.string()),
+        ("ts_event_ms", pa.int64()),
+        ("equity", pa.float64()),
+        ("im", pa.float64()),
+        ("mm", pa.float64()),
+        ("health", pa.float64()),
+        ("worst_scenario", pa.int32()),
+        ("delta", pa.string()),
+    ]
+)
+ORDERS = pa.schema(
+    [
+        ("order_id", pa.string()),
+        ("kind", pa.string()),
+        ("account", pa.string()),
+        ("instrument", pa.string()),
+        ("size", pa.float64()),
+        ("price", pa.float64()),
+        ("oracle_price", pa.float64()),
+        ("bonus_usd", pa.float64()),
+        ("reason", pa.string()),
+        ("ts_event_ms", pa.int64()),
+        ("health", pa.float64()),
+        ("worst_scenario", pa.int32()),
+    ]
+)
+
+
 def _row(item: msgspec.Struct) -> dict[str, Any]:
     return msgspec.structs.asdict(item)
 
@@ -79,6 +110,15 @@ def write_oracle(out: OracleOut, cfg: Config, out_dir: Path, brokers: list[str] 
     if brokers:
         _kafka("prices_kafka", out.prices, brokers, cfg.topics.oracle_prices)
         _kafka("rejects_kafka", out.rejects, brokers, cfg.topics.deadletter)
+
+
+def write_risk(out: RiskOut, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
+    """Send account risk to ``account_risk/`` and orders to ``orders/`` and the ``orders``
+    topic (keyed by account, JSON)."""
+    _parquet("risk_parquet", out.rows, out_dir, "account_risk", ACCOUNT_RISK, "ts_event_ms")
+    _parquet("orders_parquet", out.orders, out_dir, "orders", ORDERS, "ts_event_ms")
+    if brokers:
+        _kafka("orders_kafka", out.orders, brokers, cfg.topics.orders)
 
 
 def _parquet(

@@ -251,12 +251,69 @@ class ChainConfig(_Strict, frozen=True):
             )
 
 
+class CollateralToken(_Strict, frozen=True):
+    """A collateral token: the asset that prices it (oracle or peg) and its decimals."""
+
+    asset: str
+    decimals: int
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.decimals <= 36, f"decimals must be in 0..36; got {self.decimals!r}")
+
+
+class RiskConfig(_Strict, frozen=True):
+    """The risk engine: the venue it follows, its shards, and how it reports and acts.
+
+    Margin, liquidation and hedge parameters are ``operators.margin`` and
+    ``operators.liquidation`` defaults (documented there).
+    """
+
+    venue: str = ""
+    """The MarginVenue address; empty: no risk stage."""
+    shards: int = 4
+    """Account shards (keys): each reprices its accounts at once on a tick."""
+    underlyings: dict[str, str] = msgspec.field(default_factory=dict)
+    """Underlying token address -> oracle asset (e.g. WETH -> ETH)."""
+    collateral: dict[str, CollateralToken] = msgspec.field(default_factory=dict)
+    """Collateral token address -> its asset and decimals."""
+    books: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    """Accounts we run -> {asset: hedge instrument id}; delta target 0."""
+    liquidation_timeout_s: float = 300.0
+    """A liquidation order without a ``Liquidated`` event is retried after this, s."""
+    risk_change: float = 0.01
+    """An account's risk row is written when its health moves by this fraction..."""
+    risk_interval_s: float = 3600.0
+    """...or at least this often, s."""
+    vol_half_life_s: float = 86_400.0
+    """EWMA realised-vol half-life, s."""
+    vol_floor: float = 0.2
+    vol_cap: float = 3.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.venue == "" or _is_address(self.venue),
+            f"venue must be an address; got {self.venue!r}",
+        )
+        _require(self.shards >= 1, f"shards must be >= 1; got {self.shards!r}")
+        for address in (*self.underlyings, *self.collateral, *self.books):
+            _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
+        for key in ("liquidation_timeout_s", "risk_interval_s", "vol_half_life_s", "vol_floor"):
+            value = getattr(self, key)
+            _require(value > 0, f"{key} must be > 0; got {value!r}")
+        _require(self.risk_change >= 0, f"risk_change must be >= 0; got {self.risk_change!r}")
+        _require(
+            self.vol_cap >= self.vol_floor,
+            f"vol_cap must be >= vol_floor ({self.vol_floor}); got {self.vol_cap!r}",
+        )
+
+
 class Config(_Strict, frozen=True):
     """The whole configuration file."""
 
     topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)
     oracle: OracleConfig = msgspec.field(default_factory=OracleConfig)
     chain: ChainConfig = msgspec.field(default_factory=ChainConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     run: RunConfig = msgspec.field(default_factory=RunConfig)
 
 

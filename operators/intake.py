@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from msgspec.structs import replace
 
+from operators.accounts import shard_of
 from operators.decode import Decoder
 from operators.model import (
     AssetBatch,
@@ -24,6 +25,7 @@ from operators.model import (
     Rejected,
     Retraction,
 )
+from operators.venue import InstrumentListed, VenueBatch, VenueEvent, decode_venue
 
 STAGE = "intake"
 MIN_TS_MS = 1_230_768_000_000
@@ -31,17 +33,26 @@ MIN_TS_MS = 1_230_768_000_000
 MAX_TS_MS = 4_102_444_800_000
 """2100-01-01: no real event is younger."""
 
-IntakeOut = tuple[str, AssetBatch] | Rejected | PartitionStats
+IntakeOut = tuple[str, AssetBatch] | tuple[str, VenueBatch] | Rejected | PartitionStats
 
 
 @dataclass(frozen=True)
 class IntakeParams:
-    """Window length, allowed lateness and how far ahead an event may be, all in ms."""
+    """Window length, allowed lateness and how far ahead an event may be, all in ms.
+
+    ``venue`` (an address) turns on routing the venue's events to ``shards`` risk shards.
+    """
 
     window_ms: int
     lateness_ms: int
     max_future_ms: int
     assets: tuple[str, ...]
+    venue: str | None = None
+    shards: int = 1
+
+    @property
+    def shard_keys(self) -> tuple[str, ...]:
+        return tuple(f"shard-{i}" for i in range(self.shards)) if self.venue else ()
 
 
 @dataclass
@@ -66,8 +77,13 @@ class PartitionIntake:
         """Decode a batch in offset order; return routed items, rejects and stats."""
         out: list[IntakeOut] = []
         routed: dict[str, list[Observation | Retraction]] = {}
+        venue_events: dict[str, list[VenueEvent]] = {}
+        venue_key = p.venue.encode() if p.venue else None
         for msg in batch.messages:
             self.messages += 1
+            if p.venue and msg.key == venue_key:
+                self._venue(msg, p.venue, p, venue_events, out)
+                continue
             item = decoder.decode(msg)
             if item is None:
                 self.skipped += 1
@@ -102,11 +118,45 @@ class PartitionIntake:
             items = routed.get(asset)
             if items or marker:
                 out.append((asset, AssetBatch(self.part, wm, batch.eof, items or [])))
+        for shard in p.shard_keys:
+            events = venue_events.get(shard)
+            if events or marker:
+                out.append((shard, VenueBatch(self.part, wm, batch.eof, events or [])))
         if marker:
             stats = self.stats(batch.messages[-1].timestamp_ms if batch.messages else None)
             if stats is not None:
                 out.append(stats)
         return out
+
+    def _venue(
+        self, msg: RawMessage, venue: str, p: IntakeParams,
+        routed: dict[str, list[VenueEvent]], out: list[IntakeOut],
+    ) -> None:  # fmt: skip
+        """Route a venue event to its shard (a listing to all of them).
+
+        Nothing the venue emits is dropped: an event behind its partition's watermark (a
+        reorg's retraction, say) takes effect at the watermark, at the next evaluation.
+        """
+        event = decode_venue(msg, venue)
+        if event is None:
+            self.skipped += 1
+            return
+        if isinstance(event, Rejected):
+            self.rejected += 1
+            out.append(event)
+            return
+        wm = self.watermark_ms(p)
+        if event.ts_ms <= wm:
+            self.late += 1
+            event = replace(event, ts_ms=wm + 1)
+        elif not event.removed and (self.max_ts_ms is None or event.ts_ms > self.max_ts_ms):
+            self.max_ts_ms = event.ts_ms
+        if isinstance(event, InstrumentListed):
+            shards: tuple[str, ...] = p.shard_keys
+        else:
+            shards = (f"shard-{shard_of(event.account, p.shards)}",)
+        for shard in shards:
+            routed.setdefault(shard, []).append(event)
 
     def _judge(self, ts_ms: int, is_observation: bool, p: IntakeParams) -> str | None:
         if not MIN_TS_MS <= ts_ms < MAX_TS_MS:

@@ -114,6 +114,14 @@ class OraclePrice(msgspec.Struct, frozen=True):
     revision: int
 
 
+class OracleProgress(msgspec.Struct, frozen=True):
+    """The oracle has closed every window of ``asset`` ending at or before ``through_ms``:
+    no row for those windows will follow (but for corrections)."""
+
+    asset: str
+    through_ms: int
+
+
 class PartitionStats(msgspec.Struct, frozen=True):
     """Cumulative counts for one input partition up to its newest event, ``ts_event_ms``."""
 

@@ -38,6 +38,7 @@ from operators.model import (
     AssetBatch,
     Observation,
     OraclePrice,
+    OracleProgress,
     Rejected,
     Retraction,
 )
@@ -190,9 +191,14 @@ class AssetOracle:
         self.base = Carry()
         self.carry = Carry()
         self.next_index: int | None = None
+        self.progress = -1
+        """The end of the last window reported closed (``OracleProgress``), ms."""
 
-    def on_batch(self, batch: AssetBatch, p: OracleParams) -> list[OraclePrice | Rejected]:
-        """Take one partition's batch; return the rows of windows it closes or corrects."""
+    def on_batch(
+        self, batch: AssetBatch, p: OracleParams
+    ) -> list[OraclePrice | Rejected | OracleProgress]:
+        """Take one partition's batch; return the rows of windows it closes or corrects,
+        and how far the asset's windows are closed when that moved."""
         out: list[OraclePrice | Rejected] = []
         for item in batch.items:
             if isinstance(item, Observation):
@@ -207,8 +213,21 @@ class AssetOracle:
         self.part_wm[batch.part] = batch.watermark_ms
         if batch.eof:
             self.ended.add(batch.part)
-        out.extend(self._close_ready(p))
-        return out
+        done: list[OraclePrice | Rejected | OracleProgress] = [*out, *self._close_ready(p)]
+        through = self._closed_through(p)
+        if through > self.progress:
+            self.progress = through
+            done.append(OracleProgress(self.asset, through))
+        return done
+
+    def _closed_through(self, p: OracleParams) -> int:
+        """End of the last closed window; without data, the last window the watermark
+        has passed (no observation can arrive for it any more)."""
+        if self.next_index is not None:
+            return self.next_index * p.window_ms
+        if self.open or all(part in self.ended for part in p.parts):
+            return -1
+        return self._watermark(p) // p.window_ms * p.window_ms
 
     def _watermark(self, p: OracleParams) -> int:
         live = [self.part_wm.get(part, -1) for part in p.parts if part not in self.ended]

@@ -28,18 +28,11 @@ import scipy.sparse as sp
 from operators import margin as mg
 from operators.accounts import E18, Book
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
-from operators.model import OraclePrice
+from operators.model import OraclePrice, OracleProgress
 from operators.venue import Fill, InstrumentListed, VenueEvent
 from operators.vol import EwmaVol, ewma_update
 
 YEAR_MS = 365 * 24 * 3600 * 1000
-
-
-class OracleProgress(msgspec.Struct, frozen=True):
-    """The oracle has closed every window of ``asset`` ending at or before ``through_ms``."""
-
-    asset: str
-    through_ms: int
 
 
 class AccountRiskRow(msgspec.Struct, frozen=True):

@@ -66,6 +66,15 @@ class Fill(msgspec.Struct, frozen=True):
 VenueEvent = InstrumentListed | CollateralMove | Fill
 
 
+class VenueBatch(msgspec.Struct, frozen=True):
+    """What one input partition sends one risk shard: venue events and its watermark (ms)."""
+
+    part: str
+    watermark_ms: int
+    eof: bool
+    events: list[VenueEvent]
+
+
 def decode_venue(msg: RawMessage, venue: str) -> VenueEvent | Rejected | None:
     """A ``chain.logs`` message as a venue event; ``None`` when it is not the venue's."""
     if msg.key is not None and msg.key != venue.encode():

@@ -14,6 +14,7 @@ from operators.model import (
     AssetBatch,
     Observation,
     OraclePrice,
+    OracleProgress,
     RawBatch,
     RawMessage,
     Rejected,
@@ -49,7 +50,8 @@ class Oracle:
         self.state, self.p = AssetOracle(asset), p
 
     def on_batch(self, b: AssetBatch) -> list[OraclePrice | Rejected]:
-        return self.state.on_batch(b, self.p)
+        """Rows and rejects (progress reports are tested on their own)."""
+        return [r for r in self.state.on_batch(b, self.p) if not isinstance(r, OracleProgress)]
 
 
 def prices(rows: list[OraclePrice | Rejected]) -> list[OraclePrice]:
@@ -191,6 +193,7 @@ def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
                     if isinstance(r, OraclePrice)
                     else ("r", r.reason, r.offset)
                     for r in oracle.on_batch(ab, op_)
+                    if not isinstance(r, OracleProgress)
                 ]
             elif isinstance(item, Rejected):
                 out.append(("r", item.reason, item.offset))
@@ -250,3 +253,15 @@ def test_correction_carries_into_later_windows_that_used_the_retracted_observati
     assert [(r.window_start_ms, r.price, r.revision) for r in fixed] == [
         (T0 + i * W, 1800.0, 1) for i in range(3)
     ]
+
+
+def test_progress_reports_closed_windows_even_for_an_asset_without_data() -> None:
+    with_data, without = AssetOracle("ETH"), AssetOracle("BTC")
+    p = params()
+    with_data.on_batch(batch("0-p", 0, *(obs(s, 1800.0, T0) for s in "abc")), p)
+    reports = []
+    for oracle in (with_data, without):
+        oracle.on_batch(batch("1-p", T0 + 2 * W + 5), p)
+        reports += [r for r in oracle.on_batch(batch("0-p", T0 + 2 * W + 5), p)
+                    if isinstance(r, OracleProgress)]  # fmt: skip
+    assert reports == [OracleProgress("ETH", T0 + 2 * W), OracleProgress("BTC", T0 + 2 * W)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from operators.accounts import E18
-from operators.model import OraclePrice
-from operators.risk import AccountRiskRow, OracleProgress, Order, RiskParams, RiskShard
+from operators.model import OraclePrice, OracleProgress
+from operators.risk import AccountRiskRow, Order, RiskParams, RiskShard
 from operators.venue import CollateralMove, Fill, InstrumentListed
 
 W = 60_000

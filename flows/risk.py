@@ -1,0 +1,82 @@
+"""The risk stage: venue events and oracle prices in, account risk and orders out.
+
+    venue events (by shard) ---------------------\\
+    oracle prices, oracle progress (to every shard) >-- risk shard --> account_risk, orders
+
+The core is ``operators.risk.RiskShard``: it evaluates at each window end once the venue's
+partitions and every oracle asset have passed it, so its output is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from flows.oracle import OracleOut
+from flows.state import keyed_state
+from operators.config import Config
+from operators.model import OraclePrice, OracleProgress
+from operators.registry import Registry
+from operators.risk import AccountRiskRow, Order, RiskParams, RiskShard
+from operators.venue import VenueBatch
+
+
+@dataclass(frozen=True)
+class RiskOut:
+    """Account risk rows and order legs, keyed by account."""
+
+    rows: Stream[tuple[str, AccountRiskRow]]
+    orders: Stream[tuple[str, Order]]
+
+
+def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
+    """The risk shards' parameters from the configuration."""
+    registry = Registry.from_config(cfg.oracle)
+    risk = cfg.risk
+    return RiskParams(
+        window_ms=cfg.oracle.window_ms,
+        parts=tuple(sorted(parts)),
+        assets=registry.assets,
+        underlyings=dict(risk.underlyings),
+        collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
+        pegs=registry.pegs,
+        books={a: dict(b) for a, b in risk.books.items()},
+        liquidation_timeout_ms=int(risk.liquidation_timeout_s * 1000),
+        risk_change=risk.risk_change,
+        risk_interval_ms=int(risk.risk_interval_s * 1000),
+        vol_half_life_s=risk.vol_half_life_s,
+        vol_floor=risk.vol_floor,
+        vol_cap=risk.vol_cap,
+    )
+
+
+def risk_stage(oracle: OracleOut, cfg: Config, parts: list[str]) -> RiskOut:
+    """Add the risk shards after the oracle; ``parts`` names every input partition."""
+    params = risk_params(cfg, parts)
+    shards = [f"shard-{i}" for i in range(cfg.risk.shards)]
+
+    def to_every_shard(item: Any) -> list[tuple[str, Any]]:
+        return [(shard, item) for shard in shards]
+
+    def step(state: RiskShard | None, item: Any) -> tuple[RiskShard, list[Any]]:
+        state = RiskShard() if state is None else state
+        if isinstance(item, VenueBatch):
+            state.on_venue(item.part, item.watermark_ms, item.eof, item.events)
+        elif isinstance(item, OraclePrice):
+            state.on_price(item)
+        elif isinstance(item, OracleProgress):
+            state.on_progress(item)
+        return state, state.evaluate(params)
+
+    prices = op.flat_map("prices_to_shards", oracle.prices, lambda kv: to_every_shard(kv[1]))
+    progress = op.flat_map("progress_to_shards", oracle.progress, to_every_shard)
+    inputs = op.merge("risk_inputs", oracle.venue, prices, progress)
+    out = op.map("unkey_risk", keyed_state("risk", inputs, step), lambda kv: kv[1])
+    is_order = op.branch("is_order", out, lambda x: isinstance(x, Order))
+    return RiskOut(
+        rows=op.key_on("key_risk_row", is_order.falses, lambda r: r.account),
+        orders=op.key_on("key_order", is_order.trues, lambda o: o.account),
+    )

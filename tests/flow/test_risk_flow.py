@@ -1,0 +1,124 @@
+"""The oracle and risk stages together under bytewax.testing: a price drop, one order each."""
+
+from __future__ import annotations
+
+import json
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from flows.oracle import oracle_stage
+from flows.risk import risk_stage
+from operators import abi
+from operators.accounts import E18
+from operators.config import load_config
+from operators.model import RawBatch, RawMessage
+from operators.risk import AccountRiskRow, Order
+
+T0 = 1_700_000_040_000
+VENUE = "0x" + "77" * 20
+WETH, USDC = "0x" + "e" * 40, "0x" + "c" * 40
+PERP = "0x" + "1" * 64
+ACCOUNTS = {"0x" + c * 40: size for c, size in zip("abcd", (20, 20, 20, 5), strict=True)}
+CFG = load_config(f"""
+[oracle]
+min_sources = 1
+allowed_lateness_s = 5
+[risk]
+venue = "{VENUE}"
+shards = 3
+underlyings = {{ "{WETH}" = "ETH" }}
+vol_floor = 0.6
+vol_cap = 0.6
+[risk.collateral."{USDC}"]
+asset = "USDC"
+decimals = 6
+""")  # fmt: skip
+PARTS = ["0-chain.logs", "0-dex.quotes"]
+
+
+def _word(value: int) -> str:
+    return format(value % (1 << 256), "064x")
+
+
+def _venue_log(offset: int, ts_ms: int, topics: list[str], words: list[int]) -> RawMessage:
+    log = {
+        "address": VENUE, "topics": topics, "data": "0x" + "".join(map(_word, words)),
+        "blockNumber": hex(100 + offset), "blockHash": "0x" + _word(offset), "logIndex": "0x0",
+        "transactionHash": "0x" + "ab" * 32, "transactionIndex": "0x0", "removed": False,
+        "blockTimestamp": hex(ts_ms // 1000), "chainId": 1,
+    }  # fmt: skip
+    return RawMessage("chain.logs", 0, offset, ts_ms, VENUE.encode(), json.dumps(log).encode())
+
+
+def _topic(address: str) -> str:
+    return "0x" + _word(int(address, 16))
+
+
+def _chain() -> list[RawMessage]:
+    msgs = [
+        _venue_log(0, T0 - 50_000, [abi.VENUE_INSTRUMENT_LISTED, PERP, _topic(WETH)], [1, 0, 0])
+    ]
+    for account, size in ACCOUNTS.items():
+        deposit = [abi.VENUE_DEPOSIT, _topic(account), _topic(USDC)]
+        msgs.append(_venue_log(len(msgs), T0 - 40_000, deposit, [10_000 * 10**6]))
+        trade = [abi.VENUE_TRADE, _topic(account), PERP]
+        msgs.append(_venue_log(len(msgs), T0 - 30_000, trade, [size * E18, 2_000 * E18]))
+    return msgs
+
+
+def _quotes() -> list[RawMessage]:
+    msgs = []
+    for i in range(72):  # every 5 s for 6 minutes; 2,000 then 1,940 from T0 + 2 min
+        ts = T0 - 60_000 + i * 5_000
+        mid = 2_000.0 if ts < T0 + 120_000 else 1_940.0
+        body = {"source": "q", "base": "WETH", "quote": "USDC", "bid": str(mid - 0.5),
+                "ask": str(mid + 0.5), "bid_size": "10", "ask_size": "10", "ts": ts}  # fmt: skip
+        msgs.append(RawMessage("dex.quotes", 0, i, ts, b"q", json.dumps(body).encode()))
+    return msgs
+
+
+def _batches() -> list[RawBatch]:
+    chain, quotes = _chain(), _quotes()
+    return [
+        RawBatch("0-chain.logs", chain, True),
+        *(RawBatch("0-dex.quotes", quotes[i : i + 10], i + 10 >= len(quotes))
+          for i in range(0, len(quotes), 10)),
+    ]  # fmt: skip
+
+
+def _flow(orders: list, rows: list) -> Dataflow:
+    flow = Dataflow("risk_test")
+    oracle = oracle_stage(op.input("in", flow, TestingSource(_batches())), CFG, PARTS)
+    risk = risk_stage(oracle, CFG, PARTS)
+    op.output("orders", risk.orders, TestingSink(orders))
+    op.output("rows", risk.rows, TestingSink(rows))
+    return flow
+
+
+def _sorted(items: list) -> list:
+    return sorted((v for _, v in items), key=lambda v: (v.ts_event_ms, v.account))
+
+
+def test_price_drop_gives_one_liquidation_order_per_undercollateralised_account() -> None:
+    orders: list = []
+    rows: list = []
+    run_main(_flow(orders, rows))
+    got: list[Order] = _sorted(orders)
+    # At 1,940 a 20 ETH long with 10,000 USDC has equity 8,800 < MM 8,924 (23 % of notional).
+    assert sorted(o.account for o in got) == sorted(a for a, s in ACCOUNTS.items() if s == 20)
+    assert {o.ts_event_ms for o in got} == {T0 + 180_000}  # the first window fully at 1,940
+    assert all(o.kind == "liquidation" and o.instrument == PERP and -10 <= o.size < 0 for o in got)
+    assert all(isinstance(r, AccountRiskRow) for r in _sorted(rows))
+
+
+def test_two_workers_give_the_same_orders_and_rows_as_one() -> None:
+    one_orders: list = []
+    one_rows: list = []
+    two_orders: list = []
+    two_rows: list = []
+    run_main(_flow(one_orders, one_rows))
+    cluster_main(_flow(two_orders, two_rows), [], 0, worker_count_per_proc=2)
+    assert _sorted(one_orders) == _sorted(two_orders)
+    assert _sorted(one_rows) == _sorted(two_rows)
