@@ -194,7 +194,9 @@ def cmd_margin(args: argparse.Namespace) -> int:
 def cmd_devchain(args: argparse.Namespace) -> int:
     from flows.devchain import devchain
 
-    return devchain(args.out, args.scenario, args.seed, args.accounts, args.keep_running)
+    return devchain(
+        args.out, args.scenario, args.seed, args.accounts, args.keep_running, args.record
+    )
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -316,6 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=7, help="scenario seed (default 7)")
     c.add_argument("--accounts", type=int, default=50, help="trading accounts (default 50)")
     c.add_argument("--keep-running", action="store_true", help="keep the node up until Ctrl-C")
+    c.add_argument("--record", action="store_true", help="write the logs to OUT/recording.parquet")
     c.set_defaults(func=cmd_devchain)
 
     c = command("summary", "Print the per-asset summary of an output directory.", False)

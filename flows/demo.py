@@ -1,11 +1,20 @@
-"""``hedgeflow demo``: the whole oracle path on this machine, end to end.
+"""``hedgeflow demo``: the whole path on this machine, end to end, in two parts.
 
+Part 1, the oracle on market data:
 1. start the embedded broker (Tansu);
 2. build the bundled recording: a generated hour (seed 7, with faults) merged with the
    real Ethereum mainnet logs of blocks 17173049-17173050, and write it to disk;
 3. create the topics and publish the recording;
 4. run the oracle flow from Kafka until the end of the input;
-5. print the per-asset summary of the Parquet outputs.
+5. print the per-asset summary of the Parquet outputs (under ``OUT/``).
+
+Part 2, the risk engine on a real chain (Anvil):
+1. ``hedgeflow devchain --scenario --record``: the venue, pools and feed, an hour of
+   trading for 50 accounts with a crash, recorded as ``ingest`` publishes it;
+2. publish that recording to the same broker under ``devchain.*`` topics, with the first
+   trading account as a hedged book;
+3. run the oracle and risk flows from Kafka until the end; print the summary (accounts,
+   liquidations, hedges, worst health) of the outputs under ``OUT/chain/``.
 """
 
 from __future__ import annotations
@@ -21,12 +30,15 @@ import msgspec
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
-from connectors.recording import write_recording
+from connectors.recording import iter_messages, load_recording, write_recording
 from flows.dataflows import kafka_oracle_flow
+from flows.devchain import devchain
 from flows.runner import message_counter, run
 from flows.summary import print_summary
-from operators.config import load_config
+from operators.config import Config, load_config
 from operators.generate import GenerateParams, generate
+from operators.model import RawMessage
+from operators.venue import Fill, InstrumentListed, decode_venue
 
 log = logging.getLogger("hedgeflow.demo")
 
@@ -49,24 +61,53 @@ def demo(out_dir: Path) -> int:
     count = write_recording(generated.messages, out_dir / "recording.parquet")
     log.info("recording: %d messages, faults injected %s", count, generated.faults)
 
+    chain_dir = out_dir / "chain"
+    devchain(chain_dir, scenario=True, seed=7, accounts=50, keep_running=False, record=True)
+    chain_cfg, chain_messages = _chain_part(chain_dir)
+
     with EmbeddedBroker() as broker:
         log.info("broker: Tansu on %s", broker.bootstrap)
-        topics = list(msgspec.structs.asdict(cfg.topics).values())
-        create_topics(broker.bootstrap, topics, PARTITIONS)
-        published = publish(
-            generated.messages, broker.bootstrap, progress=message_counter("publish", 20_000)
-        )
-        log.info("published %d messages; running the oracle flow until the end", published)
-        code = run(
-            lambda: kafka_oracle_flow([broker.bootstrap], cfg, out_dir, until_end=True),
-            processes=1,
-            epoch_interval_s=cfg.run.epoch_interval_s,
-            recovery_dir=None,
-            process_id=None,
-            addresses=None,
-        )
-    if code != 0:
-        return code
+        for part_cfg, messages, part_dir in (
+            (cfg, generated.messages, out_dir),
+            (chain_cfg, chain_messages, chain_dir),
+        ):
+            code = _run_part(broker.bootstrap, part_cfg, messages, part_dir)
+            if code != 0:
+                return code
     print_summary(out_dir)
+    print_summary(chain_dir)
     log.info("demo finished in %.1f s; outputs under %s", time.monotonic() - started, out_dir)
     return 0
+
+
+def _chain_part(chain_dir: Path) -> tuple[Config, list[RawMessage]]:
+    """The devchain recording under ``devchain.*`` topics, and its configuration with the
+    first trader's book hedged in the perp."""
+    config = (chain_dir / "devchain.toml").read_text()
+    venue = load_config(config).risk.venue
+    recorded = list(iter_messages(load_recording(chain_dir / "recording.parquet")))
+    events = [decode_venue(m, venue) for m in recorded]
+    perp = next(e.instrument for e in events if isinstance(e, InstrumentListed) and e.kind == 1)
+    trader = next(e.account for e in events if isinstance(e, Fill))
+    keys = ("chain_logs", "dex_quotes", "oracle_prices", "orders", "fills", "deadletter")
+    topics = {key: f"devchain.{key.replace('_', '.')}" for key in keys}
+    config += "\n[topics]\n" + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
+    config += f'\n[risk.books."{trader}"]\nETH = "{perp}"\n'
+    (chain_dir / "demo.toml").write_text(config)
+    renamed = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in recorded]
+    return load_config(config), renamed
+
+
+def _run_part(brokers: str, cfg: Config, messages: list[RawMessage], out_dir: Path) -> int:
+    topics = list(msgspec.structs.asdict(cfg.topics).values())
+    create_topics(brokers, topics, PARTITIONS)
+    published = publish(messages, brokers, progress=message_counter("publish", 20_000))
+    log.info("published %d messages; running the flows until the end", published)
+    return run(
+        lambda: kafka_oracle_flow([brokers], cfg, out_dir, until_end=True),
+        processes=1,
+        epoch_interval_s=cfg.run.epoch_interval_s,
+        recovery_dir=None,
+        process_id=None,
+        addresses=None,
+    )

@@ -44,6 +44,8 @@ from connectors.contracts import (
     v3_liquidity,
     v3_tick,
 )
+from connectors.recording import write_recording
+from flows.ingest import chain_messages
 from operators.config import Config, ConfigError, load_config
 from operators.registry import PoolSource, Registry
 
@@ -99,8 +101,18 @@ _YEAR_S = 365.25 * 86_400
 SPOT, PERP, CALL, PUT = 0, 1, 2, 3
 
 
-def devchain(out_dir: Path, scenario: bool, seed: int, accounts: int, keep_running: bool) -> int:
+def devchain(
+    out_dir: Path,
+    scenario: bool,
+    seed: int,
+    accounts: int,
+    keep_running: bool,
+    record: bool = False,
+) -> int:
     """Start a dev chain, deploy, write the configuration, maybe run the scenario.
+
+    With ``record``, the chain's logs are written to ``OUT/recording.parquet`` as
+    ``hedgeflow ingest`` would publish them (2 partitions of ``chain.logs``).
 
     ``accounts`` trading accounts (Anvil accounts 2, 3, ...; account 0 deploys and keeps
     the prices, account 1 liquidates). With ``keep_running`` the node stays up, its RPC
@@ -135,6 +147,13 @@ def devchain(out_dir: Path, scenario: bool, seed: int, accounts: int, keep_runni
         print(out_dir / "deployed.json")
         if scenario:
             _Scenario(node.rpc_url, deployed, cfg, seed, accounts).run()
+        if record:
+            head = int(rpc(node.rpc_url, "eth_blockNumber"), 16)
+            messages = chain_messages(
+                node.rpc_url, deployed.contracts, deployed.block, head, cfg.topics.chain_logs, 2
+            )
+            count = write_recording(messages, out_dir / "recording.parquet")
+            log.info("recorded %d logs to %s", count, out_dir / "recording.parquet")
         if keep_running:
             _serve(node)
     log.info("node stopped; its chain is saved in %s", state_path)

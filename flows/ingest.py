@@ -15,14 +15,17 @@ import zlib
 from collections.abc import Callable
 
 import bytewax.operators as op
+import msgspec
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow
 
-from connectors.chain_source import ChainSource
+from connectors.chain_source import ChainSource, Rpc
 from connectors.kafka_tools import last_headers, topic_partitions
-from operators.chain import Published
+from operators.abi import quantity
+from operators.chain import Cursor, Published, publish_range
 from operators.config import Config
+from operators.model import RawMessage
 from operators.registry import Registry
 
 SEQ_HEADER = "hedgeflow-seq"
@@ -52,7 +55,7 @@ def ingest_flow(
 
     @functools.cache
     def partition_of(key: str) -> int:
-        return zlib.crc32(key.encode()) % partitions
+        return zlib.crc32(key.encode()) % partitions  # as chain_messages does
 
     def already_written() -> Callable[[Published], bool]:
         last = {p: int(v) for p, v in last_headers(bootstrap, topic, SEQ_HEADER).items()}
@@ -70,6 +73,26 @@ def ingest_flow(
     sink = KafkaSink(brokers, topic, add_config={"enable.idempotence": "true"})
     op.output("chain_logs", op.map("to_kafka", logs, to_kafka), sink)
     return flow
+
+
+def chain_messages(
+    rpc_url: str, addresses: list[str], first: int, last: int, topic: str, partitions: int
+) -> list[RawMessage]:
+    """The logs of ``addresses`` in blocks ``first..last`` as ``ingest`` publishes them:
+    a recording of a chain (``partitions`` partitions of ``topic``, keyed by address)."""
+    rpc = Rpc(rpc_url, timeout_s=60.0)
+    logs = rpc.logs(first, last, addresses)
+    blocks = {quantity(log["blockNumber"], "blockNumber") for log in logs}
+    timestamps = {n: rpc.header(n).ts for n in sorted(blocks)}
+    _, published = publish_range(Cursor(first), last, logs, {}, timestamps, rpc.chain_id(), 1)
+    offsets = [0] * partitions
+    out = []
+    for p in published:
+        part = zlib.crc32(p.key.encode()) % partitions
+        ts_ms = quantity(msgspec.json.decode(p.value)["blockTimestamp"], "blockTimestamp") * 1000
+        out.append(RawMessage(topic, part, offsets[part], ts_ms, p.key.encode(), p.value))
+        offsets[part] += 1
+    return out
 
 
 def _nothing() -> Callable[[Published], bool]:

@@ -65,6 +65,20 @@ def summary_text(out_dir: Path) -> str:
             f"observations, {last['retractions'].sum()} retractions, {last['skipped'].sum()} "
             f"skipped (unregistered or not a price), {last['rejected'].sum()} rejected"
         )
+    risk = _dataset(out_dir, "account_risk")
+    if risk is not None:
+        orders = _dataset(out_dir, "orders")
+        if orders is None:
+            orders = pl.DataFrame(schema={"kind": pl.String, "account": pl.String})
+        liquidations = orders.filter(pl.col("kind") == "liquidation")
+        hedges = orders.filter(pl.col("kind") == "hedge")
+        worst = risk.sort("health").row(0, named=True)
+        lines.append(
+            f"risk: {risk['account'].n_unique()} accounts; {liquidations.height} liquidation "
+            f"order legs for {liquidations['account'].n_unique()} accounts; {hedges.height} "
+            f"hedge orders; worst health {worst['health']:.4f} ({worst['account']} at "
+            f"{worst['ts_event_ms']} ms)"
+        )
     rejects = _dataset(out_dir, "deadletter")
     if rejects is not None and rejects.height:
         by_reason = (

@@ -115,8 +115,10 @@ class RiskShard:
         self.vols: dict[str, EwmaVol] = {}
         self.vol_values: dict[str, float] = {}
         self.next_eval: int | None = None
-        self.in_flight: dict[str, int] = {}
-        """account -> when its liquidation order was sent (cleared by ``Liquidated``)."""
+        self.in_flight: dict[tuple[str, str], int] = {}
+        """(account, what) -> when the order was sent: what is ``liquidation`` (cleared by
+        a ``Liquidated`` event) or the hedge instrument (cleared by the book's trade in it);
+        both expire after ``liquidation_timeout_ms``."""
         self.last_health = np.zeros(0)
         self.last_emit = np.zeros(0, dtype=np.int64)
 
@@ -180,7 +182,9 @@ class RiskShard:
                 continue
             self.book.apply(event)
             if isinstance(event, Fill) and event.liquidator is not None and not event.removed:
-                self.in_flight.pop(event.account, None)
+                self.in_flight.pop((event.account, "liquidation"), None)
+            elif isinstance(event, Fill) and not event.removed:
+                self.in_flight.pop((event.account, event.instrument), None)
 
     def _advance_prices(self, t: int, p: RiskParams) -> None:
         """Take each asset's row of the window ending at ``t``; feed ``ok`` ones to its EWMA."""
@@ -201,9 +205,9 @@ class RiskShard:
     def _evaluate_at(self, t: int, p: RiskParams) -> list[AccountRiskRow | Order]:
         self._apply_until(t)
         self._advance_prices(t, p)
-        for account, sent in list(self.in_flight.items()):
+        for key, sent in list(self.in_flight.items()):
             if t - sent >= p.liquidation_timeout_ms:
-                del self.in_flight[account]
+                del self.in_flight[key]
         tick = self._tick(t, p)
         if tick is None:
             return []
@@ -308,7 +312,7 @@ class RiskShard:
         return 0.0 if row is None else row.price
 
     def _liquidate(self, tick: _Tick, account: str, row: int, p: RiskParams) -> list[Order]:
-        if account in self.in_flight:
+        if (account, "liquidation") in self.in_flight:
             return []  # one liquidation in flight per account
         mine = tick.positions.getrow(row)
         used = {tick.names[tick.inst.underlying[c]] for c in mine.indices}
@@ -319,7 +323,7 @@ class RiskShard:
         )  # fmt: skip
         if order is None:
             return []
-        self.in_flight[account] = tick.t
+        self.in_flight[(account, "liquidation")] = tick.t
         reason = (
             f"equity {equity:.2f} < MM {mm:.2f} (health {order.health:.4f}); "
             f"close factor {order.close_factor}; window ending {tick.t}"
@@ -348,6 +352,8 @@ class RiskShard:
     ) -> list[Order]:
         if asset not in tick.names or instrument not in tick.columns:
             return []
+        if (account, instrument) in self.in_flight:
+            return []  # one hedge in flight per book and instrument
         mine = np.asarray(tick.positions.getrow(row).toarray()).ravel()
         on_asset = tick.inst.underlying == tick.names.index(asset)
         delta = float((mine * tick.risk.delta)[on_asset].sum())
@@ -361,6 +367,7 @@ class RiskShard:
         )  # fmt: skip
         if hedge is None:
             return []
+        self.in_flight[(account, instrument)] = tick.t
         reason = (
             f"delta {delta:.4f} outside band +-{hedge.band:.4f} around 0; window ending {tick.t}"
         )

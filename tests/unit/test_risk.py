@@ -109,3 +109,19 @@ def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
 
 def replace_params(**changes: object) -> RiskParams:
     return dataclasses.replace(PARAMS, **changes)  # type: ignore[arg-type]
+
+
+def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> None:
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}})
+    expiry_s = (T0 + 30 * 86_400_000) // 1000
+    events = [
+        *_setup({book: 0}),
+        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
+        Fill(book, PERP, -E18, 2_000 * E18, None, T0 + W + 1_000, 40, False),  # a partial fill
+    ]
+    prices = [_price(T0 + i * W, 2_000.0) for i in range(4)]
+    orders = _orders(_run(RiskShard(), events, prices, p))
+    # One order at T0; none at T0 + W (in flight); the fill clears it: a new one at T0 + 2W.
+    assert [o.ts_event_ms for o in orders] == [T0, T0 + 2 * W]
