@@ -56,6 +56,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.runner import run
 
     cfg: Config = args.cfg
+    if args.stage == "risk" and not cfg.risk.venue:
+        raise ConfigError("run risk needs risk.venue (the MarginVenue address); got none")
+    if args.stage == "oracle" and cfg.risk.venue:
+        cfg = msgspec.structs.replace(cfg, risk=msgspec.structs.replace(cfg.risk, venue=""))
     brokers = _brokers(args.brokers)
     code = run(
         lambda: kafka_oracle_flow(brokers, cfg, args.out, args.until_end),
@@ -243,7 +247,11 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_topics)
 
     c = command("run", "Run a stage from Kafka; keeps running unless --until-end.")
-    c.add_argument("stage", choices=["oracle"], help="the stage to run")
+    c.add_argument(
+        "stage",
+        choices=["oracle", "risk"],
+        help="oracle; or risk: the oracle and the risk engine (needs risk.venue)",
+    )
     c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
     c.add_argument(
         "--out", type=Path, default=Path("out"), help="Parquet output directory (default out/)"

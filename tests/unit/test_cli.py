@@ -83,3 +83,8 @@ def test_greeks_csv_prints_rows_and_flags_bad_ones(
     assert out[0].endswith("price,delta,gamma,vega,theta,rho,error")
     assert out[1].startswith("call,bsm,100,100,1,0.05,0,0.2,10.45")  # Hull: 10.4506
     assert "T must be >= 0" in out[2]
+
+
+def test_run_risk_without_a_venue_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "risk", "--brokers", "127.0.0.1:9"]) == 2
+    assert "run risk needs risk.venue" in capsys.readouterr().err
