@@ -17,7 +17,7 @@ from bytewax.dataflow import Stream
 
 from flows.oracle import OracleOut
 from flows.state import keyed_state
-from operators.config import Config
+from operators.config import Config, risk_models
 from operators.model import OraclePrice, OracleProgress
 from operators.registry import Registry
 from operators.risk import AccountRiskRow, Order, RiskParams, RiskShard
@@ -36,6 +36,7 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
     """The risk shards' parameters from the configuration."""
     registry = Registry.from_config(cfg.oracle)
     risk = cfg.risk
+    margin, liquidation, hedge = risk_models(risk)
     return RiskParams(
         window_ms=cfg.oracle.window_ms,
         parts=tuple(sorted(parts)),
@@ -43,6 +44,9 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
         underlyings=dict(risk.underlyings),
         collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
         pegs=registry.pegs,
+        margin=margin,
+        liquidation=liquidation,
+        hedge=hedge,
         books={a: dict(b) for a, b in risk.books.items()},
         liquidation_timeout_ms=int(risk.liquidation_timeout_s * 1000),
         risk_change=risk.risk_change,

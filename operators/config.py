@@ -261,11 +261,25 @@ class CollateralToken(_Strict, frozen=True):
         _require(0 <= self.decimals <= 36, f"decimals must be in 0..36; got {self.decimals!r}")
 
 
+class MarginTables(_Strict, frozen=True):
+    """Overrides of ``operators.margin.MarginParams``: each table holds fields of the
+    dataclass it names (``tier``: ``LiquidityTier``, ``option``: ``OptionMarginParams``,
+    ``portfolio``: ``PortfolioParams``); the defaults and their sources are documented
+    there."""
+
+    rate: float = 0.0
+    haircuts: dict[str, float] = msgspec.field(default_factory=dict)
+    tier: dict[str, int] = msgspec.field(default_factory=dict)
+    option: dict[str, float] = msgspec.field(default_factory=dict)
+    portfolio: dict[str, float | list[float]] = msgspec.field(default_factory=dict)
+
+
 class RiskConfig(_Strict, frozen=True):
     """The risk engine: the venue it follows, its shards, and how it reports and acts.
 
-    Margin, liquidation and hedge parameters are ``operators.margin`` and
-    ``operators.liquidation`` defaults (documented there).
+    ``margin``, ``liquidation`` and ``hedge`` override fields of
+    ``operators.margin.MarginParams``, ``operators.liquidation.LiquidationParams`` and
+    ``HedgeParams`` (their defaults and sources are documented there).
     """
 
     venue: str = ""
@@ -288,6 +302,9 @@ class RiskConfig(_Strict, frozen=True):
     """EWMA realised-vol half-life, s."""
     vol_floor: float = 0.2
     vol_cap: float = 3.0
+    margin: MarginTables = msgspec.field(default_factory=MarginTables)
+    liquidation: dict[str, float] = msgspec.field(default_factory=dict)
+    hedge: dict[str, float] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(
@@ -326,7 +343,33 @@ def parse_config(data: dict[str, Any]) -> Config:
     from operators.registry import Registry
 
     Registry.from_config(config.oracle)  # cross-references between tokens and sources
+    risk_models(config.risk)
     return config
+
+
+def risk_models(cfg: RiskConfig) -> tuple[Any, Any, Any]:
+    """(MarginParams, LiquidationParams, HedgeParams) with the configured overrides;
+    raise ``ConfigError`` naming an unknown key or a bad value."""
+    from operators.liquidation import HedgeParams, LiquidationParams
+    from operators.margin import LiquidityTier, MarginParams, OptionMarginParams, PortfolioParams
+
+    def build(kind: Any, table: dict[str, Any], where: str) -> Any:
+        try:
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+        except (TypeError, ValueError) as exc:  # an unknown field, or a bad value
+            raise ConfigError(f"invalid configuration: {where}: {exc}") from None
+
+    m = cfg.margin
+    haircuts = {**MarginParams().haircuts, **m.haircuts}
+    margin = build(MarginParams, {
+        "rate": m.rate, "haircuts": haircuts,
+        "tier": build(LiquidityTier, m.tier, "risk.margin.tier"),
+        "option": build(OptionMarginParams, m.option, "risk.margin.option"),
+        "portfolio": build(PortfolioParams, m.portfolio, "risk.margin.portfolio"),
+    }, "risk.margin")  # fmt: skip
+    liquidation = build(LiquidationParams, cfg.liquidation, "risk.liquidation")
+    hedge = build(HedgeParams, cfg.hedge, "risk.hedge")
+    return margin, liquidation, hedge
 
 
 def load_config(text: str | None) -> Config:

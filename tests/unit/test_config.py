@@ -284,3 +284,30 @@ def test_invalid_toml_fails_clearly(text: str, where: str) -> None:
     message = _fails(text)
     assert message.startswith("configuration is not valid TOML: ")
     assert where in message
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[risk.liquidation]\nbonnus = 0.08\n", ["risk.liquidation", "bonnus"]),
+        ("[risk.liquidation]\nbonus = 2.0\n", ["LiquidationParams.bonus", "2.0"]),
+        ("[risk.margin.portfolio]\nim_factor = 0.5\n", ["PortfolioParams.im_factor", "0.5"]),
+        ("[risk.hedge]\ncost = -1.0\n", ["HedgeParams.cost", "-1.0"]),
+        ("[risk]\nshards = 0\n", ["shards", "0"]),
+    ],
+)
+def test_bad_risk_parameters_fail_naming_key_and_value(toml: str, named: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(toml)
+    assert all(text in str(info.value) for text in named), str(info.value)
+
+
+def test_risk_parameters_override_the_defaults() -> None:
+    from operators.config import risk_models
+
+    cfg = load_config(
+        "[risk.liquidation]\nbonus = 0.08\n[risk.margin.portfolio]\nim_factor = 1.5\n"
+    )
+    margin, liquidation, _ = risk_models(cfg.risk)
+    assert (liquidation.bonus, margin.portfolio.im_factor) == (0.08, 1.5)
+    assert liquidation.close_factor == 0.5  # the rest keep their defaults
