@@ -73,6 +73,24 @@ ACCOUNT_RISK = pa.schema(
         ("delta", pa.string()),
     ]
 )
+INSTRUMENTS = pa.schema(
+    [
+        ("instrument", pa.string()),
+        ("ts_event_ms", pa.int64()),
+        ("underlying", pa.string()),
+        ("kind", pa.int32()),
+        ("strike", pa.float64()),
+        ("expiry_years", pa.float64()),
+        ("spot", pa.float64()),
+        ("price", pa.float64()),
+        ("vol", pa.float64()),
+        ("vol_source", pa.string()),
+        ("delta", pa.float64()),
+        ("gamma", pa.float64()),
+        ("vega", pa.float64()),
+        ("theta", pa.float64()),
+    ]
+)
 ORDERS = pa.schema(
     [
         ("order_id", pa.string()),
@@ -113,10 +131,12 @@ def write_oracle(out: OracleOut, cfg: Config, out_dir: Path, brokers: list[str] 
 
 
 def write_risk(out: RiskOut, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
-    """Send account risk to ``account_risk/`` and orders to ``orders/`` and the ``orders``
-    topic (keyed by account, JSON)."""
+    """Send account risk to ``account_risk/``, instruments to ``instruments/``, and orders
+    to ``orders/`` and the ``orders`` topic (keyed by account, JSON)."""
     _parquet("risk_parquet", out.rows, out_dir, "account_risk", ACCOUNT_RISK, "ts_event_ms")
     _parquet("orders_parquet", out.orders, out_dir, "orders", ORDERS, "ts_event_ms")
+    _parquet("instruments_parquet", out.instruments, out_dir, "instruments", INSTRUMENTS,
+             "ts_event_ms")  # fmt: skip
     if brokers:
         _kafka("orders_kafka", out.orders, brokers, cfg.topics.orders)
 

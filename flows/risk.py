@@ -20,7 +20,7 @@ from flows.state import keyed_state
 from operators.config import Config, risk_models
 from operators.model import OraclePrice, OracleProgress
 from operators.registry import Registry
-from operators.risk import AccountRiskRow, Order, RiskParams, RiskShard
+from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
 from operators.venue import VenueBatch
 
 
@@ -30,6 +30,7 @@ class RiskOut:
 
     rows: Stream[tuple[str, AccountRiskRow]]
     orders: Stream[tuple[str, Order]]
+    instruments: Stream[tuple[str, InstrumentRow]]
 
 
 def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
@@ -65,8 +66,10 @@ def risk_stage(oracle: OracleOut, cfg: Config, parts: list[str]) -> RiskOut:
     def to_every_shard(item: Any) -> list[tuple[str, Any]]:
         return [(shard, item) for shard in shards]
 
-    def step(state: RiskShard | None, item: Any) -> tuple[RiskShard, list[Any]]:
-        state = RiskShard() if state is None else state
+    def step(state: RiskShard | None, keyed: tuple[str, Any]) -> tuple[RiskShard, list[Any]]:
+        shard, item = keyed
+        if state is None:  # one shard reports the instruments every shard prices
+            state = RiskShard(reports_instruments=shard == shards[0])
         if isinstance(item, VenueBatch):
             state.on_venue(item.part, item.watermark_ms, item.eof, item.events)
         elif isinstance(item, OraclePrice):
@@ -78,9 +81,12 @@ def risk_stage(oracle: OracleOut, cfg: Config, parts: list[str]) -> RiskOut:
     prices = op.flat_map("prices_to_shards", oracle.prices, lambda kv: to_every_shard(kv[1]))
     progress = op.flat_map("progress_to_shards", oracle.progress, to_every_shard)
     inputs = op.merge("risk_inputs", oracle.venue, prices, progress)
-    out = op.map("unkey_risk", keyed_state("risk", inputs, step), lambda kv: kv[1])
+    tagged = op.map("tag_shard", inputs, lambda kv: (kv[0], kv))
+    out = op.map("unkey_risk", keyed_state("risk", tagged, step), lambda kv: kv[1])
     is_order = op.branch("is_order", out, lambda x: isinstance(x, Order))
+    is_row = op.branch("is_risk_row", is_order.falses, lambda x: isinstance(x, AccountRiskRow))
     return RiskOut(
-        rows=op.key_on("key_risk_row", is_order.falses, lambda r: r.account),
+        rows=op.key_on("key_risk_row", is_row.trues, lambda r: r.account),
         orders=op.key_on("key_order", is_order.trues, lambda o: o.account),
+        instruments=op.key_on("key_instrument", is_row.falses, lambda i: i.instrument),
     )

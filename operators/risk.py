@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from operators import margin as mg
 from operators.accounts import E18, Book
+from operators.greeks import black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
 from operators.model import OraclePrice, OracleProgress
 from operators.venue import Fill, InstrumentListed, VenueEvent
@@ -47,6 +48,27 @@ class AccountRiskRow(msgspec.Struct, frozen=True):
     worst_scenario: int
     delta: str
     """JSON object: underlying -> net delta (contracts of the underlying)."""
+
+
+class InstrumentRow(msgspec.Struct, frozen=True):
+    """An instrument at one evaluation: spot and value in USD, vol per 1.00 and its
+    source, Greeks raw (delta per unit of underlying, gamma per USD, vega per 1.00 vol,
+    theta per year; spot and perps: delta 1, the rest 0)."""
+
+    instrument: str
+    ts_event_ms: int
+    underlying: str
+    kind: int
+    strike: float
+    expiry_years: float
+    spot: float
+    price: float
+    vol: float
+    vol_source: str
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
 
 
 class Order(msgspec.Struct, frozen=True):
@@ -99,9 +121,14 @@ def order_id(*trigger: object) -> str:
 
 
 class RiskShard:
-    """The state of one shard (one key): its book, instruments, prices and clocks."""
+    """The state of one shard (one key): its book, instruments, prices and clocks.
 
-    def __init__(self) -> None:
+    ``reports_instruments``: this shard writes the ``InstrumentRow``s (every shard prices
+    the same instruments; one reports them).
+    """
+
+    def __init__(self, reports_instruments: bool = False) -> None:
+        self.reports_instruments = reports_instruments
         self.book = Book()
         self.instruments: dict[str, InstrumentListed] = {}
         self.pending: list[VenueEvent] = []
@@ -114,6 +141,8 @@ class RiskShard:
         """asset -> the row in force at the last evaluation."""
         self.vols: dict[str, EwmaVol] = {}
         self.vol_values: dict[str, float] = {}
+        self.vol_sources: dict[str, str] = {}
+        """asset -> where its vol comes from (``ewma``, ``floor`` or ``cap``)."""
         self.next_eval: int | None = None
         self.in_flight: dict[tuple[str, str], int] = {}
         """(account, what) -> when the order was sent: what is ``liquidation`` (cleared by
@@ -162,9 +191,9 @@ class RiskShard:
             t += p.window_ms
         return out
 
-    def evaluate(self, p: RiskParams) -> list[AccountRiskRow | Order]:
+    def evaluate(self, p: RiskParams) -> list[AccountRiskRow | Order | InstrumentRow]:
         """Every evaluation that is ready, in order of time."""
-        out: list[AccountRiskRow | Order] = []
+        out: list[AccountRiskRow | Order | InstrumentRow] = []
         for t in self.ready(p):
             out.extend(self._evaluate_at(t, p))
             self.next_eval = t + p.window_ms
@@ -201,8 +230,9 @@ class RiskShard:
                     half_life_s=p.vol_half_life_s, floor=p.vol_floor, cap=p.vol_cap,
                 )  # fmt: skip
                 self.vol_values[asset] = vol.value
+                self.vol_sources[asset] = vol.source
 
-    def _evaluate_at(self, t: int, p: RiskParams) -> list[AccountRiskRow | Order]:
+    def _evaluate_at(self, t: int, p: RiskParams) -> list[AccountRiskRow | Order | InstrumentRow]:
         self._apply_until(t)
         self._advance_prices(t, p)
         for key, sent in list(self.in_flight.items()):
@@ -211,7 +241,12 @@ class RiskShard:
         tick = self._tick(t, p)
         if tick is None:
             return []
-        out: list[AccountRiskRow | Order] = self._risk_rows(tick, p)
+        out: list[AccountRiskRow | Order | InstrumentRow] = []
+        if self.reports_instruments:
+            out.extend(self._instrument_rows(tick, p))
+        if not self.book.accounts:
+            return out
+        out.extend(self._risk_rows(tick, p))
         accounts = self.accounts
         for below in np.flatnonzero(tick.ar.equity < tick.ar.mm):  # the few to liquidate
             out.extend(self._liquidate(tick, accounts[below], int(below), p))
@@ -234,7 +269,7 @@ class RiskShard:
             (i for i in self.instruments.values() if p.underlyings.get(i.underlying) in priced),
             key=lambda i: i.instrument,
         )
-        if not listed or not self.book.accounts:
+        if not listed:
             return None
         names = sorted({p.underlyings[i.underlying] for i in listed})
         index = {a: n for n, a in enumerate(names)}
@@ -255,6 +290,38 @@ class RiskShard:
         )
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
         return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok)
+
+    def _instrument_rows(self, tick: _Tick, p: RiskParams) -> list[InstrumentRow]:
+        """Price, vol (and its source) and Black-76 Greeks of every priced instrument."""
+        inst, names = tick.inst, tick.names
+        spot = np.array([self.prices[a].price for a in names])[inst.underlying]
+        vol = np.array([self.vol_values.get(a, p.vol_floor) for a in names])[inst.underlying]
+        option = inst.kind >= mg.CALL
+        forward = spot * np.exp(p.margin.rate * inst.expiry_years)
+        g = black76(inst.kind == mg.CALL, forward, np.where(option, inst.strike, spot),
+                    inst.expiry_years, p.margin.rate, vol)  # fmt: skip
+        one = np.where(option, 0.0, 1.0)
+        delta, gamma = np.where(option, g.delta, one), np.where(option, g.gamma, 0.0)
+        vega, theta = np.where(option, g.vega, 0.0), np.where(option, g.theta, 0.0)
+        return [
+            InstrumentRow(
+                i.instrument,
+                tick.t,
+                names[inst.underlying[n]],
+                int(inst.kind[n]),
+                float(inst.strike[n]),
+                float(inst.expiry_years[n]),
+                float(spot[n]),
+                float(tick.risk.value[n]),
+                float(vol[n]),
+                self.vol_sources.get(names[inst.underlying[n]], "floor"),
+                float(delta[n]),
+                float(gamma[n]),
+                float(vega[n]),
+                float(theta[n]),
+            )
+            for n, i in enumerate(tick.listed)
+        ]
 
     def _risk_rows(self, tick: _Tick, p: RiskParams) -> list[AccountRiskRow | Order]:
         """Rows for the accounts whose health moved by ``risk_change`` or that are due."""

@@ -6,7 +6,7 @@ import dataclasses
 
 from operators.accounts import E18
 from operators.model import OraclePrice, OracleProgress
-from operators.risk import AccountRiskRow, Order, RiskParams, RiskShard
+from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
 from operators.venue import CollateralMove, Fill, InstrumentListed
 
 W = 60_000
@@ -125,3 +125,20 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
     orders = _orders(_run(RiskShard(), events, prices, p))
     # One order at T0; none at T0 + W (in flight); the fill clears it: a new one at T0 + 2W.
     assert [o.ts_event_ms for o in orders] == [T0, T0 + 2 * W]
+
+
+def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
+    expiry_s = (T0 + 30 * 86_400_000) // 1000
+    events = [
+        *_setup({ACCOUNTS[0]: 1}),
+        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+    ]
+    out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
+    rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
+    perp, call = rows[PERP], rows[CALL]
+    assert (perp.price, perp.delta, perp.gamma, perp.vol_source) == (2_000.0, 1.0, 0.0, "floor")
+    assert 0.5 < call.delta < 0.6 and call.gamma > 0 and call.vega > 0 and call.theta < 0
+    assert call.vol == 0.6 and call.underlying == "ETH"
+    assert not any(
+        isinstance(r, InstrumentRow) for r in _run(RiskShard(), events, [_price(T0, 2_000.0)])
+    )
