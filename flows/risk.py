@@ -55,6 +55,7 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
         vol_half_life_s=risk.vol_half_life_s,
         vol_floor=risk.vol_floor,
         vol_cap=risk.vol_cap,
+        iv_max_age_ms=int(risk.iv_max_age_s * 1000),
     )
 
 

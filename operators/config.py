@@ -302,6 +302,8 @@ class RiskConfig(_Strict, frozen=True):
     """EWMA realised-vol half-life, s."""
     vol_floor: float = 0.2
     vol_cap: float = 3.0
+    iv_max_age_s: float = 300.0
+    """A quoted IV (and an SVI smile fitted to such quotes) counts for this long, s."""
     margin: MarginTables = msgspec.field(default_factory=MarginTables)
     liquidation: dict[str, float] = msgspec.field(default_factory=dict)
     hedge: dict[str, float] = msgspec.field(default_factory=dict)
@@ -314,7 +316,10 @@ class RiskConfig(_Strict, frozen=True):
         _require(self.shards >= 1, f"shards must be >= 1; got {self.shards!r}")
         for address in (*self.underlyings, *self.collateral, *self.books):
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
-        for key in ("liquidation_timeout_s", "risk_interval_s", "vol_half_life_s", "vol_floor"):
+        for key in (
+            "liquidation_timeout_s", "risk_interval_s", "vol_half_life_s", "vol_floor",
+            "iv_max_age_s",
+        ):  # fmt: skip
             value = getattr(self, key)
             _require(value > 0, f"{key} must be > 0; got {value!r}")
         _require(self.risk_change >= 0, f"risk_change must be >= 0; got {self.risk_change!r}")

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 
 from operators import abi
-from operators.model import Observation, RawMessage, Rejected, Retraction
+from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
 from operators.registry import FeedSource, PoolSource, Registry
 
 STAGE = "decode"
@@ -56,7 +56,7 @@ class Quote(msgspec.Struct, frozen=True):
 _log_decoder = msgspec.json.Decoder(RpcLog)
 _quote_decoder = msgspec.json.Decoder(Quote)
 
-Decoded = Observation | Retraction | Rejected | None
+Decoded = Observation | Retraction | OptionQuote | Rejected | None
 
 
 class DecodeError(ValueError):
@@ -107,6 +107,22 @@ def v2_price_depth(reserve0: int, reserve1: int, src: PoolSource) -> tuple[float
     if src.base_is_token0:
         return num / den, 2 * reserve1 / 10**src.decimals1
     return den / num, 2 * reserve0 / 10**src.decimals0
+
+
+def _option_quote(q: Quote, msg: RawMessage) -> OptionQuote:
+    """An option's quote: its ``iv`` when given, and its mid price (USD)."""
+    try:
+        ok = all(d.is_finite() for d in (q.bid, q.ask)) and 0 <= q.bid <= q.ask and q.ask > 0
+        ok = ok and (q.iv is None or (q.iv.is_finite() and q.iv > 0)) and q.ts >= 0
+    except InvalidOperation:
+        ok = False
+    if not ok or q.instrument is None:
+        raise DecodeError(
+            f"invalid_quote: an option quote needs 0 <= bid <= ask, ask > 0, iv > 0 if "
+            f"given, ts >= 0; got bid={q.bid} ask={q.ask} iv={q.iv} ts={q.ts}"
+        )
+    iv = None if q.iv is None else float(q.iv)
+    return OptionQuote(q.instrument.lower(), iv, float((q.bid + q.ask) / 2), q.ts, q.source)
 
 
 class Decoder:
@@ -208,7 +224,7 @@ class Decoder:
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise json_error(exc, msg.value) from None
         if q.instrument is not None:
-            return None  # option quotes feed the risk engine, not the oracle
+            return _option_quote(q, msg)  # for the risk engine, not the oracle
         try:
             finite = all(d.is_finite() for d in (q.bid, q.ask, q.bid_size, q.ask_size))
             ok = finite and 0 < q.bid <= q.ask and q.bid_size >= 0 and q.ask_size >= 0

@@ -19,6 +19,7 @@ from operators.decode import Decoder
 from operators.model import (
     AssetBatch,
     Observation,
+    OptionQuote,
     PartitionStats,
     RawBatch,
     RawMessage,
@@ -77,14 +78,19 @@ class PartitionIntake:
         """Decode a batch in offset order; return routed items, rejects and stats."""
         out: list[IntakeOut] = []
         routed: dict[str, list[Observation | Retraction]] = {}
-        venue_events: dict[str, list[VenueEvent]] = {}
+        venue_events: dict[str, list[VenueEvent | OptionQuote]] = {}
         venue_key = p.venue.encode() if p.venue else None
         for msg in batch.messages:
             self.messages += 1
             if p.venue and msg.key == venue_key:
-                self._venue(msg, p.venue, p, venue_events, out)
+                self._venue(decode_venue(msg, p.venue), p, venue_events, out)
                 continue
             item = decoder.decode(msg)
+            if isinstance(item, OptionQuote):
+                if p.venue:
+                    self._venue(item, p, venue_events, out)
+                    continue
+                item = None  # no risk engine to use it
             if item is None:
                 self.skipped += 1
                 continue
@@ -129,15 +135,14 @@ class PartitionIntake:
         return out
 
     def _venue(
-        self, msg: RawMessage, venue: str, p: IntakeParams,
-        routed: dict[str, list[VenueEvent]], out: list[IntakeOut],
+        self, event: VenueEvent | OptionQuote | Rejected | None, p: IntakeParams,
+        routed: dict[str, list[VenueEvent | OptionQuote]], out: list[IntakeOut],
     ) -> None:  # fmt: skip
-        """Route a venue event to its shard (a listing to all of them).
+        """Route a venue event to its shard (a listing or an option quote to all of them).
 
-        Nothing the venue emits is dropped: an event behind its partition's watermark (a
-        reorg's retraction, say) takes effect at the watermark, at the next evaluation.
+        Nothing is dropped: an event behind its partition's watermark (a reorg's
+        retraction, say) takes effect at the watermark, at the next evaluation.
         """
-        event = decode_venue(msg, venue)
         if event is None:
             self.skipped += 1
             return
@@ -149,9 +154,11 @@ class PartitionIntake:
         if event.ts_ms <= wm:
             self.late += 1
             event = replace(event, ts_ms=wm + 1)
-        elif not event.removed and (self.max_ts_ms is None or event.ts_ms > self.max_ts_ms):
+        elif (isinstance(event, OptionQuote) or not event.removed) and (
+            self.max_ts_ms is None or event.ts_ms > self.max_ts_ms
+        ):
             self.max_ts_ms = event.ts_ms
-        if isinstance(event, InstrumentListed):
+        if isinstance(event, InstrumentListed | OptionQuote):
             shards: tuple[str, ...] = p.shard_keys
         else:
             shards = (f"shard-{shard_of(event.account, p.shards)}",)

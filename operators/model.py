@@ -52,6 +52,17 @@ class Observation(msgspec.Struct, frozen=True, array_like=True):
     obs_id: str
 
 
+class OptionQuote(msgspec.Struct, frozen=True):
+    """A ``dex.quotes`` quote of an option ``instrument`` (the venue's id): its implied vol
+    when quoted (per 1.00), its mid price (USD), at event time ``ts_ms``."""
+
+    instrument: str
+    iv: float | None
+    mid: float
+    ts_ms: int
+    source: str
+
+
 class Retraction(msgspec.Struct, frozen=True, array_like=True):
     """A ``removed: true`` log: withdraw the observation ``obs_id`` seen at ``ts_ms``.
 

@@ -29,11 +29,22 @@ from operators import margin as mg
 from operators.accounts import E18, Book
 from operators.greeks import black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
-from operators.model import OraclePrice, OracleProgress
+from operators.model import OptionQuote, OraclePrice, OracleProgress
 from operators.venue import Fill, InstrumentListed, VenueEvent
-from operators.vol import EwmaVol, ewma_update
+from operators.vol import (
+    EwmaVol,
+    QuotedIv,
+    SviSurface,
+    TaggedVol,
+    VolSource,
+    ewma_update,
+    fit_svi,
+    implied_vol,
+    pick_vol,
+)
 
 YEAR_MS = 365 * 24 * 3600 * 1000
+FloatArray = npt.NDArray[np.float64]
 
 
 class AccountRiskRow(msgspec.Struct, frozen=True):
@@ -113,6 +124,29 @@ class RiskParams:
     vol_half_life_s: float = 86_400.0
     vol_floor: float = 0.2
     vol_cap: float = 3.0
+    iv_max_age_ms: int = 300_000
+
+
+def _quote_order(q: OptionQuote) -> tuple[int, str, float]:
+    return (q.ts_ms, q.source, q.mid)
+
+
+def _surface(
+    t: int, rows: list[int], quoted: dict[int, float], inst: mg.Instruments, forward: FloatArray,
+    listed: list[InstrumentListed],
+) -> SviSurface | None:  # fmt: skip
+    """SVI smiles of one underlying's quoted IVs, per expiry with at least 5 strikes."""
+    by_expiry: dict[int, list[int]] = {}
+    for n in rows:
+        by_expiry.setdefault(listed[n].expiry_s * 1000, []).append(n)
+    fits = {}
+    for expiry, ns in by_expiry.items():
+        if len(ns) < 5 or inst.expiry_years[ns[0]] <= 0:
+            continue
+        k = np.log(inst.strike[ns] / forward[ns])
+        w = np.array([quoted[n] ** 2 for n in ns]) * inst.expiry_years[ns[0]]
+        fits[expiry] = fit_svi(k, w)
+    return SviSurface(t, fits) if fits else None
 
 
 def order_id(*trigger: object) -> str:
@@ -131,7 +165,9 @@ class RiskShard:
         self.reports_instruments = reports_instruments
         self.book = Book()
         self.instruments: dict[str, InstrumentListed] = {}
-        self.pending: list[VenueEvent] = []
+        self.pending: list[VenueEvent | OptionQuote] = []
+        self.quotes: dict[str, OptionQuote] = {}
+        """option instrument -> its latest quote applied."""
         self.part_wm: dict[str, int] = {}
         self.ended: set[str] = set()
         self.progress: dict[str, int] = {}
@@ -141,7 +177,7 @@ class RiskShard:
         """asset -> the row in force at the last evaluation."""
         self.vols: dict[str, EwmaVol] = {}
         self.vol_values: dict[str, float] = {}
-        self.vol_sources: dict[str, str] = {}
+        self.vol_sources: dict[str, VolSource] = {}
         """asset -> where its vol comes from (``ewma``, ``floor`` or ``cap``)."""
         self.next_eval: int | None = None
         self.in_flight: dict[tuple[str, str], int] = {}
@@ -153,7 +189,9 @@ class RiskShard:
 
     # --- inputs ---------------------------------------------------------------------
 
-    def on_venue(self, part: str, watermark_ms: int, eof: bool, events: list[VenueEvent]) -> None:
+    def on_venue(
+        self, part: str, watermark_ms: int, eof: bool, events: list[VenueEvent | OptionQuote]
+    ) -> None:
         self.pending.extend(events)
         self.part_wm[part] = watermark_ms
         if eof:
@@ -200,9 +238,12 @@ class RiskShard:
         return out
 
     def _apply_until(self, t: int) -> None:
-        due = sorted((e for e in self.pending if e.ts_ms < t), key=lambda e: (e.seq, e.removed))
+        due = [e for e in self.pending if e.ts_ms < t]
         self.pending = [e for e in self.pending if e.ts_ms >= t]
-        for event in due:
+        for quote in sorted((q for q in due if isinstance(q, OptionQuote)), key=_quote_order):
+            self.quotes[quote.instrument] = quote
+        venue = (e for e in due if not isinstance(e, OptionQuote))
+        for event in sorted(venue, key=lambda e: (e.seq, e.removed)):
             if isinstance(event, InstrumentListed):
                 if event.removed:
                     self.instruments.pop(event.instrument, None)
@@ -281,7 +322,9 @@ class RiskShard:
         )
         spot = np.array([priced[a].price for a in names])
         atm_vol = np.array([self.vol_values.get(a, p.vol_floor) for a in names])
-        risk = mg.instrument_values(inst, spot, atm_vol[inst.underlying], atm_vol, p.margin)
+        vols = self._vols(t, listed, inst, spot, atm_vol, names, p)
+        vol = np.array([v.value for v in vols])
+        risk = mg.instrument_values(inst, spot, vol, atm_vol, p.margin)
         columns = {i.instrument: n for n, i in enumerate(listed)}
         positions = self.book.positions(columns)
         portfolio = np.ones(len(self.book.accounts), dtype=bool)
@@ -289,13 +332,48 @@ class RiskShard:
             positions, self.book.costs(), self._collateral(p), risk, p.margin, portfolio
         )
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
-        return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok)
+        return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok, vols)
+
+    def _vols(
+        self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, spot: FloatArray,
+        atm_vol: FloatArray, names: list[str], p: RiskParams,
+    ) -> list[TaggedVol]:  # fmt: skip
+        """Each instrument's vol, tagged: a fresh quoted IV (given, or implied from the
+        quote's mid), else the underlying's SVI smile of fresh quotes, else its EWMA."""
+        forward = spot[inst.underlying] * np.exp(p.margin.rate * inst.expiry_years)
+        quoted: dict[int, float] = {}
+        for n, i in enumerate(listed):
+            q = self.quotes.get(i.instrument)
+            if q is None or i.kind < mg.CALL or t - q.ts_ms > p.iv_max_age_ms:
+                continue
+            iv = q.iv if q.iv is not None else float(implied_vol(
+                i.kind == mg.CALL, q.mid, forward[n], inst.strike[n], inst.expiry_years[n],
+                p.margin.rate,
+            ))  # fmt: skip
+            if np.isfinite(iv):
+                quoted[n] = iv
+        surfaces = {u: _surface(t, [n for n in quoted if inst.underlying[n] == u], quoted, inst,
+                                forward, listed) for u in range(len(names))}  # fmt: skip
+        out = []
+        for n, i in enumerate(listed):
+            u = int(inst.underlying[n])
+            fallback = TaggedVol(float(atm_vol[u]), self.vol_sources.get(names[u], "floor"))
+            if i.kind < mg.CALL:
+                out.append(fallback)
+                continue
+            quote = QuotedIv(quoted[n], t) if n in quoted else None
+            out.append(pick_vol(
+                k=float(np.log(inst.strike[n] / forward[n])), expiry_ms=i.expiry_s * 1000,
+                now_ms=t, quote=quote, surface=surfaces[u], fallback=fallback,
+                max_quote_age_ms=p.iv_max_age_ms, max_surface_age_ms=p.iv_max_age_ms,
+            ))  # fmt: skip
+        return out
 
     def _instrument_rows(self, tick: _Tick, p: RiskParams) -> list[InstrumentRow]:
         """Price, vol (and its source) and Black-76 Greeks of every priced instrument."""
         inst, names = tick.inst, tick.names
         spot = np.array([self.prices[a].price for a in names])[inst.underlying]
-        vol = np.array([self.vol_values.get(a, p.vol_floor) for a in names])[inst.underlying]
+        vol = np.array([v.value for v in tick.vols])
         option = inst.kind >= mg.CALL
         forward = spot * np.exp(p.margin.rate * inst.expiry_years)
         g = black76(inst.kind == mg.CALL, forward, np.where(option, inst.strike, spot),
@@ -314,7 +392,7 @@ class RiskShard:
                 float(spot[n]),
                 float(tick.risk.value[n]),
                 float(vol[n]),
-                self.vol_sources.get(names[inst.underlying[n]], "floor"),
+                tick.vols[n].source,
                 float(delta[n]),
                 float(gamma[n]),
                 float(vega[n]),
@@ -469,3 +547,4 @@ class _Tick:
     positions: sp.csr_matrix
     ar: mg.AccountRisk
     ok_assets: set[str]
+    vols: list[TaggedVol]

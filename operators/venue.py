@@ -11,7 +11,7 @@ import msgspec
 
 from operators import abi
 from operators.decode import DecodeError, RpcLog, json_error
-from operators.model import RawMessage, Rejected
+from operators.model import OptionQuote, RawMessage, Rejected
 
 STAGE = "venue"
 _decoder = msgspec.json.Decoder(RpcLog)
@@ -67,12 +67,13 @@ VenueEvent = InstrumentListed | CollateralMove | Fill
 
 
 class VenueBatch(msgspec.Struct, frozen=True):
-    """What one input partition sends one risk shard: venue events and its watermark (ms)."""
+    """What one input partition sends one risk shard: venue events and option quotes, and
+    the partition's watermark (ms)."""
 
     part: str
     watermark_ms: int
     eof: bool
-    events: list[VenueEvent]
+    events: list[VenueEvent | OptionQuote]
 
 
 def decode_venue(msg: RawMessage, venue: str) -> VenueEvent | Rejected | None:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from operators import abi
 from operators.config import load_config
 from operators.decode import Decoder, v2_price_depth, v3_depth, v3_price
-from operators.model import Observation, RawMessage, Rejected, Retraction
+from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
 from operators.registry import DEFAULT_SOURCES, PoolSource, Registry
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -855,9 +855,17 @@ def test_quote_in_a_crossed_numeraire_is_accepted() -> None:
     assert isinstance(obs, Observation) and (obs.base, obs.quote) == ("BTC", "ETH")
 
 
-def test_option_quote_with_instrument_is_not_for_the_oracle() -> None:
-    option = {**QUOTE, "instrument": "ETH-30JUN23-2000-C", "iv": "0.55"}
-    assert make_decoder().decode(quote_message(option)) is None
+def test_option_quote_with_instrument_becomes_an_option_quote_for_the_risk_engine() -> None:
+    option = {**QUOTE, "instrument": "0xABC", "iv": "0.55"}
+    got = make_decoder().decode(quote_message(option))
+    assert isinstance(got, OptionQuote)
+    assert (got.instrument, got.iv, got.ts_ms) == ("0xabc", 0.55, QUOTE["ts"])
+
+
+def test_option_quote_with_negative_iv_is_rejected() -> None:
+    option = {**QUOTE, "instrument": "0xabc", "iv": "-0.1"}
+    got = make_decoder().decode(quote_message(option))
+    assert isinstance(got, Rejected) and got.reason.startswith("invalid_quote")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from operators.accounts import E18
-from operators.model import OraclePrice, OracleProgress
+from operators.model import OptionQuote, OraclePrice, OracleProgress
 from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
 from operators.venue import CollateralMove, Fill, InstrumentListed
 
@@ -142,3 +142,32 @@ def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
     assert not any(
         isinstance(r, InstrumentRow) for r in _run(RiskShard(), events, [_price(T0, 2_000.0)])
     )
+
+
+def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
+    expiry_s = (T0 + 30 * 86_400_000) // 1000
+    later_s = (T0 + 90 * 86_400_000) // 1000
+    strikes = [1_600, 1_800, 1_900, 2_000, 2_100, 2_200, 2_400]
+    ids = {k: "0x" + format(k, "064x") for k in strikes}
+    events: list = [*_setup({ACCOUNTS[0]: 1})]
+    for k, inst in ids.items():
+        events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
+    far = "0x" + "f" * 64
+    events.append(InstrumentListed(far, WETH, 2, 2_000 * E18, later_s, T0 - 50_000, 4, False))
+    smile = {k: 0.5 + 0.4 * (k / 2_000 - 1) ** 2 for k in strikes}  # a smooth smile
+    quoted = [k for k in strikes if k != 1_900]
+    events += [OptionQuote(ids[k], smile[k], 0.0, T0 - 10_000, "q") for k in quoted]
+
+    out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
+
+    rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
+    assert (rows[ids[2_000]].vol, rows[ids[2_000]].vol_source) == (smile[2_000], "quote_iv")
+    # 1,900 is not quoted: the smile fitted to the six others gives it, close to the truth
+    assert rows[ids[1_900]].vol_source == "svi"
+    assert abs(rows[ids[1_900]].vol - smile[1_900]) < 0.01
+    # beyond the last quoted expiry the smile is held flat in vol (operators.vol.vol_at)
+    assert rows[far].vol_source == "svi" and abs(rows[far].vol - smile[2_000]) < 0.01
+    unquoted = _run(
+        RiskShard(reports_instruments=True), events[: -len(quoted)], [_price(T0, 2_000.0)]
+    )
+    assert {r.vol_source for r in unquoted if isinstance(r, InstrumentRow)} == {"floor"}
