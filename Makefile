@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python tests/bench/oracle_throughput.py
 	$(BIN)/python tests/bench/ingest_throughput.py
 	$(BIN)/python tests/bench/margin_reprice.py
+	$(BIN)/python tests/bench/risk_replay.py
 
 clean:
 	rm -rf $(VENV) node_modules out .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 ToRow = Callable[[Any], dict[str, Any]]
+_DAY_MS = 86_400_000
 
 
 class _ParquetPartition(StatefulSinkPartition[Any, int]):
@@ -43,11 +44,11 @@ class _ParquetPartition(StatefulSinkPartition[Any, int]):
     def _flush(self) -> None:
         if not self.rows:
             return
-        by_day: dict[str, list[dict[str, Any]]] = {}
+        by_day: dict[int, list[dict[str, Any]]] = {}
         for row in self.rows:
-            day = datetime.fromtimestamp(row[self.time_field] / 1000, UTC).strftime("%Y-%m-%d")
-            by_day.setdefault(day, []).append(row)
-        for day, rows in sorted(by_day.items()):
+            by_day.setdefault(row[self.time_field] // _DAY_MS, []).append(row)
+        for day_number, rows in sorted(by_day.items()):
+            day = datetime.fromtimestamp(day_number * 86_400, UTC).strftime("%Y-%m-%d")
             path = self.directory / f"date={day}" / f"part-{self.part}-{self.seq:08d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

@@ -13,9 +13,11 @@ whole shard at once, as a sparse accounts x instruments matrix.
 from __future__ import annotations
 
 import zlib
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators.venue import CollateralMove, Fill
@@ -30,7 +32,12 @@ def shard_of(account: str, shards: int) -> int:
 
 @dataclass
 class Book:
-    """Collateral and positions of the accounts of one shard."""
+    """Collateral and positions of the accounts of one shard.
+
+    The exact integers live in dicts; alongside, every (account, instrument) and (account,
+    token) pair has a slot in flat arrays holding its current value as a float, so that
+    the matrices a reprice needs are built by numpy, not by a loop over accounts.
+    """
 
     collateral: dict[tuple[str, str], int] = field(default_factory=dict)
     """(account, token) -> amount in the token's smallest unit."""
@@ -40,18 +47,24 @@ class Book:
     """(account, instrument) -> sum of size * price over fills, 36 decimals."""
     accounts: dict[str, int] = field(default_factory=dict)
     """account -> its row in ``positions``, in order of first appearance."""
+    _positions: _Slots = field(default_factory=lambda: _Slots(2))
+    """Per (account, instrument): size (units) and cost (USD)."""
+    _collateral: _Slots = field(default_factory=lambda: _Slots(1))
+    """Per (account, token): amount in the token's smallest unit."""
 
     def apply(self, event: CollateralMove | Fill) -> None:
         """Add an event to the book (subtract it when it is a ``removed`` retraction)."""
         sign = -1 if event.removed else 1
-        self.accounts.setdefault(event.account, len(self.accounts))
+        row = self.accounts.setdefault(event.account, len(self.accounts))
         if isinstance(event, CollateralMove):
             key = (event.account, event.token)
-            _add(self.collateral, key, sign * event.amount)
+            amount = _add(self.collateral, key, sign * event.amount)
+            self._collateral.set(row, event.token, (float(amount),))
             return
         key = (event.account, event.instrument)
-        _add(self.size, key, sign * event.size_e18)
-        _add(self.cost, key, sign * event.size_e18 * event.price_e18)
+        size = _add(self.size, key, sign * event.size_e18)
+        cost = _add(self.cost, key, sign * event.size_e18 * event.price_e18)
+        self._positions.set(row, event.instrument, (size / E18, cost / E18 / E18))
 
     def positions(self, instruments: dict[str, int]) -> sp.csr_matrix:
         """Signed sizes (units, float) as an accounts x instruments sparse matrix.
@@ -59,25 +72,70 @@ class Book:
         ``instruments`` maps an instrument id to its column; positions in instruments it
         does not list are left out.
         """
-        keys = [(self.accounts[a], instruments[i], s) for (a, i), s in self.size.items()
-                if i in instruments]  # fmt: skip
-        rows = np.fromiter((k[0] for k in keys), dtype=np.int64, count=len(keys))
-        cols = np.fromiter((k[1] for k in keys), dtype=np.int64, count=len(keys))
-        vals = np.fromiter((k[2] / E18 for k in keys), dtype=np.float64, count=len(keys))
+        rows, cols, (sizes, _) = self._positions.arrays(instruments)
+        keep = sizes != 0
         shape = (len(self.accounts), len(instruments))
-        return sp.csr_matrix((vals, (rows, cols)), shape=shape)
+        return sp.csr_matrix((sizes[keep], (rows[keep], cols[keep])), shape=shape)
 
-    def costs(self) -> np.ndarray:
+    def costs(self) -> npt.NDArray[np.float64]:
         """Sum of position costs per account row, in USD (float)."""
-        out = np.zeros(len(self.accounts))
-        for (account, _), cost in self.cost.items():
-            out[self.accounts[account]] += cost / E18 / E18
-        return out
+        rows, _, (_, costs) = self._positions.arrays(None)
+        return np.bincount(rows, weights=costs, minlength=len(self.accounts)).astype(np.float64)
+
+    def collateral_amounts(self, tokens: dict[str, tuple[int, int]]) -> sp.csr_matrix:
+        """Amounts (whole tokens) as an accounts x tokens sparse matrix; ``tokens`` maps a
+        token address to (its column, its decimals); other tokens are left out."""
+        columns = {token: col for token, (col, _) in tokens.items()}
+        rows, cols, (amounts,) = self._collateral.arrays(columns)
+        scale = np.zeros(len(tokens))
+        for col, decimals in tokens.values():
+            scale[col] = 10.0**-decimals
+        shape = (len(self.accounts), len(tokens))
+        return sp.csr_matrix((amounts * scale[cols], (rows, cols)), shape=shape)
 
 
-def _add(book: dict[tuple[str, str], int], key: tuple[str, str], amount: int) -> None:
+class _Slots:
+    """Growable flat arrays: one slot per (row, name) pair, holding ``width`` floats."""
+
+    def __init__(self, width: int) -> None:
+        self.slot: dict[tuple[int, str], int] = {}
+        self.names: dict[str, int] = {}
+        self.rows = array("q")
+        self.name_ids = array("q")
+        self.values = [array("d") for _ in range(width)]
+
+    def set(self, row: int, name: str, values: tuple[float, ...]) -> None:
+        slot = self.slot.get((row, name))
+        if slot is None:
+            slot = self.slot[(row, name)] = len(self.rows)
+            self.rows.append(row)
+            self.name_ids.append(self.names.setdefault(name, len(self.names)))
+            for column in self.values:
+                column.append(0.0)
+        for column, value in zip(self.values, values, strict=True):
+            column[slot] = value
+
+    def arrays(
+        self, columns: dict[str, int] | None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[npt.NDArray[np.float64]]]:
+        """(rows, columns, values) of the slots whose name has a column (all: ``None``)."""
+        rows = np.frombuffer(self.rows, dtype=np.int64)
+        ids = np.frombuffer(self.name_ids, dtype=np.int64)
+        values = [np.frombuffer(v, dtype=np.float64) for v in self.values]
+        if columns is None:
+            return rows, ids, values
+        remap = np.full(len(self.names), -1, dtype=np.int64)
+        for name, index in self.names.items():
+            remap[index] = columns.get(name, -1)
+        cols = remap[ids]
+        keep = cols >= 0
+        return rows[keep], cols[keep], [v[keep] for v in values]
+
+
+def _add(book: dict[tuple[str, str], int], key: tuple[str, str], amount: int) -> int:
     total = book.get(key, 0) + amount
     if total:
         book[key] = total
     else:
         book.pop(key, None)
+    return total

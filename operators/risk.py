@@ -434,18 +434,12 @@ class RiskShard:
             for r in due
         ]
 
-    def _collateral(self, p: RiskParams) -> npt.NDArray[np.float64]:
+    def _collateral(self, p: RiskParams) -> FloatArray:
         """Haircut collateral value per account row, USD."""
         tokens = sorted(p.collateral)
-        col = {token: n for n, token in enumerate(tokens)}
-        rows, cols, vals = [], [], []
-        for (account, token), amount in self.book.collateral.items():
-            if token in col:
-                rows.append(self.book.accounts[account])
-                cols.append(col[token])
-                vals.append(amount / 10 ** p.collateral[token][1])
-        shape = (len(self.book.accounts), len(tokens))
-        amounts = sp.csr_matrix((vals, (rows, cols)), shape=shape)
+        amounts = self.book.collateral_amounts(
+            {t: (n, p.collateral[t][1]) for n, t in enumerate(tokens)}
+        )
         price = np.array([self._token_price(p.collateral[t][0], p) for t in tokens])
         haircut = np.array([p.margin.haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
         return mg.collateral_value(amounts, price, haircut)
