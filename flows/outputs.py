@@ -70,7 +70,8 @@ ACCOUNT_RISK = pa.schema(
         ("mm", pa.float64()),
         ("health", pa.float64()),
         ("worst_scenario", pa.int32()),
-        ("delta", pa.string()),
+        ("pnl", pa.float64()),
+        ("greeks", pa.string()),
     ]
 )
 INSTRUMENTS = pa.schema(

@@ -10,6 +10,7 @@ partitions and every oracle asset have passed it, so its output is deterministic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import bytewax.operators as op
@@ -17,11 +18,12 @@ from bytewax.dataflow import Stream
 
 from flows.oracle import OracleOut
 from flows.state import keyed_state
+from operators.accounts import E18
 from operators.config import Config, risk_models
 from operators.model import OraclePrice, OracleProgress
 from operators.registry import Registry
 from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
-from operators.venue import VenueBatch
+from operators.venue import InstrumentListed, VenueBatch
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,15 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
         liquidation=liquidation,
         hedge=hedge,
         books={a: dict(b) for a, b in risk.books.items()},
+        instruments={
+            i: InstrumentListed(
+                i, c.underlying, c.kind, int(Decimal(str(c.strike)) * E18), c.expiry_s, 0, 0, False
+            )
+            for i, c in risk.instruments.items()
+        },
         liquidation_timeout_ms=int(risk.liquidation_timeout_s * 1000),
         risk_change=risk.risk_change,
+        risk_min_interval_ms=int(risk.risk_min_interval_s * 1000),
         risk_interval_ms=int(risk.risk_interval_s * 1000),
         vol_half_life_s=risk.vol_half_life_s,
         vol_floor=risk.vol_floor,

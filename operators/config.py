@@ -274,6 +274,27 @@ class MarginTables(_Strict, frozen=True):
     portfolio: dict[str, float | list[float]] = msgspec.field(default_factory=dict)
 
 
+class InstrumentConfig(_Strict, frozen=True):
+    """An instrument listed by configuration (besides the venue's ``InstrumentListed``):
+    ``kind`` 0 spot, 1 perp, 2 call, 3 put; strike in USD; expiry in Unix seconds."""
+
+    underlying: str
+    kind: int
+    strike: float = 0.0
+    expiry_s: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_address(self.underlying), f"underlying must be an address; got {self.underlying!r}"
+        )
+        _require(self.kind in (0, 1, 2, 3), f"kind must be 0, 1, 2 or 3; got {self.kind!r}")
+        option = self.kind >= 2
+        _require(not option or self.strike > 0, f"an option needs strike > 0; got {self.strike!r}")
+        _require(
+            not option or self.expiry_s > 0, f"an option needs expiry_s; got {self.expiry_s!r}"
+        )
+
+
 class RiskConfig(_Strict, frozen=True):
     """The risk engine: the venue it follows, its shards, and how it reports and acts.
 
@@ -292,10 +313,14 @@ class RiskConfig(_Strict, frozen=True):
     """Collateral token address -> its asset and decimals."""
     books: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     """Accounts we run -> {asset: hedge instrument id}; delta target 0."""
+    instruments: dict[str, InstrumentConfig] = msgspec.field(default_factory=dict)
+    """Instrument id (0x + 32 bytes hex) -> instrument, listed besides the venue's events."""
     liquidation_timeout_s: float = 300.0
     """A liquidation order without a ``Liquidated`` event is retried after this, s."""
     risk_change: float = 0.01
     """An account's risk row is written when its health moves by this fraction..."""
+    risk_min_interval_s: float = 0.0
+    """...but not more often than this, s..."""
     risk_interval_s: float = 3600.0
     """...or at least this often, s."""
     vol_half_life_s: float = 86_400.0
@@ -314,6 +339,11 @@ class RiskConfig(_Strict, frozen=True):
             f"venue must be an address; got {self.venue!r}",
         )
         _require(self.shards >= 1, f"shards must be >= 1; got {self.shards!r}")
+        for instrument in self.instruments:
+            _require(
+                len(instrument) == 66 and instrument.startswith("0x"),
+                f"instruments: an id is 0x and 32 bytes of hex; got {instrument!r}",
+            )
         for address in (*self.underlyings, *self.collateral, *self.books):
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
         for key in (
@@ -323,6 +353,10 @@ class RiskConfig(_Strict, frozen=True):
             value = getattr(self, key)
             _require(value > 0, f"{key} must be > 0; got {value!r}")
         _require(self.risk_change >= 0, f"risk_change must be >= 0; got {self.risk_change!r}")
+        _require(
+            0 <= self.risk_min_interval_s <= self.risk_interval_s,
+            f"risk_min_interval_s must be in 0..risk_interval_s; got {self.risk_min_interval_s!r}",
+        )
         _require(
             self.vol_cap >= self.vol_floor,
             f"vol_cap must be >= vol_floor ({self.vol_floor}); got {self.vol_cap!r}",

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from operators import margin as mg
 from operators.accounts import E18, Book
-from operators.greeks import black76
+from operators.greeks import Greeks, black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
 from operators.model import OptionQuote, OraclePrice, OracleProgress
 from operators.venue import Fill, InstrumentListed, VenueEvent
@@ -57,8 +57,10 @@ class AccountRiskRow(msgspec.Struct, frozen=True):
     mm: float
     health: float
     worst_scenario: int
-    delta: str
-    """JSON object: underlying -> net delta (contracts of the underlying)."""
+    pnl: float
+    """Mark-to-market P&L of the positions (realised and unrealised), USD."""
+    greeks: str
+    """JSON: underlying -> {delta (contracts), gamma (per USD), vega (per 1.00 vol)}."""
 
 
 class InstrumentRow(msgspec.Struct, frozen=True):
@@ -118,8 +120,11 @@ class RiskParams:
     liquidation: LiquidationParams = field(default_factory=LiquidationParams)
     hedge: HedgeParams = field(default_factory=HedgeParams)
     books: dict[str, dict[str, str]] = field(default_factory=dict)
+    instruments: dict[str, InstrumentListed] = field(default_factory=dict)
+    """Instruments listed by configuration; the venue's own listings take precedence."""
     liquidation_timeout_ms: int = 300_000
     risk_change: float = 0.01
+    risk_min_interval_ms: int = 0
     risk_interval_ms: int = 3_600_000
     vol_half_life_s: float = 86_400.0
     vol_floor: float = 0.2
@@ -147,6 +152,12 @@ def _surface(
         w = np.array([quoted[n] ** 2 for n in ns]) * inst.expiry_years[ns[0]]
         fits[expiry] = fit_svi(k, w)
     return SviSurface(t, fits) if fits else None
+
+
+def _greeks_json(names: list[str], greeks: list[FloatArray]) -> str:
+    delta, gamma, vega = (g.tolist() for g in greeks)
+    net = {a: {"delta": delta[u], "gamma": gamma[u], "vega": vega[u]} for u, a in enumerate(names)}
+    return msgspec.json.encode(net).decode()
 
 
 def order_id(*trigger: object) -> str:
@@ -306,8 +317,9 @@ class RiskShard:
     def _tick(self, t: int, p: RiskParams) -> _Tick | None:
         """Everything priced at ``t``: instruments, the shard's positions and their risk."""
         priced = self.prices
+        known = {**p.instruments, **self.instruments}
         listed = sorted(
-            (i for i in self.instruments.values() if p.underlyings.get(i.underlying) in priced),
+            (i for i in known.values() if p.underlyings.get(i.underlying) in priced),
             key=lambda i: i.instrument,
         )
         if not listed:
@@ -332,7 +344,14 @@ class RiskShard:
             positions, self.book.costs(), self._collateral(p), risk, p.margin, portfolio
         )
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
-        return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok, vols)
+        option = inst.kind >= mg.CALL
+        forward = spot[inst.underlying] * np.exp(p.margin.rate * inst.expiry_years)
+        strike = np.where(option, inst.strike, forward)
+        greeks = black76(
+            inst.kind == mg.CALL, forward, strike, inst.expiry_years, p.margin.rate, vol
+        )
+        vega = np.where(option, greeks.vega, 0.0)
+        return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok, vols, greeks, vega)
 
     def _vols(
         self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, spot: FloatArray,
@@ -371,16 +390,11 @@ class RiskShard:
 
     def _instrument_rows(self, tick: _Tick, p: RiskParams) -> list[InstrumentRow]:
         """Price, vol (and its source) and Black-76 Greeks of every priced instrument."""
-        inst, names = tick.inst, tick.names
+        inst, names, g = tick.inst, tick.names, tick.greeks
         spot = np.array([self.prices[a].price for a in names])[inst.underlying]
-        vol = np.array([v.value for v in tick.vols])
         option = inst.kind >= mg.CALL
-        forward = spot * np.exp(p.margin.rate * inst.expiry_years)
-        g = black76(inst.kind == mg.CALL, forward, np.where(option, inst.strike, spot),
-                    inst.expiry_years, p.margin.rate, vol)  # fmt: skip
-        one = np.where(option, 0.0, 1.0)
-        delta, gamma = np.where(option, g.delta, one), np.where(option, g.gamma, 0.0)
-        vega, theta = np.where(option, g.vega, 0.0), np.where(option, g.theta, 0.0)
+        delta = np.where(option, g.delta, 1.0)
+        gamma, theta = np.where(option, g.gamma, 0.0), np.where(option, g.theta, 0.0)
         return [
             InstrumentRow(
                 i.instrument,
@@ -391,11 +405,11 @@ class RiskShard:
                 float(inst.expiry_years[n]),
                 float(spot[n]),
                 float(tick.risk.value[n]),
-                float(vol[n]),
+                tick.vols[n].value,
                 tick.vols[n].source,
                 float(delta[n]),
                 float(gamma[n]),
-                float(vega[n]),
+                float(tick.vega[n]),
                 float(theta[n]),
             )
             for n, i in enumerate(tick.listed)
@@ -409,14 +423,22 @@ class RiskShard:
         self.last_emit = np.concatenate([self.last_emit, np.full(grown, -(2**62))])
         health = tick.ar.health
         moved = ~np.isclose(health, self.last_health, rtol=p.risk_change, atol=0.0)
-        due = np.flatnonzero(moved | (tick.t - self.last_emit >= p.risk_interval_ms))
+        since = tick.t - self.last_emit
+        due = np.flatnonzero(
+            (moved & (since >= p.risk_min_interval_ms)) | (since >= p.risk_interval_ms)
+        )
         self.last_health[due] = health[due]
         self.last_emit[due] = tick.t
         onehot = sp.csr_matrix(
             (np.ones(tick.inst.n), (np.arange(tick.inst.n), tick.inst.underlying)),
             shape=(tick.inst.n, len(tick.names)),
         )
-        deltas = (tick.positions.multiply(tick.risk.delta).tocsr() @ onehot).toarray()
+        rows = tick.positions[due]
+        per_underlying = [
+            (rows.multiply(greek).tocsr() @ onehot).toarray()
+            for greek in (tick.risk.delta, tick.risk.gamma, tick.vega)
+        ]
+        pnl = rows @ tick.risk.value - self.book.costs()[due]
         accounts = self.accounts
         return [
             AccountRiskRow(
@@ -427,11 +449,10 @@ class RiskShard:
                 float(tick.ar.mm[r]),
                 float(health[r]),
                 int(tick.ar.worst[r]),
-                msgspec.json.encode(
-                    dict(zip(tick.names, deltas[r].tolist(), strict=True))
-                ).decode(),
+                float(pnl[n]),
+                _greeks_json(tick.names, [g[n] for g in per_underlying]),
             )
-            for r in due
+            for n, r in enumerate(due)
         ]
 
     def _collateral(self, p: RiskParams) -> FloatArray:
@@ -542,3 +563,7 @@ class _Tick:
     ar: mg.AccountRisk
     ok_assets: set[str]
     vols: list[TaggedVol]
+    greeks: Greeks
+    """Black-76 Greeks of every instrument (meaningful for options)."""
+    vega: FloatArray
+    """Vega per instrument, per 1.00 vol (0 for spot and perps)."""

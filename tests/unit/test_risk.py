@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from operators.accounts import E18
 from operators.model import OptionQuote, OraclePrice, OracleProgress
@@ -171,3 +172,25 @@ def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
         RiskShard(reports_instruments=True), events[: -len(quoted)], [_price(T0, 2_000.0)]
     )
     assert {r.vol_source for r in unquoted if isinstance(r, InstrumentRow)} == {"floor"}
+
+
+def test_account_row_has_pnl_and_greeks_and_respects_the_minimum_interval() -> None:
+    p = replace_params(risk_min_interval_ms=2 * W)
+    prices = [_price(T0 + i * W, price) for i, price in enumerate((2_000.0, 1_960.0, 1_940.0))]
+    rows = [r for r in _run(RiskShard(), _setup({ACCOUNTS[0]: 20}), prices, p)
+            if isinstance(r, AccountRiskRow)]  # fmt: skip
+    # health moves every window, but a row at most every 2 minutes
+    assert [r.ts_event_ms for r in rows] == [T0, T0 + 2 * W]
+    last = rows[-1]
+    assert last.pnl == 20 * (1_940.0 - 2_000.0)  # size x mark - cost
+    assert json.loads(last.greeks) == {"ETH": {"delta": 20.0, "gamma": 0.0, "vega": 0.0}}
+    assert last.equity == 10_000.0 + last.pnl
+
+
+def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> None:
+    configured = InstrumentListed(PERP, WETH, 1, 0, 0, 0, 0, False)
+    p = replace_params(instruments={PERP: configured})
+    events = [e for e in _setup({ACCOUNTS[0]: 20}) if not isinstance(e, InstrumentListed)]
+    rows = [r for r in _run(RiskShard(), events, [_price(T0, 1_900.0)], p)
+            if isinstance(r, AccountRiskRow)]  # fmt: skip
+    assert rows[0].pnl == 20 * (1_900.0 - 2_000.0)
