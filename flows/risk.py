@@ -51,6 +51,7 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
         liquidation=liquidation,
         hedge=hedge,
         books={a: dict(b) for a, b in risk.books.items()},
+        targets={a: dict(t) for a, t in risk.targets.items()},
         instruments={
             i: InstrumentListed(
                 i, c.underlying, c.kind, int(Decimal(str(c.strike)) * E18), c.expiry_s, 0, 0, False

@@ -312,7 +312,9 @@ class RiskConfig(_Strict, frozen=True):
     collateral: dict[str, CollateralToken] = msgspec.field(default_factory=dict)
     """Collateral token address -> its asset and decimals."""
     books: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
-    """Accounts we run -> {asset: hedge instrument id}; delta target 0."""
+    """Accounts we run -> {asset: hedge instrument id (a perp or spot)}."""
+    targets: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    """Accounts we run -> {asset: delta target, contracts of the underlying}; default 0."""
     instruments: dict[str, InstrumentConfig] = msgspec.field(default_factory=dict)
     """Instrument id (0x + 32 bytes hex) -> instrument, listed besides the venue's events."""
     liquidation_timeout_s: float = 300.0
@@ -344,7 +346,7 @@ class RiskConfig(_Strict, frozen=True):
                 len(instrument) == 66 and instrument.startswith("0x"),
                 f"instruments: an id is 0x and 32 bytes of hex; got {instrument!r}",
             )
-        for address in (*self.underlyings, *self.collateral, *self.books):
+        for address in (*self.underlyings, *self.collateral, *self.books, *self.targets):
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
         for key in (
             "liquidation_timeout_s", "risk_interval_s", "vol_half_life_s", "vol_floor",

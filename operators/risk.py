@@ -120,6 +120,8 @@ class RiskParams:
     liquidation: LiquidationParams = field(default_factory=LiquidationParams)
     hedge: HedgeParams = field(default_factory=HedgeParams)
     books: dict[str, dict[str, str]] = field(default_factory=dict)
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    """account -> {asset: delta target, contracts}; 0 where absent."""
     instruments: dict[str, InstrumentListed] = field(default_factory=dict)
     """Instruments listed by configuration; the venue's own listings take precedence."""
     liquidation_timeout_ms: int = 300_000
@@ -516,11 +518,12 @@ class RiskShard:
             return []  # one hedge in flight per book and instrument
         mine = np.asarray(tick.positions.getrow(row).toarray()).ravel()
         on_asset = tick.inst.underlying == tick.names.index(asset)
+        target = p.targets.get(account, {}).get(asset, 0.0)
         delta = float((mine * tick.risk.delta)[on_asset].sum())
         gamma = float((mine * tick.risk.gamma)[on_asset].sum())
         expiries = tick.inst.expiry_years[on_asset & (mine != 0) & (tick.inst.kind >= mg.CALL)]
         hedge = hedge_order(
-            delta=delta, gamma=gamma, target=0.0, spot=float(self.prices[asset].price),
+            delta=delta, gamma=gamma, target=target, spot=float(self.prices[asset].price),
             expiry_years=float(expiries.min()) if expiries.size else 0.0,
             instrument=tick.columns[instrument], oracle_ok=asset in tick.ok_assets,
             params=p.hedge, rate=p.margin.rate,
@@ -529,7 +532,8 @@ class RiskShard:
             return []
         self.in_flight[(account, instrument)] = tick.t
         reason = (
-            f"delta {delta:.4f} outside band +-{hedge.band:.4f} around 0; window ending {tick.t}"
+            f"delta {delta:.4f} outside band +-{hedge.band:.4f} around {target}; "
+            f"window ending {tick.t}"
         )
         return [
             Order(

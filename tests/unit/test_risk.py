@@ -194,3 +194,11 @@ def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> 
     rows = [r for r in _run(RiskShard(), events, [_price(T0, 1_900.0)], p)
             if isinstance(r, AccountRiskRow)]  # fmt: skip
     assert rows[0].pnl == 20 * (1_900.0 - 2_000.0)
+
+
+def test_hedge_brings_the_book_back_to_its_configured_delta_target() -> None:
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}}, targets={book: {"ETH": 15.0}})
+    orders = _orders(_run(RiskShard(), _setup({book: 0}), [_price(T0, 2_000.0)], p))
+    (hedge,) = orders
+    assert hedge.kind == "hedge" and hedge.size == 15.0  # from delta 0 to the target 15
