@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,18 +25,13 @@ def _brokers(text: str) -> list[str]:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
+    from flows.runner import wait_for_interrupt
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on SIGTERM too
     with EmbeddedBroker() as broker:
         print(broker.bootstrap, flush=True)
         log.info("Tansu broker listening on %s; Ctrl-C or SIGTERM stops it", broker.bootstrap)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            log.info("stopping the broker")
+        wait_for_interrupt()
+        log.info("stopping the broker")
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from connectors.contracts import (
 )
 from connectors.recording import write_recording
 from flows.ingest import chain_messages
+from flows.runner import wait_for_interrupt
 from operators.config import Config, ConfigError, load_config
 from operators.registry import PoolSource, Registry
 
@@ -163,14 +163,9 @@ def devchain(
 def _serve(node: DevNode) -> None:
     """Keep the node up, mining each transaction as it comes, until Ctrl-C or SIGTERM."""
     set_automine(node.rpc_url, True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: KeyboardInterrupt
     print(node.rpc_url, flush=True)
     log.info("dev chain on %s; Ctrl-C or SIGTERM stops it", node.rpc_url)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+    wait_for_interrupt()
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,16 @@ RECOVERY_PARTITIONS = 4
 """SQLite partitions in a new recovery directory; any worker count can resume from them."""
 
 
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM (both end the wait the same way)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def message_counter(label: str, every: int = 50_000) -> Callable[[int], None]:
     """A progress callback that logs the count and rate every ``every`` messages."""
     start = time.monotonic()
