@@ -226,9 +226,11 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
         headers = {n: self.rpc.header(n) for n in tracked}
         check_range(headers, self.cursor)
         timestamps = self._timestamps(logs, headers)
+        end_ts = headers[end].ts if end in headers else self._block_ts(end, timestamps)
         self.cursor, out = publish_range(
-            self.cursor, end, logs, headers, timestamps, self.chain_id, self.cfg.reorg_depth
-        )
+            self.cursor, end, logs, headers, timestamps, self.chain_id, self.cfg.reorg_depth,
+            end_ts,
+        )  # fmt: skip
         self.size = next_range_size(
             self.size, refused=False, seconds=seconds, cfg_min=self.cfg.min_range,
             cfg_max=self.cfg.max_range,
@@ -279,6 +281,12 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
         if len(self.timestamps) > 10_000:
             self.timestamps.clear()
         return self.timestamps
+
+    def _block_ts(self, number: int, timestamps: dict[int, int]) -> int:
+        """Block ``number``'s time (s), from the cache or the node."""
+        if number not in timestamps:
+            timestamps[number] = self.rpc.header(number).ts
+        return timestamps[number]
 
     def _report(self, blocks: int, logs: int, head: int) -> None:
         p = self.progress

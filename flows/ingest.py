@@ -3,7 +3,8 @@
     node --(ChainSource: ranges, confirmations, reorgs)--> chain.logs (keyed by address)
 
 Each message carries its sequence number in the ``hedgeflow-seq`` header and goes to the
-partition ``crc32(address) % partitions``. After a resume, messages the topic already
+partition ``crc32(address) % partitions``; a progress marker goes to every partition,
+keyed ``progress:N``. After a resume, messages the topic already
 holds (sequence number at most its partition's last) are not produced again, so a
 restart under recovery leaves no gap and no duplicate.
 """
@@ -11,6 +12,7 @@ restart under recovery leaves no gap and no duplicate.
 from __future__ import annotations
 
 import functools
+import itertools
 import zlib
 from collections.abc import Callable
 
@@ -59,19 +61,23 @@ def ingest_flow(
 
     def already_written() -> Callable[[Published], bool]:
         last = {p: int(v) for p, v in last_headers(bootstrap, topic, SEQ_HEADER).items()}
-        return lambda p: p.seq <= last.get(partition_of(p.key), 0)
+        # A progress marker is sent again to every partition: a repeat is harmless.
+        return lambda p: p.key != "" and p.seq <= last.get(partition_of(p.key), 0)
 
-    def to_kafka(p: Published) -> KafkaSinkMessage[bytes, bytes]:
+    marker_keys = [marker_key(n, partitions) for n in range(partitions)]
+
+    def to_kafka(p: Published) -> list[KafkaSinkMessage[bytes, bytes]]:
         headers = [(SEQ_HEADER, str(p.seq).encode())]
-        return KafkaSinkMessage(
-            p.key.encode(), p.value, partition=partition_of(p.key), headers=headers
-        )
+        keys = marker_keys if not p.key else [p.key]  # a progress marker: to every partition
+        return [KafkaSinkMessage(k.encode(), p.value, headers=headers) for k in keys]
 
     source = ChainSource(cfg.chain, followed_addresses(cfg), from_block, to_block, already_written)
     logs = op.input("chain", flow, source)
-    # Idempotent producing keeps each partition in order, which the resume check relies on.
-    sink = KafkaSink(brokers, topic, add_config={"enable.idempotence": "true"})
-    op.output("chain_logs", op.map("to_kafka", logs, to_kafka), sink)
+    # Idempotent producing keeps each partition in order, which the resume check relies on;
+    # the "consistent" partitioner (CRC-32 of the key) is the one partition_of computes.
+    config = {"enable.idempotence": "true", "partitioner": "consistent"}
+    sink = KafkaSink(brokers, topic, add_config=config)
+    op.output("chain_logs", op.flat_map("to_kafka", logs, to_kafka), sink)
     return flow
 
 
@@ -82,17 +88,30 @@ def chain_messages(
     a recording of a chain (``partitions`` partitions of ``topic``, keyed by address)."""
     rpc = Rpc(rpc_url, timeout_s=60.0)
     logs = rpc.logs(first, last, addresses)
-    blocks = {quantity(log["blockNumber"], "blockNumber") for log in logs}
+    blocks = {quantity(log["blockNumber"], "blockNumber") for log in logs} | {last}
     timestamps = {n: rpc.header(n).ts for n in sorted(blocks)}
-    _, published = publish_range(Cursor(first), last, logs, {}, timestamps, rpc.chain_id(), 1)
+    _, published = publish_range(
+        Cursor(first), last, logs, {}, timestamps, rpc.chain_id(), 1, timestamps[last]
+    )
     offsets = [0] * partitions
     out = []
     for p in published:
-        part = zlib.crc32(p.key.encode()) % partitions
         ts_ms = quantity(msgspec.json.decode(p.value)["blockTimestamp"], "blockTimestamp") * 1000
-        out.append(RawMessage(topic, part, offsets[part], ts_ms, p.key.encode(), p.value))
-        offsets[part] += 1
+        keys = [p.key] if p.key else [marker_key(n, partitions) for n in range(partitions)]
+        for key in keys:
+            part = zlib.crc32(key.encode()) % partitions
+            out.append(RawMessage(topic, part, offsets[part], ts_ms, key.encode(), p.value))
+            offsets[part] += 1
     return out
+
+
+@functools.cache
+def marker_key(partition: int, partitions: int) -> str:
+    """The key that puts a progress marker in ``partition`` (CRC-32 partitioning)."""
+    return next(
+        key for i in itertools.count()
+        if zlib.crc32((key := f"progress:{i}").encode()) % partitions == partition
+    )  # fmt: skip
 
 
 def _nothing() -> Callable[[Published], bool]:

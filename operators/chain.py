@@ -36,7 +36,8 @@ class Header:
 
 @dataclass(frozen=True)
 class Published:
-    """One message for ``chain.logs``: key (address), JSON value, and its sequence number."""
+    """One message for ``chain.logs``: key (address; empty for a progress marker, which
+    goes to every partition), JSON value, and its sequence number."""
 
     key: str
     value: bytes
@@ -105,8 +106,10 @@ def publish_range(
     timestamps: dict[int, int],
     chain_id: int,
     reorg_depth: int,
+    end_ts: int | None = None,
 ) -> tuple[Cursor, list[Published]]:
-    """Publish the logs of blocks ``cursor.next_block..end`` in chain order.
+    """Publish the logs of blocks ``cursor.next_block..end`` in chain order, then, given
+    ``end_ts`` (block ``end``'s time, s), a progress marker (``progress_marker``).
 
     ``headers`` holds the blocks to remember (those within ``reorg_depth`` of the head);
     ``timestamps`` gives the block time (s) of blocks whose logs lack ``blockTimestamp``.
@@ -155,7 +158,19 @@ def publish_range(
         recent[number] = (h.hash, tuple(by_block.get(number, ())))
     for number in [n for n in recent if n <= end - reorg_depth]:
         del recent[number]
+    if end_ts is not None:
+        seq += 1
+        out.append(progress_marker(end, end_ts, chain_id, seq))
     return Cursor(end + 1, recent, seq), out
+
+
+def progress_marker(block: int, ts: int, chain_id: int, seq: int) -> Published:
+    """A ``chain.logs`` message with no key that says: every log up to ``block`` (whose time
+    is ``ts``, s) is published. It goes to every partition, so that a partition without
+    logs of its own still moves its watermark (and windows still close)."""
+    value = {"progress": True, "blockNumber": hex(block), "blockTimestamp": hex(ts),
+             "chainId": chain_id}  # fmt: skip
+    return Published("", msgspec.json.encode(value), seq)
 
 
 def retract_after(cursor: Cursor, fork: int) -> tuple[Cursor, list[Published]]:

@@ -14,7 +14,14 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 
 from operators import abi
-from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
+from operators.model import (
+    ChainProgress,
+    Observation,
+    OptionQuote,
+    RawMessage,
+    Rejected,
+    Retraction,
+)
 from operators.registry import FeedSource, PoolSource, Registry
 
 STAGE = "decode"
@@ -56,7 +63,17 @@ class Quote(msgspec.Struct, frozen=True):
 _log_decoder = msgspec.json.Decoder(RpcLog)
 _quote_decoder = msgspec.json.Decoder(Quote)
 
-Decoded = Observation | Retraction | OptionQuote | Rejected | None
+Decoded = Observation | Retraction | OptionQuote | ChainProgress | Rejected | None
+
+
+class _Marker(msgspec.Struct, frozen=True):
+    """The fields that tell an unkeyed progress marker (``operators.chain``) from a log."""
+
+    progress: bool = False
+    blockTimestamp: int | str | None = None
+
+
+_marker_decoder = msgspec.json.Decoder(_Marker)
 
 
 class DecodeError(ValueError):
@@ -152,6 +169,16 @@ class Decoder:
 
     def _log(self, msg: RawMessage) -> Decoded:
         key = msg.key
+        if not key or key.startswith(b"progress:"):  # maybe a progress marker
+            assert msg.value is not None
+            try:
+                marker = _marker_decoder.decode(msg.value)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise json_error(exc, msg.value) from None
+            if marker.progress:
+                if marker.blockTimestamp is None:
+                    raise DecodeError("missing_field: a progress marker needs blockTimestamp")
+                return ChainProgress(abi.quantity(marker.blockTimestamp, "blockTimestamp") * 1000)
         if key is not None and len(key) == 42 and key.lower() not in self._known_keys:
             return None  # keyed by an unregistered address: skip without parsing
         assert msg.value is not None

@@ -18,6 +18,7 @@ from operators.accounts import shard_of
 from operators.decode import Decoder
 from operators.model import (
     AssetBatch,
+    ChainProgress,
     Observation,
     OptionQuote,
     PartitionStats,
@@ -86,6 +87,11 @@ class PartitionIntake:
                 self._venue(decode_venue(msg, p.venue), p, venue_events, out)
                 continue
             item = decoder.decode(msg)
+            if isinstance(item, ChainProgress):  # moves the watermark, nothing else
+                self.skipped += 1
+                if self.max_ts_ms is None or item.ts_ms > self.max_ts_ms:
+                    self.max_ts_ms = item.ts_ms
+                continue
             if isinstance(item, OptionQuote):
                 if p.venue:
                     self._venue(item, p, venue_events, out)

@@ -52,6 +52,12 @@ class Observation(msgspec.Struct, frozen=True, array_like=True):
     obs_id: str
 
 
+class ChainProgress(msgspec.Struct, frozen=True):
+    """A progress marker of ``chain.logs``: its partition has every log up to ``ts_ms``."""
+
+    ts_ms: int
+
+
 class OptionQuote(msgspec.Struct, frozen=True):
     """A ``dex.quotes`` quote of an option ``instrument`` (the venue's id): its implied vol
     when quoted (per 1.00), its mid price (USD), at event time ``ts_ms``."""

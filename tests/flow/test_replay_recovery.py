@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -23,25 +22,15 @@ def _hedgeflow(*args: str | Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _committed(recovery: Path) -> bool:
-    """Has Bytewax committed a snapshot (an epoch to resume from) in ``recovery``?"""
-    epochs = []
-    for part in recovery.glob("part-*.sqlite3"):
-        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
-            try:
-                epochs += [e for (e,) in db.execute("SELECT commit_epoch FROM commits")]
-            except sqlite3.OperationalError:  # not created yet
-                return False
-    return max(epochs, default=0) >= 2
-
-
 def _prices(out: Path) -> pl.DataFrame:
     return pl.read_parquet(out / "oracle_prices" / "**/*.parquet", hive_partitioning=True).sort(
         "asset", "window_start_ms", "revision"
     )
 
 
-def test_replay_killed_and_resumed_under_recovery_writes_each_row_once(tmp_path: Path) -> None:
+def test_replay_killed_and_resumed_under_recovery_writes_each_row_once(
+    recovery_committed: Callable[[Path], bool], tmp_path: Path
+) -> None:
     g = generate(GenerateParams(seed=5, minutes=360, swaps_per_block=6.0))
     recording = tmp_path / "recording.parquet"
     write_recording(g.messages, recording)
@@ -56,7 +45,7 @@ def test_replay_killed_and_resumed_under_recovery_writes_each_row_once(tmp_path:
             "--recovery-dir", tmp_path / "recovery")  # fmt: skip
     first = _hedgeflow(*args)
     deadline = time.monotonic() + 120
-    while not _committed(tmp_path / "recovery"):
+    while not recovery_committed(tmp_path / "recovery"):
         assert first.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.02)

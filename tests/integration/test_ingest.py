@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -151,11 +151,16 @@ def _finish(proc: subprocess.Popen[bytes]) -> str:
     return err.decode()
 
 
-def _topic(broker: EmbeddedBroker, topic: str, tmp: Path) -> list[RawMessage]:
+def _topic(
+    broker: EmbeddedBroker, topic: str, tmp: Path, markers: bool = False
+) -> list[RawMessage]:
+    """The topic's log messages in partition order (with ``markers``, the unkeyed progress
+    markers too)."""
     out = tmp / uuid.uuid4().hex
     record(broker.bootstrap, [topic], out)
     frame = load_recording(out).sort("partition", "offset")
-    return [RawMessage(*row) for row in frame.iter_rows()]
+    rows = [RawMessage(*row) for row in frame.iter_rows()]
+    return [m for m in rows if markers or not (m.key or b"").startswith(b"progress:")]
 
 
 def _chain_order(messages: list[RawMessage]) -> list[dict[str, Any]]:
@@ -194,6 +199,10 @@ def test_n_events_give_exactly_n_logs_in_chain_order_with_same_values(
     messages = _topic(broker, topic, tmp_path)
     published = _chain_order(messages)
     assert len(published) == len(expected) >= 36
+    every = _topic(broker, topic, tmp_path, markers=True)
+    markers = [m for m in every if (m.key or b"").startswith(b"progress:")]
+    assert {m.partition for m in markers} == {0, 1, 2}  # every partition hears of progress
+    assert all(json.loads(m.value or b"")["progress"] for m in markers)
     assert all(_same_log(p, n) for p, n in zip(published, expected, strict=True))
     assert all(
         p["chainId"] == 31337 and p["removed"] is False and "blockTimestamp" in p for p in published
@@ -202,7 +211,10 @@ def test_n_events_give_exactly_n_logs_in_chain_order_with_same_values(
 
 
 def test_killed_mid_backfill_and_resumed_under_recovery_leaves_no_gap_and_no_duplicate(
-    chain: Chain, broker: EmbeddedBroker, tmp_path: Path
+    recovery_committed: Callable[[Path], bool],
+    chain: Chain,
+    broker: EmbeddedBroker,
+    tmp_path: Path,
 ) -> None:
     chain.swaps(per_tx=200, price=1800.0, txs=150)
     expected = chain.node_logs()
@@ -212,6 +224,7 @@ def test_killed_mid_backfill_and_resumed_under_recovery_leaves_no_gap_and_no_dup
 
     first = _ingest(config, broker, *args)
     _wait_for(lambda: len(_topic(broker, topic, tmp_path)) >= 1000, "a first part of the backfill")
+    _wait_for(lambda: recovery_committed(tmp_path / "recovery"), "a snapshot to resume from")
     first.send_signal(signal.SIGKILL)
     first.wait()
     partial = len(_topic(broker, topic, tmp_path))
@@ -337,7 +350,10 @@ def test_dry_run_prints_what_it_would_publish(chain: Chain, tmp_path: Path) -> N
         capture_output=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-4000:]
-    lines = done.stdout.decode().splitlines()
-    printed = [json.loads(line.split(" ", 1)[1]) for line in lines]
-    assert [int(line.split(" ", 1)[0]) for line in lines] == list(range(1, len(expected) + 1))
-    assert all(_same_log(p, n) for p, n in zip(printed, expected, strict=True))
+    lines = [line.split(" ", 1) for line in done.stdout.decode().splitlines()]
+    seqs = [int(seq) for seq, _ in lines]
+    assert seqs == sorted(set(seqs)), "sequence numbers increase"
+    printed = [json.loads(value) for _, value in lines]
+    logs = [v for v in printed if not v.get("progress")]
+    assert all(_same_log(p, n) for p, n in zip(logs, expected, strict=True))
+    assert printed[-1]["progress"] and int(printed[-1]["blockNumber"], 16) == chain.head()

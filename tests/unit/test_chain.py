@@ -113,3 +113,13 @@ def test_range_halves_when_refused_or_slow_and_doubles_when_fast(
     assert (
         next_range_size(size, refused=refused, seconds=seconds, cfg_min=1, cfg_max=2000) == expected
     )
+
+
+def test_range_ends_with_a_progress_marker_for_every_partition() -> None:
+    cursor, out = publish_range(
+        Cursor(10), 11, [rpc_log(10, 0)], {}, {}, 5, 64, end_ts=1_700_000_132
+    )
+    marker = out[-1]
+    assert marker.key == "" and marker.seq == cursor.seq == 2
+    expected = {"progress": True, "blockNumber": hex(11), "blockTimestamp": hex(1_700_000_132)}
+    assert json.loads(marker.value) == {**expected, "chainId": 5}

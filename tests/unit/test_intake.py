@@ -83,3 +83,13 @@ def test_late_venue_event_takes_effect_at_the_partition_watermark() -> None:
     )
     (events,) = _routed(out).values()
     assert events[0].ts_ms == T0 + 600_000 - 10_000 + 1 and intake.late == 1
+
+
+def test_progress_marker_moves_a_partition_watermark_without_any_log() -> None:
+    marker = json.dumps({"progress": True, "blockNumber": "0x10", "blockTimestamp": hex(T0 // 1000),
+                         "chainId": 1})  # fmt: skip
+    msg = RawMessage("chain.logs", 1, 0, T0, None, marker.encode())
+    intake = PartitionIntake("1-chain.logs")
+    out = intake.on_batch(RawBatch("1-chain.logs", [msg]), DECODER, _params(None))
+    assert intake.watermark_ms(_params(None)) == T0 - 10_000
+    assert intake.rejected == 0 and any(isinstance(o, tuple) for o in out)  # markers to assets
