@@ -37,6 +37,7 @@ from operators.vol import (
     SviSurface,
     TaggedVol,
     VolSource,
+    calendar_violations,
     ewma_update,
     fit_svi,
     implied_vol,
@@ -142,17 +143,24 @@ def _surface(
     t: int, rows: list[int], quoted: dict[int, float], inst: mg.Instruments, forward: FloatArray,
     listed: list[InstrumentListed],
 ) -> SviSurface | None:  # fmt: skip
-    """SVI smiles of one underlying's quoted IVs, per expiry with at least 5 strikes."""
+    """SVI smiles of one underlying's quoted IVs, per expiry with at least 5 strikes; a fit
+    flagged for butterfly arbitrage or a poor fit is skipped by ``pick_vol``, and one that
+    makes a calendar arbitrage with an earlier expiry is dropped here."""
     by_expiry: dict[int, list[int]] = {}
     for n in rows:
         by_expiry.setdefault(listed[n].expiry_s * 1000, []).append(n)
     fits = {}
+    years = {}
     for expiry, ns in by_expiry.items():
         if len(ns) < 5 or inst.expiry_years[ns[0]] <= 0:
             continue
         k = np.log(inst.strike[ns] / forward[ns])
         w = np.array([quoted[n] ** 2 for n in ns]) * inst.expiry_years[ns[0]]
         fits[expiry] = fit_svi(k, w)
+        years[float(inst.expiry_years[ns[0]])] = expiry
+    # A later expiry whose total variance falls below an earlier one's is not used.
+    for violation in calendar_violations({y: fits[e] for y, e in years.items()}):
+        fits.pop(years[violation.t_long], None)
     return SviSurface(t, fits) if fits else None
 
 

@@ -202,3 +202,23 @@ def test_hedge_brings_the_book_back_to_its_configured_delta_target() -> None:
     orders = _orders(_run(RiskShard(), _setup({book: 0}), [_price(T0, 2_000.0)], p))
     (hedge,) = orders
     assert hedge.kind == "hedge" and hedge.size == 15.0  # from delta 0 to the target 15
+
+
+def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
+    near_s, far_s = (T0 + 30 * 86_400_000) // 1000, (T0 + 60 * 86_400_000) // 1000
+    strikes = [1_600, 1_800, 1_900, 2_000, 2_100, 2_400]
+    events: list = [*_setup({ACCOUNTS[0]: 1})]
+    # total variance: near 0.9^2 x 30/365 = 0.067 > far 0.3^2 x 60/365 = 0.015
+    for expiry_s, iv, tag in ((near_s, 0.9, "a"), (far_s, 0.3, "b")):
+        for k in strikes:
+            inst = "0x" + tag * 60 + format(k, "04x")
+            events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
+            if k != 2_000:  # five quoted strikes per expiry: enough for a smile
+                events.append(OptionQuote(inst, iv, 0.0, T0 - 10_000, "q"))
+    out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
+    rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
+    near_atm = rows["0x" + "a" * 60 + format(2_000, "04x")]
+    far_atm = rows["0x" + "b" * 60 + format(2_000, "04x")]
+    assert near_atm.vol_source == "svi" and abs(near_atm.vol - 0.9) < 0.01
+    # the far smile is dropped: the near one, held flat beyond its expiry, prices it
+    assert far_atm.vol_source == "svi" and abs(far_atm.vol - 0.9) < 0.01
