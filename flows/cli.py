@@ -85,11 +85,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     brokers = None if args.dry_run else _brokers(args.brokers)
     return run(
         lambda: ingest_flow(cfg, brokers, args.from_block, args.to_block),
-        processes=1,
         epoch_interval_s=cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
-        process_id=None,
-        addresses=None,
     )
 
 

@@ -105,9 +105,5 @@ def _run_part(brokers: str, cfg: Config, messages: list[RawMessage], out_dir: Pa
     log.info("published %d messages; running the flows until the end", published)
     return run(
         lambda: kafka_oracle_flow([brokers], cfg, out_dir, until_end=True),
-        processes=1,
         epoch_interval_s=cfg.run.epoch_interval_s,
-        recovery_dir=None,
-        process_id=None,
-        addresses=None,
     )

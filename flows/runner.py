@@ -77,13 +77,16 @@ def recovery_config(directory: Path | None) -> RecoveryConfig | None:
 def run(
     build: Callable[[], Dataflow],
     *,
-    processes: int,
     epoch_interval_s: float,
-    recovery_dir: Path | None,
-    process_id: int | None,
-    addresses: str | None,
+    processes: int = 1,
+    recovery_dir: Path | None = None,
+    process_id: int | None = None,
+    addresses: str | None = None,
 ) -> int:
-    """Run the dataflow ``build()`` makes; return the exit code."""
+    """Run the dataflow ``build()`` makes; return the exit code.
+
+    ``process_id`` and ``addresses`` are set only in the children of a multi-process run.
+    """
     epoch = timedelta(seconds=epoch_interval_s)
     if process_id is not None:  # a child of a multi-process run
         assert addresses is not None

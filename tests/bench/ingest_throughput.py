@@ -61,17 +61,19 @@ def main() -> None:
         node_s = time.perf_counter() - started
 
         chain = msgspec.structs.replace(
-            cfg.chain, rpc_url=node.rpc_url, contracts=deployed.contracts,
-            min_range=args.range, max_range=args.range,
-        )  # fmt: skip
+            cfg.chain,
+            rpc_url=node.rpc_url,
+            contracts=deployed.contracts,
+            min_range=args.range,
+            max_range=args.range,
+        )
         cfg = msgspec.structs.replace(cfg, chain=chain)
         create_topics(broker.bootstrap, [cfg.topics.chain_logs], 3)
         started = time.perf_counter()
         code = run(
             lambda: ingest_flow(cfg, [broker.bootstrap], first, head),
-            processes=1, epoch_interval_s=cfg.run.epoch_interval_s, recovery_dir=None,
-            process_id=None, addresses=None,
-        )  # fmt: skip
+            epoch_interval_s=cfg.run.epoch_interval_s,
+        )
         assert code == 0
         flow_s = time.perf_counter() - started
 

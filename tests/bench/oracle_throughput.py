@@ -14,9 +14,11 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+from bytewax.dataflow import Dataflow
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
@@ -39,12 +41,9 @@ def _baseline(recording: Path, cfg: Config) -> tuple[float, int]:
     return time.perf_counter() - started, decoded
 
 
-def _timed_run(build, cfg: Config) -> float:  # type: ignore[no-untyped-def]
+def _timed_run(build: Callable[[], Dataflow], cfg: Config) -> float:
     started = time.perf_counter()
-    code = run(
-        build, processes=1, epoch_interval_s=cfg.run.epoch_interval_s, recovery_dir=None,
-        process_id=None, addresses=None,
-    )  # fmt: skip
+    code = run(build, epoch_interval_s=cfg.run.epoch_interval_s)
     assert code == 0
     return time.perf_counter() - started
 
@@ -61,10 +60,13 @@ def main() -> None:
         started = time.perf_counter()
         g = generate(
             GenerateParams(
-                seed=1, minutes=args.minutes, swaps_per_block=args.swaps_per_block,
-                quote_sources=0, partitions=2,
+                seed=1,
+                minutes=args.minutes,
+                swaps_per_block=args.swaps_per_block,
+                quote_sources=0,
+                partitions=2,
             )
-        )  # fmt: skip
+        )
         recording = work / "recording.parquet"
         events = write_recording(g.messages, recording)
         cfg = load_config(g.config_toml)

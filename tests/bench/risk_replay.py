@@ -97,10 +97,9 @@ def main() -> None:
         )
         started = time.perf_counter()
         code = run(
-            lambda: replay_flow(recording, work / "out", cfg), processes=1,
-            epoch_interval_s=cfg.run.epoch_interval_s, recovery_dir=None, process_id=None,
-            addresses=None,
-        )  # fmt: skip
+            lambda: replay_flow(recording, work / "out", cfg),
+            epoch_interval_s=cfg.run.epoch_interval_s,
+        )
         assert code == 0
         seconds = time.perf_counter() - started
         rows, orders = _rows(work / "out", "account_risk"), _rows(work / "out", "orders")
