@@ -55,14 +55,10 @@ def ingest_flow(
     bootstrap = ",".join(brokers)
     partitions = topic_partitions(bootstrap, [topic])[topic]
 
-    @functools.cache
-    def partition_of(key: str) -> int:
-        return zlib.crc32(key.encode()) % partitions  # as chain_messages does
-
     def already_written() -> Callable[[Published], bool]:
         last = {p: int(v) for p, v in last_headers(bootstrap, topic, SEQ_HEADER).items()}
         # A progress marker is sent again to every partition: a repeat is harmless.
-        return lambda p: p.key != "" and p.seq <= last.get(partition_of(p.key), 0)
+        return lambda p: p.key != "" and p.seq <= last.get(partition_of(p.key, partitions), 0)
 
     marker_keys = [marker_key(n, partitions) for n in range(partitions)]
 
@@ -99,7 +95,7 @@ def chain_messages(
         ts_ms = quantity(msgspec.json.decode(p.value)["blockTimestamp"], "blockTimestamp") * 1000
         keys = [p.key] if p.key else [marker_key(n, partitions) for n in range(partitions)]
         for key in keys:
-            part = zlib.crc32(key.encode()) % partitions
+            part = partition_of(key, partitions)
             out.append(RawMessage(topic, part, offsets[part], ts_ms, key.encode(), p.value))
             offsets[part] += 1
     return out
@@ -110,8 +106,14 @@ def marker_key(partition: int, partitions: int) -> str:
     """The key that puts a progress marker in ``partition`` (CRC-32 partitioning)."""
     return next(
         key for i in itertools.count()
-        if zlib.crc32((key := f"progress:{i}").encode()) % partitions == partition
+        if partition_of(key := f"progress:{i}", partitions) == partition
     )  # fmt: skip
+
+
+@functools.cache
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key``: CRC-32 of it, as librdkafka's "consistent" partitioner."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 def _nothing() -> Callable[[Published], bool]:

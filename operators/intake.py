@@ -71,6 +71,11 @@ class PartitionIntake:
     rejected: int = 0
     late: int = 0
 
+    def _advance(self, ts_ms: int) -> None:
+        """Take an event time (ms) into the partition's newest."""
+        if self.max_ts_ms is None or ts_ms > self.max_ts_ms:
+            self.max_ts_ms = ts_ms
+
     def watermark_ms(self, p: IntakeParams) -> int:
         """The newest event time less the allowed lateness; -1 before any event."""
         return -1 if self.max_ts_ms is None else self.max_ts_ms - p.lateness_ms
@@ -89,8 +94,7 @@ class PartitionIntake:
             item = decoder.decode(msg)
             if isinstance(item, ChainProgress):  # moves the watermark, nothing else
                 self.skipped += 1
-                if self.max_ts_ms is None or item.ts_ms > self.max_ts_ms:
-                    self.max_ts_ms = item.ts_ms
+                self._advance(item.ts_ms)
                 continue
             if isinstance(item, OptionQuote):
                 if p.venue:
@@ -115,8 +119,7 @@ class PartitionIntake:
                     continue
             if isinstance(item, Observation):
                 self.observations += 1
-                if self.max_ts_ms is None or item.ts_ms > self.max_ts_ms:
-                    self.max_ts_ms = item.ts_ms
+                self._advance(item.ts_ms)
             else:
                 self.retractions += 1
             for asset in decoder.registry.destinations(item.base, item.quote):
@@ -160,10 +163,8 @@ class PartitionIntake:
         if event.ts_ms <= wm:
             self.late += 1
             event = replace(event, ts_ms=wm + 1)
-        elif (isinstance(event, OptionQuote) or not event.removed) and (
-            self.max_ts_ms is None or event.ts_ms > self.max_ts_ms
-        ):
-            self.max_ts_ms = event.ts_ms
+        elif isinstance(event, OptionQuote) or not event.removed:
+            self._advance(event.ts_ms)
         if isinstance(event, InstrumentListed | OptionQuote):
             shards: tuple[str, ...] = p.shard_keys
         else:
