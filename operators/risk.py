@@ -309,20 +309,14 @@ class RiskShard:
         if not self.book.accounts:
             return out
         out.extend(self._risk_rows(tick, p))
-        accounts = self.accounts
         for below in np.flatnonzero(tick.ar.equity < tick.ar.mm):  # the few to liquidate
-            out.extend(self._liquidate(tick, accounts[below], int(below), p))
+            out.extend(self._liquidate(tick, tick.accounts[below], int(below), p))
         for account, hedges in sorted(p.books.items()):
             book_row = self.book.accounts.get(account)
             for asset, instrument in sorted(hedges.items()):
                 if book_row is not None:
                     out.extend(self._hedge(tick, account, book_row, asset, instrument, p))
         return out
-
-    @property
-    def accounts(self) -> list[str]:
-        """Account addresses in row order."""
-        return list(self.book.accounts)
 
     def _tick(self, t: int, p: RiskParams) -> _Tick | None:
         """Everything priced at ``t``: instruments, the shard's positions and their risk."""
@@ -343,33 +337,36 @@ class RiskShard:
             expiry_years=np.array([max(0.0, i.expiry_s * 1000 - t) / YEAR_MS for i in listed]),
         )
         spot = np.array([priced[a].price for a in names])
+        forward = spot[inst.underlying] * np.exp(p.margin.rate * inst.expiry_years)
         atm_vol = np.array([self.vol_values.get(a, p.vol_floor) for a in names])
-        vols = self._vols(t, listed, inst, spot, atm_vol, names, p)
+        vols = self._vols(t, listed, inst, forward, atm_vol, names, p)
         vol = np.array([v.value for v in vols])
         risk = mg.instrument_values(inst, spot, vol, atm_vol, p.margin)
         columns = {i.instrument: n for n, i in enumerate(listed)}
         positions = self.book.positions(columns)
         portfolio = np.ones(len(self.book.accounts), dtype=bool)
-        ar = mg.reprice(
-            positions, self.book.costs(), self._collateral(p), risk, p.margin, portfolio
-        )
+        costs = self.book.costs()
+        ar = mg.reprice(positions, costs, self._collateral(p), risk, p.margin, portfolio)
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
         option = inst.kind >= mg.CALL
-        forward = spot[inst.underlying] * np.exp(p.margin.rate * inst.expiry_years)
         strike = np.where(option, inst.strike, forward)
         greeks = black76(
             inst.kind == mg.CALL, forward, strike, inst.expiry_years, p.margin.rate, vol
         )
         vega = np.where(option, greeks.vega, 0.0)
-        return _Tick(t, names, listed, columns, inst, risk, positions, ar, ok, vols, greeks, vega)
+        return _Tick(
+            t=t, names=names, listed=listed, columns=columns, inst=inst, risk=risk,
+            positions=positions, ar=ar, ok_assets=ok, vols=vols, greeks=greeks, vega=vega,
+            costs=costs, accounts=list(self.book.accounts),
+        )  # fmt: skip
 
     def _vols(
-        self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, spot: FloatArray,
+        self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, forward: FloatArray,
         atm_vol: FloatArray, names: list[str], p: RiskParams,
     ) -> list[TaggedVol]:  # fmt: skip
         """Each instrument's vol, tagged: a fresh quoted IV (given, or implied from the
-        quote's mid), else the underlying's SVI smile of fresh quotes, else its EWMA."""
-        forward = spot[inst.underlying] * np.exp(p.margin.rate * inst.expiry_years)
+        quote's mid), else the underlying's SVI smile of fresh quotes, else its EWMA.
+        ``forward`` is per instrument (USD)."""
         quoted: dict[int, float] = {}
         for n, i in enumerate(listed):
             q = self.quotes.get(i.instrument)
@@ -448,8 +445,8 @@ class RiskShard:
             (rows.multiply(greek).tocsr() @ onehot).toarray()
             for greek in (tick.risk.delta, tick.risk.gamma, tick.vega)
         ]
-        pnl = rows @ tick.risk.value - self.book.costs()[due]
-        accounts = self.accounts
+        pnl = rows @ tick.risk.value - tick.costs[due]
+        accounts = tick.accounts
         return [
             AccountRiskRow(
                 accounts[r],
@@ -561,7 +558,7 @@ class RiskShard:
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Tick:
     """One evaluation's view: priced underlyings and instruments, positions and their risk."""
 
@@ -579,3 +576,7 @@ class _Tick:
     """Black-76 Greeks of every instrument (meaningful for options)."""
     vega: FloatArray
     """Vega per instrument, per 1.00 vol (0 for spot and perps)."""
+    costs: FloatArray
+    """Cost of each account's fills, USD."""
+    accounts: list[str]
+    """Account addresses in row order."""
