@@ -28,16 +28,12 @@ from operators.margin import (
     InstrumentRisk,
     MarginParams,
     account_margin,
+    fail,
     portfolio_margin,
 )
 
 _BISECTIONS = 50
 """Halvings of the last leg's fraction: 2**-50 of the position, far below any lot size."""
-
-
-def _fail(name: str, value: object, expected: str) -> None:
-    msg = f"{name} must be {expected}; got {value!r}"
-    raise ValueError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +62,7 @@ class LiquidationParams:
         }
         for name, ok in checks.items():
             if not ok:
-                _fail(f"LiquidationParams.{name}", getattr(self, name), "in range (see docstring)")
+                fail(f"LiquidationParams.{name}", getattr(self, name), "in range (see docstring)")
 
 
 def close_factor(health: float, gross_value_usd: float, params: LiquidationParams) -> float:
@@ -141,7 +137,7 @@ def liquidation_order(
     """
     row = sp.csr_matrix(positions, copy=True)
     if row.shape[0] != 1:
-        _fail("positions", row.shape, "one account's row (1 x instruments)")
+        fail("positions", row.shape, "one account's row (1 x instruments)")
     row.eliminate_zeros()
     if not oracle_ok or row.nnz == 0:
         return None
@@ -259,7 +255,7 @@ class HedgeParams:
         }
         for name, ok in checks.items():
             if not ok:
-                _fail(f"HedgeParams.{name}", getattr(self, name), "in range (see docstring)")
+                fail(f"HedgeParams.{name}", getattr(self, name), "in range (see docstring)")
 
 
 def hedge_band(

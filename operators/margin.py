@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,8 @@ DAYS_PER_YEAR = 365.0
 PPM = 1_000_000
 
 
-def _fail(name: str, value: object, expected: str) -> None:
+def fail(name: str, value: object, expected: str) -> NoReturn:
+    """Raise the ``ValueError`` of a bad parameter: ``name must be expected; got value``."""
     msg = f"{name} must be {expected}; got {value!r}"
     raise ValueError(msg)
 
@@ -69,17 +71,17 @@ class Instruments:
         n = self.kind.shape
         for name in ("underlying", "strike", "expiry_years"):
             if getattr(self, name).shape != n:
-                _fail(f"Instruments.{name}", getattr(self, name).shape, f"of shape {n}")
+                fail(f"Instruments.{name}", getattr(self, name).shape, f"of shape {n}")
         for i in np.flatnonzero((self.kind < SPOT) | (self.kind > PUT)):
-            _fail(f"Instruments.kind[{i}]", int(self.kind[i]), "0 (spot), 1 (perp), 2 or 3")
+            fail(f"Instruments.kind[{i}]", int(self.kind[i]), "0 (spot), 1 (perp), 2 or 3")
         for i in np.flatnonzero(self.underlying < 0):
-            _fail(f"Instruments.underlying[{i}]", int(self.underlying[i]), ">= 0")
+            fail(f"Instruments.underlying[{i}]", int(self.underlying[i]), ">= 0")
         option = self.kind >= CALL
         for i in np.flatnonzero(option & ~(np.isfinite(self.strike) & (self.strike > 0))):
-            _fail(f"Instruments.strike[{i}]", float(self.strike[i]), "> 0 (USD) for an option")
+            fail(f"Instruments.strike[{i}]", float(self.strike[i]), "> 0 (USD) for an option")
         bad_t = option & ~(np.isfinite(self.expiry_years) & (self.expiry_years >= 0))
         for i in np.flatnonzero(bad_t):
-            _fail(f"Instruments.expiry_years[{i}]", float(self.expiry_years[i]), ">= 0 years")
+            fail(f"Instruments.expiry_years[{i}]", float(self.expiry_years[i]), ">= 0 years")
 
     @property
     def n(self) -> int:
@@ -111,9 +113,9 @@ class LiquidityTier:
     def __post_init__(self) -> None:
         for name in ("initial_margin_ppm", "maintenance_fraction_ppm"):
             if not 0 <= getattr(self, name) <= PPM:
-                _fail(f"LiquidityTier.{name}", getattr(self, name), "in 0..1_000_000 ppm")
+                fail(f"LiquidityTier.{name}", getattr(self, name), "in 0..1_000_000 ppm")
         if not 0 <= self.open_interest_lower_cap <= self.open_interest_upper_cap:
-            _fail(
+            fail(
                 "LiquidityTier.open_interest_lower_cap",
                 self.open_interest_lower_cap,
                 f">= 0 and <= open_interest_upper_cap ({self.open_interest_upper_cap})",
@@ -184,7 +186,7 @@ class OptionMarginParams:
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
             if not lo <= value <= hi:
-                _fail(f"OptionMarginParams.{name}", value, f"in [{lo}, {hi}]")
+                fail(f"OptionMarginParams.{name}", value, f"in [{lo}, {hi}]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,7 +234,7 @@ class PortfolioParams:
     def __post_init__(self) -> None:
         shocks = self.spot_shocks + self.tail_spot_shocks
         if not self.spot_shocks or not all(np.isfinite(s) for s in shocks):
-            _fail("PortfolioParams.spot_shocks", self.spot_shocks, "a non-empty tuple of moves")
+            fail("PortfolioParams.spot_shocks", self.spot_shocks, "a non-empty tuple of moves")
         checks = {
             "vol_up": self.vol_up >= 0,
             "vol_down": self.vol_down >= 0,
@@ -248,16 +250,16 @@ class PortfolioParams:
         }
         for name, ok in checks.items():
             if not (ok and np.isfinite(getattr(self, name))):
-                _fail(f"PortfolioParams.{name}", getattr(self, name), "in range (see docstring)")
+                fail(f"PortfolioParams.{name}", getattr(self, name), "in range (see docstring)")
         if min(shocks) * self.max_widening <= -1:
-            _fail(
+            fail(
                 "PortfolioParams.spot_shocks",
                 min(shocks),
                 f"> -1 / max_widening ({-1 / self.max_widening:.4f}) so that spot stays > 0",
             )
         widest = max(1.0, (30.0 / self.dte_floor_days) ** self.short_term_power)
         if self.vol_down * widest >= 1:
-            _fail("PortfolioParams.vol_down", self.vol_down, "small enough that vols stay > 0")
+            fail("PortfolioParams.vol_down", self.vol_down, "small enough that vols stay > 0")
 
     def scenarios(self) -> tuple[FloatArray, IntArray]:
         """(relative spot move, vol direction) per scenario, in grid order then tails."""
@@ -293,19 +295,19 @@ class MarginParams:
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.rate):
-            _fail("MarginParams.rate", self.rate, "finite")
+            fail("MarginParams.rate", self.rate, "finite")
         for token, h in self.haircuts.items():
             if not 0 <= h <= 1:
-                _fail(f"MarginParams.haircuts[{token!r}]", h, "in [0, 1]")
+                fail(f"MarginParams.haircuts[{token!r}]", h, "in [0, 1]")
         for u in self.tiers:
             if u < 0:
-                _fail("MarginParams.tiers key", u, "an underlying index >= 0")
+                fail("MarginParams.tiers key", u, "an underlying index >= 0")
 
     def haircut_vector(self, tokens: Sequence[str]) -> FloatArray:
         """Haircut per token, in the order of ``tokens``; unknown tokens are an error."""
         unknown = [t for t in tokens if t not in self.haircuts]
         if unknown:
-            _fail("collateral tokens", unknown, f"listed in MarginParams.haircuts {self.haircuts}")
+            fail("collateral tokens", unknown, f"listed in MarginParams.haircuts {self.haircuts}")
         return np.array([self.haircuts[t] for t in tokens], dtype=np.float64)
 
 
@@ -355,7 +357,7 @@ def instrument_values(
     K = inst.strike[opt]
     sigma = np.asarray(vol, dtype=np.float64)[opt]
     for i in opt[~(np.isfinite(sigma) & (sigma >= 0))]:
-        _fail(f"vol[{i}]", float(vol[i]), ">= 0 for an option")
+        fail(f"vol[{i}]", float(vol[i]), ">= 0 for an option")
     is_call = inst.kind[opt] == CALL
     growth = np.exp(params.rate * T)  # dF/dS
     F = S[opt] * growth
