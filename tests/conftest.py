@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,3 +29,18 @@ def recovery_committed() -> Callable[[Path], bool]:
     """Whether a Bytewax recovery directory holds a snapshot to resume from: kill a run
     only after that, or the restart is a cold start."""
     return _committed
+
+
+def _hedgeflow(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+@pytest.fixture
+def hedgeflow() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``hedgeflow ARGS...`` in a new process; fail the test unless it exits 0."""
+    return _hedgeflow

@@ -238,7 +238,7 @@ def test_killed_mid_backfill_and_resumed_under_recovery_leaves_no_gap_and_no_dup
 
 
 def test_reorg_retracts_orphaned_logs_then_publishes_new_branch_and_oracle_matches(
-    chain: Chain, broker: EmbeddedBroker, tmp_path: Path
+    chain: Chain, broker: EmbeddedBroker, tmp_path: Path, hedgeflow: Callable[..., object]
 ) -> None:
     config, topic = _config(tmp_path, chain, broker)
     follower = _ingest(config, broker, "--from-block", chain.deployed.block)
@@ -271,8 +271,9 @@ def test_reorg_retracts_orphaned_logs_then_publishes_new_branch_and_oracle_match
     assert all(_same_log(p, n) for p, n in zip(new_branch, after[-2:], strict=True))
 
     # The oracle over what was published equals the oracle over a chain that never forked.
-    saw_reorg = _replay(messages, config, tmp_path / "saw")
-    never = _replay([m for m in messages if _on_final_chain(m, after)], config, tmp_path / "never")
+    saw_reorg = _replay(hedgeflow, messages, config, tmp_path / "saw")
+    kept = [m for m in messages if _on_final_chain(m, after)]
+    never = _replay(hedgeflow, kept, config, tmp_path / "never")
     assert saw_reorg.height > 0
     assert saw_reorg.equals(never)
 
@@ -282,14 +283,12 @@ def _on_final_chain(m: RawMessage, after: list[dict[str, Any]]) -> bool:
     return not v["removed"] and any(_same_log(v, n) for n in after)
 
 
-def _replay(messages: list[RawMessage], config: Path, out: Path) -> Any:
+def _replay(
+    hedgeflow: Callable[..., object], messages: list[RawMessage], config: Path, out: Path
+) -> Any:
     recording = out.with_suffix(".parquet")
     write_recording(messages, recording)
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "replay", str(recording), "--out", str(out),
-         "--config", str(config)], capture_output=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    hedgeflow("replay", recording, "--out", out, "--config", config)
     return latest_prices(out).drop("revision", "date")
 
 
@@ -337,20 +336,18 @@ def test_refused_oversize_range_and_malformed_answers_are_retried_without_loss(
     assert all(_same_log(p, n) for p, n in zip(published, expected, strict=True))
 
 
-def test_dry_run_prints_what_it_would_publish(chain: Chain, tmp_path: Path) -> None:
+def test_dry_run_prints_what_it_would_publish(
+    chain: Chain, tmp_path: Path, hedgeflow: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     chain.swaps(per_tx=3, price=1800.0, txs=2)
     expected = chain.node_logs()
     config = tmp_path / "dry.toml"
     contracts = json.dumps(chain.deployed.contracts)
     table = f'[chain]\nrpc_url = "{chain.node.rpc_url}"\ncontracts = {contracts}\n'
     config.write_text(table + chain.registry_toml)
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "ingest", "--config", str(config), "--dry-run",
-         "--from-block", str(chain.deployed.block), "--to-block", str(chain.head())],
-        capture_output=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-4000:]
-    lines = [line.split(" ", 1) for line in done.stdout.decode().splitlines()]
+    done = hedgeflow("ingest", "--config", config, "--dry-run", "--from-block",
+                     chain.deployed.block, "--to-block", chain.head())  # fmt: skip
+    lines = [line.split(" ", 1) for line in done.stdout.splitlines()]
     seqs = [int(seq) for seq, _ in lines]
     assert seqs == sorted(set(seqs)), "sequence numbers increase"
     printed = [json.loads(value) for _, value in lines]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -45,26 +44,20 @@ def setup(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"root": root, "config": config, "topics": topics, "brokers": broker.bootstrap}
 
 
-def _hedgeflow(*args: str | Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-
-
 def _rows(out: Path) -> pl.DataFrame:
     return pl.read_parquet(out / "oracle_prices" / "**/*.parquet", hive_partitioning=True).sort(
         "asset", "window_start_ms", "revision"
     )
 
 
-def test_replay_kafka_one_and_two_processes_give_identical_oracle_outputs(setup: dict) -> None:
+def test_replay_kafka_one_and_two_processes_give_identical_oracle_outputs(
+    setup: dict, hedgeflow: Callable[..., object]
+) -> None:
     root, config, brokers = setup["root"], setup["config"], setup["brokers"]
-    _hedgeflow("replay", root / "recording.parquet", "--out", root / "replay", "--config", config)
-    _hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
+    hedgeflow("replay", root / "recording.parquet", "--out", root / "replay", "--config", config)
+    hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
                "--out", root / "kafka1")  # fmt: skip
-    _hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
+    hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
                "--out", root / "kafka2", "--processes", "2")  # fmt: skip
 
     replay = _rows(root / "replay")
@@ -82,7 +75,9 @@ def test_replay_kafka_one_and_two_processes_give_identical_oracle_outputs(setup:
     assert rejects[0].equals(rejects[1]) and rejects[0].equals(rejects[2])
 
 
-def test_oracle_prices_topic_carries_the_parquet_rows(setup: dict) -> None:
+def test_oracle_prices_topic_carries_the_parquet_rows(
+    setup: dict, hedgeflow: Callable[..., object]
+) -> None:
     root, config, brokers, topics = (
         setup["root"],
         setup["config"],
@@ -90,7 +85,7 @@ def test_oracle_prices_topic_carries_the_parquet_rows(setup: dict) -> None:
         setup["topics"],
     )
     out = root / "kafka_topic"
-    _hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
+    hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
                "--out", out)  # fmt: skip
     record(brokers, [topics["oracle_prices"]], root / "prices_recording")
     recorded = load_recording(root / "prices_recording")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -16,20 +15,12 @@ from connectors.recording import iter_messages, load_recording, write_recording
 from flows.devchain import devchain
 
 
-def _hedgeflow(*args: str | Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-
-
 def _read(out: Path, dataset: str, order: list[str]) -> pl.DataFrame:
     return pl.read_parquet(out / dataset / "**/*.parquet", hive_partitioning=True).sort(order)
 
 
 def test_replay_and_kafka_with_one_and_two_processes_give_identical_orders(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: EmbeddedBroker, tmp_path: Path, hedgeflow: Callable[..., object]
 ) -> None:
     chain = tmp_path / "chain"
     assert devchain(chain, scenario=True, seed=7, accounts=50, keep_running=False, record=True) == 0
@@ -47,10 +38,10 @@ def test_replay_and_kafka_with_one_and_two_processes_give_identical_orders(
     create_topics(broker.bootstrap, list(topics.values()), 2)
     publish(recorded, broker.bootstrap)
 
-    _hedgeflow("replay", tmp_path / "recording.parquet", "--out", tmp_path / "replay",
+    hedgeflow("replay", tmp_path / "recording.parquet", "--out", tmp_path / "replay",
                "--config", config)  # fmt: skip
     for name, extra in (("kafka1", ()), ("kafka2", ("--processes", "2"))):
-        _hedgeflow("run", "risk", "--brokers", broker.bootstrap, "--until-end", "--config",
+        hedgeflow("run", "risk", "--brokers", broker.bootstrap, "--until-end", "--config",
                    config, "--out", tmp_path / name, *extra)  # fmt: skip
 
     orders = [_read(tmp_path / d, "orders", ["ts_event_ms", "order_id"]) for d in
