@@ -37,6 +37,7 @@ from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, RawMessage
 from operators.registry import PoolSource, Registry
+from operators.venue import CollateralMove, Fill, InstrumentListed, decode_venue
 
 GAS = 200_000
 PRICES = [1234.5, 3000.0, 2999.99, 250.125, 9876.54321, 0.5, 41_000.0, 1.0]
@@ -209,6 +210,30 @@ def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
     for log, (name, args) in zip(logs, events, strict=True):
         event = _venue_event(venue, log)
         assert (event["event"], dict(event["args"])) == (name, args)
+
+    # The risk engine's decoder (operators.venue) reads the same values, exactly.
+    decoded = []
+    for offset, log in enumerate(logs):
+        block = rpc(devnode.rpc_url, "eth_getBlockByNumber", [log["blockNumber"], False])
+        value = json.dumps({**log, "blockTimestamp": block["timestamp"], "chainId": 31337})
+        msg = RawMessage("chain.logs", 0, offset, 0, deployed.venue.encode(), value.encode())
+        decoded.append(decode_venue(msg, deployed.venue))
+    listed, deposit, trade, liquidated, withdraw = decoded
+    assert isinstance(listed, InstrumentListed)
+    assert (listed.instrument, listed.underlying, listed.kind, listed.strike_e18) == (
+        option,
+        weth,
+        2,
+        strike,
+    )
+    assert isinstance(deposit, CollateralMove) and deposit.amount == 25_000 * 10**6
+    assert isinstance(trade, Fill) and (trade.account, trade.size_e18, trade.price_e18) == (
+        trader,
+        -3 * 10**18,
+        155 * 10**18,
+    )
+    assert isinstance(liquidated, Fill) and liquidated.liquidator == deployed.liquidator
+    assert isinstance(withdraw, CollateralMove) and withdraw.amount == -5_000 * 10**6
     assert not receipt(devnode.rpc_url, not_liquidator).ok
     assert venue.functions.instrumentId(cs(weth), 2, strike, expiry).call().hex() == option[2:]
 
