@@ -17,7 +17,6 @@ import zlib
 from collections.abc import Callable
 
 import bytewax.operators as op
-import msgspec
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow
@@ -65,7 +64,8 @@ def ingest_flow(
     def to_kafka(p: Published) -> list[KafkaSinkMessage[bytes, bytes]]:
         headers = [(SEQ_HEADER, str(p.seq).encode())]
         keys = marker_keys if not p.key else [p.key]  # a progress marker: to every partition
-        return [KafkaSinkMessage(k.encode(), p.value, headers=headers) for k in keys]
+        return [KafkaSinkMessage(k.encode(), p.value, headers=headers, timestamp=p.ts_ms)
+                for k in keys]  # fmt: skip
 
     source = ChainSource(cfg.chain, followed_addresses(cfg), from_block, to_block, already_written)
     logs = op.input("chain", flow, source)
@@ -92,11 +92,10 @@ def chain_messages(
     offsets = [0] * partitions
     out = []
     for p in published:
-        ts_ms = quantity(msgspec.json.decode(p.value)["blockTimestamp"], "blockTimestamp") * 1000
         keys = [p.key] if p.key else [marker_key(n, partitions) for n in range(partitions)]
         for key in keys:
             part = partition_of(key, partitions)
-            out.append(RawMessage(topic, part, offsets[part], ts_ms, key.encode(), p.value))
+            out.append(RawMessage(topic, part, offsets[part], p.ts_ms, key.encode(), p.value))
             offsets[part] += 1
     return out
 

@@ -42,6 +42,8 @@ class Published:
     key: str
     value: bytes
     seq: int
+    ts_ms: int
+    """The block time of the log (or of the marker's block), ms: the message's timestamp."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def publish_range(
         value = msgspec.json.encode({**log, "address": address, "removed": False,
                                      "blockTimestamp": ts, "chainId": chain_id})  # fmt: skip
         seq += 1
-        out.append(Published(address, value, seq))
+        out.append(Published(address, value, seq, _hex(ts, "blockTimestamp") * 1000))
         by_block.setdefault(number, []).append(value)
 
     recent = dict(cursor.recent)
@@ -170,7 +172,7 @@ def progress_marker(block: int, ts: int, chain_id: int, seq: int) -> Published:
     logs of its own still moves its watermark (and windows still close)."""
     value = {"progress": True, "blockNumber": hex(block), "blockTimestamp": hex(ts),
              "chainId": chain_id}  # fmt: skip
-    return Published("", msgspec.json.encode(value), seq)
+    return Published("", msgspec.json.encode(value), seq, ts * 1000)
 
 
 def retract_after(cursor: Cursor, fork: int) -> tuple[Cursor, list[Published]]:
@@ -186,7 +188,8 @@ def retract_after(cursor: Cursor, fork: int) -> tuple[Cursor, list[Published]]:
             log = msgspec.json.decode(value)
             log["removed"] = True
             seq += 1
-            out.append(Published(log["address"], msgspec.json.encode(log), seq))
+            ts_ms = _hex(log["blockTimestamp"], "blockTimestamp") * 1000
+            out.append(Published(log["address"], msgspec.json.encode(log), seq, ts_ms))
     recent = {n: v for n, v in cursor.recent.items() if n <= fork}
     return replace(cursor, next_block=fork + 1, recent=recent, seq=seq), out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -123,3 +124,10 @@ def test_range_ends_with_a_progress_marker_for_every_partition() -> None:
     assert marker.key == "" and marker.seq == cursor.seq == 2
     expected = {"progress": True, "blockNumber": hex(11), "blockTimestamp": hex(1_700_000_132)}
     assert json.loads(marker.value) == {**expected, "chainId": 5}
+
+
+def test_published_messages_carry_their_block_time_in_ms() -> None:
+    cursor, out = publish_range(Cursor(10), 11, [rpc_log(10, 0)], {}, {}, 5, 64, end_ts=h(11).ts)
+    assert [p.ts_ms for p in out] == [h(10).ts * 1000, h(11).ts * 1000]
+    _, retracted = retract_after(replace(cursor, recent={10: ("0x", (out[0].value,))}), 9)
+    assert retracted[0].ts_ms == h(10).ts * 1000
