@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from operators.config import Config, ConfigError, load_config
+from operators.stages import StageParams, stage_params
 
 log = logging.getLogger("hedgeflow")
 
@@ -46,19 +47,17 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.dataflows import kafka_oracle_flow
+    from flows.dataflows import kafka_flow
     from flows.runner import run
 
-    cfg: Config = args.cfg
-    if args.stage == "risk" and not cfg.risk.venue:
+    params: StageParams = args.params
+    if args.stage == "risk" and params.risk is None:
         raise ConfigError("run risk needs risk.venue (the MarginVenue address); got none")
-    if args.stage == "oracle" and cfg.risk.venue:
-        cfg = msgspec.structs.replace(cfg, risk=msgspec.structs.replace(cfg.risk, venue=""))
     brokers = _brokers(args.brokers)
     code = run(
-        lambda: kafka_oracle_flow(brokers, cfg, args.out, args.until_end),
+        lambda: kafka_flow(brokers, params, args.out, args.until_end, args.stage),
         processes=args.processes,
-        epoch_interval_s=cfg.run.epoch_interval_s,
+        epoch_interval_s=params.cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
         process_id=args.process_id,
         addresses=args.addresses,
@@ -94,12 +93,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from flows.dataflows import replay_flow
     from flows.runner import run
 
-    cfg: Config = args.cfg
+    params: StageParams = args.params
     started = time.monotonic()
     code = run(
-        lambda: replay_flow(args.recording, args.out, cfg),
+        lambda: replay_flow(args.recording, args.out, params),
         processes=args.processes,
-        epoch_interval_s=cfg.run.epoch_interval_s,
+        epoch_interval_s=params.cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
         process_id=args.process_id,
         addresses=args.addresses,
@@ -241,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "stage",
         choices=["oracle", "risk"],
-        help="oracle; or risk: the oracle and the risk engine (needs risk.venue)",
+        help="oracle: chain.logs and dex.quotes to oracle.prices; risk: the venue's events, "
+        "option quotes and oracle.prices to orders (needs risk.venue)",
     )
     c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
     c.add_argument(
@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):
             args.cfg = _config(args.config)
+            args.params = stage_params(args.cfg)  # checks the cross-references too
         if getattr(args, "processes", 1) < 1:
             raise ConfigError(f"--processes must be >= 1; got {args.processes}")
         if args.command == "ingest" and not (args.dry_run or args.brokers):

@@ -31,13 +31,14 @@ import msgspec
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
-from flows.dataflows import kafka_oracle_flow
+from flows.dataflows import kafka_flow
 from flows.devchain import devchain
 from flows.runner import message_counter, run
 from flows.summary import print_summary
 from operators.config import Config, load_config
 from operators.generate import GenerateParams, generate
 from operators.model import RawMessage
+from operators.stages import stage_params
 from operators.venue import Fill, InstrumentListed, decode_venue
 
 log = logging.getLogger("hedgeflow.demo")
@@ -101,9 +102,10 @@ def _chain_part(chain_dir: Path) -> tuple[Config, list[RawMessage]]:
 def _run_part(brokers: str, cfg: Config, messages: list[RawMessage], out_dir: Path) -> int:
     topics = list(msgspec.structs.asdict(cfg.topics).values())
     create_topics(brokers, topics, PARTITIONS)
+    params = stage_params(cfg)
     published = publish(messages, brokers, progress=message_counter("publish", 20_000))
     log.info("published %d messages; running the flows until the end", published)
     return run(
-        lambda: kafka_oracle_flow([brokers], cfg, out_dir, until_end=True),
+        lambda: kafka_flow([brokers], params, out_dir, until_end=True, stages="all"),
         epoch_interval_s=cfg.run.epoch_interval_s,
     )

@@ -1,94 +1,71 @@
-"""The oracle stage: raw batches in, prices, rejects and partition stats out.
+"""The oracle stage: raw batches of ``chain.logs`` and ``dex.quotes`` in; prices, their
+progress, rejects and partition stats out.
 
-    raw batches --key by input partition--> intake (decode, lateness, route)
+    raw batches --key by input partition--> intake (decode, event time, route)
         --key by asset--> oracle (windows, robust price, status, breaker)
 
-The cores are ``operators.intake.PartitionIntake`` and ``operators.oracle.AssetOracle``.
+The cores and their steps are ``operators.intake`` and ``operators.oracle``.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from flows.state import keyed_state
-from operators.config import Config
-from operators.decode import Decoder
-from operators.intake import IntakeParams, PartitionIntake
+from operators.intake import intake_step
 from operators.model import (
-    AssetBatch,
     OraclePrice,
     OracleProgress,
     PartitionStats,
+    PriceBatch,
     RawBatch,
     Rejected,
 )
-from operators.oracle import AssetOracle, oracle_params
-from operators.registry import Registry
-from operators.venue import VenueBatch
+from operators.oracle import OracleOut, oracle_step
+from operators.stages import StageParams
 
 
 @dataclass(frozen=True)
-class OracleOut:
+class OracleStreams:
     """The oracle stage's streams, each keyed by a routing string."""
 
     prices: Stream[tuple[str, OraclePrice]]
+    published: Stream[tuple[str, PriceBatch]]
+    """Per step of an asset's oracle, its rows then its progress, in the order decided:
+    what the ``oracle.prices`` topic carries, and what the risk stage reads."""
     rejects: Stream[tuple[str, Rejected]]
     stats: Stream[tuple[str, PartitionStats]]
-    progress: Stream[OracleProgress]
-    """How far each asset's windows are closed (for the risk stage; not an output)."""
-    venue: Stream[tuple[str, VenueBatch]]
-    """The venue's events by risk shard, when ``risk.venue`` is set."""
 
 
-def oracle_stage(raw: Stream[RawBatch], cfg: Config, parts: list[str]) -> OracleOut:
+def oracle_stage(raw: Stream[RawBatch], params: StageParams, parts: list[str]) -> OracleStreams:
     """Add the oracle to ``raw``'s dataflow; ``parts`` names every input partition."""
-    registry = Registry.from_config(cfg.oracle)
-    decoder = Decoder(registry, cfg.topics.chain_logs, cfg.topics.dex_quotes)
-    intake_params = IntakeParams(
-        cfg.oracle.window_ms,
-        cfg.oracle.lateness_ms,
-        int(cfg.oracle.max_future_s * 1000),
-        registry.assets,
-        cfg.risk.venue or None,
-        cfg.risk.shards,
+    intake = functools.partial(intake_step, decoder=params.decoder, params=params.intake)
+    oracle = functools.partial(oracle_step, params=params.oracle, parts=tuple(sorted(parts)))
+
+    taken = keyed_state("intake", op.key_on("key_by_part", raw, lambda b: b.part), intake)
+    to_assets = op.flat_map("to_assets", taken, lambda kv: kv[1].batches)
+    priced = keyed_state("oracle", op.key_on("key_by_asset", to_assets, lambda x: x[0]), oracle)
+    rejects = op.merge(
+        "merge_rejects",
+        op.flat_map("intake_rejects", taken, lambda kv: kv[1].rejects),
+        op.flat_map("oracle_rejects", priced, lambda kv: kv[1].rejects),
     )
-    params = oracle_params(cfg.oracle, registry, tuple(sorted(parts)))
-
-    def intake(state: PartitionIntake | None, batch: RawBatch) -> tuple[PartitionIntake, list[Any]]:
-        if state is None:
-            state = PartitionIntake(batch.part)
-        return state, state.on_batch(batch, decoder, intake_params)
-
-    def price(
-        state: AssetOracle | None, item: tuple[str, AssetBatch]
-    ) -> tuple[AssetOracle, list[OraclePrice | Rejected | OracleProgress]]:
-        asset, batch = item
-        if state is None:
-            state = AssetOracle(asset)
-        return state, state.on_batch(batch, params)
-
-    by_part = op.key_on("key_by_part", raw, lambda b: b.part)
-    taken = op.map("unkey_intake", keyed_state("intake", by_part, intake), _value)
-    routed = op.branch("is_routed", taken, lambda x: isinstance(x, tuple))
-    other = op.branch("is_stats", routed.falses, lambda x: isinstance(x, PartitionStats))
-    to_asset = op.branch("is_asset", routed.trues, lambda x: isinstance(x[1], AssetBatch))
-    by_asset = op.key_on("key_by_asset", to_asset.trues, lambda x: x[0])
-    priced = op.map("unkey_oracle", keyed_state("oracle", by_asset, price), _value)
-    is_progress = op.branch("is_progress", priced, lambda x: isinstance(x, OracleProgress))
-    is_price = op.branch("is_price", is_progress.falses, lambda x: isinstance(x, OraclePrice))
-    rejects = op.merge("merge_rejects", other.falses, is_price.falses)
-    return OracleOut(
-        prices=op.key_on("key_price", is_price.trues, lambda p: p.asset),
+    stats = op.filter_map("intake_stats", taken, lambda kv: kv[1].stats)
+    return OracleStreams(
+        prices=op.flat_map("oracle_rows", priced, lambda kv: [(kv[0], p) for p in kv[1].prices]),
+        published=op.filter_map("oracle_published", priced, _published),
         rejects=op.key_on("key_reject", rejects, lambda r: r.stage),
-        stats=op.key_on("key_stats", other.trues, lambda s: s.part),
-        progress=is_progress.trues,
-        venue=to_asset.falses,
+        stats=op.key_on("key_stats", stats, lambda s: s.part),
     )
 
 
-def _value(kv: tuple[str, Any]) -> Any:
-    return kv[1]
+def _published(kv: tuple[str, OracleOut]) -> tuple[str, PriceBatch] | None:
+    asset, out = kv
+    items: list[OraclePrice | OracleProgress] = [*out.prices]
+    if out.progress is not None:
+        items.append(out.progress)
+    return (asset, PriceBatch(items)) if items else None

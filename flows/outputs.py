@@ -15,10 +15,11 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Stream
 
 from connectors.parquet_sink import ParquetSink
-from flows.oracle import OracleOut
-from flows.risk import RiskOut
+from flows.oracle import OracleStreams
+from flows.risk import RiskStreams
+from operators import oracle_topic
 from operators.config import Config
-from operators.model import PartitionStats
+from operators.model import PartitionStats, PriceBatch, Rejected
 
 log = logging.getLogger("hedgeflow.progress")
 
@@ -119,19 +120,28 @@ def _to_kafka(item: tuple[str, msgspec.Struct]) -> KafkaSinkMessage[bytes, bytes
     return KafkaSinkMessage(key.encode(), msgspec.json.encode(value))
 
 
-def write_oracle(out: OracleOut, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
-    """Send the oracle's streams to ``oracle_prices/``, ``deadletter/``, ``partition_stats/``
-    under ``out_dir``, and to the ``oracle.prices`` and ``deadletter`` topics."""
+def _published_to_kafka(item: tuple[str, PriceBatch]) -> list[KafkaSinkMessage[bytes, bytes]]:
+    asset, batch = item
+    return [KafkaSinkMessage(asset.encode(), oracle_topic.encode(i)) for i in batch.items]
+
+
+def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
+    """Send prices to ``oracle_prices/`` and stats to ``partition_stats/`` under
+    ``out_dir``; prices and progress records to the ``oracle.prices`` topic."""
     _parquet("prices_parquet", out.prices, out_dir, "oracle_prices", ORACLE_PRICES, "window_end_ms")
-    _parquet("rejects_parquet", out.rejects, out_dir, "deadletter", DEADLETTER, "timestamp_ms")
     _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PARTITION_STATS, "ts_event_ms")
-    log_progress(out)
+    log_progress(out.stats)
     if brokers:
-        _kafka("prices_kafka", out.prices, brokers, cfg.topics.oracle_prices)
-        _kafka("rejects_kafka", out.rejects, brokers, cfg.topics.deadletter)
+        # Idempotence keeps each partition in order: an asset's rows before its progress.
+        sink = KafkaSink(
+            brokers, cfg.topics.oracle_prices, add_config={"enable.idempotence": "true"}
+        )
+        op.output(
+            "prices_kafka", op.flat_map("prices_encode", out.published, _published_to_kafka), sink
+        )
 
 
-def write_risk(out: RiskOut, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
+def write_risk(out: RiskStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
     """Send account risk to ``account_risk/``, instruments to ``instruments/``, and orders
     to ``orders/`` and the ``orders`` topic (keyed by account, JSON)."""
     _parquet("risk_parquet", out.rows, out_dir, "account_risk", ACCOUNT_RISK, "ts_event_ms")
@@ -140,6 +150,15 @@ def write_risk(out: RiskOut, cfg: Config, out_dir: Path, brokers: list[str] | No
              "ts_event_ms")  # fmt: skip
     if brokers:
         _kafka("orders_kafka", out.orders, brokers, cfg.topics.orders)
+
+
+def write_deadletter(
+    rejects: Stream[tuple[str, Rejected]], cfg: Config, out_dir: Path, brokers: list[str] | None
+) -> None:
+    """Send rejects to ``deadletter/`` under ``out_dir`` and to the ``deadletter`` topic."""
+    _parquet("rejects_parquet", rejects, out_dir, "deadletter", DEADLETTER, "timestamp_ms")
+    if brokers:
+        _kafka("rejects_kafka", rejects, brokers, cfg.topics.deadletter)
 
 
 def _parquet(
@@ -152,7 +171,7 @@ def _kafka(step: str, stream: Stream[Any], brokers: list[str], topic: str) -> No
     op.output(step, op.map(f"{step}_encode", stream, _to_kafka), KafkaSink(brokers, topic))
 
 
-def log_progress(out: OracleOut, every_s: float = 5.0) -> None:
+def log_progress(stats: Stream[tuple[str, PartitionStats]], every_s: float = 5.0) -> None:
     """Log each input partition's counts and event time, at most every ``every_s`` (wall)."""
     last: dict[str, float] = {}
 
@@ -167,4 +186,4 @@ def log_progress(out: OracleOut, every_s: float = 5.0) -> None:
                 datetime.fromtimestamp(stats.ts_event_ms / 1000, UTC).isoformat(),
             )  # fmt: skip
 
-    op.inspect("progress", out.stats, report)
+    op.inspect("progress", stats, report)

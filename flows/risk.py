@@ -1,103 +1,73 @@
-"""The risk stage: venue events and oracle prices in, account risk and orders out.
+"""The risk stage: the venue's events and option quotes (``chain.logs``, ``dex.quotes``)
+and the oracle's prices and progress in; account risk, instruments and orders out.
 
-    venue events (by shard) ---------------------\\
-    oracle prices, oracle progress (to every shard) >-- risk shard --> account_risk, orders
+    raw batches --key by input partition--> risk intake (venue events, quotes, prices)
+        --key by shard--> risk shard (books, vols, margin, liquidations, hedges)
 
-The core is ``operators.risk.RiskShard``: it evaluates at each window end once the venue's
-partitions and every oracle asset have passed it, so its output is deterministic.
+The oracle's items come either from the ``oracle.prices`` topic among the raw batches
+(a separate deployment) or straight from the oracle stage (replay and the demo). The
+cores and their steps are ``operators.risk_intake`` and ``operators.risk``.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.oracle import OracleOut
 from flows.state import keyed_state
-from operators.accounts import E18
-from operators.config import Config, risk_models
-from operators.model import OraclePrice, OracleProgress
-from operators.registry import Registry
-from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
-from operators.venue import InstrumentListed, VenueBatch
+from operators.accounts import shard_keys
+from operators.model import PriceBatch, RawBatch, Rejected
+from operators.risk import AccountRiskRow, InstrumentRow, Order, risk_step
+from operators.risk_intake import risk_intake_step
+from operators.stages import StageParams
+from operators.venue import VenueBatch
 
 
 @dataclass(frozen=True)
-class RiskOut:
-    """Account risk rows and order legs, keyed by account."""
+class RiskStreams:
+    """Account risk rows and order legs keyed by account, instruments by id, rejects."""
 
     rows: Stream[tuple[str, AccountRiskRow]]
     orders: Stream[tuple[str, Order]]
     instruments: Stream[tuple[str, InstrumentRow]]
+    rejects: Stream[tuple[str, Rejected]]
 
 
-def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
-    """The risk shards' parameters from the configuration."""
-    registry = Registry.from_config(cfg.oracle)
-    risk = cfg.risk
-    margin, liquidation, hedge = risk_models(risk)
-    return RiskParams(
-        window_ms=cfg.oracle.window_ms,
-        parts=tuple(sorted(parts)),
-        assets=registry.assets,
-        underlyings=dict(risk.underlyings),
-        collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
-        pegs=registry.pegs,
-        margin=margin,
-        liquidation=liquidation,
-        hedge=hedge,
-        books={a: dict(b) for a, b in risk.books.items()},
-        targets={a: dict(t) for a, t in risk.targets.items()},
-        instruments={
-            i: InstrumentListed(
-                i, c.underlying, c.kind, int(Decimal(str(c.strike)) * E18), c.expiry_s, 0, 0, False
-            )
-            for i, c in risk.instruments.items()
-        },
-        liquidation_timeout_ms=int(risk.liquidation_timeout_s * 1000),
-        risk_change=risk.risk_change,
-        risk_min_interval_ms=int(risk.risk_min_interval_s * 1000),
-        risk_interval_ms=int(risk.risk_interval_s * 1000),
-        vol_half_life_s=risk.vol_half_life_s,
-        vol_floor=risk.vol_floor,
-        vol_cap=risk.vol_cap,
-        iv_max_age_ms=int(risk.iv_max_age_s * 1000),
-    )
+def risk_stage(
+    raw: Stream[RawBatch],
+    params: StageParams,
+    parts: list[str],
+    oracle: Stream[tuple[str, PriceBatch]] | None = None,
+) -> RiskStreams:
+    """Add the risk shards to ``raw``'s dataflow. ``parts`` names the input partitions of
+    ``chain.logs`` and ``dex.quotes``; ``oracle`` is the oracle stage's ``published``
+    stream when it runs in the same dataflow (else ``raw`` holds ``oracle.prices``)."""
+    assert params.risk_intake is not None and params.risk is not None
+    intake = functools.partial(risk_intake_step, params=params.risk_intake)
+    shards = shard_keys(params.risk_intake.shards)
+    step = functools.partial(risk_step, params=params.risk, parts=tuple(sorted(parts)))
 
+    taken = keyed_state("risk_intake", op.key_on("risk_key_by_part", raw, lambda b: b.part), intake)
+    venue = op.flat_map("venue_to_shards", taken, lambda kv: kv[1].venue)
+    prices = op.filter_map("intake_prices", taken, lambda kv: kv[1].prices)
+    if oracle is not None:
+        prices = op.merge("risk_prices", prices, op.map("oracle_batches", oracle, lambda kv: kv[1]))
 
-def risk_stage(oracle: OracleOut, cfg: Config, parts: list[str]) -> RiskOut:
-    """Add the risk shards after the oracle; ``parts`` names every input partition."""
-    params = risk_params(cfg, parts)
-    shards = [f"shard-{i}" for i in range(cfg.risk.shards)]
+    def to_every_shard(batch: PriceBatch) -> list[tuple[str, VenueBatch | PriceBatch]]:
+        return [(shard, batch) for shard in shards]
 
-    def to_every_shard(item: Any) -> list[tuple[str, Any]]:
-        return [(shard, item) for shard in shards]
-
-    def step(state: RiskShard | None, keyed: tuple[str, Any]) -> tuple[RiskShard, list[Any]]:
-        shard, item = keyed
-        if state is None:  # one shard reports the instruments every shard prices
-            state = RiskShard(reports_instruments=shard == shards[0])
-        if isinstance(item, VenueBatch):
-            state.on_venue(item.part, item.watermark_ms, item.eof, item.events)
-        elif isinstance(item, OraclePrice):
-            state.on_price(item)
-        elif isinstance(item, OracleProgress):
-            state.on_progress(item)
-        return state, state.evaluate(params)
-
-    prices = op.flat_map("prices_to_shards", oracle.prices, lambda kv: to_every_shard(kv[1]))
-    progress = op.flat_map("progress_to_shards", oracle.progress, to_every_shard)
-    inputs = op.merge("risk_inputs", oracle.venue, prices, progress)
-    tagged = op.map("tag_shard", inputs, lambda kv: (kv[0], kv))
-    out = op.map("unkey_risk", keyed_state("risk", tagged, step), lambda kv: kv[1])
-    is_order = op.branch("is_order", out, lambda x: isinstance(x, Order))
-    is_row = op.branch("is_risk_row", is_order.falses, lambda x: isinstance(x, AccountRiskRow))
-    return RiskOut(
-        rows=op.key_on("key_risk_row", is_row.trues, lambda r: r.account),
-        orders=op.key_on("key_order", is_order.trues, lambda o: o.account),
-        instruments=op.key_on("key_instrument", is_row.falses, lambda i: i.instrument),
+    inputs = op.merge("risk_inputs", venue, op.flat_map("prices_to_shards", prices, to_every_shard))
+    out = keyed_state("risk", op.key_on("key_by_shard", inputs, lambda x: x[0]), step)
+    return RiskStreams(
+        rows=op.flat_map("risk_rows", out, lambda kv: [(r.account, r) for r in kv[1].rows]),
+        orders=op.flat_map("risk_orders", out, lambda kv: [(o.account, o) for o in kv[1].orders]),
+        instruments=op.flat_map(
+            "risk_instruments", out, lambda kv: [(i.instrument, i) for i in kv[1].instruments]
+        ),
+        rejects=op.flat_map(
+            "risk_rejects", taken, lambda kv: [(r.stage, r) for r in kv[1].rejects]
+        ),
     )

@@ -1,5 +1,8 @@
 """Keyed state for the stages: the core's ``step`` per item, snapshots as pickled bytes.
 
+A step is ``step(state | None, value) -> (state, output)``: one output record per value
+(the core's frozen ``...Out``), which the stage then splits into its streams.
+
 Bytewax's ``stateful_flat_map`` deep-copies the state at every snapshot, which took about
 15% of a replay; a pickle is an immutable copy made in C, and it is what recovery stores
 anyway.
@@ -18,7 +21,7 @@ S = TypeVar("S")
 V = TypeVar("V")
 W = TypeVar("W")
 
-Step = Callable[[S | None, V], tuple[S, list[W]]]
+Step = Callable[[S | None, V], tuple[S, W]]
 
 
 class _PickledState(StatefulBatchLogic[V, W, bytes], Generic[S, V, W]):
@@ -30,7 +33,7 @@ class _PickledState(StatefulBatchLogic[V, W, bytes], Generic[S, V, W]):
         out: list[W] = []
         for value in values:
             self.state, emitted = self.step(self.state, value)
-            out.extend(emitted)
+            out.append(emitted)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
@@ -38,5 +41,5 @@ class _PickledState(StatefulBatchLogic[V, W, bytes], Generic[S, V, W]):
 
 
 def keyed_state(step_id: str, up: KeyedStream[V], step: Step[S, V, W]) -> KeyedStream[W]:
-    """Like ``op.stateful_flat_map``: ``step(state | None, value) -> (state, outputs)``."""
+    """Like ``op.stateful_map``: ``step(state | None, value) -> (state, output)``."""
     return op.stateful_batch(step_id, up, lambda resume: _PickledState(step, resume))

@@ -25,9 +25,19 @@ from operators.venue import CollateralMove, Fill
 E18 = 10**18
 
 
-def shard_of(account: str, shards: int) -> int:
-    """The shard (0..shards-1) that keeps ``account``: CRC-32 of its address."""
-    return zlib.crc32(account.encode()) % shards
+def shard_key(index: int) -> str:
+    """The key of shard ``index`` (0-based): ``shard-<index>``."""
+    return f"shard-{index}"
+
+
+def shard_keys(shards: int) -> tuple[str, ...]:
+    """The keys of all ``shards`` shards, in order."""
+    return tuple(shard_key(i) for i in range(shards))
+
+
+def shard_of(account: str, shards: int) -> str:
+    """The key of the shard that keeps ``account``: CRC-32 of its address mod ``shards``."""
+    return shard_key(zlib.crc32(account.encode()) % shards)
 
 
 @dataclass

@@ -174,14 +174,6 @@ class OracleConfig(_Strict, frozen=True):
                 ok = False
             _require(ok, f"pegs.{asset} must be a positive decimal string; got {peg!r}")
 
-    @property
-    def window_ms(self) -> int:
-        return int(self.window_s * 1000)
-
-    @property
-    def lateness_ms(self) -> int:
-        return int(self.allowed_lateness_s * 1000)
-
 
 class RunConfig(_Strict, frozen=True):
     """Engine settings."""
@@ -376,14 +368,15 @@ class Config(_Strict, frozen=True):
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    """Validate a decoded TOML document; raise ``ConfigError`` naming the key and value."""
+    """Validate a decoded TOML document; raise ``ConfigError`` naming the key and value.
+
+    The cross-references between tokens and sources are checked when the registry is
+    built (``operators.stages.stage_params``, at every start-up).
+    """
     try:
         config = msgspec.convert(data, type=Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
-    from operators.registry import Registry
-
-    Registry.from_config(config.oracle)  # cross-references between tokens and sources
     risk_models(config.risk)
     return config
 

@@ -126,7 +126,7 @@ def v2_price_depth(reserve0: int, reserve1: int, src: PoolSource) -> tuple[float
     return den / num, 2 * reserve0 / 10**src.decimals0
 
 
-def _option_quote(q: Quote, msg: RawMessage) -> OptionQuote:
+def _option_quote(q: Quote) -> OptionQuote:
     """An option's quote: its ``iv`` when given, and its mid price (USD)."""
     try:
         ok = all(d.is_finite() for d in (q.bid, q.ask)) and 0 <= q.bid <= q.ask and q.ask > 0
@@ -140,6 +140,16 @@ def _option_quote(q: Quote, msg: RawMessage) -> OptionQuote:
         )
     iv = None if q.iv is None else float(q.iv)
     return OptionQuote(q.instrument.lower(), iv, float((q.bid + q.ask) / 2), q.ts, q.source)
+
+
+def option_quote(value: bytes) -> OptionQuote | None:
+    """A ``dex.quotes`` value as an option's quote; ``None`` when it is not a valid one
+    (the oracle's ``Decoder`` sends invalid quotes to the deadletter)."""
+    try:
+        q = _quote_decoder.decode(value)
+        return None if q.instrument is None else _option_quote(q)
+    except (msgspec.DecodeError, UnicodeDecodeError, DecodeError):
+        return None
 
 
 class Decoder:
@@ -162,10 +172,7 @@ class Decoder:
                 return self._quote(msg)
             raise DecodeError(f"unknown_topic: no decoder for topic {msg.topic!r}")
         except (DecodeError, abi.AbiError) as exc:
-            return Rejected(
-                STAGE, str(exc), msg.topic, msg.partition, msg.offset, msg.timestamp_ms,
-                msg.key, msg.value,
-            )  # fmt: skip
+            return Rejected.of(STAGE, str(exc), msg)
 
     def _log(self, msg: RawMessage) -> Decoded:
         key = msg.key
@@ -251,7 +258,7 @@ class Decoder:
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise json_error(exc, msg.value) from None
         if q.instrument is not None:
-            return _option_quote(q, msg)  # for the risk engine, not the oracle
+            return _option_quote(q)  # for the risk engine, not the oracle
         try:
             finite = all(d.is_finite() for d in (q.bid, q.ask, q.bid_size, q.ask_size))
             ok = finite and 0 < q.bid <= q.ask and q.bid_size >= 0 and q.ask_size >= 0

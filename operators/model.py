@@ -28,8 +28,13 @@ class RawBatch(msgspec.Struct, frozen=True, array_like=True):
     """
 
     part: str
+    """The input partition, ``<partition>-<topic>`` (Bytewax's Kafka naming)."""
     messages: list[RawMessage]
     eof: bool = False
+
+    @property
+    def topic(self) -> str:
+        return self.part.split("-", 1)[1]
 
 
 class Observation(msgspec.Struct, frozen=True, array_like=True):
@@ -99,8 +104,11 @@ class AssetBatch(msgspec.Struct, frozen=True, array_like=True):
     items: list[Observation | Retraction]
 
 
-class Rejected(msgspec.Struct, frozen=True):
-    """A message that could not be used, with where it came from and why."""
+class Rejected(msgspec.Struct, frozen=True, kw_only=True):
+    """A message that could not be used, with where it came from and why.
+
+    ``reason`` is a code, a colon and the detail (``late: window ending ...``).
+    """
 
     stage: str
     reason: str
@@ -111,8 +119,16 @@ class Rejected(msgspec.Struct, frozen=True):
     key: bytes | None
     raw: bytes | None
 
+    @classmethod
+    def of(cls, stage: str, reason: str, msg: RawMessage) -> Rejected:
+        """``msg`` rejected by ``stage`` for ``reason``, with its coordinates."""
+        return cls(
+            stage=stage, reason=reason, topic=msg.topic, partition=msg.partition,
+            offset=msg.offset, timestamp_ms=msg.timestamp_ms, key=msg.key, raw=msg.value,
+        )  # fmt: skip
 
-class OraclePrice(msgspec.Struct, frozen=True):
+
+class OraclePrice(msgspec.Struct, frozen=True, kw_only=True):
     """The oracle's price for ``asset`` in USD over one event-time window.
 
     ``confidence`` is a half-width in USD (Pyth style). ``status`` is ``ok``, ``degraded``
@@ -139,7 +155,14 @@ class OracleProgress(msgspec.Struct, frozen=True):
     through_ms: int
 
 
-class PartitionStats(msgspec.Struct, frozen=True):
+class PriceBatch(msgspec.Struct, frozen=True):
+    """What the risk stage hears from the oracle: price rows and progress, in the order
+    the oracle published them (a row of a window always before the progress past it)."""
+
+    items: list[OraclePrice | OracleProgress]
+
+
+class PartitionStats(msgspec.Struct, frozen=True, kw_only=True):
     """Cumulative counts for one input partition up to its newest event, ``ts_event_ms``."""
 
     part: str

@@ -2,12 +2,13 @@
 
 Anchors: Chainlink's median with a quorum, Pyth's confidence, Maker's OSM breaker.
 
-Event time and watermarks (all in ms). Every input partition reports its watermark:
-its newest event time less the allowed lateness. The intake (``operators.intake``) has
-already sent an event whose window had ended at its own partition's watermark to the
-deadletter, so every event that reaches this stage lands in a window that is still
-open. A window closes when the minimum watermark over all input partitions passes its
-end (partitions that have ended no longer count). Which windows close and what they
+Event time and watermarks (all in ms, ``operators.clock``). Every input partition
+reports its watermark: its newest event time less the allowed lateness. The intake
+(``operators.intake``) has already sent an event whose window had ended at its own
+partition's watermark to the deadletter, so every event that reaches this stage lands in
+a window that is still open. A window closes when the minimum watermark over the input
+partitions that have not ended passes its end; once all have ended, every window up to
+the last one with data, or the highest watermark reported, closes. Which windows close and what they
 contain therefore depends only on each partition's own order, never on how partitions
 interleave: live, replay and any worker count give the same rows.
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from msgspec.structs import replace
 
 from operators.aggregate import aggregate
-from operators.config import OracleConfig
+from operators.clock import END_MS, Watermarks
 from operators.model import (
     AssetBatch,
     Observation,
@@ -42,16 +43,14 @@ from operators.model import (
     Rejected,
     Retraction,
 )
-from operators.registry import Registry
 
 STAGE = "oracle"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OracleParams:
     """Everything one asset's oracle needs; times in ms, prices in USD."""
 
-    parts: tuple[str, ...]
     window_ms: int
     max_age_ms: int
     source_max_age_ms: dict[str, int]
@@ -67,27 +66,15 @@ class OracleParams:
     """asset -> the asset it is also quoted in (BTC -> ETH); absent when none."""
 
 
-def oracle_params(cfg: OracleConfig, registry: Registry, parts: tuple[str, ...]) -> OracleParams:
-    """The oracle's parameters from the configuration, for the input partitions ``parts``."""
-    return OracleParams(
-        parts=parts,
-        window_ms=cfg.window_ms,
-        max_age_ms=int(cfg.max_age_s * 1000),
-        source_max_age_ms={
-            s.address: s.max_age_ms
-            for s in registry.by_address.values()
-            if s.max_age_ms is not None
-        },
-        min_sources=cfg.min_sources,
-        mad_k=cfg.mad_k,
-        mad_floor_bps=cfg.mad_floor_bps,
-        jump_threshold=cfg.jump_threshold,
-        breaker_confirm_sources=cfg.breaker_confirm_sources,
-        breaker_confirm_windows=cfg.breaker_confirm_windows,
-        correction_windows=cfg.correction_windows,
-        pegs=registry.pegs,
-        numeraire={a: n for n, assets in registry.crosses.items() for a in assets},
-    )
+@dataclass(frozen=True)
+class OracleOut:
+    """What one step of an asset's oracle gives: the rows of the windows it closed or
+    corrected, in order; rejects; and how far the asset's windows are now closed, when
+    that moved."""
+
+    prices: list[OraclePrice]
+    rejects: list[Rejected]
+    progress: OracleProgress | None
 
 
 @dataclass(frozen=True)
@@ -132,7 +119,7 @@ def fold(
     asset: str, carry: Carry, index: int, window_obs: Iterable[Observation], p: OracleParams
 ) -> tuple[Carry, OraclePrice | None]:
     """Close window ``index`` of ``asset``: the next carry and the row to publish (if any)."""
-    start, end = index * p.window_ms, (index + 1) * p.window_ms
+    end = (index + 1) * p.window_ms
     latest = dict(carry.latest)
     for o in window_obs:
         key = (o.source, o.base, o.quote)
@@ -158,7 +145,7 @@ def fold(
         nxt = Carry(latest, last, carry.jump_run, carry.jump_up)
         if last is None:
             return nxt, None
-        row = OraclePrice(asset, start, end, last.price, last.confidence, 0, "stale", False, 0)
+        row = _row(asset, index, p, last.price, last.confidence, 0, "stale", held=False)
         return nxt, row
 
     price, conf, n = found
@@ -167,24 +154,32 @@ def fold(
         up = price > last.price
         run = carry.jump_run + 1 if carry.jump_run and carry.jump_up == up else 1
         if n < p.breaker_confirm_sources and run < p.breaker_confirm_windows:
-            row = OraclePrice(
-                asset, start, end, last.price, last.confidence, n, "degraded", True, 0
-            )
+            row = _row(asset, index, p, last.price, last.confidence, n, "degraded", held=True)
             return Carry(latest, last, run, up), row
-    row = OraclePrice(asset, start, end, price, conf, n, status, False, 0)
+    row = _row(asset, index, p, price, conf, n, status, held=False)
     return Carry(latest, row), row
 
 
+def _row(
+    asset: str, index: int, p: OracleParams, price: float, confidence: float, sources: int,
+    status: str, *, held: bool,
+) -> OraclePrice:  # fmt: skip
+    return OraclePrice(
+        asset=asset, window_start_ms=index * p.window_ms, window_end_ms=(index + 1) * p.window_ms,
+        price=price, confidence=confidence, sources=sources, status=status, held=held, revision=0,
+    )  # fmt: skip
+
+
 class AssetOracle:
-    """Windows, watermarks and retained history for one asset (the state of one key).
+    """Windows, watermarks and retained history for one asset (the state of one key) fed
+    by the input partitions ``parts``.
 
     The parameters come with each call, so a restart with a new configuration uses it.
     """
 
-    def __init__(self, asset: str):
+    def __init__(self, asset: str, parts: tuple[str, ...]):
         self.asset = asset
-        self.part_wm: dict[str, int] = {}
-        self.ended: set[str] = set()
+        self.clock = Watermarks(parts)
         self.open: dict[int, dict[str, Observation]] = {}
         self.pending: dict[int, list[Retraction]] = {}
         self.history: list[ClosedWindow] = []
@@ -194,94 +189,94 @@ class AssetOracle:
         self.progress = -1
         """The end of the last window reported closed (``OracleProgress``), ms."""
 
-    def on_batch(
-        self, batch: AssetBatch, p: OracleParams
-    ) -> list[OraclePrice | Rejected | OracleProgress]:
+    def on_batch(self, batch: AssetBatch, p: OracleParams) -> OracleOut:
         """Take one partition's batch; return the rows of windows it closes or corrects,
         and how far the asset's windows are closed when that moved."""
-        out: list[OraclePrice | Rejected] = []
+        prices: list[OraclePrice] = []
+        rejects: list[Rejected] = []
         for item in batch.items:
             if isinstance(item, Observation):
                 index = item.ts_ms // p.window_ms
                 if self.next_index is not None and index < self.next_index:
                     # Cannot happen while every input partition is in ``parts``.
-                    out.extend(self._reject(item, f"late: window {index} already closed"))
+                    self._reject(item, f"late: window {index} already closed", rejects)
                     continue
                 self.open.setdefault(index, {})[item.obs_id] = item
             else:
-                out.extend(self._retract(item, p))
-        self.part_wm[batch.part] = batch.watermark_ms
-        if batch.eof:
-            self.ended.add(batch.part)
-        done: list[OraclePrice | Rejected | OracleProgress] = [*out, *self._close_ready(p)]
+                self._retract(item, p, prices, rejects)
+        self.clock.report(batch.part, batch.watermark_ms, batch.eof)
+        self._close_ready(p, prices, rejects)
         through = self._closed_through(p)
+        progress = None
         if through > self.progress:
             self.progress = through
-            done.append(OracleProgress(self.asset, through))
-        return done
+            progress = OracleProgress(self.asset, through)
+        return OracleOut(prices, rejects, progress)
 
     def _closed_through(self, p: OracleParams) -> int:
         """End of the last closed window; without data, the last window the watermark
         has passed (no observation can arrive for it any more)."""
         if self.next_index is not None:
             return self.next_index * p.window_ms
-        if self.open or all(part in self.ended for part in p.parts):
+        wm = self.clock.watermark_ms()
+        if self.open or wm == END_MS:
             return -1
-        return self._watermark(p) // p.window_ms * p.window_ms
+        return wm // p.window_ms * p.window_ms
 
-    def _watermark(self, p: OracleParams) -> int:
-        live = [self.part_wm.get(part, -1) for part in p.parts if part not in self.ended]
-        if live:
-            return min(live)
-        return max(self.part_wm.values(), default=-1)
-
-    def _close_ready(self, p: OracleParams) -> list[OraclePrice | Rejected]:
-        wm = self._watermark(p)
-        all_ended = all(part in self.ended for part in p.parts)
-        last_data = max(self.open, default=-1)
-        out: list[OraclePrice | Rejected] = []
+    def _close_ready(
+        self, p: OracleParams, prices: list[OraclePrice], rejects: list[Rejected]
+    ) -> None:
+        """Close every window the watermark has passed; once every partition has ended,
+        every window up to the last with data or the highest watermark reported."""
+        wm = self.clock.watermark_ms()
+        last_data = -1
+        if wm == END_MS:
+            wm = self.clock.highest_ms()
+            last_data = max(self.open, default=-1)
         index = self.next_index if self.next_index is not None else min(self.open, default=None)
-        while index is not None and (
-            (index + 1) * p.window_ms <= wm or (all_ended and index <= last_data)
-        ):
-            out.extend(self._close(index, p))
+        while index is not None and ((index + 1) * p.window_ms <= wm or index <= last_data):
+            self._close(index, p, prices, rejects)
             index += 1
             self.next_index = index
-        return out
 
-    def _close(self, index: int, p: OracleParams) -> list[OraclePrice | Rejected]:
+    def _close(
+        self, index: int, p: OracleParams, prices: list[OraclePrice], rejects: list[Rejected]
+    ) -> None:
         obs = self.open.pop(index, {})
         self.carry, row = fold(self.asset, self.carry, index, obs.values(), p)
         self.history.append(ClosedWindow(index, obs, row, self.carry))
         if len(self.history) > p.correction_windows:
             self.base = self.history.pop(0).carry
-        out: list[OraclePrice | Rejected] = [row] if row is not None else []
+        if row is not None:
+            prices.append(row)
         for retraction in self.pending.pop(index, []):
-            out.extend(self._retract(retraction, p))
-        return out
+            self._retract(retraction, p, prices, rejects)
 
-    def _retract(self, r: Retraction, p: OracleParams) -> list[OraclePrice | Rejected]:
+    def _retract(
+        self, r: Retraction, p: OracleParams, prices: list[OraclePrice], rejects: list[Rejected]
+    ) -> None:
         index = r.ts_ms // p.window_ms
         if index in self.open or self.next_index is None or index >= self.next_index:
             if r.late:  # its partition saw the window end: publish it, then correct it
                 self.pending.setdefault(index, []).append(r)
-                return []
-            if self.open.get(index, {}).pop(r.obs_id, None) is not None:
-                return []
-            return self._reject(r, "retraction_unknown: no observation with this id")
+            elif self.open.get(index, {}).pop(r.obs_id, None) is None:
+                self._reject(r, "retraction_unknown: no observation with this id", rejects)
+            return
         for pos, closed in enumerate(self.history):
             if closed.index == index:
                 if closed.obs.pop(r.obs_id, None) is None:
-                    return self._reject(r, "retraction_unknown: no observation with this id")
-                return list(self._refold(pos, p))
-        return self._reject(
-            r, f"retraction_too_old: window {index} is beyond the {p.correction_windows} "
-            "windows kept for corrections",
-        )  # fmt: skip
+                    self._reject(r, "retraction_unknown: no observation with this id", rejects)
+                else:
+                    self._refold(pos, p, prices)
+                return
+        reason = (
+            f"retraction_too_old: window {index} is beyond the {p.correction_windows} "
+            "windows kept for corrections"
+        )
+        self._reject(r, reason, rejects)
 
-    def _refold(self, changed_from: int, p: OracleParams) -> list[OraclePrice | Rejected]:
+    def _refold(self, changed_from: int, p: OracleParams, prices: list[OraclePrice]) -> None:
         carry = self.history[changed_from - 1].carry if changed_from else self.base
-        out: list[OraclePrice | Rejected] = []
         for closed in self.history[changed_from:]:
             carry, row = fold(self.asset, carry, closed.index, closed.obs.values(), p)
             closed.carry = carry
@@ -289,19 +284,30 @@ class AssetOracle:
                 revision = 0 if closed.row is None else closed.row.revision + 1
                 closed.row = None if row is None else replace(row, revision=revision)
                 if closed.row is not None:
-                    out.append(closed.row)
+                    prices.append(closed.row)
         self.carry = carry
-        return out
 
-    def _reject(self, r: Observation | Retraction, reason: str) -> list[OraclePrice | Rejected]:
+    def _reject(self, r: Observation | Retraction, reason: str, rejects: list[Rejected]) -> None:
         if r.base != self.asset:
-            return []  # the asset the observation is of reports it, not those crossing it
-        if isinstance(r, Observation):
-            return [Rejected(STAGE, reason, "", -1, -1, r.ts_ms, None, r.obs_id.encode())]
-        m = r.origin
-        return [
-            Rejected(STAGE, reason, m.topic, m.partition, m.offset, m.timestamp_ms, m.key, m.value)
-        ]
+            return  # the asset the observation is of reports it, not those crossing it
+        if isinstance(r, Retraction):
+            rejects.append(Rejected.of(STAGE, reason, r.origin))
+            return
+        rejects.append(Rejected(
+            stage=STAGE, reason=reason, topic="", partition=-1, offset=-1,
+            timestamp_ms=r.ts_ms, key=None, raw=r.obs_id.encode(),
+        ))  # fmt: skip
+
+
+def oracle_step(
+    state: AssetOracle | None, item: tuple[str, AssetBatch], *, params: OracleParams,
+    parts: tuple[str, ...],
+) -> tuple[AssetOracle, OracleOut]:  # fmt: skip
+    """The keyed step of the oracle (one key per asset) over the input partitions ``parts``."""
+    asset, batch = item
+    if state is None:
+        state = AssetOracle(asset, parts)
+    return state, state.on_batch(batch, params)
 
 
 def _unrevised(row: OraclePrice | None) -> OraclePrice | None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from operators.config import OracleConfig
+from operators.config import ConfigError, OracleConfig, SourceConfig, TokenConfig
 
 DEFAULT_TOKENS: dict[str, dict[str, Any]] = {
     "USDC": {"decimals": 6, "asset": "USDC"},
@@ -92,8 +91,6 @@ class Registry:
     @staticmethod
     def from_config(cfg: OracleConfig) -> Registry:
         """Build and check the registry; raise ``ConfigError`` on a dangling reference."""
-        from operators.config import ConfigError, SourceConfig, TokenConfig
-
         tokens: dict[str, TokenConfig] = {}
         sources: list[SourceConfig] = []
         if cfg.use_default_registry:

@@ -2,10 +2,12 @@
 
 Evaluation is deterministic in event time. The shard evaluates at each window end T (a
 grid of ``window_ms``) once (a) every input partition of the venue's events has passed T
-(its watermark, as for the oracle) and (b) every oracle asset has published, or passed
-without a row, the window ending at T (``OracleProgress``). It then applies the venue
-events before T in chain order, takes each asset's price of the window ending at T, and
-reprices the whole shard at once (``operators.margin.reprice``: one sparse product).
+(``operators.clock.Watermarks``, as for the oracle) and (b) every oracle asset has
+published, or passed without a row, the window ending at T (``OracleProgress``, which
+follows the asset's rows in the same ``PriceBatch`` or on the same topic partition). It
+then applies the venue events before T in chain order, takes each asset's price of the
+window ending at T, and reprices the whole shard at once (``operators.margin.reprice``:
+one sparse product).
 So live, replay and any number of workers give the same rows and orders.
 
 Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
@@ -26,11 +28,12 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators import margin as mg
-from operators.accounts import E18, Book
+from operators.accounts import E18, Book, shard_key
+from operators.clock import Watermarks
 from operators.greeks import Greeks, black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
-from operators.model import OptionQuote, OraclePrice, OracleProgress
-from operators.venue import Fill, InstrumentListed, VenueEvent
+from operators.model import OptionQuote, OraclePrice, OracleProgress, PriceBatch
+from operators.venue import Fill, InstrumentListed, VenueBatch, VenueEvent
 from operators.vol import (
     EwmaVol,
     QuotedIv,
@@ -103,6 +106,15 @@ class Order(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True)
+class RiskOut:
+    """What one step of a shard gives, per evaluation in order of time."""
+
+    rows: list[AccountRiskRow] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    instruments: list[InstrumentRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RiskParams:
     """Everything a shard needs; times in ms, amounts in USD.
 
@@ -112,7 +124,6 @@ class RiskParams:
     """
 
     window_ms: int
-    parts: tuple[str, ...]
     assets: tuple[str, ...]
     underlyings: dict[str, str]
     collateral: dict[str, tuple[str, int]]
@@ -176,21 +187,21 @@ def order_id(*trigger: object) -> str:
 
 
 class RiskShard:
-    """The state of one shard (one key): its book, instruments, prices and clocks.
+    """The state of one shard (one key): its book, instruments, prices and clocks, fed
+    by the venue's input partitions ``parts``.
 
     ``reports_instruments``: this shard writes the ``InstrumentRow``s (every shard prices
     the same instruments; one reports them).
     """
 
-    def __init__(self, reports_instruments: bool = False) -> None:
+    def __init__(self, parts: tuple[str, ...], reports_instruments: bool = False) -> None:
         self.reports_instruments = reports_instruments
         self.book = Book()
         self.instruments: dict[str, InstrumentListed] = {}
         self.pending: list[VenueEvent | OptionQuote] = []
         self.quotes: dict[str, OptionQuote] = {}
         """option instrument -> its latest quote applied."""
-        self.part_wm: dict[str, int] = {}
-        self.ended: set[str] = set()
+        self.clock = Watermarks(parts)
         self.progress: dict[str, int] = {}
         self.rows: dict[str, dict[int, OraclePrice]] = {}
         """asset -> window end -> the first publication of that window (revision 0)."""
@@ -210,33 +221,25 @@ class RiskShard:
 
     # --- inputs ---------------------------------------------------------------------
 
-    def on_venue(
-        self, part: str, watermark_ms: int, eof: bool, events: list[VenueEvent | OptionQuote]
-    ) -> None:
-        self.pending.extend(events)
-        self.part_wm[part] = watermark_ms
-        if eof:
-            self.ended.add(part)
+    def on_venue(self, batch: VenueBatch) -> None:
+        """Take venue events and option quotes, and their partition's watermark."""
+        self.pending.extend(batch.events)
+        self.clock.report(batch.part, batch.watermark_ms, batch.eof)
 
-    def on_price(self, row: OraclePrice) -> None:
-        """Keep a window's first publication; a later correction does not re-run the past."""
-        if row.revision == 0:
-            self.rows.setdefault(row.asset, {})[row.window_end_ms] = row
-
-    def on_progress(self, progress: OracleProgress) -> None:
-        self.progress[progress.asset] = max(
-            self.progress.get(progress.asset, -1), progress.through_ms
-        )
+    def on_prices(self, batch: PriceBatch) -> None:
+        """Take the oracle's rows and progress in order. A window's first publication is
+        kept; a later correction does not re-run the past."""
+        for item in batch.items:
+            if isinstance(item, OracleProgress):
+                self.progress[item.asset] = max(self.progress.get(item.asset, -1), item.through_ms)
+            elif item.revision == 0:
+                self.rows.setdefault(item.asset, {})[item.window_end_ms] = item
 
     # --- evaluation -----------------------------------------------------------------
 
-    def _venue_watermark(self, p: RiskParams) -> int:
-        live = [self.part_wm.get(part, -1) for part in p.parts if part not in self.ended]
-        return min(live) if live else 2**62
-
     def ready(self, p: RiskParams) -> list[int]:
         """The window ends that can be evaluated now, in order."""
-        through = min([self._venue_watermark(p)] + [self.progress.get(a, -1) for a in p.assets])
+        through = min([self.clock.watermark_ms()] + [self.progress.get(a, -1) for a in p.assets])
         if self.next_eval is None:
             # Every row ending by ``through`` has arrived, so this minimum is final.
             first = min((w for rows in self.rows.values() for w in rows), default=None)
@@ -250,11 +253,11 @@ class RiskShard:
             t += p.window_ms
         return out
 
-    def evaluate(self, p: RiskParams) -> list[AccountRiskRow | Order | InstrumentRow]:
+    def evaluate(self, p: RiskParams) -> RiskOut:
         """Every evaluation that is ready, in order of time."""
-        out: list[AccountRiskRow | Order | InstrumentRow] = []
+        out = RiskOut()
         for t in self.ready(p):
-            out.extend(self._evaluate_at(t, p))
+            self._evaluate_at(t, p, out)
             self.next_eval = t + p.window_ms
         return out
 
@@ -294,7 +297,7 @@ class RiskShard:
                 self.vol_values[asset] = vol.value
                 self.vol_sources[asset] = vol.source
 
-    def _evaluate_at(self, t: int, p: RiskParams) -> list[AccountRiskRow | Order | InstrumentRow]:
+    def _evaluate_at(self, t: int, p: RiskParams, out: RiskOut) -> None:
         self._apply_until(t)
         self._advance_prices(t, p)
         for key, sent in list(self.in_flight.items()):
@@ -302,21 +305,19 @@ class RiskShard:
                 del self.in_flight[key]
         tick = self._tick(t, p)
         if tick is None:
-            return []
-        out: list[AccountRiskRow | Order | InstrumentRow] = []
+            return
         if self.reports_instruments:
-            out.extend(self._instrument_rows(tick, p))
+            out.instruments.extend(self._instrument_rows(tick, p))
         if not self.book.accounts:
-            return out
-        out.extend(self._risk_rows(tick, p))
+            return
+        out.rows.extend(self._risk_rows(tick, p))
         for below in np.flatnonzero(tick.ar.equity < tick.ar.mm):  # the few to liquidate
-            out.extend(self._liquidate(tick, tick.accounts[below], int(below), p))
+            out.orders.extend(self._liquidate(tick, tick.accounts[below], int(below), p))
         for account, hedges in sorted(p.books.items()):
             book_row = self.book.accounts.get(account)
             for asset, instrument in sorted(hedges.items()):
                 if book_row is not None:
-                    out.extend(self._hedge(tick, account, book_row, asset, instrument, p))
-        return out
+                    out.orders.extend(self._hedge(tick, account, book_row, asset, instrument, p))
 
     def _tick(self, t: int, p: RiskParams) -> _Tick | None:
         """Everything priced at ``t``: instruments, the shard's positions and their risk."""
@@ -422,7 +423,7 @@ class RiskShard:
             for n, i in enumerate(tick.listed)
         ]
 
-    def _risk_rows(self, tick: _Tick, p: RiskParams) -> list[AccountRiskRow | Order]:
+    def _risk_rows(self, tick: _Tick, p: RiskParams) -> list[AccountRiskRow]:
         """Rows for the accounts whose health moved by ``risk_change`` or that are due."""
         n = len(self.book.accounts)
         grown = n - self.last_health.size
@@ -556,6 +557,22 @@ class RiskShard:
                 int(tick.ar.worst[row]),
             )
         ]
+
+
+def risk_step(
+    state: RiskShard | None, item: tuple[str, VenueBatch | PriceBatch], *, params: RiskParams,
+    parts: tuple[str, ...],
+) -> tuple[RiskShard, RiskOut]:  # fmt: skip
+    """The keyed step of a shard (one key per shard) over the venue's partitions ``parts``;
+    the first shard reports the instruments."""
+    shard, batch = item
+    if state is None:
+        state = RiskShard(parts, reports_instruments=shard == shard_key(0))
+    if isinstance(batch, VenueBatch):
+        state.on_venue(batch)
+    else:
+        state.on_prices(batch)
+    return state, state.evaluate(params)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -91,10 +91,7 @@ def decode_venue(msg: RawMessage, venue: str) -> VenueEvent | Rejected | None:
             return None
         return _event(log)
     except (DecodeError, abi.AbiError) as exc:
-        return Rejected(
-            STAGE, str(exc), msg.topic, msg.partition, msg.offset, msg.timestamp_ms,
-            msg.key, msg.value,
-        )  # fmt: skip
+        return Rejected.of(STAGE, str(exc), msg)
 
 
 def _event(log: RpcLog) -> VenueEvent | None:

@@ -23,13 +23,14 @@ from bytewax.dataflow import Dataflow
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
-from flows.dataflows import kafka_oracle_flow, replay_flow
+from flows.dataflows import kafka_flow, replay_flow
 from flows.runner import run
 from flows.summary import latest_prices
 from operators.config import Config, load_config
 from operators.decode import Decoder
 from operators.generate import GenerateParams, generate
 from operators.registry import Registry
+from operators.stages import stage_params
 
 
 def _baseline(recording: Path, cfg: Config) -> tuple[float, int]:
@@ -73,7 +74,8 @@ def main() -> None:
         print(f"recording: {events} messages ({g.counts}) in {time.perf_counter() - started:.1f} s")
 
         base_s, decoded = _baseline(recording, cfg)
-        replay_s = _timed_run(lambda: replay_flow(recording, work / "replay", cfg), cfg)
+        params = stage_params(cfg)
+        replay_s = _timed_run(lambda: replay_flow(recording, work / "replay", params), cfg)
         windows = latest_prices(work / "replay").height
 
         with EmbeddedBroker() as broker:
@@ -83,7 +85,7 @@ def main() -> None:
             publish(g.messages, broker.bootstrap)
             publish_s = time.perf_counter() - started
             kafka_s = _timed_run(
-                lambda: kafka_oracle_flow([broker.bootstrap], cfg, work / "kafka", True), cfg
+                lambda: kafka_flow([broker.bootstrap], params, work / "kafka", True, "oracle"), cfg
             )
 
         rows = [

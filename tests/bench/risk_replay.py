@@ -27,6 +27,7 @@ from operators.accounts import E18
 from operators.config import load_config
 from operators.generate import GenerateParams, generate
 from operators.model import RawMessage
+from operators.stages import stage_params
 
 VENUE = "0x" + "77" * 20
 WETH, USDC = "0x" + "e1" * 20, "0x" + "c1" * 20
@@ -95,9 +96,10 @@ def main() -> None:
             g.config_toml + f'\n[risk]\nvenue = "{VENUE}"\nunderlyings = {{ "{WETH}" = "ETH" }}\n'
             f'[risk.collateral."{USDC}"]\nasset = "USDC"\ndecimals = 6\n'
         )
+        params = stage_params(cfg)
         started = time.perf_counter()
         code = run(
-            lambda: replay_flow(recording, work / "out", cfg),
+            lambda: replay_flow(recording, work / "out", params),
             epoch_interval_s=cfg.run.epoch_interval_s,
         )
         assert code == 0

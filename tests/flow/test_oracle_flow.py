@@ -14,9 +14,12 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from flows.oracle import oracle_stage
 from operators.config import load_config
 from operators.model import OraclePrice, RawBatch, RawMessage, Rejected
+from operators.stages import stage_params
 
 T0 = 1_683_028_800_000
-CFG = load_config("[oracle]\nmin_sources = 2\nallowed_lateness_s = 5\n[run]\nbatch_size = 4")
+CFG = stage_params(
+    load_config("[oracle]\nmin_sources = 2\nallowed_lateness_s = 5\n[run]\nbatch_size = 4")
+)
 
 
 def _quote(part: int, offset: int, source: str, ts: int, mid: float) -> RawMessage:

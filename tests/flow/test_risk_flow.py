@@ -18,13 +18,14 @@ from operators.accounts import E18
 from operators.config import load_config
 from operators.model import RawBatch, RawMessage
 from operators.risk import AccountRiskRow, Order
+from operators.stages import stage_params
 
 T0 = 1_700_000_040_000
 VENUE = "0x" + "77" * 20
 WETH, USDC = "0x" + "e" * 40, "0x" + "c" * 40
 PERP = "0x" + "1" * 64
 ACCOUNTS = {"0x" + c * 40: size for c, size in zip("abcd", (20, 20, 20, 5), strict=True)}
-CFG = load_config(f"""
+CFG = stage_params(load_config(f"""
 [oracle]
 min_sources = 1
 allowed_lateness_s = 5
@@ -37,7 +38,7 @@ vol_cap = 0.6
 [risk.collateral."{USDC}"]
 asset = "USDC"
 decimals = 6
-""")  # fmt: skip
+"""))  # fmt: skip
 PARTS = ["0-chain.logs", "0-dex.quotes"]
 
 
@@ -93,8 +94,8 @@ def _batches() -> list[RawBatch]:
 
 def _flow(orders: list, rows: list) -> Dataflow:
     flow = Dataflow("risk_test")
-    oracle = oracle_stage(op.input("in", flow, TestingSource(_batches())), CFG, PARTS)
-    risk = risk_stage(oracle, CFG, PARTS)
+    raw = op.input("in", flow, TestingSource(_batches()))
+    risk = risk_stage(raw, CFG, PARTS, oracle_stage(raw, CFG, PARTS).published)
     op.output("orders", risk.orders, TestingSink(orders))
     op.output("rows", risk.rows, TestingSink(rows))
     return flow
@@ -135,8 +136,9 @@ def test_crash_and_resume_under_recovery_gives_the_same_orders(tmp_path: Path) -
     items: list = _batches()
     items.insert(len(items) - 2, TestingSource.ABORT())  # after the drop, before the end
     got: list = []
-    oracle = oracle_stage(op.input("in", flow, TestingSource(items)), CFG, PARTS)
-    op.output("orders", risk_stage(oracle, CFG, PARTS).orders, TestingSink(got))
+    raw = op.input("in", flow, TestingSource(items))
+    risk = risk_stage(raw, CFG, PARTS, oracle_stage(raw, CFG, PARTS).published)
+    op.output("orders", risk.orders, TestingSink(got))
     init_db_dir(tmp_path, 1)
     recovery = RecoveryConfig(str(tmp_path))
     run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)

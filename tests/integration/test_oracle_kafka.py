@@ -12,10 +12,11 @@ import pytest
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish, record
-from connectors.recording import load_recording, write_recording
+from connectors.recording import iter_messages, load_recording, write_recording
 from flows.summary import latest_prices
+from operators import oracle_topic
 from operators.generate import GenerateParams, generate
-from operators.model import OraclePrice
+from operators.model import OraclePrice, OracleProgress, Rejected
 
 PARTITIONS = 3
 
@@ -88,11 +89,26 @@ def test_oracle_prices_topic_carries_the_parquet_rows(
     hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
                "--out", out)  # fmt: skip
     record(brokers, [topics["oracle_prices"]], root / "prices_recording")
-    recorded = load_recording(root / "prices_recording")
+    recorded = list(iter_messages(load_recording(root / "prices_recording")))
+    decoded = [oracle_topic.decode(m) for m in recorded]
+    assert not [r for r in decoded if isinstance(r, Rejected)]
     from_topic = sorted(
-        (msgspec.json.decode(v, type=OraclePrice) for v in recorded["value"]),
+        (p for p in decoded if isinstance(p, OraclePrice)),
         key=lambda p: (p.asset, p.window_start_ms, p.revision),
     )
+    # Each asset's progress records follow its rows, in its partition: no first publication
+    # of a window comes after the progress past it.
+    # (When both tests ran, the second run's rows repeat the first's and are skipped.)
+    for part in {(m.partition, m.key) for m in recorded}:
+        through, seen = -1, set()
+        for m, item in zip(recorded, decoded, strict=True):
+            if (m.partition, m.key) != part:
+                continue
+            if isinstance(item, OracleProgress):
+                through = max(through, item.through_ms)
+            elif isinstance(item, OraclePrice) and item.revision == 0 and item not in seen:
+                seen.add(item)
+                assert item.window_end_ms > through
     parquet = _rows(out)
     # Two runs wrote to the topic (this test's and the other's, when both ran): compare sets.
     assert {msgspec.structs.astuple(p) for p in from_topic} == set(parquet.drop("date").iter_rows())

@@ -1,4 +1,6 @@
-"""The risk engine on a chain recorded from Anvil: replay, Kafka with one and two processes."""
+"""The stages deployed separately on the real broker, against replay, on a chain recorded
+from Anvil: ``run oracle`` and ``run risk`` as their own processes, with their own process
+counts, joined by the ``oracle.prices`` topic, give replay's rows exactly."""
 
 from __future__ import annotations
 
@@ -8,53 +10,82 @@ from pathlib import Path
 
 import msgspec
 import polars as pl
+import pytest
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
 from flows.devchain import devchain
+from operators.model import RawMessage
+
+KEYS = ("chain_logs", "dex_quotes", "oracle_prices", "orders", "fills", "deadletter")
+DATASETS = {
+    "oracle_prices": ["asset", "window_start_ms", "revision"],
+    "orders": ["ts_event_ms", "order_id"],
+    "account_risk": ["ts_event_ms", "account"],
+    "instruments": ["ts_event_ms", "instrument"],
+}
 
 
-def _read(out: Path, dataset: str, order: list[str]) -> pl.DataFrame:
-    return pl.read_parquet(out / dataset / "**/*.parquet", hive_partitioning=True).sort(order)
+def _read(out: Path, dataset: str) -> pl.DataFrame:
+    frame = pl.read_parquet(out / dataset / "**/*.parquet", hive_partitioning=True)
+    return frame.sort(DATASETS[dataset])
 
 
-def test_replay_and_kafka_with_one_and_two_processes_give_identical_orders(
-    broker: EmbeddedBroker, tmp_path: Path, hedgeflow: Callable[..., object]
-) -> None:
-    chain = tmp_path / "chain"
-    assert devchain(chain, scenario=True, seed=7, accounts=50, keep_running=False, record=True) == 0
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[RawMessage]]:
+    """The devchain scenario (50 accounts, a crash), recorded once."""
+    out = tmp_path_factory.mktemp("chain")
+    assert devchain(out, scenario=True, seed=7, accounts=50, keep_running=False, record=True) == 0
+    return out, list(iter_messages(load_recording(out / "recording.parquet")))
+
+
+def _deployment(
+    broker: EmbeddedBroker, chain: tuple[Path, list[RawMessage]], root: Path
+) -> tuple[Path, list[RawMessage]]:
+    """Its own uuid-named topics with the recording published; its configuration."""
+    chain_dir, messages = chain
     tag = uuid.uuid4().hex[:8]
-    topics = {k: f"{k}.{tag}" for k in ("chain_logs", "dex_quotes", "oracle_prices", "orders",
-                                        "fills", "deadletter")}  # fmt: skip
-    config = tmp_path / "risk.toml"
+    topics = {k: f"{k}.{tag}" for k in KEYS}
+    config = root / "risk.toml"
     table = "".join(f'{k} = "{v}"\n' for k, v in topics.items())
-    config.write_text((chain / "devchain.toml").read_text() + f"\n[topics]\n{table}")
-    recorded = [
-        msgspec.structs.replace(m, topic=topics["chain_logs"])
-        for m in iter_messages(load_recording(chain / "recording.parquet"))
-    ]
-    write_recording(recorded, tmp_path / "recording.parquet")
+    config.write_text((chain_dir / "devchain.toml").read_text() + f"\n[topics]\n{table}")
+    recorded = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in messages]
     create_topics(broker.bootstrap, list(topics.values()), 2)
     publish(recorded, broker.bootstrap)
+    return config, recorded
 
-    hedgeflow("replay", tmp_path / "recording.parquet", "--out", tmp_path / "replay",
-               "--config", config)  # fmt: skip
-    for name, extra in (("kafka1", ()), ("kafka2", ("--processes", "2"))):
-        hedgeflow("run", "risk", "--brokers", broker.bootstrap, "--until-end", "--config",
-                   config, "--out", tmp_path / name, *extra)  # fmt: skip
 
-    orders = [_read(tmp_path / d, "orders", ["ts_event_ms", "order_id"]) for d in
-              ("replay", "kafka1", "kafka2")]  # fmt: skip
-    risk = [_read(tmp_path / d, "account_risk", ["ts_event_ms", "account"]) for d in
-            ("replay", "kafka1", "kafka2")]  # fmt: skip
-    assert orders[0].height > 0 and risk[0]["account"].n_unique() == 50
-    assert orders[0].equals(orders[1]) and orders[0].equals(orders[2])
-    assert risk[0].equals(risk[1]) and risk[0].equals(risk[2])
-    liquidations = orders[0].filter(pl.col("kind") == "liquidation")
+@pytest.mark.parametrize(("oracle_processes", "risk_processes"), [(2, 1), (1, 2)])
+def test_stages_deployed_separately_give_the_rows_of_replay(
+    broker: EmbeddedBroker,
+    chain: tuple[Path, list[RawMessage]],
+    tmp_path: Path,
+    hedgeflow: Callable[..., object],
+    oracle_processes: int,
+    risk_processes: int,
+) -> None:
+    config, recorded = _deployment(broker, chain, tmp_path)
+    write_recording(recorded, tmp_path / "recording.parquet")
+    replay = tmp_path / "replay"
+    hedgeflow("replay", tmp_path / "recording.parquet", "--out", replay, "--config", config)
+    oracle, risk = tmp_path / "oracle", tmp_path / "risk"
+    for stage, out, processes in (
+        ("oracle", oracle, oracle_processes),
+        ("risk", risk, risk_processes),
+    ):
+        hedgeflow("run", stage, "--brokers", broker.bootstrap, "--until-end", "--config", config,
+                  "--out", out, "--processes", str(processes))  # fmt: skip
+
+    assert not (risk / "oracle_prices").exists(), "run risk does not run the oracle"
+    assert not (oracle / "orders").exists(), "run oracle does not run the risk engine"
+    expected = {name: _read(replay, name) for name in DATASETS}
+    assert expected["orders"].height > 0 and expected["account_risk"]["account"].n_unique() == 50
+    assert _read(oracle, "oracle_prices").equals(expected["oracle_prices"])
+    for name in ("orders", "account_risk", "instruments"):
+        assert _read(risk, name).equals(expected[name]), name
+    liquidations = expected["orders"].filter(pl.col("kind") == "liquidation")
     # one order in flight per account: no two orders of an account within the timeout
     gaps = liquidations.group_by("account").agg(pl.col("ts_event_ms").unique().sort().diff().min())
-    assert (
-        gaps["ts_event_ms"].drop_nulls().min() is None
-        or gaps["ts_event_ms"].drop_nulls().min() >= 300_000
-    )
+    shortest = gaps["ts_event_ms"].drop_nulls().min()
+    assert shortest is None or shortest >= 300_000

@@ -6,6 +6,7 @@ import pytest
 
 from operators.config import Config, ConfigError, load_config
 from operators.registry import DEFAULT_SOURCES, Registry
+from operators.stages import stage_params
 
 POOL = "0x0000000000000000000000000000000000000001"
 
@@ -17,8 +18,9 @@ def _source(**fields: object) -> str:
 
 
 def _fails(text: str) -> str:
+    """The message of loading ``text`` and building the stages from it, as at start-up."""
     with pytest.raises(ConfigError) as info:
-        load_config(text)
+        stage_params(load_config(text))
     return str(info.value)
 
 
@@ -34,7 +36,8 @@ def test_defaults_load(text: str | None) -> None:
     assert (cfg.topics.chain_logs, cfg.topics.dex_quotes, cfg.topics.deadletter) == (
         "chain.logs", "dex.quotes", "deadletter",
     )  # fmt: skip
-    assert (cfg.oracle.window_ms, cfg.oracle.lateness_ms, cfg.oracle.min_sources) == (
+    oracle = stage_params(cfg).oracle
+    assert (oracle.window_ms, stage_params(cfg).intake.lateness_ms, oracle.min_sources) == (
         60_000,
         10_000,
         3,
@@ -56,7 +59,7 @@ def test_values_given_replace_the_defaults() -> None:
         '[topics]\nchain_logs = "mainnet.logs"\n[oracle]\nwindow_s = 30\nmin_sources = 2\n'
     )
     assert cfg.topics.chain_logs == "mainnet.logs"
-    assert (cfg.oracle.window_ms, cfg.oracle.min_sources) == (30_000, 2)
+    assert (stage_params(cfg).oracle.window_ms, cfg.oracle.min_sources) == (30_000, 2)
 
 
 def test_without_default_registry_only_configured_sources_are_registered() -> None:

@@ -20,17 +20,17 @@ from operators.model import (
     Rejected,
     Retraction,
 )
-from operators.oracle import AssetOracle, OracleParams, oracle_params
+from operators.oracle import AssetOracle, OracleParams
 from operators.registry import Registry
+from operators.stages import stage_params
 
 T0 = 1_683_028_800_000  # 2023-05-02 12:00:00 UTC, a window boundary
 W = 60_000
 PARTS = ("0-p", "1-p")
 
 
-def params(text: str = "", parts: tuple[str, ...] = PARTS):
-    cfg = load_config(text)
-    return oracle_params(cfg.oracle, Registry.from_config(cfg.oracle), parts)
+def params(text: str = "") -> OracleParams:
+    return stage_params(load_config(text)).oracle
 
 
 def obs(
@@ -46,12 +46,13 @@ def batch(part: str, wm: int, *items: Observation | Retraction, eof: bool = Fals
 class Oracle:
     """An AssetOracle bound to its parameters, for brevity."""
 
-    def __init__(self, asset: str, p: OracleParams):
-        self.state, self.p = AssetOracle(asset), p
+    def __init__(self, asset: str, p: OracleParams, parts: tuple[str, ...] = PARTS):
+        self.state, self.p = AssetOracle(asset, parts), p
 
     def on_batch(self, b: AssetBatch) -> list[OraclePrice | Rejected]:
         """Rows and rejects (progress reports are tested on their own)."""
-        return [r for r in self.state.on_batch(b, self.p) if not isinstance(r, OracleProgress)]
+        out = self.state.on_batch(b, self.p)
+        return [*out.prices, *out.rejects]
 
 
 def prices(rows: list[OraclePrice | Rejected]) -> list[OraclePrice]:
@@ -174,8 +175,9 @@ def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
     parts = sorted({b.part for b in batches})
     intakes = {p: PartitionIntake(p) for p in parts}
     oracles: dict[str, AssetOracle] = {}
-    ip = IntakeParams(W, CFG.oracle.lateness_ms, 3_600_000, REGISTRY.assets)
-    op_ = oracle_params(CFG.oracle, REGISTRY, tuple(parts))
+    ip = IntakeParams(window_ms=W, lateness_ms=5_000, max_future_ms=3_600_000,
+                      assets=REGISTRY.assets)  # fmt: skip
+    op_ = stage_params(CFG).oracle
     queues = {p: [b for b in batches if b.part == p] for p in parts}
     out: list[tuple] = []
     for pick in order:
@@ -184,19 +186,13 @@ def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
         part = parts[pick % len(parts)]
         if not queues[part]:
             part = next(p for p in parts if queues[p])
-        for item in intakes[part].on_batch(queues[part].pop(0), DECODER, ip):
-            if isinstance(item, tuple):
-                asset, ab = item
-                oracle = oracles.setdefault(asset, AssetOracle(asset))
-                out += [
-                    ("p", *r.__struct_fields__, *(getattr(r, f) for f in r.__struct_fields__))
-                    if isinstance(r, OraclePrice)
-                    else ("r", r.reason, r.offset)
-                    for r in oracle.on_batch(ab, op_)
-                    if not isinstance(r, OracleProgress)
-                ]
-            elif isinstance(item, Rejected):
-                out.append(("r", item.reason, item.offset))
+        taken = intakes[part].on_batch(queues[part].pop(0), DECODER, ip)
+        out += [("r", r.reason, r.offset) for r in taken.rejects]
+        for asset, ab in taken.batches:
+            oracle = oracles.setdefault(asset, AssetOracle(asset, tuple(parts)))
+            priced = oracle.on_batch(ab, op_)
+            out += [("p", *(getattr(r, f) for f in r.__struct_fields__)) for r in priced.prices]
+            out += [("r", r.reason, r.offset) for r in priced.rejects]
     return sorted(out)
 
 
@@ -256,12 +252,12 @@ def test_correction_carries_into_later_windows_that_used_the_retracted_observati
 
 
 def test_progress_reports_closed_windows_even_for_an_asset_without_data() -> None:
-    with_data, without = AssetOracle("ETH"), AssetOracle("BTC")
+    with_data, without = AssetOracle("ETH", PARTS), AssetOracle("BTC", PARTS)
     p = params()
     with_data.on_batch(batch("0-p", 0, *(obs(s, 1800.0, T0) for s in "abc")), p)
     reports = []
     for oracle in (with_data, without):
         oracle.on_batch(batch("1-p", T0 + 2 * W + 5), p)
-        reports += [r for r in oracle.on_batch(batch("0-p", T0 + 2 * W + 5), p)
-                    if isinstance(r, OracleProgress)]  # fmt: skip
+        progress = oracle.on_batch(batch("0-p", T0 + 2 * W + 5), p).progress
+        reports += [progress] if progress is not None else []
     assert reports == [OracleProgress("ETH", T0 + 2 * W), OracleProgress("BTC", T0 + 2 * W)]

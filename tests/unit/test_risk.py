@@ -6,9 +6,9 @@ import dataclasses
 import json
 
 from operators.accounts import E18
-from operators.model import OptionQuote, OraclePrice, OracleProgress
-from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
-from operators.venue import CollateralMove, Fill, InstrumentListed
+from operators.model import OptionQuote, OraclePrice, OracleProgress, PriceBatch
+from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskOut, RiskParams, RiskShard
+from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 
 W = 60_000
 T0 = 1_700_000_040_000  # a window end
@@ -16,7 +16,7 @@ WETH, USDC = "0x" + "e" * 40, "0x" + "c" * 40
 PERP, CALL = "0x" + "1" * 64, "0x" + "2" * 64
 ACCOUNTS = ["0x" + c * 40 for c in "abcd"]
 PARAMS = RiskParams(
-    window_ms=W, parts=("0-chain.logs",), assets=("ETH",), underlyings={WETH: "ETH"},
+    window_ms=W, assets=("ETH",), underlyings={WETH: "ETH"},
     collateral={USDC: ("USDC", 6)}, pegs={"USDC": 1.0}, vol_floor=0.6, vol_cap=0.6,
 )  # fmt: skip
 """A fixed 60 % vol (floor = cap), so that margin moves with the price alone: a 20 ETH long
@@ -34,16 +34,26 @@ def _setup(longs: dict[str, int]) -> list:
 
 
 def _price(end: int, price: float, status: str = "ok") -> OraclePrice:
-    return OraclePrice("ETH", end - W, end, price, 1.0, 3, status, False, 0)
+    return OraclePrice(
+        asset="ETH", window_start_ms=end - W, window_end_ms=end, price=price, confidence=1.0,
+        sources=3, status=status, held=False, revision=0,
+    )  # fmt: skip
+
+
+def _shard(reports_instruments: bool = False) -> RiskShard:
+    return RiskShard(("0-chain.logs",), reports_instruments)
+
+
+def _flat(out: RiskOut) -> list:
+    return [*out.instruments, *out.rows, *out.orders]
 
 
 def _run(shard: RiskShard, events: list, prices: list[OraclePrice], p: RiskParams = PARAMS) -> list:
-    shard.on_venue("0-chain.logs", max(r.window_end_ms for r in prices), False, events)
+    shard.on_venue(VenueBatch("0-chain.logs", max(r.window_end_ms for r in prices), False, events))
     out = []
     for row in prices:
-        shard.on_price(row)
-        shard.on_progress(OracleProgress("ETH", row.window_end_ms))
-        out += shard.evaluate(p)
+        shard.on_prices(PriceBatch([row, OracleProgress("ETH", row.window_end_ms)]))
+        out += _flat(shard.evaluate(p))
     return out
 
 
@@ -56,7 +66,7 @@ def test_price_drop_gives_exactly_one_liquidation_order_per_undercollateralised_
     # At 1,940: equity 10,000 - 20 * 60 = 8,800 < MM 0.23 * 38,800 = 8,924 (health 0.986).
     prices = [_price(T0, 2_000.0), _price(T0 + W, 1_940.0), _price(T0 + 2 * W, 1_940.0)]
 
-    orders = _orders(_run(RiskShard(), _setup(longs), prices))
+    orders = _orders(_run(_shard(), _setup(longs), prices))
 
     assert sorted(o.account for o in orders) == sorted(ACCOUNTS[:3])
     assert all(o.kind == "liquidation" and o.instrument == PERP and o.size < 0 for o in orders)
@@ -69,18 +79,18 @@ def test_price_drop_gives_exactly_one_liquidation_order_per_undercollateralised_
 
 def test_same_drop_on_a_stale_price_gives_no_order() -> None:
     prices = [_price(T0, 2_000.0), _price(T0 + W, 1_700.0, "stale")]
-    assert _orders(_run(RiskShard(), _setup({ACCOUNTS[0]: 20}), prices)) == []
+    assert _orders(_run(_shard(), _setup({ACCOUNTS[0]: 20}), prices)) == []
 
 
 def test_evaluation_waits_for_venue_watermark_and_oracle_progress() -> None:
-    shard = RiskShard()
-    shard.on_venue("0-chain.logs", T0 - 1, False, _setup({ACCOUNTS[0]: 20}))
-    shard.on_price(_price(T0, 2_000.0))
-    assert shard.evaluate(PARAMS) == []  # no oracle progress yet
-    shard.on_progress(OracleProgress("ETH", T0))
-    assert shard.evaluate(PARAMS) == []  # venue events up to T0 may still come
-    shard.on_venue("0-chain.logs", T0, False, [])
-    rows = shard.evaluate(PARAMS)
+    shard = _shard()
+    shard.on_venue(VenueBatch("0-chain.logs", T0 - 1, False, _setup({ACCOUNTS[0]: 20})))
+    shard.on_prices(PriceBatch([_price(T0, 2_000.0)]))
+    assert _flat(shard.evaluate(PARAMS)) == []  # no oracle progress yet
+    shard.on_prices(PriceBatch([OracleProgress("ETH", T0)]))
+    assert _flat(shard.evaluate(PARAMS)) == []  # venue events up to T0 may still come
+    shard.on_venue(VenueBatch("0-chain.logs", T0, False, []))
+    rows = _flat(shard.evaluate(PARAMS))
     assert [(r.account, r.ts_event_ms) for r in rows if isinstance(r, AccountRiskRow)] == [
         (ACCOUNTS[0], T0)
     ]
@@ -89,8 +99,8 @@ def test_evaluation_waits_for_venue_watermark_and_oracle_progress() -> None:
 def test_order_ids_repeat_on_replay() -> None:
     longs = {ACCOUNTS[0]: 20}
     prices = [_price(T0, 2_000.0), _price(T0 + W, 1_700.0)]
-    first = _orders(_run(RiskShard(), _setup(longs), prices))
-    again = _orders(_run(RiskShard(), _setup(longs), prices))
+    first = _orders(_run(_shard(), _setup(longs), prices))
+    again = _orders(_run(_shard(), _setup(longs), prices))
     assert first and [o.order_id for o in first] == [o.order_id for o in again]
 
 
@@ -103,7 +113,7 @@ def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
         InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
         Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
     ]
-    orders = _orders(_run(RiskShard(), events, [_price(T0, 2_000.0)], p))
+    orders = _orders(_run(_shard(), events, [_price(T0, 2_000.0)], p))
     (hedge,) = orders
     assert hedge.kind == "hedge" and hedge.instrument == PERP and hedge.size < -10  # ~ -0.5 * 50
 
@@ -123,7 +133,7 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
         Fill(book, PERP, -E18, 2_000 * E18, None, T0 + W + 1_000, 40, False),  # a partial fill
     ]
     prices = [_price(T0 + i * W, 2_000.0) for i in range(4)]
-    orders = _orders(_run(RiskShard(), events, prices, p))
+    orders = _orders(_run(_shard(), events, prices, p))
     # One order at T0; none at T0 + W (in flight); the fill clears it: a new one at T0 + 2W.
     assert [o.ts_event_ms for o in orders] == [T0, T0 + 2 * W]
 
@@ -134,14 +144,14 @@ def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
         *_setup({ACCOUNTS[0]: 1}),
         InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
     ]
-    out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
+    out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
     perp, call = rows[PERP], rows[CALL]
     assert (perp.price, perp.delta, perp.gamma, perp.vol_source) == (2_000.0, 1.0, 0.0, "floor")
     assert 0.5 < call.delta < 0.6 and call.gamma > 0 and call.vega > 0 and call.theta < 0
     assert call.vol == 0.6 and call.underlying == "ETH"
     assert not any(
-        isinstance(r, InstrumentRow) for r in _run(RiskShard(), events, [_price(T0, 2_000.0)])
+        isinstance(r, InstrumentRow) for r in _run(_shard(), events, [_price(T0, 2_000.0)])
     )
 
 
@@ -159,7 +169,7 @@ def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
     quoted = [k for k in strikes if k != 1_900]
     events += [OptionQuote(ids[k], smile[k], 0.0, T0 - 10_000, "q") for k in quoted]
 
-    out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
+    out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
 
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
     assert (rows[ids[2_000]].vol, rows[ids[2_000]].vol_source) == (smile[2_000], "quote_iv")
@@ -168,16 +178,14 @@ def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
     assert abs(rows[ids[1_900]].vol - smile[1_900]) < 0.01
     # beyond the last quoted expiry the smile is held flat in vol (operators.vol.vol_at)
     assert rows[far].vol_source == "svi" and abs(rows[far].vol - smile[2_000]) < 0.01
-    unquoted = _run(
-        RiskShard(reports_instruments=True), events[: -len(quoted)], [_price(T0, 2_000.0)]
-    )
+    unquoted = _run(_shard(reports_instruments=True), events[: -len(quoted)], [_price(T0, 2_000.0)])
     assert {r.vol_source for r in unquoted if isinstance(r, InstrumentRow)} == {"floor"}
 
 
 def test_account_row_has_pnl_and_greeks_and_respects_the_minimum_interval() -> None:
     p = replace_params(risk_min_interval_ms=2 * W)
     prices = [_price(T0 + i * W, price) for i, price in enumerate((2_000.0, 1_960.0, 1_940.0))]
-    rows = [r for r in _run(RiskShard(), _setup({ACCOUNTS[0]: 20}), prices, p)
+    rows = [r for r in _run(_shard(), _setup({ACCOUNTS[0]: 20}), prices, p)
             if isinstance(r, AccountRiskRow)]  # fmt: skip
     # health moves every window, but a row at most every 2 minutes
     assert [r.ts_event_ms for r in rows] == [T0, T0 + 2 * W]
@@ -191,7 +199,7 @@ def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> 
     configured = InstrumentListed(PERP, WETH, 1, 0, 0, 0, 0, False)
     p = replace_params(instruments={PERP: configured})
     events = [e for e in _setup({ACCOUNTS[0]: 20}) if not isinstance(e, InstrumentListed)]
-    rows = [r for r in _run(RiskShard(), events, [_price(T0, 1_900.0)], p)
+    rows = [r for r in _run(_shard(), events, [_price(T0, 1_900.0)], p)
             if isinstance(r, AccountRiskRow)]  # fmt: skip
     assert rows[0].pnl == 20 * (1_900.0 - 2_000.0)
 
@@ -199,7 +207,7 @@ def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> 
 def test_hedge_brings_the_book_back_to_its_configured_delta_target() -> None:
     book = ACCOUNTS[0]
     p = replace_params(books={book: {"ETH": PERP}}, targets={book: {"ETH": 15.0}})
-    orders = _orders(_run(RiskShard(), _setup({book: 0}), [_price(T0, 2_000.0)], p))
+    orders = _orders(_run(_shard(), _setup({book: 0}), [_price(T0, 2_000.0)], p))
     (hedge,) = orders
     assert hedge.kind == "hedge" and hedge.size == 15.0  # from delta 0 to the target 15
 
@@ -215,7 +223,7 @@ def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
             events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
             if k != 2_000:  # five quoted strikes per expiry: enough for a smile
                 events.append(OptionQuote(inst, iv, 0.0, T0 - 10_000, "q"))
-    out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
+    out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
     near_atm = rows["0x" + "a" * 60 + format(2_000, "04x")]
     far_atm = rows["0x" + "b" * 60 + format(2_000, "04x")]

@@ -1,0 +1,176 @@
+"""The risk stage's intake of one input partition: the venue's events, option quotes,
+and the oracle's prices and progress, routed to the account shards.
+
+The partitions of ``chain.logs`` and ``dex.quotes`` carry event time: each keeps a
+``PartitionClock`` advanced by every plausible event time it carries (venue events,
+progress markers, other logs' ``blockTimestamp``, quotes' ``ts``), and its watermark goes
+to every shard whenever it enters a new window, so shards evaluate even where no venue
+event arrives. A venue event behind its partition's watermark (a reorg's retraction, say)
+is not dropped: it takes effect at the watermark, at the next evaluation.
+
+A partition of ``oracle.prices`` carries the oracle's rows and progress records in the
+order the oracle decided them (``operators.oracle_topic``); they go to every shard in
+that order as one ``PriceBatch``. The shard's gate on the oracle's progress makes its
+evaluations independent of when they arrive.
+
+Messages of other stages' input that do not decode (a malformed pool log, a bad quote)
+are the oracle's to report: here they are skipped. The venue's bad logs and bad
+``oracle.prices`` messages go to the deadletter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+from msgspec.structs import replace
+
+from operators import oracle_topic
+from operators.abi import AbiError, quantity
+from operators.accounts import shard_keys, shard_of
+from operators.clock import PartitionClock
+from operators.decode import option_quote
+from operators.model import (
+    OptionQuote,
+    OraclePrice,
+    OracleProgress,
+    PriceBatch,
+    RawBatch,
+    RawMessage,
+    Rejected,
+)
+from operators.venue import InstrumentListed, VenueBatch, VenueEvent, decode_venue
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskIntakeParams:
+    """The venue (address), the shard count, the input topics; times in ms."""
+
+    venue: str
+    shards: int
+    window_ms: int
+    lateness_ms: int
+    max_future_ms: int
+    chain_logs: str
+    dex_quotes: str
+    oracle_prices: str
+
+
+@dataclass(frozen=True)
+class RiskIntakeOut:
+    """What one batch of a partition gives: venue batches by shard key, the oracle's
+    items for every shard, and rejects."""
+
+    venue: list[tuple[str, VenueBatch]]
+    prices: PriceBatch | None
+    rejects: list[Rejected]
+
+
+class _Stamp(msgspec.Struct, frozen=True):
+    """The fields read of a message that is not the venue's: a log's or a progress
+    marker's ``blockTimestamp`` (s), a quote's ``ts`` (ms) and ``instrument``."""
+
+    blockTimestamp: int | str | None = None
+    removed: bool = False
+    ts: int | None = None
+    instrument: str | None = None
+
+
+_stamp = msgspec.json.Decoder(_Stamp)
+
+
+@dataclass
+class RiskIntake:
+    """The state of one input partition of the risk stage."""
+
+    part: str
+    clock: PartitionClock = field(default_factory=PartitionClock)
+    marker_window: int | None = None
+
+    def on_batch(self, batch: RawBatch, p: RiskIntakeParams) -> RiskIntakeOut:
+        """Decode a batch in offset order and route what it holds."""
+        rejects: list[Rejected] = []
+        if batch.topic == p.oracle_prices:
+            prices: list[OraclePrice | OracleProgress] = []
+            for msg in batch.messages:
+                item = oracle_topic.decode(msg)
+                if isinstance(item, Rejected):
+                    rejects.append(item)
+                else:
+                    prices.append(item)
+            return RiskIntakeOut([], PriceBatch(prices) if prices else None, rejects)
+
+        routed: dict[str, list[VenueEvent | OptionQuote]] = {}
+        venue_key = p.venue.encode()
+        for msg in batch.messages:
+            if msg.topic == p.chain_logs and msg.key == venue_key:
+                event = decode_venue(msg, p.venue)
+                if isinstance(event, Rejected):
+                    rejects.append(event)
+                elif event is not None:
+                    self._route(event, p, routed)
+            else:
+                self._stamp(msg, p, routed)
+        wm = self.clock.watermark_ms(p.lateness_ms)
+        window = wm // p.window_ms
+        marker = batch.eof or window != self.marker_window
+        self.marker_window = window
+        venue = [
+            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, [])))
+            for shard in shard_keys(p.shards)
+            if shard in routed or marker
+        ]
+        return RiskIntakeOut(venue, None, rejects)
+
+    def _stamp(
+        self,
+        msg: RawMessage,
+        p: RiskIntakeParams,
+        routed: dict[str, list[VenueEvent | OptionQuote]],
+    ) -> None:
+        """Advance the clock by a message that is not the venue's; route an option quote."""
+        if msg.value is None:
+            return
+        try:
+            stamp = _stamp.decode(msg.value)
+            if stamp.instrument is not None:
+                quote = option_quote(msg.value)
+                if quote is not None:
+                    self._route(quote, p, routed)
+                return
+            if stamp.ts is not None and msg.topic == p.dex_quotes:
+                ts_ms = stamp.ts
+            elif stamp.blockTimestamp is not None and not stamp.removed:
+                ts_ms = quantity(stamp.blockTimestamp, "blockTimestamp") * 1000
+            else:
+                return
+        except (msgspec.DecodeError, UnicodeDecodeError, AbiError):
+            return  # the oracle's decoder reports it
+        if self.clock.implausible(ts_ms, p.max_future_ms) is None:
+            self.clock.advance(ts_ms)
+
+    def _route(
+        self, event: VenueEvent | OptionQuote, p: RiskIntakeParams,
+        routed: dict[str, list[VenueEvent | OptionQuote]],
+    ) -> None:  # fmt: skip
+        """Route an event to its account's shard (a listing or an option quote to all)."""
+        wm = self.clock.watermark_ms(p.lateness_ms)
+        if event.ts_ms <= wm:
+            event = replace(event, ts_ms=wm + 1)
+        elif isinstance(event, OptionQuote) or not event.removed:
+            self.clock.advance(event.ts_ms)
+        if isinstance(event, InstrumentListed | OptionQuote):
+            shards = shard_keys(p.shards)
+        else:
+            shards = (shard_of(event.account, p.shards),)
+        for shard in shards:
+            routed.setdefault(shard, []).append(event)
+
+
+def risk_intake_step(
+    state: RiskIntake | None, batch: RawBatch, *, params: RiskIntakeParams
+) -> tuple[RiskIntake, RiskIntakeOut]:
+    """The keyed step of the risk intake (one key per input partition)."""
+    if state is None:
+        state = RiskIntake(batch.part)
+    return state, state.on_batch(batch, params)

@@ -1,0 +1,113 @@
+"""Every stage's parameters, built once from the configuration (times in ms).
+
+``stage_params`` is the one place where configuration becomes what the cores read: the
+source registry (built and cross-checked here, so a dangling reference stops the program
+at start-up), the decoder, and the intake, oracle and risk parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from operators.config import Config, risk_models
+from operators.decode import Decoder
+from operators.intake import IntakeParams
+from operators.oracle import OracleParams
+from operators.registry import Registry
+from operators.risk import RiskParams
+from operators.risk_intake import RiskIntakeParams
+from operators.units import E18, ms
+from operators.venue import InstrumentListed
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageParams:
+    """The configuration and everything built from it. ``risk_intake`` and ``risk`` are
+    ``None`` when no venue is configured (``risk.venue`` empty)."""
+
+    cfg: Config
+    registry: Registry
+    decoder: Decoder
+    intake: IntakeParams
+    oracle: OracleParams
+    risk_intake: RiskIntakeParams | None
+    risk: RiskParams | None
+
+
+def stage_params(cfg: Config) -> StageParams:
+    """Build every stage's parameters; raise ``ConfigError`` on a dangling reference."""
+    registry = Registry.from_config(cfg.oracle)
+    o, topics = cfg.oracle, cfg.topics
+    return StageParams(
+        cfg=cfg,
+        registry=registry,
+        decoder=Decoder(registry, topics.chain_logs, topics.dex_quotes),
+        intake=IntakeParams(
+            window_ms=ms(o.window_s),
+            lateness_ms=ms(o.allowed_lateness_s),
+            max_future_ms=ms(o.max_future_s),
+            assets=registry.assets,
+        ),
+        oracle=OracleParams(
+            window_ms=ms(o.window_s),
+            max_age_ms=ms(o.max_age_s),
+            source_max_age_ms={
+                s.address: s.max_age_ms
+                for s in registry.by_address.values()
+                if s.max_age_ms is not None
+            },
+            min_sources=o.min_sources,
+            mad_k=o.mad_k,
+            mad_floor_bps=o.mad_floor_bps,
+            jump_threshold=o.jump_threshold,
+            breaker_confirm_sources=o.breaker_confirm_sources,
+            breaker_confirm_windows=o.breaker_confirm_windows,
+            correction_windows=o.correction_windows,
+            pegs=registry.pegs,
+            numeraire={a: n for n, assets in registry.crosses.items() for a in assets},
+        ),
+        risk_intake=_risk_intake(cfg) if cfg.risk.venue else None,
+        risk=_risk(cfg, registry) if cfg.risk.venue else None,
+    )
+
+
+def _risk_intake(cfg: Config) -> RiskIntakeParams:
+    o, topics = cfg.oracle, cfg.topics
+    return RiskIntakeParams(
+        venue=cfg.risk.venue, shards=cfg.risk.shards, window_ms=ms(o.window_s),
+        lateness_ms=ms(o.allowed_lateness_s), max_future_ms=ms(o.max_future_s),
+        chain_logs=topics.chain_logs, dex_quotes=topics.dex_quotes,
+        oracle_prices=topics.oracle_prices,
+    )  # fmt: skip
+
+
+def _risk(cfg: Config, registry: Registry) -> RiskParams:
+    risk = cfg.risk
+    margin, liquidation, hedge = risk_models(risk)
+    return RiskParams(
+        window_ms=ms(cfg.oracle.window_s),
+        assets=registry.assets,
+        underlyings=dict(risk.underlyings),
+        collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
+        pegs=registry.pegs,
+        margin=margin,
+        liquidation=liquidation,
+        hedge=hedge,
+        books={a: dict(b) for a, b in risk.books.items()},
+        targets={a: dict(t) for a, t in risk.targets.items()},
+        instruments={
+            i: InstrumentListed(
+                i, c.underlying, c.kind, int(Decimal(str(c.strike)) * E18), c.expiry_s, 0, 0, False
+            )
+            for i, c in risk.instruments.items()
+        },
+        liquidation_timeout_ms=ms(risk.liquidation_timeout_s),
+        risk_change=risk.risk_change,
+        risk_min_interval_ms=ms(risk.risk_min_interval_s),
+        risk_interval_ms=ms(risk.risk_interval_s),
+        vol_half_life_s=risk.vol_half_life_s,
+        vol_floor=risk.vol_floor,
+        vol_cap=risk.vol_cap,
+        iv_max_age_ms=ms(risk.iv_max_age_s),
+    )

@@ -1,0 +1,114 @@
+"""The risk stage's intake: venue events to account shards, option quotes and the oracle's
+prices to every shard, one clock per partition."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators import abi, oracle_topic
+from operators.accounts import shard_keys, shard_of
+from operators.model import OptionQuote, OraclePrice, OracleProgress, RawBatch, RawMessage
+from operators.risk_intake import RiskIntake, RiskIntakeParams
+from operators.venue import Fill, InstrumentListed
+
+VENUE = "0x" + "77" * 20
+ACCOUNT = "0x" + "ab" * 20
+T0 = 1_700_000_040_000
+PARAMS = RiskIntakeParams(
+    venue=VENUE, shards=4, window_ms=60_000, lateness_ms=10_000, max_future_ms=3_600_000,
+    chain_logs="chain.logs", dex_quotes="dex.quotes", oracle_prices="oracle.prices",
+)  # fmt: skip
+ACCOUNT_TOPIC = "0x" + ACCOUNT[2:].rjust(64, "0")
+DEPOSIT = [abi.VENUE_DEPOSIT, ACCOUNT_TOPIC, ACCOUNT_TOPIC]
+
+
+def _venue_log(offset: int, ts_ms: int, topics: list[str], words: list[int]) -> RawMessage:
+    data = "0x" + "".join(format(w, "064x") for w in words)
+    log = {"address": VENUE, "topics": topics, "data": data,
+           "blockNumber": hex(offset + 1), "logIndex": "0x0", "blockTimestamp": hex(ts_ms // 1000),
+           "blockHash": "0x" + "11" * 32}  # fmt: skip
+    return RawMessage("chain.logs", 0, offset, ts_ms, VENUE.encode(), json.dumps(log).encode())
+
+
+def _routed(intake: RiskIntake, *msgs: RawMessage) -> dict[str, list]:
+    out = intake.on_batch(RawBatch(intake.part, list(msgs)), PARAMS)
+    return {shard: batch.events for shard, batch in out.venue if batch.events}
+
+
+def test_listing_goes_to_every_shard_and_a_trade_to_its_account_shard() -> None:
+    instrument = "0x" + "22" * 32
+    routed = _routed(
+        RiskIntake("0-chain.logs"),
+        _venue_log(0, T0, [abi.VENUE_INSTRUMENT_LISTED, instrument, ACCOUNT_TOPIC], [1, 0, 0]),
+        _venue_log(1, T0, [abi.VENUE_TRADE, ACCOUNT_TOPIC, instrument], [10**18, 2 * 10**21]),
+    )
+    assert sorted(routed) == list(shard_keys(4))
+    assert all(isinstance(events[0], InstrumentListed) for events in routed.values())
+    assert [type(e) for e in routed[shard_of(ACCOUNT, 4)]] == [InstrumentListed, Fill]
+
+
+def test_option_quote_goes_to_every_shard_and_a_plain_quote_moves_the_clock() -> None:
+    body = {"source": "q", "base": "ETH", "quote": "USD", "bid": "10", "ask": "11", "bid_size": "1",
+            "ask_size": "1", "ts": T0}  # fmt: skip
+    option = body | {"instrument": "0x" + "22" * 32, "iv": "0.6"}
+    intake = RiskIntake("0-dex.quotes")
+    routed = _routed(
+        intake,
+        RawMessage("dex.quotes", 0, 0, T0, b"q", json.dumps(option).encode()),
+        RawMessage("dex.quotes", 0, 1, T0, b"q", json.dumps(body | {"ts": T0 + 5_000}).encode()),
+    )
+    assert len(routed) == 4 and all(isinstance(e[0], OptionQuote) for e in routed.values())
+    assert intake.clock.newest_ms == T0 + 5_000
+
+
+def test_late_venue_event_takes_effect_at_the_partition_watermark() -> None:
+    intake = RiskIntake("0-chain.logs")
+    _routed(intake, _venue_log(0, T0 + 600_000, DEPOSIT, [5]))
+    (events,) = _routed(intake, _venue_log(1, T0, DEPOSIT, [7])).values()
+    assert events[0].ts_ms == T0 + 600_000 - 10_000 + 1
+
+
+def test_bad_venue_log_goes_to_the_deadletter_with_its_coordinates() -> None:
+    msg = _venue_log(3, T0, [abi.VENUE_DEPOSIT, ACCOUNT_TOPIC], [5])  # one topic short
+    out = RiskIntake("0-chain.logs").on_batch(RawBatch("0-chain.logs", [msg]), PARAMS)
+    (rejected,) = out.rejects
+    assert rejected.reason.startswith("bad_topics") and rejected.offset == 3
+
+
+def test_implausible_log_time_does_not_move_the_clock() -> None:
+    far = {"address": "0x" + "99" * 20, "blockTimestamp": hex(T0 // 1000 + 86_400)}
+    near = far | {"blockTimestamp": hex(T0 // 1000)}
+    intake = RiskIntake("0-chain.logs")
+    _routed(intake, RawMessage("chain.logs", 0, 0, T0, None, json.dumps(near).encode()))
+    _routed(intake, RawMessage("chain.logs", 0, 1, T0, None, json.dumps(far).encode()))
+    assert intake.clock.newest_ms == T0
+
+
+PRICES = st.builds(
+    OraclePrice,
+    asset=st.sampled_from(["ETH", "BTC"]),
+    window_start_ms=st.integers(0, 2**40),
+    window_end_ms=st.integers(0, 2**40),
+    price=st.floats(1e-6, 1e9),
+    confidence=st.floats(0, 1e6),
+    sources=st.integers(0, 20),
+    status=st.sampled_from(["ok", "degraded", "stale"]),
+    held=st.booleans(),
+    revision=st.integers(0, 5),
+)
+PROGRESS = st.builds(OracleProgress, st.sampled_from(["ETH", "BTC"]), st.integers(-1, 2**40))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(PRICES, PROGRESS), max_size=20), st.lists(st.binary(), max_size=3))
+def test_oracle_topic_round_trips_in_order_and_rejects_the_rest(items, junk) -> None:
+    msgs = [RawMessage("oracle.prices", 0, n, 0, b"ETH", oracle_topic.encode(i))
+            for n, i in enumerate(items)]  # fmt: skip
+    msgs += [RawMessage("oracle.prices", 0, len(msgs) + n, 0, b"x", b"{" + j) for n, j in
+             enumerate(junk)]  # fmt: skip
+    out = RiskIntake("0-oracle.prices").on_batch(RawBatch("0-oracle.prices", msgs), PARAMS)
+    assert (out.prices.items if out.prices else []) == items and out.venue == []
+    assert [r.offset for r in out.rejects] == [m.offset for m in msgs[len(items) :]]
