@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -74,16 +75,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.ingest import ingest_flow
     from flows.runner import run
 
-    cfg: Config = args.cfg
+    params: StageParams = args.params
+    cfg = params.cfg
     if args.rpc:
         cfg = msgspec.structs.replace(
             cfg, chain=msgspec.structs.replace(cfg.chain, rpc_url=args.rpc)
         )
+        params = dataclasses.replace(params, cfg=cfg)
     chain_id, head = probe(cfg.chain.rpc_url, cfg.chain.rpc_timeout_s)
     log.info("node %s: chain %d, head block %d", cfg.chain.rpc_url, chain_id, head)
     brokers = None if args.dry_run else _brokers(args.brokers)
     return run(
-        lambda: ingest_flow(cfg, brokers, args.from_block, args.to_block),
+        lambda: ingest_flow(params, brokers, args.from_block, args.to_block),
         epoch_interval_s=cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
     )

@@ -25,26 +25,26 @@ from connectors.chain_source import ChainSource, Rpc
 from connectors.kafka_tools import last_headers, topic_partitions
 from operators.abi import quantity
 from operators.chain import Cursor, Published, publish_range
-from operators.config import Config
 from operators.model import RawMessage
-from operators.registry import Registry
+from operators.stages import StageParams
 
 SEQ_HEADER = "hedgeflow-seq"
 
 
-def followed_addresses(cfg: Config) -> list[str]:
+def followed_addresses(params: StageParams) -> list[str]:
     """The oracle's registered sources and ``chain.contracts``, sorted."""
-    return sorted(set(Registry.from_config(cfg.oracle).by_address) | set(cfg.chain.contracts))
+    return sorted(set(params.registry.by_address) | set(params.cfg.chain.contracts))
 
 
 def ingest_flow(
-    cfg: Config, brokers: list[str] | None, from_block: int | None, to_block: int | None
+    params: StageParams, brokers: list[str] | None, from_block: int | None, to_block: int | None
 ) -> Dataflow:
     """Follow the node; publish to Kafka, or print the messages when ``brokers`` is None."""
     flow = Dataflow("hedgeflow_ingest")
+    cfg = params.cfg
     topic = cfg.topics.chain_logs
     if brokers is None:  # --dry-run
-        source = ChainSource(cfg.chain, followed_addresses(cfg), from_block, to_block, _nothing)
+        source = ChainSource(cfg.chain, followed_addresses(params), from_block, to_block, _nothing)
         logs = op.input("chain", flow, source)
         op.output(
             "stdout", op.map("show", logs, lambda p: f"{p.seq} {p.value.decode()}"), StdOutSink()
@@ -67,7 +67,9 @@ def ingest_flow(
         return [KafkaSinkMessage(k.encode(), p.value, headers=headers, timestamp=p.ts_ms)
                 for k in keys]  # fmt: skip
 
-    source = ChainSource(cfg.chain, followed_addresses(cfg), from_block, to_block, already_written)
+    source = ChainSource(
+        cfg.chain, followed_addresses(params), from_block, to_block, already_written
+    )
     logs = op.input("chain", flow, source)
     # Idempotent producing keeps each partition in order, which the resume check relies on;
     # the "consistent" partitioner (CRC-32 of the key) is the one partition_of computes.

@@ -24,6 +24,7 @@ from flows.ingest import ingest_flow
 from flows.runner import run
 from operators.config import load_config
 from operators.registry import PoolSource, Registry
+from operators.stages import stage_params
 
 
 def main() -> None:
@@ -71,7 +72,7 @@ def main() -> None:
         create_topics(broker.bootstrap, [cfg.topics.chain_logs], 3)
         started = time.perf_counter()
         code = run(
-            lambda: ingest_flow(cfg, [broker.bootstrap], first, head),
+            lambda: ingest_flow(stage_params(cfg), [broker.bootstrap], first, head),
             epoch_interval_s=cfg.run.epoch_interval_s,
         )
         assert code == 0
