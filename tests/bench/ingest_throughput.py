@@ -20,8 +20,8 @@ from connectors.broker import EmbeddedBroker
 from connectors.chain_source import Rpc
 from connectors.contracts import bind, deploy, devchain_config_toml, sqrt_price_x96
 from connectors.kafka_tools import create_topics
+from flows.cli.runner import run
 from flows.ingest import ingest_flow
-from flows.runner import run
 from operators.config import load_config
 from operators.registry import PoolSource, Registry
 

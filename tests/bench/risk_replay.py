@@ -20,8 +20,8 @@ import numpy as np
 import polars as pl
 
 from connectors.recording import write_recording
+from flows.cli.runner import run
 from flows.dataflows import replay_flow
-from flows.runner import run
 from operators import abi
 from operators.accounts import E18
 from operators.config import load_config

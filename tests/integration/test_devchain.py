@@ -32,7 +32,7 @@ from connectors.contracts import (
     v3_liquidity,
     v3_tick,
 )
-from flows.devchain import devchain
+from flows.cli.devchain import devchain
 from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, RawMessage

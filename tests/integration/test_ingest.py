@@ -24,7 +24,7 @@ from connectors.broker import EmbeddedBroker
 from connectors.contracts import Deployed, bind, deploy, devchain_config_toml, sqrt_price_x96
 from connectors.kafka_tools import create_topics, record
 from connectors.recording import load_recording, write_recording
-from flows.summary import latest_prices
+from flows.cli.summary import latest_prices
 from operators.config import load_config
 from operators.model import RawMessage
 from operators.registry import PoolSource, Registry

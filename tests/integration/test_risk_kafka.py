@@ -12,7 +12,7 @@ import polars as pl
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
-from flows.devchain import devchain
+from flows.cli.devchain import devchain
 
 
 def _read(out: Path, dataset: str, order: list[str]) -> pl.DataFrame:

@@ -44,8 +44,8 @@ from connectors.contracts import (
     v3_tick,
 )
 from connectors.recording import write_recording
+from flows.cli.runner import wait_for_interrupt
 from flows.ingest import chain_messages
-from flows.runner import wait_for_interrupt
 from operators.config import Config, ConfigError, load_config
 from operators.registry import PoolSource, Registry
 

@@ -31,10 +31,10 @@ import msgspec
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
+from flows.cli.devchain import devchain
+from flows.cli.runner import message_counter, run
+from flows.cli.summary import print_summary
 from flows.dataflows import kafka_oracle_flow
-from flows.devchain import devchain
-from flows.runner import message_counter, run
-from flows.summary import print_summary
 from operators.config import Config, load_config
 from operators.generate import GenerateParams, generate
 from operators.model import RawMessage
