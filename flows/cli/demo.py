@@ -32,11 +32,11 @@ from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
 from flows.cli.devchain import devchain
+from flows.cli.generate import GenerateParams, generate
 from flows.cli.runner import message_counter, run
 from flows.cli.summary import print_summary
 from flows.dataflows import kafka_oracle_flow
 from operators.config import Config, load_config
-from operators.generate import GenerateParams, generate
 from operators.model import RawMessage
 from operators.venue import Fill, InstrumentListed, decode_venue
 

@@ -136,7 +136,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from connectors.recording import write_recording
-    from operators.generate import FAULTS, GenerateParams, generate
+    from flows.cli.generate import FAULTS, GenerateParams, generate
 
     params = GenerateParams(
         seed=args.seed,

@@ -20,12 +20,12 @@ import numpy as np
 import polars as pl
 
 from connectors.recording import write_recording
+from flows.cli.generate import GenerateParams, generate
 from flows.cli.runner import run
 from flows.dataflows import replay_flow
 from operators import abi
 from operators.accounts import E18
 from operators.config import load_config
-from operators.generate import GenerateParams, generate
 from operators.model import RawMessage
 
 VENUE = "0x" + "77" * 20

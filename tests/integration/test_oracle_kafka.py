@@ -13,8 +13,8 @@ import pytest
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish, record
 from connectors.recording import load_recording, write_recording
+from flows.cli.generate import GenerateParams, generate
 from flows.cli.summary import latest_prices
-from operators.generate import GenerateParams, generate
 from operators.model import OraclePrice
 
 PARTITIONS = 3

@@ -16,10 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from operators import abi
-from operators.config import load_config
-from operators.decode import Decoded, Decoder
-from operators.generate import (
+from flows.cli.generate import (
     FAULTS,
     MANIPULATION,
     REF_BLOCK_TS_S,
@@ -28,6 +25,9 @@ from operators.generate import (
     GenerateParams,
     generate,
 )
+from operators import abi
+from operators.config import load_config
+from operators.decode import Decoded, Decoder
 from operators.model import Observation, RawMessage, Rejected, Retraction
 from operators.registry import DEFAULT_SOURCES, PoolSource, Registry
 
