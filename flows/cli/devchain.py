@@ -28,6 +28,7 @@ import numpy as np
 from web3 import Web3
 
 from connectors.anvil import DevNode, Receipt, mine, rpc, send_transaction, set_automine
+from connectors.chain_source import chain_messages
 from connectors.contracts import (
     DEV_TOKENS,
     UNDERLYING,
@@ -45,7 +46,6 @@ from connectors.contracts import (
 )
 from connectors.recording import write_recording
 from flows.cli.runner import wait_for_interrupt
-from flows.ingest import chain_messages
 from operators.config import Config, ConfigError, load_config
 from operators.registry import PoolSource, Registry
 

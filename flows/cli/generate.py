@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from connectors.partitions import partition_of
 from operators import abi
 from operators.model import RawMessage
 
@@ -421,14 +422,11 @@ def _messages(params: GenerateParams, entries: list[_Entry]) -> tuple[list[RawMe
     """Order entries by publication; give each its partition (crc32 of the key) and offset."""
     entries.sort()
     topics = (params.chain_logs_topic, params.dex_quotes_topic)
-    partition_of: dict[bytes, int] = {}
     next_offset: dict[tuple[int, int], int] = {}
     messages: list[RawMessage] = []
     kinds: list[str] = []
     for _publish, _tier, _seq, t, key, value, timestamp, kind in entries:
-        part = partition_of.get(key)
-        if part is None:
-            part = partition_of[key] = zlib.crc32(key) % params.partitions
+        part = partition_of(key.decode(), params.partitions)
         offset = next_offset.get((t, part), 0)
         next_offset[t, part] = offset + 1
         messages.append(RawMessage(topics[t], part, offset, timestamp, key, value))

@@ -349,7 +349,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ConnectionError) as exc:  # e.g. a missing file
         print(f"hedgeflow: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
