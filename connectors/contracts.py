@@ -26,6 +26,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from connectors.anvil import mine, receipt, rpc, send_transaction, set_automine
+from operators import abi
 from operators.registry import PoolSource
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "infra" / "contracts" / "build"
@@ -219,7 +220,7 @@ def instrument_id(underlying: str, kind: int, strike: int, expiry: int) -> str:
     in Unix s (both 0 for spot and perps).
     """
     words = (int(underlying, 16), kind, strike, expiry)
-    return "0x" + Web3.keccak(b"".join(w.to_bytes(32) for w in words)).hex()
+    return "0x" + Web3.keccak(hexstr=abi.encode_data(*words)).hex()
 
 
 def devchain_config_toml(deployed: Deployed, rpc_url: str | None = None) -> str:

@@ -67,7 +67,6 @@ FEED_DECIMALS = 8
 
 _YEAR_S = 365.25 * 86_400
 _TICK_BASE = math.log(1.0001)
-_WORD_MASK = (1 << 256) - 1
 _NEW_ROUND = next(k for k, v in abi.CHAINLINK_EVENTS.items() if v.startswith("NewRound("))
 _V2_SWAP = next(k for k, v in abi.V2_PAIR_EVENTS.items() if v.startswith("Swap("))
 _FAULTS_PER_TOPIC = 2
@@ -571,8 +570,8 @@ def _swap_logs(
         sqrt_price_x96 = int(math.sqrt(raw) * 2.0**96)
         tick = math.floor(math.log(raw) / _TICK_BASE)
         words = (amount0, amount1, sqrt_price_x96, liquidity, tick)
-        topics = [abi.V3_SWAP, _topic(_ROUTER_V3), _topic(trader)]
-        return [(pool.address, topics, _data(*words), kind)]
+        topics = [abi.V3_SWAP, abi.address_topic(_ROUTER_V3), abi.address_topic(trader)]
+        return [(pool.address, topics, abi.encode_data(*words), kind)]
     quote_reserve = pool.depth_quote / 2 * math.sqrt(price / pool.price0)  # x * y constant
     base_reserve = int(quote_reserve / price * 10.0**pool.base_token.decimals)
     quote_reserve_units = int(quote_reserve * 10.0**pool.quote.decimals)
@@ -584,9 +583,10 @@ def _swap_logs(
     else:
         sync = (quote_reserve_units, base_reserve)
         swap = (quote_in, base_in, quote_out, base_out)
+    swap_topics = [_V2_SWAP, abi.address_topic(_ROUTER_V2), abi.address_topic(trader)]
     return [
-        (pool.address, [abi.V2_SYNC], _data(*sync), kind),
-        (pool.address, [_V2_SWAP, _topic(_ROUTER_V2), _topic(trader)], _data(*swap), "v2_swap"),
+        (pool.address, [abi.V2_SYNC], abi.encode_data(*sync), kind),
+        (pool.address, swap_topics, abi.encode_data(*swap), "v2_swap"),
     ]
 
 
@@ -613,11 +613,11 @@ def _feed_txs(
 
 def _feed_logs(feed: _Feed, answer: int, round_id: int, ts: int) -> list[_LogSpec]:
     """A Chainlink round: ``AnswerUpdated(current, roundId, updatedAt)`` and ``NewRound``."""
-    answered = [abi.CHAINLINK_ANSWER_UPDATED, "0x" + _word(answer), "0x" + _word(round_id)]
-    new_round = [_NEW_ROUND, "0x" + _word(round_id), _topic(feed.transmitter)]
+    answered = [abi.CHAINLINK_ANSWER_UPDATED, abi.int_topic(answer), abi.int_topic(round_id)]
+    new_round = [_NEW_ROUND, abi.int_topic(round_id), abi.address_topic(feed.transmitter)]
     return [
-        (feed.address, answered, _data(ts), "feed_answer"),
-        (feed.address, new_round, _data(ts), "feed_round"),
+        (feed.address, answered, abi.encode_data(ts), "feed_answer"),
+        (feed.address, new_round, abi.encode_data(ts), "feed_round"),
     ]
 
 
@@ -636,8 +636,8 @@ def _transfer_txs(params: GenerateParams, blocks: _Blocks) -> list[_Tx]:
         b.tolist(), rng.random(n).tolist(), token, sender, receiver, amount, strict=True
     ):
         t = tokens[ti]
-        topics = [abi.TRANSFER, _topic(_TRADERS[si]), _topic(_TRADERS[ri])]
-        value = _data(int(ai * 10.0**t.decimals))
+        topics = [abi.TRANSFER, abi.address_topic(_TRADERS[si]), abi.address_topic(_TRADERS[ri])]
+        value = abi.encode_data(int(ai * 10.0**t.decimals))
         txs.append(_Tx(bi, oi, [(t.address, topics, value, "transfer")]))
     return txs
 
@@ -922,22 +922,7 @@ def _hash(text: str) -> str:
 
 def _quantity(value: int, as_int: bool) -> int | str:
     """A JSON-RPC quantity: a hex string, or a plain integer as some producers write it."""
-    return value if as_int else hex(value)
-
-
-def _word(value: int) -> str:
-    """A 32-byte ABI word (two's complement for negative values), 64 hex digits."""
-    return format(value & _WORD_MASK, "064x")
-
-
-def _topic(address: str) -> str:
-    """An address as an indexed topic."""
-    return "0x" + address[2:].rjust(64, "0")
-
-
-def _data(*values: int) -> str:
-    """ABI ``data`` of static words."""
-    return "0x" + "".join([format(v & _WORD_MASK, "064x") for v in values])
+    return value if as_int else abi.encode_quantity(value)
 
 
 _TRADERS = tuple(_address("trader", str(i)) for i in range(32))

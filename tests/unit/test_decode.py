@@ -189,8 +189,7 @@ def v2_by_hand(
 def swap_data(
     sqrt_price_x96: int, liquidity: int, amount0: int = 0, amount1: int = 0, tick: int = 0
 ) -> str:
-    as_word = [v % 2**256 for v in (amount0, amount1, sqrt_price_x96, liquidity, tick)]
-    return "0x" + "".join(format(v, "064x") for v in as_word)
+    return abi.encode_data(amount0, amount1, sqrt_price_x96, liquidity, tick)
 
 
 # --- identities: which contracts these are ----------------------------------------------

@@ -376,7 +376,7 @@ def test_extra_logs_when_merged_then_in_event_time_order_in_their_own_block() ->
     extra: dict[str, Any] = {
         "address": "0xb4e16d0168e52d35cacd2c6185b44281ec28c9dc",
         "topics": [abi.V2_SYNC],
-        "data": "0x" + format(18_700_000 * 10**6, "064x") + format(10_000 * 10**18, "064x"),
+        "data": abi.encode_data(18_700_000 * 10**6, 10_000 * 10**18),
         "blockNumber": hex(17_173_049),
         "blockHash": "0x" + "ab" * 32,
         "transactionHash": "0x" + "cd" * 32,

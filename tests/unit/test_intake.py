@@ -25,8 +25,7 @@ def _params(venue: str | None) -> IntakeParams:
 
 
 def _venue_log(offset: int, ts_ms: int, topics: list[str], words: list[int]) -> RawMessage:
-    data = "0x" + "".join(format(w, "064x") for w in words)
-    log = {"address": VENUE, "topics": topics, "data": data,
+    log = {"address": VENUE, "topics": topics, "data": abi.encode_data(*words),
            "blockNumber": hex(offset + 1), "logIndex": "0x0", "blockTimestamp": hex(ts_ms // 1000),
            "blockHash": "0x" + "11" * 32}  # fmt: skip
     return RawMessage("chain.logs", 0, offset, ts_ms, VENUE.encode(), json.dumps(log).encode())
@@ -38,7 +37,7 @@ def _routed(out: list) -> dict[str, list]:
 
 
 def test_listing_goes_to_every_shard_and_a_trade_to_its_account_shard() -> None:
-    account_topic = "0x" + ACCOUNT[2:].rjust(64, "0")
+    account_topic = abi.address_topic(ACCOUNT)
     instrument = "0x" + "22" * 32
     msgs = [
         _venue_log(0, T0, [abi.VENUE_INSTRUMENT_LISTED, instrument, account_topic], [1, 0, 0]),
@@ -70,7 +69,7 @@ def test_option_quotes_go_to_every_shard_only_when_the_risk_engine_runs() -> Non
 
 
 def test_late_venue_event_takes_effect_at_the_partition_watermark() -> None:
-    account_topic = "0x" + ACCOUNT[2:].rjust(64, "0")
+    account_topic = abi.address_topic(ACCOUNT)
     deposit = [abi.VENUE_DEPOSIT, account_topic, account_topic]
     intake = PartitionIntake("0-chain.logs")
     intake.on_batch(
