@@ -38,15 +38,11 @@ from connectors.contracts import (
     devchain_config_toml,
     feed_answer,
     instrument_id,
-    sqrt_price_x96,
-    v2_reserves,
-    v3_amounts,
-    v3_liquidity,
-    v3_tick,
 )
 from connectors.recording import write_recording
 from flows.cli.runner import wait_for_interrupt
 from operators.config import Config, ConfigError, load_config
+from operators.pool_math import sqrt_price_x96, v2_reserves, v3_amounts, v3_liquidity, v3_tick
 from operators.registry import PoolSource, Registry
 
 log = logging.getLogger("hedgeflow.devchain")

@@ -34,6 +34,7 @@ import numpy as np
 from connectors.partitions import partition_of
 from operators import abi
 from operators.model import RawMessage
+from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
 
 REF_BLOCK = 17_173_049
 """A mainnet block number; with ``REF_BLOCK_TS_S`` it anchors the synthetic block grid."""
@@ -66,7 +67,6 @@ FEED_HEARTBEAT_S = 3600
 FEED_DECIMALS = 8
 
 _YEAR_S = 365.25 * 86_400
-_TICK_BASE = math.log(1.0001)
 _NEW_ROUND = next(k for k, v in abi.CHAINLINK_EVENTS.items() if v.startswith("NewRound("))
 _V2_SWAP = next(k for k, v in abi.V2_PAIR_EVENTS.items() if v.startswith("Swap("))
 _FAULTS_PER_TOPIC = 2
@@ -283,20 +283,20 @@ class _Pool:
         return self.token0.asset == self.base
 
     @property
+    def decimals0(self) -> int:
+        return self.token0.decimals
+
+    @property
+    def decimals1(self) -> int:
+        return self.token1.decimals
+
+    @property
     def base_token(self) -> Token:
         return self.token0 if self.base_is_token0 else self.token1
 
-    def raw_price(self, price: float) -> float:
-        """Token1 per token0 in smallest units for ``price`` (base in quote, whole tokens)."""
-        ratio = price if self.base_is_token0 else 1.0 / price
-        return ratio * 10.0 ** (self.token1.decimals - self.token0.decimals)
-
     def liquidity(self) -> int:
-        """The V3 liquidity whose virtual quote reserve is ``depth_quote / 2`` at ``price0``."""
-        sqrt_raw = math.sqrt(self.raw_price(self.price0))
-        if self.base_is_token0:  # quote is token1: y = L * sqrtP
-            return int(self.depth_quote * 10.0**self.token1.decimals / (2 * sqrt_raw))
-        return int(self.depth_quote * 10.0**self.token0.decimals * sqrt_raw / 2)  # x = L / sqrtP
+        """The V3 liquidity whose depth is ``depth_quote`` at ``price0``."""
+        return v3_liquidity(self.depth_quote, sqrt_price_x96(self.price0, self), self)
 
 
 @dataclass(frozen=True)
@@ -566,22 +566,17 @@ def _swap_logs(
     if pool.kind == "uniswap_v3":  # amounts are the pool's deltas: positive flows in
         base, quote = (-base_units, quote_units) if buy else (base_units, -quote_units)
         amount0, amount1 = (base, quote) if pool.base_is_token0 else (quote, base)
-        raw = pool.raw_price(price)
-        sqrt_price_x96 = int(math.sqrt(raw) * 2.0**96)
-        tick = math.floor(math.log(raw) / _TICK_BASE)
-        words = (amount0, amount1, sqrt_price_x96, liquidity, tick)
+        sqrt_price = sqrt_price_x96(price, pool)
+        words = (amount0, amount1, sqrt_price, liquidity, v3_tick(sqrt_price))
         topics = [abi.V3_SWAP, abi.address_topic(_ROUTER_V3), abi.address_topic(trader)]
         return [(pool.address, topics, abi.encode_data(*words), kind)]
-    quote_reserve = pool.depth_quote / 2 * math.sqrt(price / pool.price0)  # x * y constant
-    base_reserve = int(quote_reserve / price * 10.0**pool.base_token.decimals)
-    quote_reserve_units = int(quote_reserve * 10.0**pool.quote.decimals)
+    depth = pool.depth_quote * math.sqrt(price / pool.price0)  # x * y constant
+    sync = v2_reserves(price, depth, pool)
     base_in, quote_in = (0, quote_units) if buy else (base_units, 0)
     base_out, quote_out = (base_units, 0) if buy else (0, quote_units)
     if pool.base_is_token0:
-        sync = (base_reserve, quote_reserve_units)
         swap = (base_in, quote_in, base_out, quote_out)
     else:
-        sync = (quote_reserve_units, base_reserve)
         swap = (quote_in, base_in, quote_out, base_out)
     swap_topics = [_V2_SWAP, abi.address_topic(_ROUTER_V2), abi.address_topic(trader)]
     return [

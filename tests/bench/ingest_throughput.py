@@ -18,11 +18,12 @@ from web3.providers.rpc import HTTPProvider
 from connectors.anvil import DevNode, rpc
 from connectors.broker import EmbeddedBroker
 from connectors.chain_source import Rpc
-from connectors.contracts import bind, deploy, devchain_config_toml, sqrt_price_x96
+from connectors.contracts import bind, deploy, devchain_config_toml
 from connectors.kafka_tools import create_topics
 from flows.cli.runner import run
 from flows.ingest import ingest_flow
 from operators.config import load_config
+from operators.pool_math import sqrt_price_x96
 from operators.registry import PoolSource, Registry
 
 

@@ -27,15 +27,12 @@ from connectors.contracts import (
     emit_swaps,
     feed_answer,
     instrument_id,
-    sqrt_price_x96,
-    v2_reserves,
-    v3_liquidity,
-    v3_tick,
 )
 from flows.cli.devchain import devchain
 from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, RawMessage
+from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
 from operators.registry import PoolSource, Registry
 from operators.venue import CollateralMove, Fill, InstrumentListed, decode_venue
 

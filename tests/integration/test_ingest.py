@@ -21,12 +21,13 @@ from web3.providers.rpc import HTTPProvider
 
 from connectors.anvil import DevNode, reorg, rpc
 from connectors.broker import EmbeddedBroker
-from connectors.contracts import Deployed, bind, deploy, devchain_config_toml, sqrt_price_x96
+from connectors.contracts import Deployed, bind, deploy, devchain_config_toml
 from connectors.kafka_tools import create_topics, record
 from connectors.recording import load_recording, write_recording
 from flows.cli.summary import latest_prices
 from operators.config import load_config
 from operators.model import RawMessage
+from operators.pool_math import sqrt_price_x96
 from operators.registry import PoolSource, Registry
 
 

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from operators import abi
 from operators.config import load_config
-from operators.decode import Decoder, v2_price_depth, v3_depth, v3_price
+from operators.decode import Decoder
 from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
+from operators.pool_math import v2_price_depth, v3_depth, v3_price
 from operators.registry import DEFAULT_SOURCES, PoolSource, Registry
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
