@@ -10,7 +10,7 @@ contracts`` rebuilds ``infra/contracts/build/``). :func:`deploy` puts on a dev n
 
 The tokens (WETH, USDC, USDT) are not deployed: they are made-up addresses, used as the
 venue's collateral tokens and underlying, and named in the oracle configuration that
-:func:`devchain_config_toml` writes. :func:`feed_answer` is the inverse of the Chainlink
+:func:`devchain_config` holds. :func:`feed_answer` is the inverse of the Chainlink
 decoding in ``operators.decode``; the pools' are in ``operators.pool_math``.
 """
 
@@ -26,6 +26,16 @@ from web3.contract import Contract
 
 from connectors.anvil import mine, receipt, rpc, send_transaction, set_automine
 from operators import abi, pool_math
+from operators.config import (
+    ChainConfig,
+    CollateralToken,
+    Config,
+    OracleConfig,
+    RiskConfig,
+    SourceConfig,
+    SourceKind,
+    TokenConfig,
+)
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "infra" / "contracts" / "build"
 """Where ``make contracts`` writes the artifacts (committed with the sources)."""
@@ -220,54 +230,42 @@ def instrument_id(underlying: str, kind: int, strike: int, expiry: int) -> str:
     return "0x" + Web3.keccak(hexstr=abi.encode_data(*words)).hex()
 
 
-def devchain_config_toml(deployed: Deployed, rpc_url: str | None = None) -> str:
+def devchain_config(deployed: Deployed, rpc_url: str | None = None) -> Config:
     """A hedgeflow configuration whose oracle reads the dev chain's pool, pair and feed.
 
     It leaves out the mainnet registry (``use_default_registry = false``): the dev chain
-    has none of its pools. ``[risk]`` names the venue, its underlying (WETH stands for ETH)
-    and the collateral tokens. With ``rpc_url`` it also has a ``[chain]`` table, so that
+    has none of its pools. ``risk`` names the venue, its underlying (WETH stands for ETH)
+    and the collateral tokens. With ``rpc_url`` it also sets ``chain``, so that
     ``hedgeflow ingest`` follows the node and every deployed contract, the venue included.
     """
-    lines = [
-        f"# Written by hedgeflow devchain: the dev chain's sources (chain id {deployed.chain_id},",
-        f"# deployed in block {deployed.block}). MarginVenue: {deployed.venue}",
-        "[oracle]",
-        "use_default_registry = false",
+    tokens = sorted(DEV_TOKENS.values(), key=lambda t: t.symbol)
+    pools: list[tuple[str, SourceKind, tuple[str, str]]] = [
+        (deployed.v3_pool, "uniswap_v3", V3_POOL_TOKENS),
+        (deployed.v2_pair, "uniswap_v2", V2_PAIR_TOKENS),
     ]
-    for token in sorted(DEV_TOKENS.values(), key=lambda t: t.symbol):
-        lines += [
-            "", f"[oracle.tokens.{token.symbol}]  # made up: {token.address}",
-            f"decimals = {token.decimals}", f'asset = "{token.asset}"',
-        ]  # fmt: skip
-    for label, address, kind, (token0, token1) in (
-        ("Uniswap V3-style USDC/WETH", deployed.v3_pool, "uniswap_v3", V3_POOL_TOKENS),
-        ("Uniswap V2-style WETH/USDT", deployed.v2_pair, "uniswap_v2", V2_PAIR_TOKENS),
-    ):
-        lines += [
-            "", f"[[oracle.sources]]  # {label}", f'address = "{address}"', f'kind = "{kind}"',
-            f'token0 = "{token0}"', f'token1 = "{token1}"',
-        ]  # fmt: skip
-    lines += [
-        "", "[[oracle.sources]]  # Chainlink-style ETH/USD", f'address = "{deployed.feed}"',
-        'kind = "chainlink"', 'base = "ETH"', 'quote = "USD"', f"decimals = {FEED_DECIMALS}",
-    ]  # fmt: skip
+    sources = [
+        SourceConfig(address=address, kind=kind, token0=token0, token1=token1)
+        for address, kind, (token0, token1) in pools
+    ]
+    feed = SourceConfig(
+        address=deployed.feed, kind="chainlink", base="ETH", quote="USD", decimals=FEED_DECIMALS
+    )
+    oracle = OracleConfig(
+        use_default_registry=False,
+        tokens={t.symbol: TokenConfig(decimals=t.decimals, asset=t.asset) for t in tokens},
+        sources=[*sources, feed],
+    )
     underlying = DEV_TOKENS[UNDERLYING]
-    lines += [
-        "", "[risk]", f'venue = "{deployed.venue}"',
-        f'underlyings = {{ "{underlying.address}" = "{underlying.asset}" }}',
-    ]  # fmt: skip
-    for token in sorted(DEV_TOKENS.values(), key=lambda t: t.symbol):
-        lines += [
-            f'[risk.collateral."{token.address}"]',
-            f'asset = "{token.asset}"', f"decimals = {token.decimals}",
-        ]  # fmt: skip
-    if rpc_url is not None:
-        contracts = ", ".join(f'"{c}"' for c in deployed.contracts)
-        lines += [
-            "", "[chain]", f'rpc_url = "{rpc_url}"', f"chain_id = {deployed.chain_id}",
-            f"contracts = [{contracts}]",
-        ]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    risk = RiskConfig(
+        venue=deployed.venue,
+        underlyings={underlying.address: underlying.asset},
+        collateral={t.address: CollateralToken(asset=t.asset, decimals=t.decimals) for t in tokens},
+    )
+    cfg = Config(oracle=oracle, risk=risk)
+    if rpc_url is None:
+        return cfg
+    chain = ChainConfig(rpc_url=rpc_url, chain_id=deployed.chain_id, contracts=deployed.contracts)
+    return msgspec.structs.replace(cfg, chain=chain)
 
 
 def feed_answer(price: float) -> int:

@@ -35,13 +35,13 @@ from connectors.contracts import (
     Deployed,
     bind,
     deploy,
-    devchain_config_toml,
+    devchain_config,
     feed_answer,
     instrument_id,
 )
 from connectors.recording import write_recording
 from flows.cli.runner import wait_for_interrupt
-from operators.config import Config, ConfigError, load_config
+from operators.config import Config, ConfigError, config_toml
 from operators.pool_math import sqrt_price_x96, v2_reserves, v3_amounts, v3_liquidity, v3_tick
 from operators.registry import PoolSource, Registry
 
@@ -130,9 +130,8 @@ def devchain(
         log.info("Anvil on %s (log %s)", node.rpc_url, log_path)
         deployed = deploy(node.rpc_url, timestamp=GENESIS_TIMESTAMP + BLOCK_TIME_S)
         log.info("deployed in block %d: venue %s", deployed.block, deployed.venue)
-        config_toml = devchain_config_toml(deployed, node.rpc_url)
-        cfg = load_config(config_toml)
-        (out_dir / "devchain.toml").write_text(config_toml)
+        cfg = devchain_config(deployed, node.rpc_url)
+        (out_dir / "devchain.toml").write_text(config_toml(cfg))
         info = msgspec.structs.asdict(deployed) | {
             "contracts": deployed.contracts,
             "rpc_url": node.rpc_url,

@@ -33,6 +33,15 @@ import numpy as np
 
 from connectors.partitions import partition_of
 from operators import abi
+from operators.config import (
+    Config,
+    OracleConfig,
+    SourceConfig,
+    SourceKind,
+    TokenConfig,
+    TopicsConfig,
+    config_toml,
+)
 from operators.model import RawMessage
 from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
 
@@ -251,12 +260,17 @@ class Generated:
 
     messages: list[RawMessage]
     kinds: list[str]
-    config_toml: str
+    config: Config
     faults: dict[str, int]
     counts: dict[str, int]
     prices: dict[str, np.ndarray]
     start_ms: int
     plan: FaultPlan
+
+    @property
+    def config_toml(self) -> str:
+        """``config`` as the text of a configuration file."""
+        return config_toml(self.config)
 
     def price_at(self, asset: str, ts_ms: int) -> float:
         """The USD price of a generated asset at ``ts_ms`` (within the run), 1 for a peg."""
@@ -268,7 +282,7 @@ class Generated:
 @dataclass(frozen=True)
 class _Pool:
     address: str
-    kind: str  # "uniswap_v3" or "uniswap_v2"
+    kind: SourceKind  # "uniswap_v3" or "uniswap_v2"
     base: str  # the asset priced
     quote: Token
     token0: Token
@@ -408,7 +422,7 @@ def generate(params: GenerateParams) -> Generated:
     return Generated(
         messages=messages,
         kinds=kinds,
-        config_toml=_config_toml(params, pools, feeds),
+        config=_config(params, pools, feeds),
         faults=faults,
         counts=counts,
         prices=paths,
@@ -489,7 +503,7 @@ def _blocks(params: GenerateParams, skip: set[int]) -> _Blocks:
 def _pools(params: GenerateParams, paths: dict[str, np.ndarray]) -> list[_Pool]:
     """Each asset's V3 pools, then its V2 pairs, quoted in turn in USDC, USDT and WETH."""
     pools: list[_Pool] = []
-    kinds = (
+    kinds: tuple[tuple[SourceKind, int, tuple[str, ...], float, float], ...] = (
         ("uniswap_v3", params.v3_pools_per_asset, _V3_QUOTES, 1.0, 2e-4),
         ("uniswap_v2", params.v2_pools_per_asset, _V2_QUOTES, 0.25, 5e-4),
     )
@@ -854,41 +868,27 @@ def _quote(
     )  # fmt: skip
 
 
-def _config_toml(params: GenerateParams, pools: list[_Pool], feeds: list[_Feed]) -> str:
+def _config(params: GenerateParams, pools: list[_Pool], feeds: list[_Feed]) -> Config:
     """The configuration declaring the generated tokens and sources, over the defaults."""
-    lines = [
-        f"# Written by operators.generate (seed {params.seed}): the synthetic tokens and sources.",
-        "[topics]",
-        f"chain_logs = {_toml_str(params.chain_logs_topic)}",
-        f"dex_quotes = {_toml_str(params.dex_quotes_topic)}",
-        "",
-        "[oracle]",
-        "use_default_registry = true",
+    tokens = {t.symbol: t for p in pools for t in (p.token0, p.token1)}
+    sources = [
+        SourceConfig(address=p.address, kind=p.kind, token0=p.token0.symbol, token1=p.token1.symbol)
+        for p in pools
     ]
-    tokens = sorted({t.symbol: t for p in pools for t in (p.token0, p.token1)}.items())
-    for symbol, token in tokens:
-        lines += [
-            "", f"[oracle.tokens.{symbol}]", f"decimals = {token.decimals}",
-            f"asset = {_toml_str(token.asset)}",
-        ]  # fmt: skip
-    for pool in pools:
-        lines += [
-            "", f"[[oracle.sources]]  # {pool.base}/{pool.quote.symbol}",
-            f'address = "{pool.address}"', f'kind = "{pool.kind}"',
-            f'token0 = "{pool.token0.symbol}"', f'token1 = "{pool.token1.symbol}"',
-        ]  # fmt: skip
-    for feed in feeds:
-        lines += [
-            "", f"[[oracle.sources]]  # Chainlink {feed.asset}/USD", f'address = "{feed.address}"',
-            'kind = "chainlink"', f'base = "{feed.asset}"', 'quote = "USD"',
-            f"decimals = {FEED_DECIMALS}",
-        ]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _toml_str(text: str) -> str:
-    """A TOML basic string (JSON escapes are valid TOML escapes)."""
-    return msgspec.json.encode(text).decode()
+    sources += [
+        SourceConfig(
+            address=f.address, kind="chainlink", base=f.asset, quote="USD", decimals=FEED_DECIMALS
+        )
+        for f in feeds
+    ]
+    oracle = OracleConfig(
+        tokens={
+            s: TokenConfig(decimals=t.decimals, asset=t.asset) for s, t in sorted(tokens.items())
+        },
+        sources=sources,
+    )
+    topics = TopicsConfig(chain_logs=params.chain_logs_topic, dex_quotes=params.dex_quotes_topic)
+    return Config(topics=topics, oracle=oracle)
 
 
 def _extra_order(log: dict[str, Any]) -> tuple[int, int, int]:

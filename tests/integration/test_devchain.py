@@ -23,7 +23,7 @@ from connectors.contracts import (
     Deployed,
     bind,
     deploy,
-    devchain_config_toml,
+    devchain_config,
     emit_swaps,
     feed_answer,
     instrument_id,
@@ -48,7 +48,7 @@ def deployed(devnode: DevNode) -> Deployed:
 
 @pytest.fixture(scope="module")
 def registry(deployed: Deployed) -> Registry:
-    return Registry.from_config(load_config(devchain_config_toml(deployed)).oracle)
+    return Registry.from_config(devchain_config(deployed).oracle)
 
 
 def _call(node: DevNode, sender: str, contract: Any, fn: str, args: list[Any]) -> int:
