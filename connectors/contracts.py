@@ -223,7 +223,7 @@ def bind(w3: Web3, name: str, address: str, artifacts_dir: Path = ARTIFACTS_DIR)
 def instrument_id(underlying: str, kind: int, strike: int, expiry: int) -> str:
     """The venue's instrument id (``MarginVenue.instrumentId``), as 0x hex.
 
-    ``kind`` is 0 spot, 1 perp, 2 call, 3 put; ``strike`` has 18 decimals; ``expiry`` is
+    ``kind`` is an ``operators.units.InstrumentKind``; ``strike`` has 18 decimals; ``expiry`` is
     in Unix s (both 0 for spot and perps).
     """
     words = (int(underlying, 16), kind, strike, expiry)

@@ -44,6 +44,7 @@ from operators.config import (
 )
 from operators.model import RawMessage
 from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
+from operators.units import YEAR_S
 
 REF_BLOCK = 17_173_049
 """A mainnet block number; with ``REF_BLOCK_TS_S`` it anchors the synthetic block grid."""
@@ -75,7 +76,6 @@ FEED_HEARTBEAT_S = 3600
 """...or when its last answer is this many seconds old."""
 FEED_DECIMALS = 8
 
-_YEAR_S = 365.25 * 86_400
 _NEW_ROUND = next(k for k, v in abi.CHAINLINK_EVENTS.items() if v.startswith("NewRound("))
 _V2_SWAP = next(k for k, v in abi.V2_PAIR_EVENTS.items() if v.startswith("Swap("))
 _FAULTS_PER_TOPIC = 2
@@ -471,7 +471,7 @@ def _paths(params: GenerateParams) -> dict[str, np.ndarray]:
     for asset in params.assets:
         model = ASSETS[asset]
         rng = _rng(params.seed, "path", asset)
-        steps = rng.normal(0.0, model.vol / math.sqrt(_YEAR_S), n - 1)
+        steps = rng.normal(0.0, model.vol / math.sqrt(YEAR_S), n - 1)
         jumps = rng.poisson(params.jumps_per_hour / 3600, n - 1)
         steps += np.sqrt(jumps) * rng.normal(0.0, model.jump_sd, n - 1)
         start = params.start_prices.get(asset, model.price)
