@@ -1,4 +1,4 @@
-"""operators.generate: determinism, wire formats, decoding against the path, and each fault.
+"""flows.cli.generate: determinism, wire formats, decoding against the path, and each fault.
 
 Every decoded price is checked against the generated USD path at the message's event time,
 so a wrong token order, wrong decimals or a wrong cross shows up as a price off by orders
