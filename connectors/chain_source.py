@@ -28,6 +28,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCResponse
 
+from connectors.partitions import marker_key, partition_of
 from operators.abi import AbiError, quantity
 from operators.chain import (
     ChainError,
@@ -41,6 +42,7 @@ from operators.chain import (
     retract_after,
 )
 from operators.config import ChainConfig
+from operators.model import RawMessage
 
 log = logging.getLogger("hedgeflow.ingest")
 
@@ -117,6 +119,29 @@ def probe(url: str, timeout_s: float) -> tuple[int, int]:
         return rpc.chain_id(), rpc.head()
     except Exception as exc:
         raise ConnectionError(f"cannot reach an EVM node at {url}: {exc}") from None
+
+
+def chain_messages(
+    rpc_url: str, addresses: list[str], first: int, last: int, topic: str, partitions: int
+) -> list[RawMessage]:
+    """The logs of ``addresses`` in blocks ``first..last`` as ``ingest`` publishes them:
+    a recording of a chain (``partitions`` partitions of ``topic``, keyed by address)."""
+    rpc = Rpc(rpc_url, timeout_s=60.0)
+    logs = rpc.logs(first, last, addresses)
+    blocks = {quantity(log["blockNumber"], "blockNumber") for log in logs} | {last}
+    timestamps = {n: rpc.header(n).ts for n in sorted(blocks)}
+    _, published = publish_range(
+        Cursor(first), last, logs, {}, timestamps, rpc.chain_id(), 1, timestamps[last]
+    )
+    offsets = [0] * partitions
+    out = []
+    for p in published:
+        keys = [p.key] if p.key else [marker_key(n, partitions) for n in range(partitions)]
+        for key in keys:
+            part = partition_of(key, partitions)
+            out.append(RawMessage(topic, part, offsets[part], p.ts_ms, key.encode(), p.value))
+            offsets[part] += 1
+    return out
 
 
 @dataclass

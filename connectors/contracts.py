@@ -10,13 +10,12 @@ contracts`` rebuilds ``infra/contracts/build/``). :func:`deploy` puts on a dev n
 
 The tokens (WETH, USDC, USDT) are not deployed: they are made-up addresses, used as the
 venue's collateral tokens and underlying, and named in the oracle configuration that
-:func:`devchain_config_toml` writes. The price helpers (:func:`sqrt_price_x96`,
-:func:`v2_reserves`, :func:`feed_answer`) are the inverses of ``operators.decode``.
+:func:`devchain_config` holds. :func:`feed_answer` is the inverse of the Chainlink
+decoding in ``operators.decode``; the pools' are in ``operators.pool_math``.
 """
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,17 @@ from web3 import Web3
 from web3.contract import Contract
 
 from connectors.anvil import mine, receipt, rpc, send_transaction, set_automine
-from operators.registry import PoolSource
+from operators import abi, pool_math
+from operators.config import (
+    ChainConfig,
+    CollateralToken,
+    Config,
+    OracleConfig,
+    RiskConfig,
+    SourceConfig,
+    SourceKind,
+    TokenConfig,
+)
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "infra" / "contracts" / "build"
 """Where ``make contracts`` writes the artifacts (committed with the sources)."""
@@ -42,7 +51,6 @@ _SWAP_TX_GAS = 60_000
 """Gas of an ``emitSwaps`` transaction besides its logs."""
 _SWAP_LOG_GAS = 3_300
 """Gas per Swap log of ``emitSwaps`` (3,206 measured)."""
-_Q96 = 1 << 96
 
 
 class DevToken(msgspec.Struct, frozen=True):
@@ -189,7 +197,7 @@ def emit_swaps(
         msg = f"count and per_tx must be >= 1; got {count!r} and {per_tx!r}"
         raise ValueError(msg)
     contract = Web3().eth.contract(abi=load_artifact("TestUniswapV3Pool").abi)
-    tick = v3_tick(sqrt_price)
+    tick = pool_math.v3_tick(sqrt_price)
     blocks = []
     for start in range(0, count, per_tx):
         n = min(per_tx, count - start)
@@ -215,109 +223,49 @@ def bind(w3: Web3, name: str, address: str, artifacts_dir: Path = ARTIFACTS_DIR)
 def instrument_id(underlying: str, kind: int, strike: int, expiry: int) -> str:
     """The venue's instrument id (``MarginVenue.instrumentId``), as 0x hex.
 
-    ``kind`` is 0 spot, 1 perp, 2 call, 3 put; ``strike`` has 18 decimals; ``expiry`` is
+    ``kind`` is an ``operators.units.InstrumentKind``; ``strike`` has 18 decimals; ``expiry`` is
     in Unix s (both 0 for spot and perps).
     """
     words = (int(underlying, 16), kind, strike, expiry)
-    return "0x" + Web3.keccak(b"".join(w.to_bytes(32) for w in words)).hex()
+    return "0x" + Web3.keccak(hexstr=abi.encode_data(*words)).hex()
 
 
-def devchain_config_toml(deployed: Deployed, rpc_url: str | None = None) -> str:
+def devchain_config(deployed: Deployed, rpc_url: str | None = None) -> Config:
     """A hedgeflow configuration whose oracle reads the dev chain's pool, pair and feed.
 
     It leaves out the mainnet registry (``use_default_registry = false``): the dev chain
-    has none of its pools. ``[risk]`` names the venue, its underlying (WETH stands for ETH)
-    and the collateral tokens. With ``rpc_url`` it also has a ``[chain]`` table, so that
+    has none of its pools. ``risk`` names the venue, its underlying (WETH stands for ETH)
+    and the collateral tokens. With ``rpc_url`` it also sets ``chain``, so that
     ``hedgeflow ingest`` follows the node and every deployed contract, the venue included.
     """
-    lines = [
-        f"# Written by hedgeflow devchain: the dev chain's sources (chain id {deployed.chain_id},",
-        f"# deployed in block {deployed.block}). MarginVenue: {deployed.venue}",
-        "[oracle]",
-        "use_default_registry = false",
+    tokens = sorted(DEV_TOKENS.values(), key=lambda t: t.symbol)
+    pools: list[tuple[str, SourceKind, tuple[str, str]]] = [
+        (deployed.v3_pool, "uniswap_v3", V3_POOL_TOKENS),
+        (deployed.v2_pair, "uniswap_v2", V2_PAIR_TOKENS),
     ]
-    for token in sorted(DEV_TOKENS.values(), key=lambda t: t.symbol):
-        lines += [
-            "", f"[oracle.tokens.{token.symbol}]  # made up: {token.address}",
-            f"decimals = {token.decimals}", f'asset = "{token.asset}"',
-        ]  # fmt: skip
-    for label, address, kind, (token0, token1) in (
-        ("Uniswap V3-style USDC/WETH", deployed.v3_pool, "uniswap_v3", V3_POOL_TOKENS),
-        ("Uniswap V2-style WETH/USDT", deployed.v2_pair, "uniswap_v2", V2_PAIR_TOKENS),
-    ):
-        lines += [
-            "", f"[[oracle.sources]]  # {label}", f'address = "{address}"', f'kind = "{kind}"',
-            f'token0 = "{token0}"', f'token1 = "{token1}"',
-        ]  # fmt: skip
-    lines += [
-        "", "[[oracle.sources]]  # Chainlink-style ETH/USD", f'address = "{deployed.feed}"',
-        'kind = "chainlink"', 'base = "ETH"', 'quote = "USD"', f"decimals = {FEED_DECIMALS}",
-    ]  # fmt: skip
+    sources = [
+        SourceConfig(address=address, kind=kind, token0=token0, token1=token1)
+        for address, kind, (token0, token1) in pools
+    ]
+    feed = SourceConfig(
+        address=deployed.feed, kind="chainlink", base="ETH", quote="USD", decimals=FEED_DECIMALS
+    )
+    oracle = OracleConfig(
+        use_default_registry=False,
+        tokens={t.symbol: TokenConfig(decimals=t.decimals, asset=t.asset) for t in tokens},
+        sources=[*sources, feed],
+    )
     underlying = DEV_TOKENS[UNDERLYING]
-    lines += [
-        "", "[risk]", f'venue = "{deployed.venue}"',
-        f'underlyings = {{ "{underlying.address}" = "{underlying.asset}" }}',
-    ]  # fmt: skip
-    for token in sorted(DEV_TOKENS.values(), key=lambda t: t.symbol):
-        lines += [
-            f'[risk.collateral."{token.address}"]',
-            f'asset = "{token.asset}"', f"decimals = {token.decimals}",
-        ]  # fmt: skip
-    if rpc_url is not None:
-        contracts = ", ".join(f'"{c}"' for c in deployed.contracts)
-        lines += [
-            "", "[chain]", f'rpc_url = "{rpc_url}"', f"chain_id = {deployed.chain_id}",
-            f"contracts = [{contracts}]",
-        ]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def sqrt_price_x96(price: float, src: PoolSource) -> int:
-    """The V3 ``sqrtPriceX96`` for ``price`` (``src.base`` in ``src.quote``).
-
-    The inverse of ``operators.decode.v3_price``: raw = token1 per token0 in smallest
-    units, sqrtPriceX96 = floor(sqrt(raw) * 2**96), computed exactly from the float.
-    """
-    ratio = Fraction(price) if src.base_is_token0 else 1 / Fraction(price)
-    raw = ratio * Fraction(10**src.decimals1, 10**src.decimals0)
-    return math.isqrt(raw.numerator * _Q96 * _Q96 // raw.denominator)
-
-
-def v3_tick(sqrt_price: int) -> int:
-    """The V3 tick of a ``sqrtPriceX96``: floor(log base 1.0001 of the raw price)."""
-    return math.floor(2 * math.log(sqrt_price / _Q96) / math.log(1.0001))
-
-
-def v3_liquidity(depth: float, sqrt_price: int, src: PoolSource) -> int:
-    """The V3 ``liquidity`` whose decoded weight is ``depth`` (whole quote tokens).
-
-    The inverse of ``operators.decode.v3_depth``: twice the quote-side virtual reserve.
-    """
-    if src.base_is_token0:  # quote is token1: y = L * sqrtP
-        return int(depth * 10**src.decimals1 * _Q96 / (2 * sqrt_price))
-    return int(depth * 10**src.decimals0 * sqrt_price / (2 * _Q96))  # x = L / sqrtP
-
-
-def v3_amounts(liquidity: int, sqrt_before: int, sqrt_after: int) -> tuple[int, int]:
-    """(amount0, amount1) into the pool (negative: out) for a move of ``sqrtPriceX96``.
-
-    Within one tick range: amount1 = L * delta(sqrtP), amount0 = L * delta(1 / sqrtP).
-    """
-    amount1 = liquidity * (sqrt_after - sqrt_before) // _Q96
-    amount0 = liquidity * _Q96 // sqrt_after - liquidity * _Q96 // sqrt_before
-    return amount0, amount1
-
-
-def v2_reserves(price: float, depth: float, src: PoolSource) -> tuple[int, int]:
-    """(reserve0, reserve1) in smallest units for ``price`` and a quote reserve of depth / 2.
-
-    The inverse of ``operators.decode.v2_price_depth`` (``depth`` in whole quote tokens).
-    """
-    quote_reserve = Fraction(depth) / 2
-    base_reserve = quote_reserve / Fraction(price)
-    if src.base_is_token0:
-        return int(base_reserve * 10**src.decimals0), int(quote_reserve * 10**src.decimals1)
-    return int(quote_reserve * 10**src.decimals0), int(base_reserve * 10**src.decimals1)
+    risk = RiskConfig(
+        venue=deployed.venue,
+        underlyings={underlying.address: underlying.asset},
+        collateral={t.address: CollateralToken(asset=t.asset, decimals=t.decimals) for t in tokens},
+    )
+    cfg = Config(oracle=oracle, risk=risk)
+    if rpc_url is None:
+        return cfg
+    chain = ChainConfig(rpc_url=rpc_url, chain_id=deployed.chain_id, contracts=deployed.contracts)
+    return msgspec.structs.replace(cfg, chain=chain)
 
 
 def feed_answer(price: float) -> int:

@@ -11,9 +11,6 @@ restart under recovery leaves no gap and no duplicate.
 
 from __future__ import annotations
 
-import functools
-import itertools
-import zlib
 from collections.abc import Callable
 
 import bytewax.operators as op
@@ -21,11 +18,10 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow
 
-from connectors.chain_source import ChainSource, Rpc
+from connectors.chain_source import ChainSource
 from connectors.kafka_tools import last_headers, topic_partitions
-from operators.abi import quantity
-from operators.chain import Cursor, Published, publish_range
-from operators.model import RawMessage
+from connectors.partitions import marker_key, partition_of
+from operators.chain import Published
 from operators.stages import StageParams
 
 SEQ_HEADER = "hedgeflow-seq"
@@ -77,44 +73,6 @@ def ingest_flow(
     sink = KafkaSink(brokers, topic, add_config=config)
     op.output("chain_logs", op.flat_map("to_kafka", logs, to_kafka), sink)
     return flow
-
-
-def chain_messages(
-    rpc_url: str, addresses: list[str], first: int, last: int, topic: str, partitions: int
-) -> list[RawMessage]:
-    """The logs of ``addresses`` in blocks ``first..last`` as ``ingest`` publishes them:
-    a recording of a chain (``partitions`` partitions of ``topic``, keyed by address)."""
-    rpc = Rpc(rpc_url, timeout_s=60.0)
-    logs = rpc.logs(first, last, addresses)
-    blocks = {quantity(log["blockNumber"], "blockNumber") for log in logs} | {last}
-    timestamps = {n: rpc.header(n).ts for n in sorted(blocks)}
-    _, published = publish_range(
-        Cursor(first), last, logs, {}, timestamps, rpc.chain_id(), 1, timestamps[last]
-    )
-    offsets = [0] * partitions
-    out = []
-    for p in published:
-        keys = [p.key] if p.key else [marker_key(n, partitions) for n in range(partitions)]
-        for key in keys:
-            part = partition_of(key, partitions)
-            out.append(RawMessage(topic, part, offsets[part], p.ts_ms, key.encode(), p.value))
-            offsets[part] += 1
-    return out
-
-
-@functools.cache
-def marker_key(partition: int, partitions: int) -> str:
-    """The key that puts a progress marker in ``partition`` (CRC-32 partitioning)."""
-    return next(
-        key for i in itertools.count()
-        if partition_of(key := f"progress:{i}", partitions) == partition
-    )  # fmt: skip
-
-
-@functools.cache
-def partition_of(key: str, partitions: int) -> int:
-    """The partition of ``key``: CRC-32 of it, as librdkafka's "consistent" partitioner."""
-    return zlib.crc32(key.encode()) % partitions
 
 
 def _nothing() -> Callable[[Published], bool]:

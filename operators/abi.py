@@ -1,6 +1,9 @@
 """EVM log layout: event signatures (topic0), JSON-RPC quantities and ABI words.
 
-Every function here is exact integer work; nothing passes through a float.
+Decoders (``quantity``, ``data_words``, ``word``, ...) read what a node sends, and the
+encoders (``encode_word``, ``int_topic``, ``address_topic``, ``encode_data``,
+``encode_quantity``) write the same layout, for generated logs and tests. Every function
+here is exact integer work; nothing passes through a float.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import re
 
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+")
+_WORD_MASK = (1 << 256) - 1
 
 # topic0 = keccak256 of the event signature (checked against keccak in tests/unit/test_abi.py)
 V3_SWAP = "0xc42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"
@@ -140,3 +144,35 @@ def decode_transfer(topics: list[str], data: str) -> tuple[str, str, int]:
         raise AbiError(f"unexpected_topic: not an ERC-20 Transfer ({len(topics)} topics)")
     (value,) = data_words(data, 1)
     return address_of(word(topics[1])), address_of(word(topics[2])), value
+
+
+def encode_word(value: int) -> str:
+    """A 32-byte ABI word as 64 hex digits (no ``0x``); a negative value in two's complement.
+
+    ``value`` must fit a uint256 or an int256: -2**255 <= value < 2**256.
+    """
+    if not -(1 << 255) <= value <= _WORD_MASK:
+        raise ValueError(f"an ABI word holds -2**255..2**256-1; got {value!r}")
+    return format(value & _WORD_MASK, "064x")
+
+
+def int_topic(value: int) -> str:
+    """An indexed integer (or bytes32) as a topic: ``0x`` and one word."""
+    return "0x" + encode_word(value)
+
+
+def address_topic(address: str) -> str:
+    """An indexed address as a topic: ``0x``, 12 zero bytes, the 20-byte address (lower case)."""
+    return int_topic(int(address, 16))
+
+
+def encode_data(*values: int) -> str:
+    """ABI ``data`` of static words (uint, int, bool, address as int): ``0x`` and one word each."""
+    return "0x" + "".join([encode_word(v) for v in values])
+
+
+def encode_quantity(value: int) -> str:
+    """A JSON-RPC quantity: ``0x`` and hex digits without leading zeros; ``value >= 0``."""
+    if value < 0:
+        raise ValueError(f"a quantity is >= 0; got {value!r}")
+    return hex(value)

@@ -20,7 +20,9 @@ class ConfigError(ValueError):
     """The configuration names an unknown key or holds a bad value."""
 
 
-class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class _Strict(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     pass
 
 
@@ -415,3 +417,31 @@ def load_config(text: str | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration is not valid TOML: {exc}") from None
     return parse_config(data)
+
+
+def config_toml(cfg: Config) -> str:
+    """``cfg`` as the TOML text of a configuration file, holding only non-default values.
+
+    The inverse of :func:`load_config`: ``load_config(config_toml(cfg)) == cfg``. Tables
+    whose values are all defaults are left out, so a tool can append one of them.
+    """
+    import tomli_w  # the standard library reads TOML but does not write it
+
+    return tomli_w.dumps(_non_defaults(cfg))
+
+
+def _non_defaults(struct: msgspec.Struct) -> dict[str, Any]:
+    """The fields of ``struct`` that differ from their defaults, as TOML-ready builtins
+    (``omit_defaults`` leaves out defaults inside lists and dicts of structs)."""
+    table: dict[str, Any] = {}
+    for field in msgspec.structs.fields(struct):
+        value = getattr(struct, field.name)
+        if isinstance(value, msgspec.Struct):
+            if sub := _non_defaults(value):
+                table[field.encode_name] = sub
+        elif field.required or value != (
+            field.default if field.default_factory is msgspec.NODEFAULT
+            else field.default_factory()
+        ):  # fmt: skip
+            table[field.encode_name] = msgspec.to_builtins(value)
+    return table

@@ -22,11 +22,10 @@ from operators.model import (
     Rejected,
     Retraction,
 )
-from operators.registry import FeedSource, PoolSource, Registry
+from operators.pool_math import v2_price_depth, v3_depth, v3_price
+from operators.registry import FeedSource, Registry
 
 STAGE = "decode"
-_Q96 = 1 << 96
-_Q192 = 1 << 192
 
 
 class RpcLog(msgspec.Struct, frozen=True):
@@ -88,42 +87,6 @@ def json_error(exc: Exception, value: bytes) -> DecodeError:
     if isinstance(exc, msgspec.ValidationError):
         return DecodeError(f"invalid_field: {exc}")
     return DecodeError(f"invalid_json: {exc}")
-
-
-def v3_price(sqrt_price_x96: int, src: PoolSource) -> float:
-    """``base`` in ``quote`` from a V3 ``sqrtPriceX96``, corrected for both decimals.
-
-    raw = sqrtPriceX96**2 / 2**192 is token1 per token0 in smallest units; times
-    10**(decimals0 - decimals1) in whole tokens; inverted when token1 is the base.
-    """
-    num, den = sqrt_price_x96 * sqrt_price_x96, _Q192
-    shift = src.decimals0 - src.decimals1
-    if shift >= 0:
-        num *= 10**shift
-    else:
-        den *= 10**-shift
-    return num / den if src.base_is_token0 else den / num
-
-
-def v3_depth(sqrt_price_x96: int, liquidity: int, src: PoolSource) -> float:
-    """Twice the quote-side virtual reserve of a V3 pool, in whole quote tokens.
-
-    Virtual reserves at the current price are x = L / sqrtP and y = L * sqrtP (smallest
-    units, sqrtP = sqrtPriceX96 / 2**96), so the weight grows with ``liquidity`` and is
-    comparable with a V2 pair's depth.
-    """
-    if src.base_is_token0:  # quote is token1
-        return 2 * liquidity * sqrt_price_x96 / _Q96 / 10**src.decimals1
-    return 2 * liquidity * _Q96 / sqrt_price_x96 / 10**src.decimals0
-
-
-def v2_price_depth(reserve0: int, reserve1: int, src: PoolSource) -> tuple[float, float]:
-    """(``base`` in ``quote``, twice the quote reserve in whole tokens) from V2 reserves."""
-    num = reserve1 * 10**src.decimals0
-    den = reserve0 * 10**src.decimals1
-    if src.base_is_token0:
-        return num / den, 2 * reserve1 / 10**src.decimals1
-    return den / num, 2 * reserve0 / 10**src.decimals0
 
 
 def _option_quote(q: Quote) -> OptionQuote:

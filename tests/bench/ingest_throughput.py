@@ -18,11 +18,11 @@ from web3.providers.rpc import HTTPProvider
 from connectors.anvil import DevNode, rpc
 from connectors.broker import EmbeddedBroker
 from connectors.chain_source import Rpc
-from connectors.contracts import bind, deploy, devchain_config_toml, sqrt_price_x96
+from connectors.contracts import bind, deploy, devchain_config
 from connectors.kafka_tools import create_topics
+from flows.cli.runner import run
 from flows.ingest import ingest_flow
-from flows.runner import run
-from operators.config import load_config
+from operators.pool_math import sqrt_price_x96
 from operators.registry import PoolSource, Registry
 from operators.stages import stage_params
 
@@ -37,7 +37,7 @@ def main() -> None:
 
     with DevNode() as node, EmbeddedBroker() as broker:
         deployed = deploy(node.rpc_url)
-        cfg = load_config(devchain_config_toml(deployed))
+        cfg = devchain_config(deployed)
         src = Registry.from_config(cfg.oracle).by_address[deployed.v3_pool]
         assert isinstance(src, PoolSource)
         pool = bind(Web3(HTTPProvider(node.rpc_url)), "TestUniswapV3Pool", deployed.v3_pool)

@@ -23,12 +23,12 @@ from bytewax.dataflow import Dataflow
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
+from flows.cli.generate import GenerateParams, generate
+from flows.cli.runner import run
+from flows.cli.summary import latest_prices
 from flows.dataflows import kafka_flow, replay_flow
-from flows.runner import run
-from flows.summary import latest_prices
 from operators.config import Config, load_config
 from operators.decode import Decoder
-from operators.generate import GenerateParams, generate
 from operators.registry import Registry
 from operators.stages import stage_params
 

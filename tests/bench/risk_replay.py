@@ -20,12 +20,12 @@ import numpy as np
 import polars as pl
 
 from connectors.recording import write_recording
+from flows.cli.generate import GenerateParams, generate
+from flows.cli.runner import run
 from flows.dataflows import replay_flow
-from flows.runner import run
 from operators import abi
 from operators.accounts import E18
 from operators.config import load_config
-from operators.generate import GenerateParams, generate
 from operators.model import RawMessage
 from operators.stages import stage_params
 
@@ -34,28 +34,21 @@ WETH, USDC = "0x" + "e1" * 20, "0x" + "c1" * 20
 START_MS = 1_683_028_800_000
 
 
-def _word(value: int) -> str:
-    return format(value % (1 << 256), "064x")
-
-
-def _topic(address: str) -> str:
-    return "0x" + _word(int(address, 16))
-
-
 def venue_messages(accounts: int, trades: int, minutes: float, seed: int) -> list[RawMessage]:
     """Listings, deposits and trades on the venue, in block order, on their own partition."""
     rng = np.random.default_rng(seed)
     expiry_s = START_MS // 1000 + 30 * 86_400
     instruments = [(1, 0)] + [(kind, strike) for kind in (2, 3)
                               for strike in range(1_600, 2_100, 50)]  # fmt: skip
-    ids = ["0x" + _word(n + 1) for n in range(len(instruments))]
+    ids = [abi.int_topic(n + 1) for n in range(len(instruments))]
     logs: list[tuple[int, list[str], list[int]]] = [
-        (START_MS, [abi.VENUE_INSTRUMENT_LISTED, ids[n], _topic(WETH)],
+        (START_MS, [abi.VENUE_INSTRUMENT_LISTED, ids[n], abi.address_topic(WETH)],
          [kind, strike * E18, 0 if kind == 1 else expiry_s])
         for n, (kind, strike) in enumerate(instruments)
     ]  # fmt: skip
     owners = ["0x" + format(a + 1, "040x") for a in range(accounts)]
-    logs += [(START_MS + 1_000, [abi.VENUE_DEPOSIT, _topic(a), _topic(USDC)], [20_000 * 10**6])
+    usdc = abi.address_topic(USDC)
+    logs += [(START_MS + 1_000, [abi.VENUE_DEPOSIT, abi.address_topic(a), usdc], [20_000 * 10**6])
              for a in owners]  # fmt: skip
     times = np.sort(rng.uniform(START_MS + 60_000, START_MS + minutes * 60_000, trades))
     for ts, who, what, size in zip(
@@ -63,12 +56,12 @@ def venue_messages(accounts: int, trades: int, minutes: float, seed: int) -> lis
         rng.normal(0, 2, trades), strict=True,
     ):  # fmt: skip
         price = 1_830 if what == 0 else 40
-        logs.append((int(ts), [abi.VENUE_TRADE, _topic(owners[who]), ids[what]],
+        logs.append((int(ts), [abi.VENUE_TRADE, abi.address_topic(owners[who]), ids[what]],
                      [int(size * E18), price * E18]))  # fmt: skip
     out = []
     for n, (ts, topics, words) in enumerate(logs):
-        log = {"address": VENUE, "topics": topics, "data": "0x" + "".join(map(_word, words)),
-               "blockNumber": hex(n + 1), "blockHash": "0x" + _word(n), "logIndex": "0x0",
+        log = {"address": VENUE, "topics": topics, "data": abi.encode_data(*words),
+               "blockNumber": hex(n + 1), "blockHash": abi.int_topic(n), "logIndex": "0x0",
                "removed": False, "blockTimestamp": hex(ts // 1000), "chainId": 1}  # fmt: skip
         out.append(RawMessage("chain.logs", 9, n, ts, VENUE.encode(), json.dumps(log).encode()))
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from connectors.recording import write_recording
-from operators.generate import GenerateParams, generate
+from flows.cli.generate import GenerateParams, generate
 
 
 def _hedgeflow(*args: str | Path) -> subprocess.Popen[bytes]:

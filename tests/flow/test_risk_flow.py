@@ -42,32 +42,23 @@ decimals = 6
 PARTS = ["0-chain.logs", "0-dex.quotes"]
 
 
-def _word(value: int) -> str:
-    return format(value % (1 << 256), "064x")
-
-
 def _venue_log(offset: int, ts_ms: int, topics: list[str], words: list[int]) -> RawMessage:
     log = {
-        "address": VENUE, "topics": topics, "data": "0x" + "".join(map(_word, words)),
-        "blockNumber": hex(100 + offset), "blockHash": "0x" + _word(offset), "logIndex": "0x0",
+        "address": VENUE, "topics": topics, "data": abi.encode_data(*words),
+        "blockNumber": hex(100 + offset), "blockHash": abi.int_topic(offset), "logIndex": "0x0",
         "transactionHash": "0x" + "ab" * 32, "transactionIndex": "0x0", "removed": False,
         "blockTimestamp": hex(ts_ms // 1000), "chainId": 1,
     }  # fmt: skip
     return RawMessage("chain.logs", 0, offset, ts_ms, VENUE.encode(), json.dumps(log).encode())
 
 
-def _topic(address: str) -> str:
-    return "0x" + _word(int(address, 16))
-
-
 def _chain() -> list[RawMessage]:
-    msgs = [
-        _venue_log(0, T0 - 50_000, [abi.VENUE_INSTRUMENT_LISTED, PERP, _topic(WETH)], [1, 0, 0])
-    ]
+    listed = [abi.VENUE_INSTRUMENT_LISTED, PERP, abi.address_topic(WETH)]
+    msgs = [_venue_log(0, T0 - 50_000, listed, [1, 0, 0])]
     for account, size in ACCOUNTS.items():
-        deposit = [abi.VENUE_DEPOSIT, _topic(account), _topic(USDC)]
+        deposit = [abi.VENUE_DEPOSIT, abi.address_topic(account), abi.address_topic(USDC)]
         msgs.append(_venue_log(len(msgs), T0 - 40_000, deposit, [10_000 * 10**6]))
-        trade = [abi.VENUE_TRADE, _topic(account), PERP]
+        trade = [abi.VENUE_TRADE, abi.address_topic(account), PERP]
         msgs.append(_venue_log(len(msgs), T0 - 30_000, trade, [size * E18, 2_000 * E18]))
     return msgs
 

@@ -23,19 +23,16 @@ from connectors.contracts import (
     Deployed,
     bind,
     deploy,
-    devchain_config_toml,
+    devchain_config,
     emit_swaps,
     feed_answer,
     instrument_id,
-    sqrt_price_x96,
-    v2_reserves,
-    v3_liquidity,
-    v3_tick,
 )
-from flows.devchain import devchain
+from flows.cli.devchain import devchain
 from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, RawMessage
+from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
 from operators.registry import PoolSource, Registry
 from operators.venue import CollateralMove, Fill, InstrumentListed, decode_venue
 
@@ -51,7 +48,7 @@ def deployed(devnode: DevNode) -> Deployed:
 
 @pytest.fixture(scope="module")
 def registry(deployed: Deployed) -> Registry:
-    return Registry.from_config(load_config(devchain_config_toml(deployed)).oracle)
+    return Registry.from_config(devchain_config(deployed).oracle)
 
 
 def _call(node: DevNode, sender: str, contract: Any, fn: str, args: list[Any]) -> int:

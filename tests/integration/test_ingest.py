@@ -21,12 +21,13 @@ from web3.providers.rpc import HTTPProvider
 
 from connectors.anvil import DevNode, reorg, rpc
 from connectors.broker import EmbeddedBroker
-from connectors.contracts import Deployed, bind, deploy, devchain_config_toml, sqrt_price_x96
+from connectors.contracts import Deployed, bind, deploy, devchain_config
 from connectors.kafka_tools import create_topics, record
 from connectors.recording import load_recording, write_recording
-from flows.summary import latest_prices
-from operators.config import load_config
+from flows.cli.summary import latest_prices
+from operators.config import config_toml, load_config
 from operators.model import RawMessage
+from operators.pool_math import sqrt_price_x96
 from operators.registry import PoolSource, Registry
 
 
@@ -89,7 +90,7 @@ class Chain:
         self.deployed = deployed
         self.w3 = Web3(HTTPProvider(node.rpc_url))
         self.pool = bind(self.w3, "TestUniswapV3Pool", deployed.v3_pool)
-        self.registry_toml = devchain_config_toml(deployed)
+        self.registry_toml = config_toml(devchain_config(deployed))
         src = Registry.from_config(load_config(self.registry_toml).oracle).by_address[
             deployed.v3_pool
         ]

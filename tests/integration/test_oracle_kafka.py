@@ -13,9 +13,9 @@ import pytest
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish, record
 from connectors.recording import iter_messages, load_recording, write_recording
-from flows.summary import latest_prices
+from flows.cli.generate import GenerateParams, generate
+from flows.cli.summary import latest_prices
 from operators import oracle_topic
-from operators.generate import GenerateParams, generate
 from operators.model import OraclePrice, OracleProgress, Rejected
 
 PARTITIONS = 3

@@ -15,7 +15,7 @@ import pytest
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
-from flows.devchain import devchain
+from flows.cli.devchain import devchain
 from operators.model import RawMessage
 
 KEYS = ("chain_logs", "dex_quotes", "oracle_prices", "orders", "fills", "deadletter")

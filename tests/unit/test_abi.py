@@ -1,4 +1,4 @@
-"""operators.abi: event topics, JSON-RPC quantities and ABI words.
+"""operators.abi: event topics, JSON-RPC quantities and ABI words, decoded and encoded.
 
 The topic0 constants are checked against keccak256 of their signatures (eth_utils, the
 reference implementation web3 uses), so a typo in a hash or a signature cannot hide.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 from eth_utils import keccak
+from hypothesis import given
+from hypothesis import strategies as st
 
 from operators import abi
 
@@ -199,3 +201,45 @@ def test_decode_transfer_rejects_another_event() -> None:
     topics = [abi.V2_SYNC, "0x" + "00" * 32, "0x" + "00" * 32]
     with pytest.raises(abi.AbiError, match=r"^unexpected_topic: "):
         abi.decode_transfer(topics, "0x" + "00" * 32)
+
+
+# --- encoders: the inverses of the decoders -------------------------------------------
+
+
+@given(value=st.integers(-(2**255), 2**256 - 1))
+def test_encode_word_is_read_back_by_word_and_signed(value: int) -> None:
+    topic = abi.int_topic(value)
+    assert len(abi.encode_word(value)) == 64 and topic == "0x" + abi.encode_word(value)
+    assert abi.word(topic) == value % 2**256
+    if value < 0:
+        assert abi.signed(abi.word(topic)) == value
+
+
+def test_encode_word_writes_twos_complement_and_rejects_what_does_not_fit() -> None:
+    assert abi.encode_word(-1) == "f" * 64
+    assert abi.encode_word(0x1B98) == "0" * 60 + "1b98"
+    for value in (2**256, -(2**255) - 1):
+        with pytest.raises(ValueError, match="an ABI word holds"):
+            abi.encode_word(value)
+
+
+def test_address_topic_pads_the_address_and_address_of_reads_it_back() -> None:
+    address = "0xA0b86991c6218b36c1d19d4a2e9eb0ce3606eB48"
+    topic = abi.address_topic(address)
+    assert topic == "0x" + "00" * 12 + address[2:].lower()
+    assert abi.address_of(abi.word(topic)) == address.lower()
+
+
+@given(values=st.lists(st.integers(0, 2**256 - 1), max_size=6))
+def test_encode_data_is_read_back_by_data_words(values: list[int]) -> None:
+    assert abi.data_words(abi.encode_data(*values), len(values)) == values
+
+
+@given(value=st.integers(0, 2**64))
+def test_encode_quantity_is_read_back_by_quantity(value: int) -> None:
+    assert abi.quantity(abi.encode_quantity(value), "blockNumber") == value
+
+
+def test_encode_quantity_rejects_a_negative_value() -> None:
+    with pytest.raises(ValueError, match="a quantity is >= 0"):
+        abi.encode_quantity(-1)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
-from operators.config import Config, ConfigError, load_config
+import msgspec
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from operators.config import (
+    ChainConfig,
+    Config,
+    ConfigError,
+    RunConfig,
+    config_toml,
+    load_config,
+    parse_config,
+)
 from operators.registry import DEFAULT_SOURCES, Registry
 from operators.stages import stage_params
 
@@ -314,3 +327,140 @@ def test_risk_parameters_override_the_defaults() -> None:
     margin, liquidation, _ = risk_models(cfg.risk)
     assert (liquidation.bonus, margin.portfolio.im_factor) == (0.08, 1.5)
     assert liquidation.close_factor == 0.5  # the rest keep their defaults
+
+
+# --- config_toml: the writer, checked as the inverse of load_config --------------------
+
+TOKEN = "0x00000000000000000000000000000000000000aa"
+FULL = load_config(f"""
+[topics]
+chain_logs = "a.logs"
+dex_quotes = "a.quotes"
+oracle_prices = "a.prices"
+orders = "a.orders"
+fills = "a.fills"
+deadletter = "a.dead"
+
+[oracle]
+window_s = 30.0
+allowed_lateness_s = 5.0
+max_age_s = 120.0
+max_future_s = 600.0
+min_sources = 2
+mad_k = 4.0
+mad_floor_bps = 5.0
+jump_threshold = 0.2
+breaker_confirm_sources = 2
+breaker_confirm_windows = 4
+correction_windows = 10
+assets = ["EUR"]
+pegs = {{ USD = "1", USDC = "0.999" }}
+use_default_registry = false
+[oracle.tokens.LINK]
+decimals = 18
+asset = "LINK"
+[oracle.tokens.USDC]
+decimals = 6
+asset = "USDC"
+[[oracle.sources]]
+address = "{POOL}"
+kind = "uniswap_v3"
+token0 = "LINK"
+token1 = "USDC"
+base = "LINK"
+weight = 1e6
+max_age_s = 60.0
+[[oracle.sources]]
+address = "0x0000000000000000000000000000000000000002"
+kind = "chainlink"
+base = "LINK"
+quote = "USD"
+decimals = 8
+
+[chain]
+rpc_url = "https://node.example:8545"
+chain_id = 1
+confirmations = 2
+reorg_depth = 32
+backfill_blocks = 10
+min_range = 2
+max_range = 500
+poll_interval_s = 0.5
+rpc_timeout_s = 5.0
+contracts = ["{TOKEN}"]
+
+[risk]
+venue = "{TOKEN}"
+shards = 8
+underlyings = {{ "{TOKEN}" = "LINK" }}
+books = {{ "{TOKEN}" = {{ LINK = "0x{"11" * 32}" }} }}
+targets = {{ "{TOKEN}" = {{ LINK = -2.5 }} }}
+liquidation_timeout_s = 60.0
+risk_change = 0.05
+risk_min_interval_s = 1.0
+risk_interval_s = 600.0
+vol_half_life_s = 3600.0
+vol_floor = 0.1
+vol_cap = 2.0
+iv_max_age_s = 60.0
+liquidation = {{ bonus = 0.04 }}
+hedge = {{ min_band_usd = 500.0 }}
+[risk.collateral."{TOKEN}"]
+asset = "LINK"
+decimals = 18
+[risk.instruments."0x{"22" * 32}"]
+underlying = "{TOKEN}"
+kind = 2
+strike = 20.0
+expiry_s = 1767225600
+[risk.margin]
+rate = 0.01
+haircuts = {{ LINK = 0.3 }}
+tier = {{ initial_margin_ppm = 100000 }}
+portfolio = {{ im_factor = 1.5 }}
+
+[run]
+batch_size = 10
+epoch_interval_s = 0.5
+""")
+
+
+def _generated() -> Config:
+    from flows.cli.generate import GenerateParams, generate
+
+    return generate(GenerateParams(minutes=1, chain_logs_topic="x.logs")).config
+
+
+def _devchain() -> Config:
+    from connectors.contracts import Deployed, devchain_config
+
+    addresses = ["0x" + f"{n:02x}" * 20 for n in range(1, 7)]
+    deployed = Deployed(
+        chain_id=31337, block=1, deployer=addresses[0], liquidator=addresses[1],
+        venue=addresses[2], v3_pool=addresses[3], v2_pair=addresses[4], feed=addresses[5],
+        tokens={},
+    )  # fmt: skip
+    return devchain_config(deployed, "http://127.0.0.1:8545")
+
+
+@pytest.mark.parametrize("make", [lambda: FULL, _generated, _devchain, Config])
+def test_config_toml_loads_back_as_the_same_config(make: Callable[[], Config]) -> None:
+    cfg = make()
+    assert load_config(config_toml(cfg)) == cfg
+
+
+def test_config_toml_writes_only_values_that_differ_from_the_defaults() -> None:
+    assert config_toml(Config()) == ""
+    text = config_toml(msgspec.structs.replace(FULL, chain=ChainConfig(), run=RunConfig()))
+    assert "[chain]" not in text and "[run]" not in text  # so a tool can append them
+    assert "[topics]" in text and "[risk.margin]" in text
+
+
+@given(keep=st.sets(st.sampled_from([f.name for f in msgspec.structs.fields(Config)])))
+def test_config_toml_round_trips_any_mix_of_default_and_set_tables(keep: set[str]) -> None:
+    cfg = Config(**{name: getattr(FULL, name) for name in keep})
+    try:
+        parse_config(msgspec.to_builtins(cfg))  # checks what crosses tables
+    except ConfigError:  # e.g. a risk table naming tokens the default oracle lacks
+        assume(False)
+    assert load_config(config_toml(cfg)) == cfg

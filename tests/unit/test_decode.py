@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from operators import abi
 from operators.config import load_config
-from operators.decode import Decoder, v2_price_depth, v3_depth, v3_price
+from operators.decode import Decoder
 from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
+from operators.pool_math import v2_price_depth, v3_depth, v3_price
 from operators.registry import DEFAULT_SOURCES, PoolSource, Registry
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -189,8 +190,7 @@ def v2_by_hand(
 def swap_data(
     sqrt_price_x96: int, liquidity: int, amount0: int = 0, amount1: int = 0, tick: int = 0
 ) -> str:
-    as_word = [v % 2**256 for v in (amount0, amount1, sqrt_price_x96, liquidity, tick)]
-    return "0x" + "".join(format(v, "064x") for v in as_word)
+    return abi.encode_data(amount0, amount1, sqrt_price_x96, liquidity, tick)
 
 
 # --- identities: which contracts these are ----------------------------------------------

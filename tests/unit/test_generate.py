@@ -1,4 +1,4 @@
-"""operators.generate: determinism, wire formats, decoding against the path, and each fault.
+"""flows.cli.generate: determinism, wire formats, decoding against the path, and each fault.
 
 Every decoded price is checked against the generated USD path at the message's event time,
 so a wrong token order, wrong decimals or a wrong cross shows up as a price off by orders
@@ -16,10 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from operators import abi
-from operators.config import load_config
-from operators.decode import Decoded, Decoder
-from operators.generate import (
+from flows.cli.generate import (
     FAULTS,
     MANIPULATION,
     REF_BLOCK_TS_S,
@@ -28,6 +25,9 @@ from operators.generate import (
     GenerateParams,
     generate,
 )
+from operators import abi
+from operators.config import load_config
+from operators.decode import Decoded, Decoder
 from operators.model import Observation, RawMessage, Rejected, Retraction
 from operators.registry import DEFAULT_SOURCES, PoolSource, Registry
 
@@ -376,7 +376,7 @@ def test_extra_logs_when_merged_then_in_event_time_order_in_their_own_block() ->
     extra: dict[str, Any] = {
         "address": "0xb4e16d0168e52d35cacd2c6185b44281ec28c9dc",
         "topics": [abi.V2_SYNC],
-        "data": "0x" + format(18_700_000 * 10**6, "064x") + format(10_000 * 10**18, "064x"),
+        "data": abi.encode_data(18_700_000 * 10**6, 10_000 * 10**18),
         "blockNumber": hex(17_173_049),
         "blockHash": "0x" + "ab" * 32,
         "transactionHash": "0x" + "cd" * 32,

@@ -21,7 +21,7 @@ import QuantLib as ql  # a dev dependency: missing is a failure, not a skip
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flows.greeks_csv import OUTPUT_COLUMNS, greeks_csv
+from flows.cli.greeks_csv import OUTPUT_COLUMNS, greeks_csv
 from operators.greeks import Greeks, black76, black76_price, bsm, validate
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "greeks"

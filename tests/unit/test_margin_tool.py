@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from flows.cli import main
-from flows.margin_tool import (
+from flows.cli.margin_tool import (
     Portfolio,
     PortfolioError,
     Report,

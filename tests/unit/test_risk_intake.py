@@ -21,13 +21,12 @@ PARAMS = RiskIntakeParams(
     venue=VENUE, shards=4, window_ms=60_000, lateness_ms=10_000, max_future_ms=3_600_000,
     chain_logs="chain.logs", dex_quotes="dex.quotes", oracle_prices="oracle.prices",
 )  # fmt: skip
-ACCOUNT_TOPIC = "0x" + ACCOUNT[2:].rjust(64, "0")
+ACCOUNT_TOPIC = abi.address_topic(ACCOUNT)
 DEPOSIT = [abi.VENUE_DEPOSIT, ACCOUNT_TOPIC, ACCOUNT_TOPIC]
 
 
 def _venue_log(offset: int, ts_ms: int, topics: list[str], words: list[int]) -> RawMessage:
-    data = "0x" + "".join(format(w, "064x") for w in words)
-    log = {"address": VENUE, "topics": topics, "data": data,
+    log = {"address": VENUE, "topics": topics, "data": abi.encode_data(*words),
            "blockNumber": hex(offset + 1), "logIndex": "0x0", "blockTimestamp": hex(ts_ms // 1000),
            "blockHash": "0x" + "11" * 32}  # fmt: skip
     return RawMessage("chain.logs", 0, offset, ts_ms, VENUE.encode(), json.dumps(log).encode())

@@ -27,7 +27,7 @@ def _brokers(text: str) -> list[str]:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
-    from flows.runner import wait_for_interrupt
+    from flows.cli.runner import wait_for_interrupt
 
     with EmbeddedBroker() as broker:
         print(broker.bootstrap, flush=True)
@@ -48,8 +48,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from flows.cli.runner import run
     from flows.dataflows import kafka_flow
-    from flows.runner import run
 
     params: StageParams = args.params
     if args.stage == "risk" and params.risk is None:
@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         addresses=args.addresses,
     )
     if code == 0 and args.process_id is None and args.until_end:
-        from flows.summary import print_summary
+        from flows.cli.summary import print_summary
 
         print_summary(args.out)
     return code
@@ -72,8 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from connectors.chain_source import probe
+    from flows.cli.runner import run
     from flows.ingest import ingest_flow
-    from flows.runner import run
 
     params: StageParams = args.params
     cfg = params.cfg
@@ -93,8 +93,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from flows.cli.runner import run
     from flows.dataflows import replay_flow
-    from flows.runner import run
 
     params: StageParams = args.params
     started = time.monotonic()
@@ -108,7 +108,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     if code == 0 and args.process_id is None:
         log.info("replay finished in %.1f s", time.monotonic() - started)
-        from flows.summary import print_summary
+        from flows.cli.summary import print_summary
 
         print_summary(args.out)
     return code
@@ -116,7 +116,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import record
-    from flows.runner import message_counter
+    from flows.cli.runner import message_counter
 
     count = record(args.brokers, args.topics, args.out, progress=message_counter("record"))
     log.info("recorded %d messages to %s", count, args.out)
@@ -126,7 +126,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import publish
     from connectors.recording import iter_messages, load_recording
-    from flows.runner import message_counter
+    from flows.cli.runner import message_counter
 
     frame = load_recording(args.recording)
     count = publish(
@@ -138,7 +138,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from connectors.recording import write_recording
-    from operators.generate import FAULTS, GenerateParams, generate
+    from flows.cli.generate import FAULTS, GenerateParams, generate
 
     params = GenerateParams(
         seed=args.seed,
@@ -158,13 +158,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.demo import demo
+    from flows.cli.demo import demo
 
     return demo(args.out)
 
 
 def cmd_greeks(args: argparse.Namespace) -> int:
-    from flows.greeks_csv import greeks_csv
+    from flows.cli.greeks_csv import greeks_csv
 
     with args.input.open(newline="") as src:
         try:
@@ -178,7 +178,7 @@ def cmd_greeks(args: argparse.Namespace) -> int:
 
 
 def cmd_margin(args: argparse.Namespace) -> int:
-    from flows.margin_tool import margin_json
+    from flows.cli.margin_tool import margin_json
 
     try:
         margin_json(args.input.read_bytes(), sys.stdout, args.worst)
@@ -189,7 +189,7 @@ def cmd_margin(args: argparse.Namespace) -> int:
 
 
 def cmd_devchain(args: argparse.Namespace) -> int:
-    from flows.devchain import devchain
+    from flows.cli.devchain import devchain
 
     return devchain(
         args.out, args.scenario, args.seed, args.accounts, args.keep_running, args.record
@@ -197,7 +197,7 @@ def cmd_devchain(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from flows.summary import print_summary
+    from flows.cli.summary import print_summary
 
     print_summary(args.out)
     return 0
@@ -353,7 +353,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ConnectionError) as exc:  # e.g. a missing file
         print(f"hedgeflow: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,26 +28,26 @@ import numpy as np
 from web3 import Web3
 
 from connectors.anvil import DevNode, Receipt, mine, rpc, send_transaction, set_automine
+from connectors.chain_source import chain_messages
 from connectors.contracts import (
     DEV_TOKENS,
     UNDERLYING,
     Deployed,
     bind,
     deploy,
-    devchain_config_toml,
+    devchain_config,
     feed_answer,
     instrument_id,
-    sqrt_price_x96,
-    v2_reserves,
-    v3_amounts,
-    v3_liquidity,
-    v3_tick,
 )
 from connectors.recording import write_recording
-from flows.ingest import chain_messages
-from flows.runner import wait_for_interrupt
-from operators.config import Config, ConfigError, load_config
+from flows.cli.generate import FEED_DEVIATION
+from flows.cli.runner import wait_for_interrupt
+from operators.abi import quantity
+from operators.config import Config, ConfigError, config_toml
+from operators.greeks import bsm
+from operators.pool_math import sqrt_price_x96, v2_reserves, v3_amounts, v3_liquidity, v3_tick
 from operators.registry import PoolSource, Registry
+from operators.units import E18, YEAR_S, InstrumentKind
 
 log = logging.getLogger("hedgeflow.devchain")
 
@@ -71,10 +71,9 @@ V3_DEPTH_USD = 40e6
 """The V3-style pool's depth (its decoded weight), USD."""
 V2_DEPTH_USD = 10e6
 """The V2-style pair's depth (twice its quote reserve), USD."""
-FEED_DEVIATION = 0.005
-"""The feed answers when the price moved this fraction since its last answer..."""
 FEED_HEARTBEAT_BLOCKS = 20
-"""...or after this many blocks (240 s, within the oracle's default max age of 300 s)."""
+"""The feed answers when the price moved ``FEED_DEVIATION`` since its last answer, or
+after this many blocks (240 s, within the oracle's default max age of 300 s)."""
 V3_SWAP_PROB = 0.9
 """Chance that the pool trades in a block..."""
 V2_SWAP_PROB = 0.4
@@ -95,10 +94,6 @@ _CALL_GAS = 150_000
 """Gas limit of a scenario call (each uses under 100k)."""
 _MAX_TXS_PER_BLOCK = 150
 """Transactions per block at most (150 x 150k gas fits Anvil's 30M block gas limit)."""
-_E18 = 10**18
-_YEAR_S = 365.25 * 86_400
-
-SPOT, PERP, CALL, PUT = 0, 1, 2, 3
 
 
 def devchain(
@@ -134,9 +129,8 @@ def devchain(
         log.info("Anvil on %s (log %s)", node.rpc_url, log_path)
         deployed = deploy(node.rpc_url, timestamp=GENESIS_TIMESTAMP + BLOCK_TIME_S)
         log.info("deployed in block %d: venue %s", deployed.block, deployed.venue)
-        config_toml = devchain_config_toml(deployed, node.rpc_url)
-        cfg = load_config(config_toml)
-        (out_dir / "devchain.toml").write_text(config_toml)
+        cfg = devchain_config(deployed, node.rpc_url)
+        (out_dir / "devchain.toml").write_text(config_toml(cfg))
         info = msgspec.structs.asdict(deployed) | {
             "contracts": deployed.contracts,
             "rpc_url": node.rpc_url,
@@ -148,7 +142,7 @@ def devchain(
         if scenario:
             _Scenario(node.rpc_url, deployed, cfg, seed, accounts).run()
         if record:
-            head = int(rpc(node.rpc_url, "eth_blockNumber"), 16)
+            head = _head(node.rpc_url)
             messages = chain_messages(
                 node.rpc_url, deployed.contracts, deployed.block, head, cfg.topics.chain_logs, 2
             )
@@ -173,7 +167,7 @@ class Instrument:
     """A listed instrument of the scenario: its venue id (0x hex) and its terms."""
 
     id: str
-    kind: int
+    kind: InstrumentKind
     strike: float
     """USD; 0 for spot and perps."""
     expiry: int
@@ -183,12 +177,12 @@ class Instrument:
 def instruments() -> list[Instrument]:
     """The scenario's instruments: ETH spot and perp, calls and puts at every strike/expiry."""
     underlying = DEV_TOKENS[UNDERLYING].address
-    terms = [(SPOT, 0.0, 0), (PERP, 0.0, 0)]
+    terms = [(InstrumentKind.SPOT, 0.0, 0), (InstrumentKind.PERP, 0.0, 0)]
     for days in EXPIRIES_DAYS:
         expiry = GENESIS_TIMESTAMP + days * 86_400 + 8 * 3600
         for fraction in STRIKES:
             strike = round(START_PRICE * fraction / 100) * 100.0
-            terms += [(CALL, strike, expiry), (PUT, strike, expiry)]
+            terms += [(InstrumentKind.CALL, strike, expiry), (InstrumentKind.PUT, strike, expiry)]
     return [
         Instrument(instrument_id(underlying, kind, _e18(strike), expiry), kind, strike, expiry)
         for kind, strike, expiry in terms
@@ -209,21 +203,16 @@ def price_path(seed: int) -> tuple[np.ndarray, int]:
     return path, crash_at
 
 
-def option_price(spot: float, strike: float, years: float, kind: int) -> float:
-    """Black-Scholes price of a call or put at ``OPTION_VOL``, no rates; USD."""
-    sd = OPTION_VOL * math.sqrt(max(years, 1e-9))
-    d1 = (math.log(spot / strike) + sd * sd / 2) / sd
-    call = spot * _norm_cdf(d1) - strike * _norm_cdf(d1 - sd)
-    return call if kind == CALL else call - spot + strike
-
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+def option_price(spot: float, strike: float, years: float, kind: InstrumentKind) -> float:
+    """Black-Scholes price (``operators.greeks.bsm``) of a call or put at ``OPTION_VOL``, no
+    rates; USD for ``spot`` and ``strike`` in USD, ``years`` to expiry."""
+    is_call = kind == InstrumentKind.CALL
+    return float(bsm(is_call, spot, strike, years, 0.0, 0.0, OPTION_VOL).price)
 
 
 def _e18(value: float) -> int:
     """A USD or ETH amount with 18 decimals, rounded to 1e-6."""
-    return round(value * 1e6) * 10**12
+    return round(value * 1e6) * (E18 // 10**6)
 
 
 class _Scenario:
@@ -287,12 +276,12 @@ class _Scenario:
             if step % 50 == 0 or step in (self.crash_at, liquidate_at):
                 log.info(
                     "step %d/%d: ETH %.2f USD, block %d, %d transactions",
-                    step, STEPS, self.path[step], self._head(), sum(self.counts.values()),
+                    step, STEPS, self.path[step], _head(self.url), sum(self.counts.values()),
                 )  # fmt: skip
         self._withdraw()
         log.info(
             "scenario done in %.1f s: blocks up to %d, crash at step %d; %s",
-            time.monotonic() - started, self._head(), self.crash_at,
+            time.monotonic() - started, _head(self.url), self.crash_at,
             ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())),
         )  # fmt: skip
 
@@ -325,7 +314,7 @@ class _Scenario:
         self.usdc[account] = usdc
         self._send("deposits", account, self.venue, "deposit", [self._token("USDC"), usdc])
         if self.rng.random() < 0.3:
-            weth = int(self.rng.integers(1, 50)) * _E18
+            weth = int(self.rng.integers(1, 50)) * E18
             self._send("deposits", account, self.venue, "deposit", [self._token("WETH"), weth])
 
     def _trade(self, step: int) -> None:
@@ -338,12 +327,12 @@ class _Scenario:
         else:
             inst = self.instruments[int(self.rng.integers(2, len(self.instruments)))]
         spot = float(self.path[step])
-        if inst.kind in (SPOT, PERP):
+        if not inst.kind.is_option:
             size = round(float(self.rng.uniform(0.1, 20.0)), 2)
             price = spot * (1 + float(self.rng.normal(0.0, 0.0005)))
         else:
             size = float(self.rng.integers(1, 20))
-            years = (inst.expiry - self.block_ts) / _YEAR_S
+            years = (inst.expiry - self.block_ts) / YEAR_S
             price = max(option_price(spot, inst.strike, years, inst.kind), 0.01)
         size = size if self.rng.random() < 0.5 else -size
         key = (account, inst.id)
@@ -399,5 +388,7 @@ class _Scenario:
             raise RuntimeError(msg)
         self.pending = []
 
-    def _head(self) -> int:
-        return int(rpc(self.url, "eth_blockNumber"), 16)
+
+def _head(rpc_url: str) -> int:
+    """The node's latest block number."""
+    return quantity(rpc(rpc_url, "eth_blockNumber"), "blockNumber")

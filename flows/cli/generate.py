@@ -31,8 +31,20 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from connectors.partitions import partition_of
 from operators import abi
+from operators.config import (
+    Config,
+    OracleConfig,
+    SourceConfig,
+    SourceKind,
+    TokenConfig,
+    TopicsConfig,
+    config_toml,
+)
 from operators.model import RawMessage
+from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
+from operators.units import YEAR_S
 
 REF_BLOCK = 17_173_049
 """A mainnet block number; with ``REF_BLOCK_TS_S`` it anchors the synthetic block grid."""
@@ -64,9 +76,6 @@ FEED_HEARTBEAT_S = 3600
 """...or when its last answer is this many seconds old."""
 FEED_DECIMALS = 8
 
-_YEAR_S = 365.25 * 86_400
-_TICK_BASE = math.log(1.0001)
-_WORD_MASK = (1 << 256) - 1
 _NEW_ROUND = next(k for k, v in abi.CHAINLINK_EVENTS.items() if v.startswith("NewRound("))
 _V2_SWAP = next(k for k, v in abi.V2_PAIR_EVENTS.items() if v.startswith("Swap("))
 _FAULTS_PER_TOPIC = 2
@@ -251,12 +260,17 @@ class Generated:
 
     messages: list[RawMessage]
     kinds: list[str]
-    config_toml: str
+    config: Config
     faults: dict[str, int]
     counts: dict[str, int]
     prices: dict[str, np.ndarray]
     start_ms: int
     plan: FaultPlan
+
+    @property
+    def config_toml(self) -> str:
+        """``config`` as the text of a configuration file."""
+        return config_toml(self.config)
 
     def price_at(self, asset: str, ts_ms: int) -> float:
         """The USD price of a generated asset at ``ts_ms`` (within the run), 1 for a peg."""
@@ -268,7 +282,7 @@ class Generated:
 @dataclass(frozen=True)
 class _Pool:
     address: str
-    kind: str  # "uniswap_v3" or "uniswap_v2"
+    kind: SourceKind  # "uniswap_v3" or "uniswap_v2"
     base: str  # the asset priced
     quote: Token
     token0: Token
@@ -283,20 +297,20 @@ class _Pool:
         return self.token0.asset == self.base
 
     @property
+    def decimals0(self) -> int:
+        return self.token0.decimals
+
+    @property
+    def decimals1(self) -> int:
+        return self.token1.decimals
+
+    @property
     def base_token(self) -> Token:
         return self.token0 if self.base_is_token0 else self.token1
 
-    def raw_price(self, price: float) -> float:
-        """Token1 per token0 in smallest units for ``price`` (base in quote, whole tokens)."""
-        ratio = price if self.base_is_token0 else 1.0 / price
-        return ratio * 10.0 ** (self.token1.decimals - self.token0.decimals)
-
     def liquidity(self) -> int:
-        """The V3 liquidity whose virtual quote reserve is ``depth_quote / 2`` at ``price0``."""
-        sqrt_raw = math.sqrt(self.raw_price(self.price0))
-        if self.base_is_token0:  # quote is token1: y = L * sqrtP
-            return int(self.depth_quote * 10.0**self.token1.decimals / (2 * sqrt_raw))
-        return int(self.depth_quote * 10.0**self.token0.decimals * sqrt_raw / 2)  # x = L / sqrtP
+        """The V3 liquidity whose depth is ``depth_quote`` at ``price0``."""
+        return v3_liquidity(self.depth_quote, sqrt_price_x96(self.price0, self), self)
 
 
 @dataclass(frozen=True)
@@ -408,7 +422,7 @@ def generate(params: GenerateParams) -> Generated:
     return Generated(
         messages=messages,
         kinds=kinds,
-        config_toml=_config_toml(params, pools, feeds),
+        config=_config(params, pools, feeds),
         faults=faults,
         counts=counts,
         prices=paths,
@@ -421,14 +435,11 @@ def _messages(params: GenerateParams, entries: list[_Entry]) -> tuple[list[RawMe
     """Order entries by publication; give each its partition (crc32 of the key) and offset."""
     entries.sort()
     topics = (params.chain_logs_topic, params.dex_quotes_topic)
-    partition_of: dict[bytes, int] = {}
     next_offset: dict[tuple[int, int], int] = {}
     messages: list[RawMessage] = []
     kinds: list[str] = []
     for _publish, _tier, _seq, t, key, value, timestamp, kind in entries:
-        part = partition_of.get(key)
-        if part is None:
-            part = partition_of[key] = zlib.crc32(key) % params.partitions
+        part = partition_of(key.decode(), params.partitions)
         offset = next_offset.get((t, part), 0)
         next_offset[t, part] = offset + 1
         messages.append(RawMessage(topics[t], part, offset, timestamp, key, value))
@@ -460,7 +471,7 @@ def _paths(params: GenerateParams) -> dict[str, np.ndarray]:
     for asset in params.assets:
         model = ASSETS[asset]
         rng = _rng(params.seed, "path", asset)
-        steps = rng.normal(0.0, model.vol / math.sqrt(_YEAR_S), n - 1)
+        steps = rng.normal(0.0, model.vol / math.sqrt(YEAR_S), n - 1)
         jumps = rng.poisson(params.jumps_per_hour / 3600, n - 1)
         steps += np.sqrt(jumps) * rng.normal(0.0, model.jump_sd, n - 1)
         start = params.start_prices.get(asset, model.price)
@@ -492,7 +503,7 @@ def _blocks(params: GenerateParams, skip: set[int]) -> _Blocks:
 def _pools(params: GenerateParams, paths: dict[str, np.ndarray]) -> list[_Pool]:
     """Each asset's V3 pools, then its V2 pairs, quoted in turn in USDC, USDT and WETH."""
     pools: list[_Pool] = []
-    kinds = (
+    kinds: tuple[tuple[SourceKind, int, tuple[str, ...], float, float], ...] = (
         ("uniswap_v3", params.v3_pools_per_asset, _V3_QUOTES, 1.0, 2e-4),
         ("uniswap_v2", params.v2_pools_per_asset, _V2_QUOTES, 0.25, 5e-4),
     )
@@ -569,26 +580,22 @@ def _swap_logs(
     if pool.kind == "uniswap_v3":  # amounts are the pool's deltas: positive flows in
         base, quote = (-base_units, quote_units) if buy else (base_units, -quote_units)
         amount0, amount1 = (base, quote) if pool.base_is_token0 else (quote, base)
-        raw = pool.raw_price(price)
-        sqrt_price_x96 = int(math.sqrt(raw) * 2.0**96)
-        tick = math.floor(math.log(raw) / _TICK_BASE)
-        words = (amount0, amount1, sqrt_price_x96, liquidity, tick)
-        topics = [abi.V3_SWAP, _topic(_ROUTER_V3), _topic(trader)]
-        return [(pool.address, topics, _data(*words), kind)]
-    quote_reserve = pool.depth_quote / 2 * math.sqrt(price / pool.price0)  # x * y constant
-    base_reserve = int(quote_reserve / price * 10.0**pool.base_token.decimals)
-    quote_reserve_units = int(quote_reserve * 10.0**pool.quote.decimals)
+        sqrt_price = sqrt_price_x96(price, pool)
+        words = (amount0, amount1, sqrt_price, liquidity, v3_tick(sqrt_price))
+        topics = [abi.V3_SWAP, abi.address_topic(_ROUTER_V3), abi.address_topic(trader)]
+        return [(pool.address, topics, abi.encode_data(*words), kind)]
+    depth = pool.depth_quote * math.sqrt(price / pool.price0)  # x * y constant
+    sync = v2_reserves(price, depth, pool)
     base_in, quote_in = (0, quote_units) if buy else (base_units, 0)
     base_out, quote_out = (base_units, 0) if buy else (0, quote_units)
     if pool.base_is_token0:
-        sync = (base_reserve, quote_reserve_units)
         swap = (base_in, quote_in, base_out, quote_out)
     else:
-        sync = (quote_reserve_units, base_reserve)
         swap = (quote_in, base_in, quote_out, base_out)
+    swap_topics = [_V2_SWAP, abi.address_topic(_ROUTER_V2), abi.address_topic(trader)]
     return [
-        (pool.address, [abi.V2_SYNC], _data(*sync), kind),
-        (pool.address, [_V2_SWAP, _topic(_ROUTER_V2), _topic(trader)], _data(*swap), "v2_swap"),
+        (pool.address, [abi.V2_SYNC], abi.encode_data(*sync), kind),
+        (pool.address, swap_topics, abi.encode_data(*swap), "v2_swap"),
     ]
 
 
@@ -615,11 +622,11 @@ def _feed_txs(
 
 def _feed_logs(feed: _Feed, answer: int, round_id: int, ts: int) -> list[_LogSpec]:
     """A Chainlink round: ``AnswerUpdated(current, roundId, updatedAt)`` and ``NewRound``."""
-    answered = [abi.CHAINLINK_ANSWER_UPDATED, "0x" + _word(answer), "0x" + _word(round_id)]
-    new_round = [_NEW_ROUND, "0x" + _word(round_id), _topic(feed.transmitter)]
+    answered = [abi.CHAINLINK_ANSWER_UPDATED, abi.int_topic(answer), abi.int_topic(round_id)]
+    new_round = [_NEW_ROUND, abi.int_topic(round_id), abi.address_topic(feed.transmitter)]
     return [
-        (feed.address, answered, _data(ts), "feed_answer"),
-        (feed.address, new_round, _data(ts), "feed_round"),
+        (feed.address, answered, abi.encode_data(ts), "feed_answer"),
+        (feed.address, new_round, abi.encode_data(ts), "feed_round"),
     ]
 
 
@@ -638,8 +645,8 @@ def _transfer_txs(params: GenerateParams, blocks: _Blocks) -> list[_Tx]:
         b.tolist(), rng.random(n).tolist(), token, sender, receiver, amount, strict=True
     ):
         t = tokens[ti]
-        topics = [abi.TRANSFER, _topic(_TRADERS[si]), _topic(_TRADERS[ri])]
-        value = _data(int(ai * 10.0**t.decimals))
+        topics = [abi.TRANSFER, abi.address_topic(_TRADERS[si]), abi.address_topic(_TRADERS[ri])]
+        value = abi.encode_data(int(ai * 10.0**t.decimals))
         txs.append(_Tx(bi, oi, [(t.address, topics, value, "transfer")]))
     return txs
 
@@ -861,41 +868,27 @@ def _quote(
     )  # fmt: skip
 
 
-def _config_toml(params: GenerateParams, pools: list[_Pool], feeds: list[_Feed]) -> str:
+def _config(params: GenerateParams, pools: list[_Pool], feeds: list[_Feed]) -> Config:
     """The configuration declaring the generated tokens and sources, over the defaults."""
-    lines = [
-        f"# Written by operators.generate (seed {params.seed}): the synthetic tokens and sources.",
-        "[topics]",
-        f"chain_logs = {_toml_str(params.chain_logs_topic)}",
-        f"dex_quotes = {_toml_str(params.dex_quotes_topic)}",
-        "",
-        "[oracle]",
-        "use_default_registry = true",
+    tokens = {t.symbol: t for p in pools for t in (p.token0, p.token1)}
+    sources = [
+        SourceConfig(address=p.address, kind=p.kind, token0=p.token0.symbol, token1=p.token1.symbol)
+        for p in pools
     ]
-    tokens = sorted({t.symbol: t for p in pools for t in (p.token0, p.token1)}.items())
-    for symbol, token in tokens:
-        lines += [
-            "", f"[oracle.tokens.{symbol}]", f"decimals = {token.decimals}",
-            f"asset = {_toml_str(token.asset)}",
-        ]  # fmt: skip
-    for pool in pools:
-        lines += [
-            "", f"[[oracle.sources]]  # {pool.base}/{pool.quote.symbol}",
-            f'address = "{pool.address}"', f'kind = "{pool.kind}"',
-            f'token0 = "{pool.token0.symbol}"', f'token1 = "{pool.token1.symbol}"',
-        ]  # fmt: skip
-    for feed in feeds:
-        lines += [
-            "", f"[[oracle.sources]]  # Chainlink {feed.asset}/USD", f'address = "{feed.address}"',
-            'kind = "chainlink"', f'base = "{feed.asset}"', 'quote = "USD"',
-            f"decimals = {FEED_DECIMALS}",
-        ]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _toml_str(text: str) -> str:
-    """A TOML basic string (JSON escapes are valid TOML escapes)."""
-    return msgspec.json.encode(text).decode()
+    sources += [
+        SourceConfig(
+            address=f.address, kind="chainlink", base=f.asset, quote="USD", decimals=FEED_DECIMALS
+        )
+        for f in feeds
+    ]
+    oracle = OracleConfig(
+        tokens={
+            s: TokenConfig(decimals=t.decimals, asset=t.asset) for s, t in sorted(tokens.items())
+        },
+        sources=sources,
+    )
+    topics = TopicsConfig(chain_logs=params.chain_logs_topic, dex_quotes=params.dex_quotes_topic)
+    return Config(topics=topics, oracle=oracle)
 
 
 def _extra_order(log: dict[str, Any]) -> tuple[int, int, int]:
@@ -924,22 +917,7 @@ def _hash(text: str) -> str:
 
 def _quantity(value: int, as_int: bool) -> int | str:
     """A JSON-RPC quantity: a hex string, or a plain integer as some producers write it."""
-    return value if as_int else hex(value)
-
-
-def _word(value: int) -> str:
-    """A 32-byte ABI word (two's complement for negative values), 64 hex digits."""
-    return format(value & _WORD_MASK, "064x")
-
-
-def _topic(address: str) -> str:
-    """An address as an indexed topic."""
-    return "0x" + address[2:].rjust(64, "0")
-
-
-def _data(*values: int) -> str:
-    """ABI ``data`` of static words."""
-    return "0x" + "".join([format(v & _WORD_MASK, "064x") for v in values])
+    return value if as_int else abi.encode_quantity(value)
 
 
 _TRADERS = tuple(_address("trader", str(i)) for i in range(32))

@@ -31,14 +31,15 @@ import msgspec
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import iter_messages, load_recording, write_recording
+from flows.cli.devchain import devchain
+from flows.cli.generate import GenerateParams, generate
+from flows.cli.runner import message_counter, run
+from flows.cli.summary import print_summary
 from flows.dataflows import kafka_flow
-from flows.devchain import devchain
-from flows.runner import message_counter, run
-from flows.summary import print_summary
-from operators.config import Config, load_config
-from operators.generate import GenerateParams, generate
+from operators.config import Config, TopicsConfig, config_toml, load_config
 from operators.model import RawMessage
 from operators.stages import stage_params
+from operators.units import InstrumentKind
 from operators.venue import Fill, InstrumentListed, decode_venue
 
 log = logging.getLogger("hedgeflow.demo")
@@ -57,7 +58,7 @@ def demo(out_dir: Path) -> int:
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     generated = generate(GenerateParams(seed=7, partitions=PARTITIONS, extra_logs=mainnet_logs()))
-    cfg = load_config(generated.config_toml)
+    cfg = generated.config
     (out_dir / "hedgeflow.toml").write_text(generated.config_toml)
     count = write_recording(generated.messages, out_dir / "recording.parquet")
     log.info("recording: %d messages, faults injected %s", count, generated.faults)
@@ -84,19 +85,24 @@ def demo(out_dir: Path) -> int:
 def _chain_part(chain_dir: Path) -> tuple[Config, list[RawMessage]]:
     """The devchain recording under ``devchain.*`` topics, and its configuration with the
     first trader's book hedged in the perp."""
-    config = (chain_dir / "devchain.toml").read_text()
-    venue = load_config(config).risk.venue
+    chain_cfg = load_config((chain_dir / "devchain.toml").read_text())
     recorded = list(iter_messages(load_recording(chain_dir / "recording.parquet")))
-    events = [decode_venue(m, venue) for m in recorded]
-    perp = next(e.instrument for e in events if isinstance(e, InstrumentListed) and e.kind == 1)
+    events = [decode_venue(m, chain_cfg.risk.venue) for m in recorded]
+    perp = next(
+        e.instrument
+        for e in events
+        if isinstance(e, InstrumentListed) and e.kind == InstrumentKind.PERP
+    )
     trader = next(e.account for e in events if isinstance(e, Fill))
-    keys = ("chain_logs", "dex_quotes", "oracle_prices", "orders", "fills", "deadletter")
-    topics = {key: f"devchain.{key.replace('_', '.')}" for key in keys}
-    config += "\n[topics]\n" + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
-    config += f'\n[risk.books."{trader}"]\nETH = "{perp}"\n'
-    (chain_dir / "demo.toml").write_text(config)
-    renamed = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in recorded]
-    return load_config(config), renamed
+    names = [f.name for f in msgspec.structs.fields(TopicsConfig)]
+    topics = TopicsConfig(**{name: f"devchain.{name.replace('_', '.')}" for name in names})
+    books = {trader: {"ETH": perp}}
+    cfg = msgspec.structs.replace(
+        chain_cfg, topics=topics, risk=msgspec.structs.replace(chain_cfg.risk, books=books)
+    )
+    (chain_dir / "demo.toml").write_text(config_toml(cfg))
+    renamed = [msgspec.structs.replace(m, topic=topics.chain_logs) for m in recorded]
+    return cfg, renamed
 
 
 def _run_part(brokers: str, cfg: Config, messages: list[RawMessage], out_dir: Path) -> int:
