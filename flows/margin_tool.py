@@ -39,11 +39,7 @@ import scipy.sparse as sp
 from operators.greeks import black76
 from operators.liquidation import LiquidationOrder, LiquidationParams, liquidation_order
 from operators.margin import (
-    CALL,
     DAYS_PER_YEAR,
-    PERP,
-    PUT,
-    SPOT,
     VOL_DOWN,
     VOL_NONE,
     VOL_UP,
@@ -58,13 +54,19 @@ from operators.margin import (
     net_by_underlying,
     standard_margin,
 )
+from operators.units import InstrumentKind
 
 MARGIN = MarginParams()
 LIQUIDATION = LiquidationParams()
 
 Kind = Literal["spot", "perp", "call", "put"]
 VolShock = Literal["up", "none", "down"]
-_KINDS: dict[str, int] = {"spot": SPOT, "perp": PERP, "call": CALL, "put": PUT}
+_KINDS: dict[str, InstrumentKind] = {
+    "spot": InstrumentKind.SPOT,
+    "perp": InstrumentKind.PERP,
+    "call": InstrumentKind.CALL,
+    "put": InstrumentKind.PUT,
+}
 _VOL_SHOCKS: dict[int, VolShock] = {VOL_UP: "up", VOL_NONE: "none", VOL_DOWN: "down"}
 
 Name = Annotated[str, msgspec.Meta(min_length=1)]
@@ -420,7 +422,10 @@ def _scenarios(
     moves, vol_dirs = MARGIN.portfolio.scenarios()
     u = len(names)
     probe = Instruments(
-        kind=np.full(u, PERP), underlying=np.arange(u), strike=np.zeros(u), expiry_years=np.zeros(u)
+        kind=np.full(u, InstrumentKind.PERP),
+        underlying=np.arange(u),
+        strike=np.zeros(u),
+        expiry_years=np.zeros(u),
     )
     shocked = (
         spot[:, None] + instrument_values(probe, spot, np.zeros(u), atm_vol, MARGIN).scenario_pnl
@@ -442,10 +447,12 @@ def _greeks_per_contract(
 ) -> dict[str, FloatArray]:
     """Greeks per long contract, keyed as in ``Greeks``: delta and gamma from
     ``instrument_values`` (on spot), vega and theta from Black-76 (0 for spot and perps)."""
-    opt = np.flatnonzero(inst.kind >= CALL)
+    opt = np.flatnonzero(inst.kind >= InstrumentKind.CALL)
     T = inst.expiry_years[opt]
     forward = spot[inst.underlying[opt]] * np.exp(MARGIN.rate * T)
-    g = black76(inst.kind[opt] == CALL, forward, inst.strike[opt], T, MARGIN.rate, vol[opt])
+    g = black76(
+        inst.kind[opt] == InstrumentKind.CALL, forward, inst.strike[opt], T, MARGIN.rate, vol[opt]
+    )
     vega = np.zeros(inst.n)
     vega[opt] = g.vega
     theta = np.zeros(inst.n)

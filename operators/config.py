@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from operators.units import InstrumentKind
+
 SourceKind = Literal["uniswap_v3", "uniswap_v2", "chainlink"]
 
 
@@ -276,10 +278,11 @@ class MarginTables(_Strict, frozen=True):
 
 class InstrumentConfig(_Strict, frozen=True):
     """An instrument listed by configuration (besides the venue's ``InstrumentListed``):
-    ``kind`` 0 spot, 1 perp, 2 call, 3 put; strike in USD; expiry in Unix seconds."""
+    ``kind`` an ``InstrumentKind`` (0 spot, 1 perp, 2 call, 3 put); strike in USD; expiry
+    in Unix seconds."""
 
     underlying: str
-    kind: int
+    kind: InstrumentKind
     strike: float = 0.0
     expiry_s: int = 0
 
@@ -287,8 +290,7 @@ class InstrumentConfig(_Strict, frozen=True):
         _require(
             _is_address(self.underlying), f"underlying must be an address; got {self.underlying!r}"
         )
-        _require(self.kind in (0, 1, 2, 3), f"kind must be 0, 1, 2 or 3; got {self.kind!r}")
-        option = self.kind >= 2
+        option = self.kind.is_option
         _require(not option or self.strike > 0, f"an option needs strike > 0; got {self.strike!r}")
         _require(
             not option or self.expiry_s > 0, f"an option needs expiry_s; got {self.expiry_s!r}"

@@ -32,16 +32,15 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators.greeks import black76, black76_price
+from operators.units import DAYS_PER_YEAR, InstrumentKind
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-SPOT, PERP, CALL, PUT = 0, 1, 2, 3
-"""Instrument kinds."""
 VOL_DOWN, VOL_NONE, VOL_UP = -1, 0, 1
 """Scenario vol shock directions."""
-DAYS_PER_YEAR = 365.0
 PPM = 1_000_000
+_KINDS = [int(k) for k in InstrumentKind]
 
 
 def fail(name: str, value: object, expected: str) -> NoReturn:
@@ -54,7 +53,7 @@ def fail(name: str, value: object, expected: str) -> NoReturn:
 class Instruments:
     """The instrument table as arrays, one row per instrument (the positions' columns).
 
-    ``kind`` is ``SPOT``, ``PERP``, ``CALL`` or ``PUT``; ``underlying`` indexes the spot
+    ``kind`` holds ``InstrumentKind`` values; ``underlying`` indexes the spot
     vector; ``strike`` in USD and ``expiry_years`` (T, years) matter for options only.
     """
 
@@ -72,11 +71,11 @@ class Instruments:
         for name in ("underlying", "strike", "expiry_years"):
             if getattr(self, name).shape != n:
                 fail(f"Instruments.{name}", getattr(self, name).shape, f"of shape {n}")
-        for i in np.flatnonzero((self.kind < SPOT) | (self.kind > PUT)):
-            fail(f"Instruments.kind[{i}]", int(self.kind[i]), "0 (spot), 1 (perp), 2 or 3")
+        for i in np.flatnonzero(~np.isin(self.kind, _KINDS)):
+            fail(f"Instruments.kind[{i}]", int(self.kind[i]), f"an InstrumentKind {_KINDS}")
         for i in np.flatnonzero(self.underlying < 0):
             fail(f"Instruments.underlying[{i}]", int(self.underlying[i]), ">= 0")
-        option = self.kind >= CALL
+        option = self.kind >= InstrumentKind.CALL
         for i in np.flatnonzero(option & ~(np.isfinite(self.strike) & (self.strike > 0))):
             fail(f"Instruments.strike[{i}]", float(self.strike[i]), "> 0 (USD) for an option")
         bad_t = option & ~(np.isfinite(self.expiry_years) & (self.expiry_years >= 0))
@@ -351,14 +350,14 @@ def instrument_values(
     """
     S = np.asarray(spot, dtype=np.float64)[inst.underlying]
     p = params.portfolio
-    option = inst.kind >= CALL
+    option = inst.kind >= InstrumentKind.CALL
     opt = np.flatnonzero(option)
     T = inst.expiry_years[opt]
     K = inst.strike[opt]
     sigma = np.asarray(vol, dtype=np.float64)[opt]
     for i in opt[~(np.isfinite(sigma) & (sigma >= 0))]:
         fail(f"vol[{i}]", float(vol[i]), ">= 0 for an option")
-    is_call = inst.kind[opt] == CALL
+    is_call = inst.kind[opt] == InstrumentKind.CALL
     growth = np.exp(params.rate * T)  # dF/dS
     F = S[opt] * growth
     greeks = black76(is_call, F, K, T, params.rate, sigma)
@@ -400,7 +399,7 @@ def instrument_values(
         on = (inst.underlying == u) & ~option
         imf[on], mmf[on] = tier.fractions(float(oi[u]))
     linear_abs = np.where(option, 0.0, S)
-    contingency = np.where(inst.kind == PERP, p.perp_contingency, p.spot_contingency)
+    contingency = np.where(inst.kind == InstrumentKind.PERP, p.perp_contingency, p.spot_contingency)
     mm_short, im_short = _short_option_margin(is_call, S[opt], K, greeks.price, params.option)
     standard_mm_short = np.zeros(inst.n)
     standard_mm_short[opt] = mm_short

@@ -26,10 +26,11 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators import margin as mg
-from operators.accounts import E18, Book
+from operators.accounts import Book
 from operators.greeks import Greeks, black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
 from operators.model import OptionQuote, OraclePrice, OracleProgress
+from operators.units import E18, YEAR_MS, InstrumentKind
 from operators.venue import Fill, InstrumentListed, VenueEvent
 from operators.vol import (
     EwmaVol,
@@ -44,7 +45,6 @@ from operators.vol import (
     pick_vol,
 )
 
-YEAR_MS = 365 * 24 * 3600 * 1000
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -333,7 +333,7 @@ class RiskShard:
         inst = mg.Instruments(
             kind=np.array([i.kind for i in listed]),
             underlying=np.array([index[p.underlyings[i.underlying]] for i in listed]),
-            strike=np.array([i.strike_e18 / E18 if i.kind >= mg.CALL else 0.0 for i in listed]),
+            strike=np.array([i.strike_e18 / E18 if i.kind.is_option else 0.0 for i in listed]),
             expiry_years=np.array([max(0.0, i.expiry_s * 1000 - t) / YEAR_MS for i in listed]),
         )
         spot = np.array([priced[a].price for a in names])
@@ -348,10 +348,10 @@ class RiskShard:
         costs = self.book.costs()
         ar = mg.reprice(positions, costs, self._collateral(p), risk, p.margin, portfolio)
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
-        option = inst.kind >= mg.CALL
+        option = inst.kind >= InstrumentKind.CALL
         strike = np.where(option, inst.strike, forward)
         greeks = black76(
-            inst.kind == mg.CALL, forward, strike, inst.expiry_years, p.margin.rate, vol
+            inst.kind == InstrumentKind.CALL, forward, strike, inst.expiry_years, p.margin.rate, vol
         )
         vega = np.where(option, greeks.vega, 0.0)
         return _Tick(
@@ -370,11 +370,11 @@ class RiskShard:
         quoted: dict[int, float] = {}
         for n, i in enumerate(listed):
             q = self.quotes.get(i.instrument)
-            if q is None or i.kind < mg.CALL or t - q.ts_ms > p.iv_max_age_ms:
+            if q is None or not i.kind.is_option or t - q.ts_ms > p.iv_max_age_ms:
                 continue
             iv = q.iv if q.iv is not None else float(implied_vol(
-                i.kind == mg.CALL, q.mid, forward[n], inst.strike[n], inst.expiry_years[n],
-                p.margin.rate,
+                i.kind == InstrumentKind.CALL, q.mid, forward[n], inst.strike[n],
+                inst.expiry_years[n], p.margin.rate,
             ))  # fmt: skip
             if np.isfinite(iv):
                 quoted[n] = iv
@@ -384,7 +384,7 @@ class RiskShard:
         for n, i in enumerate(listed):
             u = int(inst.underlying[n])
             fallback = TaggedVol(float(atm_vol[u]), self.vol_sources.get(names[u], "floor"))
-            if i.kind < mg.CALL:
+            if not i.kind.is_option:
                 out.append(fallback)
                 continue
             quote = QuotedIv(quoted[n], t) if n in quoted else None
@@ -399,7 +399,7 @@ class RiskShard:
         """Price, vol (and its source) and Black-76 Greeks of every priced instrument."""
         inst, names, g = tick.inst, tick.names, tick.greeks
         spot = np.array([self.prices[a].price for a in names])[inst.underlying]
-        option = inst.kind >= mg.CALL
+        option = inst.kind >= InstrumentKind.CALL
         delta = np.where(option, g.delta, 1.0)
         gamma, theta = np.where(option, g.gamma, 0.0), np.where(option, g.theta, 0.0)
         return [
@@ -526,7 +526,8 @@ class RiskShard:
         target = p.targets.get(account, {}).get(asset, 0.0)
         delta = float((mine * tick.risk.delta)[on_asset].sum())
         gamma = float((mine * tick.risk.gamma)[on_asset].sum())
-        expiries = tick.inst.expiry_years[on_asset & (mine != 0) & (tick.inst.kind >= mg.CALL)]
+        option = tick.inst.kind >= InstrumentKind.CALL
+        expiries = tick.inst.expiry_years[on_asset & (mine != 0) & option]
         hedge = hedge_order(
             delta=delta, gamma=gamma, target=target, spot=float(self.prices[asset].price),
             expiry_years=float(expiries.min()) if expiries.size else 0.0,

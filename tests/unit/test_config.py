@@ -6,6 +6,7 @@ import pytest
 
 from operators.config import Config, ConfigError, load_config
 from operators.registry import DEFAULT_SOURCES, Registry
+from operators.units import InstrumentKind
 
 POOL = "0x0000000000000000000000000000000000000001"
 
@@ -311,3 +312,11 @@ def test_risk_parameters_override_the_defaults() -> None:
     margin, liquidation, _ = risk_models(cfg.risk)
     assert (liquidation.bonus, margin.portfolio.im_factor) == (0.08, 1.5)
     assert liquidation.close_factor == 0.5  # the rest keep their defaults
+
+
+def test_configured_instrument_kind_is_an_instrument_kind_else_fails_naming_the_key() -> None:
+    table = f'[risk.instruments."0x{"1" * 64}"]\nunderlying = "0x{"e" * 40}"\n'
+    (instrument,) = load_config(table + "kind = 1\n").risk.instruments.values()
+    assert instrument.kind is InstrumentKind.PERP
+    message = _fails(table + "kind = 5\n")
+    assert "Invalid enum value 5" in message and "$.risk.instruments[...].kind" in message

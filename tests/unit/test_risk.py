@@ -8,6 +8,7 @@ import json
 from operators.accounts import E18
 from operators.model import OptionQuote, OraclePrice, OracleProgress
 from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
+from operators.units import InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed
 
 W = 60_000
@@ -24,7 +25,7 @@ with 10,000 USDC has MM 23 % of notional (the -20 % tail scenario plus a 3 % add
 
 
 def _setup(longs: dict[str, int]) -> list:
-    events: list = [InstrumentListed(PERP, WETH, 1, 0, 0, T0 - 50_000, 1, False)]
+    events: list = [InstrumentListed(PERP, WETH, InstrumentKind.PERP, 0, 0, T0 - 50_000, 1, False)]
     for n, (account, size) in enumerate(longs.items()):
         events.append(CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10 + n, False))
         events.append(
@@ -100,7 +101,9 @@ def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
     expiry_s = (T0 + 30 * 86_400_000) // 1000  # a 30-day call
     events = [
         *_setup({book: 0}),
-        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        InstrumentListed(
+            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+        ),
         Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
     ]
     orders = _orders(_run(RiskShard(), events, [_price(T0, 2_000.0)], p))
@@ -118,7 +121,9 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
     expiry_s = (T0 + 30 * 86_400_000) // 1000
     events = [
         *_setup({book: 0}),
-        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        InstrumentListed(
+            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+        ),
         Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
         Fill(book, PERP, -E18, 2_000 * E18, None, T0 + W + 1_000, 40, False),  # a partial fill
     ]
@@ -132,7 +137,9 @@ def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
     expiry_s = (T0 + 30 * 86_400_000) // 1000
     events = [
         *_setup({ACCOUNTS[0]: 1}),
-        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        InstrumentListed(
+            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+        ),
     ]
     out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
@@ -152,9 +159,17 @@ def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
     ids = {k: "0x" + format(k, "064x") for k in strikes}
     events: list = [*_setup({ACCOUNTS[0]: 1})]
     for k, inst in ids.items():
-        events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
+        events.append(
+            InstrumentListed(
+                inst, WETH, InstrumentKind.CALL, k * E18, expiry_s, T0 - 50_000, 3, False
+            )
+        )
     far = "0x" + "f" * 64
-    events.append(InstrumentListed(far, WETH, 2, 2_000 * E18, later_s, T0 - 50_000, 4, False))
+    events.append(
+        InstrumentListed(
+            far, WETH, InstrumentKind.CALL, 2_000 * E18, later_s, T0 - 50_000, 4, False
+        )
+    )
     smile = {k: 0.5 + 0.4 * (k / 2_000 - 1) ** 2 for k in strikes}  # a smooth smile
     quoted = [k for k in strikes if k != 1_900]
     events += [OptionQuote(ids[k], smile[k], 0.0, T0 - 10_000, "q") for k in quoted]
@@ -188,7 +203,7 @@ def test_account_row_has_pnl_and_greeks_and_respects_the_minimum_interval() -> N
 
 
 def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> None:
-    configured = InstrumentListed(PERP, WETH, 1, 0, 0, 0, 0, False)
+    configured = InstrumentListed(PERP, WETH, InstrumentKind.PERP, 0, 0, 0, 0, False)
     p = replace_params(instruments={PERP: configured})
     events = [e for e in _setup({ACCOUNTS[0]: 20}) if not isinstance(e, InstrumentListed)]
     rows = [r for r in _run(RiskShard(), events, [_price(T0, 1_900.0)], p)
@@ -212,7 +227,11 @@ def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
     for expiry_s, iv, tag in ((near_s, 0.9, "a"), (far_s, 0.3, "b")):
         for k in strikes:
             inst = "0x" + tag * 60 + format(k, "04x")
-            events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
+            events.append(
+                InstrumentListed(
+                    inst, WETH, InstrumentKind.CALL, k * E18, expiry_s, T0 - 50_000, 3, False
+                )
+            )
             if k != 2_000:  # five quoted strikes per expiry: enough for a smile
                 events.append(OptionQuote(inst, iv, 0.0, T0 - 10_000, "q"))
     out = _run(RiskShard(reports_instruments=True), events, [_price(T0, 2_000.0)])
