@@ -36,7 +36,6 @@ import msgspec
 import numpy as np
 import scipy.sparse as sp
 
-from operators.greeks import black76
 from operators.liquidation import LiquidationOrder, LiquidationParams, liquidation_order
 from operators.margin import (
     DAYS_PER_YEAR,
@@ -327,7 +326,12 @@ def margin_report(portfolio: Portfolio, worst: int = 5) -> Report:
     worst_index = int(pm_worst[0])
     scenario_loss = max(0.0, -float(pnl[worst_index]))
 
-    per_contract = _greeks_per_contract(inst, spot, vol, risk.delta, risk.gamma)
+    per_contract = {  # per long contract, from instrument_values (0 for spot and perps)
+        "delta": risk.delta,
+        "gamma_per_usd": risk.gamma,
+        "vega_per_1_vol": risk.vega,
+        "theta_per_year": risk.theta,
+    }
     per_position = {key: sizes * x for key, x in per_contract.items()}
     by_underlying = {
         key: net_by_underlying(account, x, inst, len(names))[0] for key, x in per_contract.items()
@@ -440,24 +444,6 @@ def _scenarios(
         )
         for k in range(len(moves))
     ]
-
-
-def _greeks_per_contract(
-    inst: Instruments, spot: FloatArray, vol: FloatArray, delta: FloatArray, gamma: FloatArray
-) -> dict[str, FloatArray]:
-    """Greeks per long contract, keyed as in ``Greeks``: delta and gamma from
-    ``instrument_values`` (on spot), vega and theta from Black-76 (0 for spot and perps)."""
-    opt = np.flatnonzero(inst.kind >= InstrumentKind.CALL)
-    T = inst.expiry_years[opt]
-    forward = spot[inst.underlying[opt]] * np.exp(MARGIN.rate * T)
-    g = black76(
-        inst.kind[opt] == InstrumentKind.CALL, forward, inst.strike[opt], T, MARGIN.rate, vol[opt]
-    )
-    vega = np.zeros(inst.n)
-    vega[opt] = g.vega
-    theta = np.zeros(inst.n)
-    theta[opt] = g.theta
-    return {"delta": delta, "gamma_per_usd": gamma, "vega_per_1_vol": vega, "theta_per_year": theta}
 
 
 def _greeks(values: dict[str, FloatArray], i: int) -> Greeks:

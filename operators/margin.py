@@ -7,8 +7,15 @@ Units: prices, values and margins in USD; sizes in contracts, one contract being
 of the underlying (multiplier 1); ``T`` in years (365-day year); vols per 1.00 (0.6 = 60 %).
 
 Per tick, everything that depends on one instrument is computed once
-(``instrument_values``): its value, delta and gamma, its P&L under every scenario
-(full Black-76 repricing, no Greek approximation) and its per-contract requirements.
+(``instrument_values``): its value and Greeks (one Black-76 call), its P&L under every
+scenario (full Black-76 repricing, no Greek approximation) and its per-contract
+requirements. Every consumer (account Greeks, hedging, liquidation, the ``instruments/``
+rows, the margin tool) reads them from there.
+
+Delta and gamma are per unit of spot (dV/dS, d2V/dS2), not of the Black-76 forward
+F = S exp(rate T): hedges trade spot and perps on the underlying, and Deribit quotes delta
+per underlying. By the chain rule dV/dS = exp(rate T) dV/dF and
+d2V/dS2 = exp(2 rate T) d2V/dF2; the two agree at rate 0 only.
 Accounts then come from sparse products: positions (a ``scipy.sparse.csr_matrix``,
 accounts x instruments, signed sizes) times those vectors, with no Python per account.
 
@@ -322,9 +329,15 @@ class InstrumentRisk:
     value: FloatArray
     """Mark: the spot price for spot and perps, the Black-76 price for options."""
     delta: FloatArray
-    """dV/dS, contracts of underlying per contract (1 for spot and perps)."""
+    """dV/dS per unit of spot (not of the forward), contracts of underlying per contract
+    (1 for spot and perps)."""
     gamma: FloatArray
-    """d2V/dS2, per USD (0 for spot and perps)."""
+    """d2V/dS2 per unit of spot, per USD (0 for spot and perps)."""
+    vega: FloatArray
+    """dV/dsigma, USD per 1.00 of vol (0 for spot and perps)."""
+    theta: FloatArray
+    """dV/dt with the forward held fixed (Black-76's), USD per year (0 for spot and
+    perps)."""
     scenario_pnl: FloatArray
     """(instruments, scenarios): P&L of one long contract under each scenario."""
     contingency_abs: FloatArray
@@ -368,6 +381,10 @@ def instrument_values(
     delta[opt] = greeks.delta * growth
     gamma = np.zeros(inst.n)
     gamma[opt] = greeks.gamma * growth * growth
+    vega = np.zeros(inst.n)
+    vega[opt] = greeks.vega
+    theta = np.zeros(inst.n)
+    theta[opt] = greeks.theta
 
     moves, vol_dir = p.scenarios()
     widening = np.clip(np.asarray(atm_vol, dtype=np.float64) / p.reference_vol, 1.0, p.max_widening)
@@ -409,6 +426,8 @@ def instrument_values(
         value=value,
         delta=delta,
         gamma=gamma,
+        vega=vega,
+        theta=theta,
         scenario_pnl=np.ascontiguousarray(scenario_pnl),
         contingency_abs=linear_abs * contingency,
         contingency_short=np.where(option, p.option_contingency * S, 0.0),

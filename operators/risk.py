@@ -27,7 +27,6 @@ import scipy.sparse as sp
 
 from operators import margin as mg
 from operators.accounts import Book
-from operators.greeks import Greeks, black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
 from operators.model import OptionQuote, OraclePrice, OracleProgress
 from operators.units import E18, YEAR_MS, InstrumentKind
@@ -61,13 +60,16 @@ class AccountRiskRow(msgspec.Struct, frozen=True):
     pnl: float
     """Mark-to-market P&L of the positions (realised and unrealised), USD."""
     greeks: str
-    """JSON: underlying -> {delta (contracts), gamma (per USD), vega (per 1.00 vol)}."""
+    """JSON: underlying -> {delta (dV/dS, contracts), gamma (d2V/dS2, per USD), vega (per
+    1.00 vol)}, the positions' sums of ``InstrumentRow``'s per-contract Greeks."""
 
 
 class InstrumentRow(msgspec.Struct, frozen=True):
     """An instrument at one evaluation: spot and value in USD, vol per 1.00 and its
-    source, Greeks raw (delta per unit of underlying, gamma per USD, vega per 1.00 vol,
-    theta per year; spot and perps: delta 1, the rest 0)."""
+    source, and raw Greeks per contract, those of ``operators.margin.InstrumentRisk``:
+    delta = dV/dS and gamma = d2V/dS2 per unit of spot (not of the Black-76 forward, so
+    they add up to the account's ``greeks`` at any rate), gamma per USD, vega per 1.00 vol,
+    theta per year with the forward held fixed; spot and perps: delta 1, the rest 0."""
 
     instrument: str
     ts_event_ms: int
@@ -348,17 +350,20 @@ class RiskShard:
         costs = self.book.costs()
         ar = mg.reprice(positions, costs, self._collateral(p), risk, p.margin, portfolio)
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
-        option = inst.kind >= InstrumentKind.CALL
-        strike = np.where(option, inst.strike, forward)
-        greeks = black76(
-            inst.kind == InstrumentKind.CALL, forward, strike, inst.expiry_years, p.margin.rate, vol
-        )
-        vega = np.where(option, greeks.vega, 0.0)
         return _Tick(
-            t=t, names=names, listed=listed, columns=columns, inst=inst, risk=risk,
-            positions=positions, ar=ar, ok_assets=ok, vols=vols, greeks=greeks, vega=vega,
-            costs=costs, accounts=list(self.book.accounts),
-        )  # fmt: skip
+            t=t,
+            names=names,
+            listed=listed,
+            columns=columns,
+            inst=inst,
+            risk=risk,
+            positions=positions,
+            ar=ar,
+            ok_assets=ok,
+            vols=vols,
+            costs=costs,
+            accounts=list(self.book.accounts),
+        )
 
     def _vols(
         self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, forward: FloatArray,
@@ -396,12 +401,10 @@ class RiskShard:
         return out
 
     def _instrument_rows(self, tick: _Tick, p: RiskParams) -> list[InstrumentRow]:
-        """Price, vol (and its source) and Black-76 Greeks of every priced instrument."""
-        inst, names, g = tick.inst, tick.names, tick.greeks
+        """Price, vol (and its source) and Greeks (``mg.InstrumentRisk``'s: delta and gamma
+        per unit of spot) of every priced instrument."""
+        inst, names, risk = tick.inst, tick.names, tick.risk
         spot = np.array([self.prices[a].price for a in names])[inst.underlying]
-        option = inst.kind >= InstrumentKind.CALL
-        delta = np.where(option, g.delta, 1.0)
-        gamma, theta = np.where(option, g.gamma, 0.0), np.where(option, g.theta, 0.0)
         return [
             InstrumentRow(
                 i.instrument,
@@ -411,13 +414,13 @@ class RiskShard:
                 float(inst.strike[n]),
                 float(inst.expiry_years[n]),
                 float(spot[n]),
-                float(tick.risk.value[n]),
+                float(risk.value[n]),
                 tick.vols[n].value,
                 tick.vols[n].source,
-                float(delta[n]),
-                float(gamma[n]),
-                float(tick.vega[n]),
-                float(theta[n]),
+                float(risk.delta[n]),
+                float(risk.gamma[n]),
+                float(risk.vega[n]),
+                float(risk.theta[n]),
             )
             for n, i in enumerate(tick.listed)
         ]
@@ -436,14 +439,10 @@ class RiskShard:
         )
         self.last_health[due] = health[due]
         self.last_emit[due] = tick.t
-        onehot = sp.csr_matrix(
-            (np.ones(tick.inst.n), (np.arange(tick.inst.n), tick.inst.underlying)),
-            shape=(tick.inst.n, len(tick.names)),
-        )
         rows = tick.positions[due]
         per_underlying = [
-            (rows.multiply(greek).tocsr() @ onehot).toarray()
-            for greek in (tick.risk.delta, tick.risk.gamma, tick.vega)
+            mg.net_by_underlying(rows, greek, tick.inst, len(tick.names))
+            for greek in (tick.risk.delta, tick.risk.gamma, tick.risk.vega)
         ]
         pnl = rows @ tick.risk.value - tick.costs[due]
         accounts = tick.accounts
@@ -573,10 +572,6 @@ class _Tick:
     ar: mg.AccountRisk
     ok_assets: set[str]
     vols: list[TaggedVol]
-    greeks: Greeks
-    """Black-76 Greeks of every instrument (meaningful for options)."""
-    vega: FloatArray
-    """Vega per instrument, per 1.00 vol (0 for spot and perps)."""
     costs: FloatArray
     """Cost of each account's fills, USD."""
     accounts: list[str]

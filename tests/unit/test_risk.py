@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+
+import pytest
 
 from operators.accounts import E18
+from operators.greeks import black76
+from operators.margin import MarginParams
 from operators.model import OptionQuote, OraclePrice, OracleProgress
 from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
 from operators.units import InstrumentKind
@@ -241,3 +246,35 @@ def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
     assert near_atm.vol_source == "svi" and abs(near_atm.vol - 0.9) < 0.01
     # the far smile is dropped: the near one, held flat beyond its expiry, prices it
     assert far_atm.vol_source == "svi" and abs(far_atm.vol - 0.9) < 0.01
+
+
+def test_instrument_delta_is_per_unit_of_spot_like_the_account_delta_at_a_nonzero_rate() -> None:
+    # At rate 5 % over 90 days dV/dF differs from dV/dS by exp(rT) = 1.012: both outputs must
+    # give dV/dS, which central differences of the engine's own price in spot check (h = 1 USD:
+    # truncation h^2 V''' / 6 with V''' ~ gamma / S ~ 3e-7, so ~5e-8 on a delta of 0.5).
+    p = replace_params(margin=MarginParams(rate=0.05))
+    expiry_s = (T0 + 90 * 86_400_000) // 1000
+    account = ACCOUNTS[0]
+    listed = InstrumentListed(CALL, WETH, InstrumentKind.CALL, 2_100 * E18, expiry_s, 0, 2, False)
+    events = [
+        listed,
+        CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10, False),
+        Fill(account, CALL, E18, 100 * E18, None, T0 - 30_000, 20, False),
+    ]
+
+    def run(spot: float) -> tuple[InstrumentRow, AccountRiskRow]:
+        out = _run(RiskShard(reports_instruments=True), events, [_price(T0, spot)], p)
+        (row,) = (r for r in out if isinstance(r, InstrumentRow))
+        (risk,) = (r for r in out if isinstance(r, AccountRiskRow))
+        return row, risk
+
+    row, risk = run(2_000.0)
+    up, down = run(2_001.0)[0].price, run(1_999.0)[0].price
+    assert row.delta == json.loads(risk.greeks)["ETH"]["delta"]
+    assert row.gamma == json.loads(risk.greeks)["ETH"]["gamma"]
+    assert row.delta == pytest.approx((up - down) / 2.0, rel=1e-6)
+    assert row.gamma == pytest.approx(up - 2.0 * row.price + down, rel=1e-4)
+    growth = math.exp(0.05 * row.expiry_years)
+    forward_delta = black76(True, 2_000.0 * growth, 2_100.0, row.expiry_years, 0.05, 0.6).delta
+    assert row.delta == pytest.approx(float(forward_delta) * growth, rel=1e-12)
+    assert abs(row.delta - float(forward_delta)) > 5e-3  # the forward's delta would fail
