@@ -20,9 +20,9 @@ from flows.oracle import OracleOut
 from flows.state import keyed_state
 from operators.accounts import E18
 from operators.config import Config, risk_models
-from operators.model import OraclePrice, OracleProgress
+from operators.model import AccountRiskRow, InstrumentRow, OraclePrice, OracleProgress, Order
 from operators.registry import Registry
-from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
+from operators.risk import RiskParams, RiskShard
 from operators.venue import InstrumentListed, VenueBatch
 
 

@@ -28,7 +28,14 @@ import scipy.sparse as sp
 from operators import margin as mg
 from operators.accounts import Book
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
-from operators.model import OptionQuote, OraclePrice, OracleProgress
+from operators.model import (
+    AccountRiskRow,
+    InstrumentRow,
+    OptionQuote,
+    OraclePrice,
+    OracleProgress,
+    Order,
+)
 from operators.units import E18, YEAR_MS, InstrumentKind
 from operators.venue import Fill, InstrumentListed, VenueEvent
 from operators.vol import (
@@ -45,63 +52,6 @@ from operators.vol import (
 )
 
 FloatArray = npt.NDArray[np.float64]
-
-
-class AccountRiskRow(msgspec.Struct, frozen=True):
-    """An account at one evaluation: USD amounts; ``worst_scenario`` indexes the PMRM grid."""
-
-    account: str
-    ts_event_ms: int
-    equity: float
-    im: float
-    mm: float
-    health: float
-    worst_scenario: int
-    pnl: float
-    """Mark-to-market P&L of the positions (realised and unrealised), USD."""
-    greeks: str
-    """JSON: underlying -> {delta (dV/dS, contracts), gamma (d2V/dS2, per USD), vega (per
-    1.00 vol)}, the positions' sums of ``InstrumentRow``'s per-contract Greeks."""
-
-
-class InstrumentRow(msgspec.Struct, frozen=True):
-    """An instrument at one evaluation: spot and value in USD, vol per 1.00 and its
-    source, and raw Greeks per contract, those of ``operators.margin.InstrumentRisk``:
-    delta = dV/dS and gamma = d2V/dS2 per unit of spot (not of the Black-76 forward, so
-    they add up to the account's ``greeks`` at any rate), gamma per USD, vega per 1.00 vol,
-    theta per year with the forward held fixed; spot and perps: delta 1, the rest 0."""
-
-    instrument: str
-    ts_event_ms: int
-    underlying: str
-    kind: int
-    strike: float
-    expiry_years: float
-    spot: float
-    price: float
-    vol: float
-    vol_source: str
-    delta: float
-    gamma: float
-    vega: float
-    theta: float
-
-
-class Order(msgspec.Struct, frozen=True):
-    """One order leg for the execution sink; ``order_id`` is derived from its trigger."""
-
-    order_id: str
-    kind: str
-    account: str
-    instrument: str
-    size: float
-    price: float
-    oracle_price: float
-    bonus_usd: float
-    reason: str
-    ts_event_ms: int
-    health: float
-    worst_scenario: int
 
 
 @dataclass(frozen=True)
@@ -407,20 +357,20 @@ class RiskShard:
         spot = np.array([self.prices[a].price for a in names])[inst.underlying]
         return [
             InstrumentRow(
-                i.instrument,
-                tick.t,
-                names[inst.underlying[n]],
-                int(inst.kind[n]),
-                float(inst.strike[n]),
-                float(inst.expiry_years[n]),
-                float(spot[n]),
-                float(risk.value[n]),
-                tick.vols[n].value,
-                tick.vols[n].source,
-                float(risk.delta[n]),
-                float(risk.gamma[n]),
-                float(risk.vega[n]),
-                float(risk.theta[n]),
+                instrument=i.instrument,
+                ts_event_ms=tick.t,
+                underlying=names[inst.underlying[n]],
+                kind=int(inst.kind[n]),
+                strike=float(inst.strike[n]),
+                expiry_years=float(inst.expiry_years[n]),
+                spot=float(spot[n]),
+                price=float(risk.value[n]),
+                vol=tick.vols[n].value,
+                vol_source=tick.vols[n].source,
+                delta=float(risk.delta[n]),
+                gamma=float(risk.gamma[n]),
+                vega=float(risk.vega[n]),
+                theta=float(risk.theta[n]),
             )
             for n, i in enumerate(tick.listed)
         ]
@@ -448,15 +398,15 @@ class RiskShard:
         accounts = tick.accounts
         return [
             AccountRiskRow(
-                accounts[r],
-                tick.t,
-                float(tick.ar.equity[r]),
-                float(tick.ar.im[r]),
-                float(tick.ar.mm[r]),
-                float(health[r]),
-                int(tick.ar.worst[r]),
-                float(pnl[n]),
-                _greeks_json(tick.names, [g[n] for g in per_underlying]),
+                account=accounts[r],
+                ts_event_ms=tick.t,
+                equity=float(tick.ar.equity[r]),
+                im=float(tick.ar.im[r]),
+                mm=float(tick.ar.mm[r]),
+                health=float(health[r]),
+                worst_scenario=int(tick.ar.worst[r]),
+                pnl=float(pnl[n]),
+                greeks=_greeks_json(tick.names, [g[n] for g in per_underlying]),
             )
             for n, r in enumerate(due)
         ]
@@ -497,18 +447,20 @@ class RiskShard:
         worst = int(tick.ar.worst[row])
         return [
             Order(
-                order_id("liquidation", account, tick.t, tick.listed[leg.instrument].instrument),
-                "liquidation",
-                account,
-                tick.listed[leg.instrument].instrument,
-                leg.size,
-                leg.price,
-                leg.oracle_price,
-                leg.bonus_usd,
-                reason,
-                tick.t,
-                order.health,
-                worst,
+                order_id=order_id(
+                    "liquidation", account, tick.t, tick.listed[leg.instrument].instrument
+                ),
+                kind="liquidation",
+                account=account,
+                instrument=tick.listed[leg.instrument].instrument,
+                size=leg.size,
+                price=leg.price,
+                oracle_price=leg.oracle_price,
+                bonus_usd=leg.bonus_usd,
+                reason=reason,
+                ts_event_ms=tick.t,
+                health=order.health,
+                worst_scenario=worst,
             )
             for leg in order.legs
         ]
@@ -542,18 +494,18 @@ class RiskShard:
         )
         return [
             Order(
-                order_id("hedge", account, tick.t, instrument),
-                "hedge",
-                account,
-                instrument,
-                hedge.size,
-                hedge.oracle_price,
-                hedge.oracle_price,
-                0.0,
-                reason,
-                tick.t,
-                float(tick.ar.health[row]),
-                int(tick.ar.worst[row]),
+                order_id=order_id("hedge", account, tick.t, instrument),
+                kind="hedge",
+                account=account,
+                instrument=instrument,
+                size=hedge.size,
+                price=hedge.oracle_price,
+                oracle_price=hedge.oracle_price,
+                bonus_usd=0.0,
+                reason=reason,
+                ts_event_ms=tick.t,
+                health=float(tick.ar.health[row]),
+                worst_scenario=int(tick.ar.worst[row]),
             )
         ]
 

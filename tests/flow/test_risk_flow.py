@@ -16,8 +16,7 @@ from flows.risk import risk_stage
 from operators import abi
 from operators.accounts import E18
 from operators.config import load_config
-from operators.model import RawBatch, RawMessage
-from operators.risk import AccountRiskRow, Order
+from operators.model import AccountRiskRow, Order, RawBatch, RawMessage
 
 T0 = 1_700_000_040_000
 VENUE = "0x" + "77" * 20

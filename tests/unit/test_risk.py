@@ -11,8 +11,15 @@ import pytest
 from operators.accounts import E18
 from operators.greeks import black76
 from operators.margin import MarginParams
-from operators.model import OptionQuote, OraclePrice, OracleProgress
-from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskParams, RiskShard
+from operators.model import (
+    AccountRiskRow,
+    InstrumentRow,
+    OptionQuote,
+    OraclePrice,
+    OracleProgress,
+    Order,
+)
+from operators.risk import RiskParams, RiskShard
 from operators.units import InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed
 
