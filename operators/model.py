@@ -110,7 +110,7 @@ class Rejected(msgspec.Struct, frozen=True):
     stage: str
     reason: str
     topic: str
-    partition: int
+    partition: Int32
     offset: int
     timestamp_ms: int
     key: bytes | None
@@ -130,10 +130,10 @@ class OraclePrice(msgspec.Struct, frozen=True):
     window_end_ms: int
     price: float
     confidence: float
-    sources: int
+    sources: Int32
     status: str
     held: bool
-    revision: int
+    revision: Int32
 
 
 class OracleProgress(msgspec.Struct, frozen=True):
