@@ -19,7 +19,7 @@ from bytewax.dataflow import Stream
 from flows.oracle import OracleOut
 from flows.state import keyed_state
 from operators.accounts import E18
-from operators.config import Config, risk_models
+from operators.config import Config
 from operators.model import AccountRiskRow, InstrumentRow, OraclePrice, OracleProgress, Order
 from operators.registry import Registry
 from operators.risk import RiskParams, RiskShard
@@ -39,7 +39,6 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
     """The risk shards' parameters from the configuration."""
     registry = Registry.from_config(cfg.oracle)
     risk = cfg.risk
-    margin, liquidation, hedge = risk_models(risk)
     return RiskParams(
         window_ms=cfg.oracle.window_ms,
         parts=tuple(sorted(parts)),
@@ -47,9 +46,9 @@ def risk_params(cfg: Config, parts: list[str]) -> RiskParams:
         underlyings=dict(risk.underlyings),
         collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
         pegs=registry.pegs,
-        margin=margin,
-        liquidation=liquidation,
-        hedge=hedge,
+        margin=risk.margin,
+        liquidation=risk.liquidation,
+        hedge=risk.hedge,
         books={a: dict(b) for a, b in risk.books.items()},
         targets={a: dict(t) for a, t in risk.targets.items()},
         instruments={

@@ -30,10 +30,11 @@ P&L included; realised P&L has gone into collateral).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
@@ -54,6 +55,12 @@ def fail(name: str, value: object, expected: str) -> NoReturn:
     """Raise the ``ValueError`` of a bad parameter: ``name must be expected; got value``."""
     msg = f"{name} must be {expected}; got {value!r}"
     raise ValueError(msg)
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Model parameters: frozen and keyword-only. They are also the configuration's
+    ``[risk.margin]``, ``[risk.liquidation]`` and ``[risk.hedge]`` tables
+    (``operators.config``), where an unknown key or a bad value fails naming its path."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,7 @@ class Instruments:
         return int(self.kind.shape[0])
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidityTier:
+class LiquidityTier(Params, frozen=True):
     """A dYdX v4 liquidity tier: margin fractions of perp and spot notional.
 
     Integer math as dYdX does it (``protocol/x/perpetuals/types/liquidity_tier.go``): ppm
@@ -151,8 +157,7 @@ class LiquidityTier:
         return imf, self.maintenance_margin_ppm() / PPM
 
 
-@dataclass(frozen=True, kw_only=True)
-class OptionMarginParams:
+class OptionMarginParams(Params, frozen=True):
     """Standard margin of a short option, Derive SRM-style (fractions).
 
     With spot S, the option's value V per contract and OTM ratios
@@ -195,8 +200,7 @@ class OptionMarginParams:
                 fail(f"OptionMarginParams.{name}", value, f"in [{lo}, {hi}]")
 
 
-@dataclass(frozen=True, kw_only=True)
-class PortfolioParams:
+class PortfolioParams(Params, frozen=True):
     """Portfolio margin: the worst loss over a spot x vol scenario grid, plus add-ons.
 
     Scenarios: every spot move in ``spot_shocks`` with the vol shocked up, not at all, and
@@ -281,23 +285,23 @@ def _default_haircuts() -> dict[str, float]:
     return {"USDC": 0.0, "USDT": 0.02, "ETH": 0.2, "WETH": 0.2, "BTC": 0.25, "WBTC": 0.25}
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarginParams:
+class MarginParams(Params, frozen=True):
     """Every margin parameter; see each part's docstring for its formula and sources.
 
     ``tiers`` overrides ``tier`` per underlying index. ``rate`` is the annual rate of the
     Black-76 forward and discount, F = S exp(rate T); default 0 (Deribit's convention).
     ``haircuts`` per collateral token, fraction of value: default 1 - Derive's SRM base
     margin factor (ETH 0.8, BTC 0.75, USDT 0.98; ``config-mainnet.sol`` @ 7736900d), and 0
-    for USDC, the settlement currency.
+    for USDC, the settlement currency. The haircuts in force are ``haircut_table()``: the
+    given ones over these defaults, so a table names only the tokens it changes.
     """
 
-    tier: LiquidityTier = field(default_factory=LiquidityTier)
-    tiers: Mapping[int, LiquidityTier] = field(default_factory=dict)
-    option: OptionMarginParams = field(default_factory=OptionMarginParams)
-    portfolio: PortfolioParams = field(default_factory=PortfolioParams)
+    tier: LiquidityTier = msgspec.field(default_factory=LiquidityTier)
+    tiers: dict[int, LiquidityTier] = msgspec.field(default_factory=dict)
+    option: OptionMarginParams = msgspec.field(default_factory=OptionMarginParams)
+    portfolio: PortfolioParams = msgspec.field(default_factory=PortfolioParams)
     rate: float = 0.0
-    haircuts: Mapping[str, float] = field(default_factory=_default_haircuts)
+    haircuts: dict[str, float] = msgspec.field(default_factory=_default_haircuts)
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.rate):
@@ -309,12 +313,17 @@ class MarginParams:
             if u < 0:
                 fail("MarginParams.tiers key", u, "an underlying index >= 0")
 
+    def haircut_table(self) -> dict[str, float]:
+        """Haircut per token, fraction of value: ``haircuts`` over the defaults."""
+        return {**_default_haircuts(), **self.haircuts}
+
     def haircut_vector(self, tokens: Sequence[str]) -> FloatArray:
         """Haircut per token, in the order of ``tokens``; unknown tokens are an error."""
-        unknown = [t for t in tokens if t not in self.haircuts]
+        table = self.haircut_table()
+        unknown = [t for t in tokens if t not in table]
         if unknown:
-            fail("collateral tokens", unknown, f"listed in MarginParams.haircuts {self.haircuts}")
-        return np.array([self.haircuts[t] for t in tokens], dtype=np.float64)
+            fail("collateral tokens", unknown, f"listed in MarginParams.haircuts {table}")
+        return np.array([table[t] for t in tokens], dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -418,7 +418,8 @@ class RiskShard:
             {t: (n, p.collateral[t][1]) for n, t in enumerate(tokens)}
         )
         price = np.array([self._token_price(p.collateral[t][0], p) for t in tokens])
-        haircut = np.array([p.margin.haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
+        haircuts = p.margin.haircut_table()
+        haircut = np.array([haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
         return mg.collateral_value(amounts, price, haircut)
 
     def _token_price(self, asset: str, p: RiskParams) -> float:
