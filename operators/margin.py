@@ -10,14 +10,14 @@ Per tick, everything that depends on one instrument is computed once
 (``instrument_values``): its value and Greeks (one Black-76 call), its P&L under every
 scenario (full Black-76 repricing, no Greek approximation) and its per-contract
 requirements. Every consumer (account Greeks, hedging, liquidation, the ``instruments/``
-rows, the margin tool) reads them from there.
+rows, the margin tool) reads them from there. Accounts then come from sparse products:
+positions (a ``scipy.sparse.csr_matrix``, accounts x instruments, signed sizes) times
+those vectors, with no Python per account.
 
 Delta and gamma are per unit of spot (dV/dS, d2V/dS2), not of the Black-76 forward
 F = S exp(rate T): hedges trade spot and perps on the underlying, and Deribit quotes delta
 per underlying. By the chain rule dV/dS = exp(rate T) dV/dF and
 d2V/dS2 = exp(2 rate T) d2V/dF2; the two agree at rate 0 only.
-Accounts then come from sparse products: positions (a ``scipy.sparse.csr_matrix``,
-accounts x instruments, signed sizes) times those vectors, with no Python per account.
 
 A position of signed size ``n`` needs ``|n| * x_abs + max(-n, 0) * x_short`` of every
 per-contract requirement pair ``(x_abs, x_short)``: spot and perps are charged on ``|n|``,
