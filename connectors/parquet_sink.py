@@ -14,12 +14,57 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 ToRow = Callable[[Any], dict[str, Any]]
 _DAY_MS = 86_400_000
+_COLUMN_TYPES: dict[type[msgspec.inspect.Type], pa.DataType] = {
+    msgspec.inspect.StrType: pa.string(),
+    msgspec.inspect.IntType: pa.int64(),
+    msgspec.inspect.FloatType: pa.float64(),
+    msgspec.inspect.BoolType: pa.bool_(),
+    msgspec.inspect.BytesType: pa.binary(),
+}
+
+
+def arrow_schema(record: type[msgspec.Struct]) -> pa.Schema:
+    """The Parquet schema of a record type: one nullable column per field, in field order.
+
+    str -> string, int -> int64, float -> float64, bool -> bool, bytes -> binary, and
+    ``X | None`` as X. A field ``Annotated`` with ``msgspec.Meta(extra={"arrow": name})``
+    (``operators.model.Int32``: ``"int32"``) takes the pyarrow type of that alias.
+
+    >>> class Row(msgspec.Struct):
+    ...     asset: str
+    ...     price: float
+    >>> arrow_schema(Row).types
+    [DataType(string), DataType(double)]
+    """
+    info = msgspec.inspect.type_info(record)
+    if not isinstance(info, msgspec.inspect.StructType):
+        msg = f"record must be a msgspec Struct type; got {record!r}"
+        raise TypeError(msg)
+    return pa.schema(
+        [(f.name, _column_type(f.type, f"{record.__name__}.{f.name}")) for f in info.fields]
+    )
+
+
+def _column_type(t: msgspec.inspect.Type, where: str) -> pa.DataType:
+    if isinstance(t, msgspec.inspect.Metadata):
+        alias = (t.extra or {}).get("arrow")
+        return pa.type_for_alias(alias) if alias else _column_type(t.type, where)
+    if isinstance(t, msgspec.inspect.UnionType):
+        types = [u for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
+        if len(types) == 1:
+            return _column_type(types[0], where)
+    column = _COLUMN_TYPES.get(type(t))
+    if column is None:
+        msg = f"{where}: expected str, int, float, bool or bytes (or one of them | None); got {t}"
+        raise TypeError(msg)
+    return column
 
 
 class _ParquetPartition(StatefulSinkPartition[Any, int]):

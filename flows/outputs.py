@@ -10,105 +10,25 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
-import pyarrow as pa
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Stream
 
-from connectors.parquet_sink import ParquetSink
+from connectors.parquet_sink import ParquetSink, arrow_schema
 from flows.oracle import OracleStreams
 from flows.risk import RiskStreams
 from operators import oracle_topic
 from operators.config import Config
-from operators.model import PartitionStats, PriceBatch, Rejected
+from operators.model import (
+    AccountRiskRow,
+    InstrumentRow,
+    OraclePrice,
+    Order,
+    PartitionStats,
+    PriceBatch,
+    Rejected,
+)
 
 log = logging.getLogger("hedgeflow.progress")
-
-ORACLE_PRICES = pa.schema(
-    [
-        ("asset", pa.string()),
-        ("window_start_ms", pa.int64()),
-        ("window_end_ms", pa.int64()),
-        ("price", pa.float64()),
-        ("confidence", pa.float64()),
-        ("sources", pa.int32()),
-        ("status", pa.string()),
-        ("held", pa.bool_()),
-        ("revision", pa.int32()),
-    ]
-)
-DEADLETTER = pa.schema(
-    [
-        ("stage", pa.string()),
-        ("reason", pa.string()),
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("timestamp_ms", pa.int64()),
-        ("key", pa.binary()),
-        ("raw", pa.binary()),
-    ]
-)
-PARTITION_STATS = pa.schema(
-    [
-        ("part", pa.string()),
-        ("ts_event_ms", pa.int64()),
-        ("messages", pa.int64()),
-        ("observations", pa.int64()),
-        ("retractions", pa.int64()),
-        ("skipped", pa.int64()),
-        ("rejected", pa.int64()),
-        ("late", pa.int64()),
-    ]
-)
-
-
-ACCOUNT_RISK = pa.schema(
-    [
-        ("account", pa.string()),
-        ("ts_event_ms", pa.int64()),
-        ("equity", pa.float64()),
-        ("im", pa.float64()),
-        ("mm", pa.float64()),
-        ("health", pa.float64()),
-        ("worst_scenario", pa.int32()),
-        ("pnl", pa.float64()),
-        ("greeks", pa.string()),
-    ]
-)
-INSTRUMENTS = pa.schema(
-    [
-        ("instrument", pa.string()),
-        ("ts_event_ms", pa.int64()),
-        ("underlying", pa.string()),
-        ("kind", pa.int32()),
-        ("strike", pa.float64()),
-        ("expiry_years", pa.float64()),
-        ("spot", pa.float64()),
-        ("price", pa.float64()),
-        ("vol", pa.float64()),
-        ("vol_source", pa.string()),
-        ("delta", pa.float64()),
-        ("gamma", pa.float64()),
-        ("vega", pa.float64()),
-        ("theta", pa.float64()),
-    ]
-)
-ORDERS = pa.schema(
-    [
-        ("order_id", pa.string()),
-        ("kind", pa.string()),
-        ("account", pa.string()),
-        ("instrument", pa.string()),
-        ("size", pa.float64()),
-        ("price", pa.float64()),
-        ("oracle_price", pa.float64()),
-        ("bonus_usd", pa.float64()),
-        ("reason", pa.string()),
-        ("ts_event_ms", pa.int64()),
-        ("health", pa.float64()),
-        ("worst_scenario", pa.int32()),
-    ]
-)
 
 
 def _row(item: msgspec.Struct) -> dict[str, Any]:
@@ -128,8 +48,8 @@ def _published_to_kafka(item: tuple[str, PriceBatch]) -> list[KafkaSinkMessage[b
 def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
     """Send prices to ``oracle_prices/`` and stats to ``partition_stats/`` under
     ``out_dir``; prices and progress records to the ``oracle.prices`` topic."""
-    _parquet("prices_parquet", out.prices, out_dir, "oracle_prices", ORACLE_PRICES, "window_end_ms")
-    _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PARTITION_STATS, "ts_event_ms")
+    _parquet("prices_parquet", out.prices, out_dir, "oracle_prices", OraclePrice, "window_end_ms")
+    _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PartitionStats, "ts_event_ms")
     log_progress(out.stats)
     if brokers:
         # Idempotence keeps each partition in order: an asset's rows before its progress.
@@ -144,10 +64,11 @@ def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[s
 def write_risk(out: RiskStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
     """Send account risk to ``account_risk/``, instruments to ``instruments/``, and orders
     to ``orders/`` and the ``orders`` topic (keyed by account, JSON)."""
-    _parquet("risk_parquet", out.rows, out_dir, "account_risk", ACCOUNT_RISK, "ts_event_ms")
-    _parquet("orders_parquet", out.orders, out_dir, "orders", ORDERS, "ts_event_ms")
-    _parquet("instruments_parquet", out.instruments, out_dir, "instruments", INSTRUMENTS,
-             "ts_event_ms")  # fmt: skip
+    _parquet("risk_parquet", out.rows, out_dir, "account_risk", AccountRiskRow, "ts_event_ms")
+    _parquet("orders_parquet", out.orders, out_dir, "orders", Order, "ts_event_ms")
+    _parquet(
+        "instruments_parquet", out.instruments, out_dir, "instruments", InstrumentRow, "ts_event_ms"
+    )
     if brokers:
         _kafka("orders_kafka", out.orders, brokers, cfg.topics.orders)
 
@@ -156,15 +77,22 @@ def write_deadletter(
     rejects: Stream[tuple[str, Rejected]], cfg: Config, out_dir: Path, brokers: list[str] | None
 ) -> None:
     """Send rejects to ``deadletter/`` under ``out_dir`` and to the ``deadletter`` topic."""
-    _parquet("rejects_parquet", rejects, out_dir, "deadletter", DEADLETTER, "timestamp_ms")
+    _parquet("rejects_parquet", rejects, out_dir, "deadletter", Rejected, "timestamp_ms")
     if brokers:
         _kafka("rejects_kafka", rejects, brokers, cfg.topics.deadletter)
 
 
 def _parquet(
-    step: str, stream: Stream[Any], out_dir: Path, dataset: str, schema: pa.Schema, time: str
+    step: str,
+    stream: Stream[Any],
+    out_dir: Path,
+    dataset: str,
+    record: type[msgspec.Struct],
+    time: str,
 ) -> None:
-    op.output(step, stream, ParquetSink(out_dir, dataset, schema, _row, time))
+    """Write ``stream``'s records to ``dataset``, one column per field of ``record``."""
+    sink = ParquetSink(out_dir, dataset, arrow_schema(record), _row, time)
+    op.output(step, stream, sink)
 
 
 def _kafka(step: str, stream: Stream[Any], brokers: list[str], topic: str) -> None:

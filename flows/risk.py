@@ -19,8 +19,8 @@ from bytewax.dataflow import Stream
 
 from flows.state import keyed_state
 from operators.accounts import shard_keys
-from operators.model import PriceBatch, RawBatch, Rejected
-from operators.risk import AccountRiskRow, InstrumentRow, Order, risk_step
+from operators.model import AccountRiskRow, InstrumentRow, Order, PriceBatch, RawBatch, Rejected
+from operators.risk import risk_step
 from operators.risk_intake import risk_intake_step
 from operators.stages import StageParams
 from operators.venue import VenueBatch

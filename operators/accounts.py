@@ -20,9 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from operators.units import E18
 from operators.venue import CollateralMove, Fill
-
-E18 = 10**18
 
 
 def shard_key(index: int) -> str:

@@ -13,6 +13,10 @@ from typing import Any, Literal
 
 import msgspec
 
+from operators.liquidation import HedgeParams, LiquidationParams
+from operators.margin import MarginParams
+from operators.units import InstrumentKind
+
 SourceKind = Literal["uniswap_v3", "uniswap_v2", "chainlink"]
 
 
@@ -255,25 +259,13 @@ class CollateralToken(_Strict, frozen=True):
         _require(0 <= self.decimals <= 36, f"decimals must be in 0..36; got {self.decimals!r}")
 
 
-class MarginTables(_Strict, frozen=True):
-    """Overrides of ``operators.margin.MarginParams``: each table holds fields of the
-    dataclass it names (``tier``: ``LiquidityTier``, ``option``: ``OptionMarginParams``,
-    ``portfolio``: ``PortfolioParams``); the defaults and their sources are documented
-    there."""
-
-    rate: float = 0.0
-    haircuts: dict[str, float] = msgspec.field(default_factory=dict)
-    tier: dict[str, int] = msgspec.field(default_factory=dict)
-    option: dict[str, float] = msgspec.field(default_factory=dict)
-    portfolio: dict[str, float | list[float]] = msgspec.field(default_factory=dict)
-
-
 class InstrumentConfig(_Strict, frozen=True):
     """An instrument listed by configuration (besides the venue's ``InstrumentListed``):
-    ``kind`` 0 spot, 1 perp, 2 call, 3 put; strike in USD; expiry in Unix seconds."""
+    ``kind`` an ``InstrumentKind`` (0 spot, 1 perp, 2 call, 3 put); strike in USD; expiry
+    in Unix seconds."""
 
     underlying: str
-    kind: int
+    kind: InstrumentKind
     strike: float = 0.0
     expiry_s: int = 0
 
@@ -281,8 +273,7 @@ class InstrumentConfig(_Strict, frozen=True):
         _require(
             _is_address(self.underlying), f"underlying must be an address; got {self.underlying!r}"
         )
-        _require(self.kind in (0, 1, 2, 3), f"kind must be 0, 1, 2 or 3; got {self.kind!r}")
-        option = self.kind >= 2
+        option = self.kind.is_option
         _require(not option or self.strike > 0, f"an option needs strike > 0; got {self.strike!r}")
         _require(
             not option or self.expiry_s > 0, f"an option needs expiry_s; got {self.expiry_s!r}"
@@ -292,9 +283,10 @@ class InstrumentConfig(_Strict, frozen=True):
 class RiskConfig(_Strict, frozen=True):
     """The risk engine: the venue it follows, its shards, and how it reports and acts.
 
-    ``margin``, ``liquidation`` and ``hedge`` override fields of
-    ``operators.margin.MarginParams``, ``operators.liquidation.LiquidationParams`` and
-    ``HedgeParams`` (their defaults and sources are documented there).
+    ``margin``, ``liquidation`` and ``hedge`` are ``operators.margin.MarginParams``,
+    ``operators.liquidation.LiquidationParams`` and ``HedgeParams`` themselves (their
+    defaults and sources are documented there): a key left out keeps its default, an
+    unknown key or a bad value fails naming its path, e.g. ``$.risk.margin.tier``.
     """
 
     venue: str = ""
@@ -325,9 +317,9 @@ class RiskConfig(_Strict, frozen=True):
     vol_cap: float = 3.0
     iv_max_age_s: float = 300.0
     """A quoted IV (and an SVI smile fitted to such quotes) counts for this long, s."""
-    margin: MarginTables = msgspec.field(default_factory=MarginTables)
-    liquidation: dict[str, float] = msgspec.field(default_factory=dict)
-    hedge: dict[str, float] = msgspec.field(default_factory=dict)
+    margin: MarginParams = msgspec.field(default_factory=MarginParams)
+    liquidation: LiquidationParams = msgspec.field(default_factory=LiquidationParams)
+    hedge: HedgeParams = msgspec.field(default_factory=HedgeParams)
 
     def __post_init__(self) -> None:
         _require(
@@ -379,33 +371,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         config = msgspec.convert(data, type=Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
-    risk_models(config.risk)
     return config
-
-
-def risk_models(cfg: RiskConfig) -> tuple[Any, Any, Any]:
-    """(MarginParams, LiquidationParams, HedgeParams) with the configured overrides;
-    raise ``ConfigError`` naming an unknown key or a bad value."""
-    from operators.liquidation import HedgeParams, LiquidationParams
-    from operators.margin import LiquidityTier, MarginParams, OptionMarginParams, PortfolioParams
-
-    def build(kind: Any, table: dict[str, Any], where: str) -> Any:
-        try:
-            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
-        except (TypeError, ValueError) as exc:  # an unknown field, or a bad value
-            raise ConfigError(f"invalid configuration: {where}: {exc}") from None
-
-    m = cfg.margin
-    haircuts = {**MarginParams().haircuts, **m.haircuts}
-    margin = build(MarginParams, {
-        "rate": m.rate, "haircuts": haircuts,
-        "tier": build(LiquidityTier, m.tier, "risk.margin.tier"),
-        "option": build(OptionMarginParams, m.option, "risk.margin.option"),
-        "portfolio": build(PortfolioParams, m.portfolio, "risk.margin.portfolio"),
-    }, "risk.margin")  # fmt: skip
-    liquidation = build(LiquidationParams, cfg.liquidation, "risk.liquidation")
-    hedge = build(HedgeParams, cfg.hedge, "risk.hedge")
-    return margin, liquidation, hedge
 
 
 def load_config(text: str | None) -> Config:

@@ -27,6 +27,7 @@ from operators.margin import (
     FloatArray,
     InstrumentRisk,
     MarginParams,
+    Params,
     account_margin,
     fail,
     portfolio_margin,
@@ -36,8 +37,7 @@ _BISECTIONS = 50
 """Halvings of the last leg's fraction: 2**-50 of the position, far below any lot size."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidationParams:
+class LiquidationParams(Params, frozen=True):
     """Close factor, dust and bonus (fractions; USD amounts).
 
     Defaults: Aave V3 ``LiquidationLogic.sol`` @ 027aaed7: DEFAULT_LIQUIDATION_CLOSE_FACTOR
@@ -231,8 +231,7 @@ def liquidation_order(
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class HedgeParams:
+class HedgeParams(Params, frozen=True):
     """The hedging band (Whalley-Wilmott) of a book.
 
     Half-width in contracts of the underlying, around the delta target:

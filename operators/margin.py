@@ -7,10 +7,17 @@ Units: prices, values and margins in USD; sizes in contracts, one contract being
 of the underlying (multiplier 1); ``T`` in years (365-day year); vols per 1.00 (0.6 = 60 %).
 
 Per tick, everything that depends on one instrument is computed once
-(``instrument_values``): its value, delta and gamma, its P&L under every scenario
-(full Black-76 repricing, no Greek approximation) and its per-contract requirements.
-Accounts then come from sparse products: positions (a ``scipy.sparse.csr_matrix``,
-accounts x instruments, signed sizes) times those vectors, with no Python per account.
+(``instrument_values``): its value and Greeks (one Black-76 call), its P&L under every
+scenario (full Black-76 repricing, no Greek approximation) and its per-contract
+requirements. Every consumer (account Greeks, hedging, liquidation, the ``instruments/``
+rows, the margin tool) reads them from there. Accounts then come from sparse products:
+positions (a ``scipy.sparse.csr_matrix``, accounts x instruments, signed sizes) times
+those vectors, with no Python per account.
+
+Delta and gamma are per unit of spot (dV/dS, d2V/dS2), not of the Black-76 forward
+F = S exp(rate T): hedges trade spot and perps on the underlying, and Deribit quotes delta
+per underlying. By the chain rule dV/dS = exp(rate T) dV/dF and
+d2V/dS2 = exp(2 rate T) d2V/dF2; the two agree at rate 0 only.
 
 A position of signed size ``n`` needs ``|n| * x_abs + max(-n, 0) * x_short`` of every
 per-contract requirement pair ``(x_abs, x_short)``: spot and perps are charged on ``|n|``,
@@ -23,25 +30,25 @@ P&L included; realised P&L has gone into collateral).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators.greeks import black76, black76_price
+from operators.units import DAYS_PER_YEAR, InstrumentKind
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-SPOT, PERP, CALL, PUT = 0, 1, 2, 3
-"""Instrument kinds."""
 VOL_DOWN, VOL_NONE, VOL_UP = -1, 0, 1
 """Scenario vol shock directions."""
-DAYS_PER_YEAR = 365.0
 PPM = 1_000_000
+_KINDS = [int(k) for k in InstrumentKind]
 
 
 def fail(name: str, value: object, expected: str) -> NoReturn:
@@ -50,11 +57,17 @@ def fail(name: str, value: object, expected: str) -> NoReturn:
     raise ValueError(msg)
 
 
+class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Model parameters: frozen and keyword-only. They are also the configuration's
+    ``[risk.margin]``, ``[risk.liquidation]`` and ``[risk.hedge]`` tables
+    (``operators.config``), where an unknown key or a bad value fails naming its path."""
+
+
 @dataclass(frozen=True)
 class Instruments:
     """The instrument table as arrays, one row per instrument (the positions' columns).
 
-    ``kind`` is ``SPOT``, ``PERP``, ``CALL`` or ``PUT``; ``underlying`` indexes the spot
+    ``kind`` holds ``InstrumentKind`` values; ``underlying`` indexes the spot
     vector; ``strike`` in USD and ``expiry_years`` (T, years) matter for options only.
     """
 
@@ -72,11 +85,11 @@ class Instruments:
         for name in ("underlying", "strike", "expiry_years"):
             if getattr(self, name).shape != n:
                 fail(f"Instruments.{name}", getattr(self, name).shape, f"of shape {n}")
-        for i in np.flatnonzero((self.kind < SPOT) | (self.kind > PUT)):
-            fail(f"Instruments.kind[{i}]", int(self.kind[i]), "0 (spot), 1 (perp), 2 or 3")
+        for i in np.flatnonzero(~np.isin(self.kind, _KINDS)):
+            fail(f"Instruments.kind[{i}]", int(self.kind[i]), f"an InstrumentKind {_KINDS}")
         for i in np.flatnonzero(self.underlying < 0):
             fail(f"Instruments.underlying[{i}]", int(self.underlying[i]), ">= 0")
-        option = self.kind >= CALL
+        option = self.kind >= InstrumentKind.CALL
         for i in np.flatnonzero(option & ~(np.isfinite(self.strike) & (self.strike > 0))):
             fail(f"Instruments.strike[{i}]", float(self.strike[i]), "> 0 (USD) for an option")
         bad_t = option & ~(np.isfinite(self.expiry_years) & (self.expiry_years >= 0))
@@ -89,8 +102,7 @@ class Instruments:
         return int(self.kind.shape[0])
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidityTier:
+class LiquidityTier(Params, frozen=True):
     """A dYdX v4 liquidity tier: margin fractions of perp and spot notional.
 
     Integer math as dYdX does it (``protocol/x/perpetuals/types/liquidity_tier.go``): ppm
@@ -145,8 +157,7 @@ class LiquidityTier:
         return imf, self.maintenance_margin_ppm() / PPM
 
 
-@dataclass(frozen=True, kw_only=True)
-class OptionMarginParams:
+class OptionMarginParams(Params, frozen=True):
     """Standard margin of a short option, Derive SRM-style (fractions).
 
     With spot S, the option's value V per contract and OTM ratios
@@ -189,8 +200,7 @@ class OptionMarginParams:
                 fail(f"OptionMarginParams.{name}", value, f"in [{lo}, {hi}]")
 
 
-@dataclass(frozen=True, kw_only=True)
-class PortfolioParams:
+class PortfolioParams(Params, frozen=True):
     """Portfolio margin: the worst loss over a spot x vol scenario grid, plus add-ons.
 
     Scenarios: every spot move in ``spot_shocks`` with the vol shocked up, not at all, and
@@ -275,23 +285,23 @@ def _default_haircuts() -> dict[str, float]:
     return {"USDC": 0.0, "USDT": 0.02, "ETH": 0.2, "WETH": 0.2, "BTC": 0.25, "WBTC": 0.25}
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarginParams:
+class MarginParams(Params, frozen=True):
     """Every margin parameter; see each part's docstring for its formula and sources.
 
     ``tiers`` overrides ``tier`` per underlying index. ``rate`` is the annual rate of the
     Black-76 forward and discount, F = S exp(rate T); default 0 (Deribit's convention).
     ``haircuts`` per collateral token, fraction of value: default 1 - Derive's SRM base
     margin factor (ETH 0.8, BTC 0.75, USDT 0.98; ``config-mainnet.sol`` @ 7736900d), and 0
-    for USDC, the settlement currency.
+    for USDC, the settlement currency. The haircuts in force are ``haircut_table()``: the
+    given ones over these defaults, so a table names only the tokens it changes.
     """
 
-    tier: LiquidityTier = field(default_factory=LiquidityTier)
-    tiers: Mapping[int, LiquidityTier] = field(default_factory=dict)
-    option: OptionMarginParams = field(default_factory=OptionMarginParams)
-    portfolio: PortfolioParams = field(default_factory=PortfolioParams)
+    tier: LiquidityTier = msgspec.field(default_factory=LiquidityTier)
+    tiers: dict[int, LiquidityTier] = msgspec.field(default_factory=dict)
+    option: OptionMarginParams = msgspec.field(default_factory=OptionMarginParams)
+    portfolio: PortfolioParams = msgspec.field(default_factory=PortfolioParams)
     rate: float = 0.0
-    haircuts: Mapping[str, float] = field(default_factory=_default_haircuts)
+    haircuts: dict[str, float] = msgspec.field(default_factory=_default_haircuts)
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.rate):
@@ -303,12 +313,17 @@ class MarginParams:
             if u < 0:
                 fail("MarginParams.tiers key", u, "an underlying index >= 0")
 
+    def haircut_table(self) -> dict[str, float]:
+        """Haircut per token, fraction of value: ``haircuts`` over the defaults."""
+        return {**_default_haircuts(), **self.haircuts}
+
     def haircut_vector(self, tokens: Sequence[str]) -> FloatArray:
         """Haircut per token, in the order of ``tokens``; unknown tokens are an error."""
-        unknown = [t for t in tokens if t not in self.haircuts]
+        table = self.haircut_table()
+        unknown = [t for t in tokens if t not in table]
         if unknown:
-            fail("collateral tokens", unknown, f"listed in MarginParams.haircuts {self.haircuts}")
-        return np.array([self.haircuts[t] for t in tokens], dtype=np.float64)
+            fail("collateral tokens", unknown, f"listed in MarginParams.haircuts {table}")
+        return np.array([table[t] for t in tokens], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -323,9 +338,15 @@ class InstrumentRisk:
     value: FloatArray
     """Mark: the spot price for spot and perps, the Black-76 price for options."""
     delta: FloatArray
-    """dV/dS, contracts of underlying per contract (1 for spot and perps)."""
+    """dV/dS per unit of spot (not of the forward), contracts of underlying per contract
+    (1 for spot and perps)."""
     gamma: FloatArray
-    """d2V/dS2, per USD (0 for spot and perps)."""
+    """d2V/dS2 per unit of spot, per USD (0 for spot and perps)."""
+    vega: FloatArray
+    """dV/dsigma, USD per 1.00 of vol (0 for spot and perps)."""
+    theta: FloatArray
+    """dV/dt with the forward held fixed (Black-76's), USD per year (0 for spot and
+    perps)."""
     scenario_pnl: FloatArray
     """(instruments, scenarios): P&L of one long contract under each scenario."""
     contingency_abs: FloatArray
@@ -351,14 +372,14 @@ def instrument_values(
     """
     S = np.asarray(spot, dtype=np.float64)[inst.underlying]
     p = params.portfolio
-    option = inst.kind >= CALL
+    option = inst.kind >= InstrumentKind.CALL
     opt = np.flatnonzero(option)
     T = inst.expiry_years[opt]
     K = inst.strike[opt]
     sigma = np.asarray(vol, dtype=np.float64)[opt]
     for i in opt[~(np.isfinite(sigma) & (sigma >= 0))]:
         fail(f"vol[{i}]", float(vol[i]), ">= 0 for an option")
-    is_call = inst.kind[opt] == CALL
+    is_call = inst.kind[opt] == InstrumentKind.CALL
     growth = np.exp(params.rate * T)  # dF/dS
     F = S[opt] * growth
     greeks = black76(is_call, F, K, T, params.rate, sigma)
@@ -369,6 +390,10 @@ def instrument_values(
     delta[opt] = greeks.delta * growth
     gamma = np.zeros(inst.n)
     gamma[opt] = greeks.gamma * growth * growth
+    vega = np.zeros(inst.n)
+    vega[opt] = greeks.vega
+    theta = np.zeros(inst.n)
+    theta[opt] = greeks.theta
 
     moves, vol_dir = p.scenarios()
     widening = np.clip(np.asarray(atm_vol, dtype=np.float64) / p.reference_vol, 1.0, p.max_widening)
@@ -400,7 +425,7 @@ def instrument_values(
         on = (inst.underlying == u) & ~option
         imf[on], mmf[on] = tier.fractions(float(oi[u]))
     linear_abs = np.where(option, 0.0, S)
-    contingency = np.where(inst.kind == PERP, p.perp_contingency, p.spot_contingency)
+    contingency = np.where(inst.kind == InstrumentKind.PERP, p.perp_contingency, p.spot_contingency)
     mm_short, im_short = _short_option_margin(is_call, S[opt], K, greeks.price, params.option)
     standard_mm_short = np.zeros(inst.n)
     standard_mm_short[opt] = mm_short
@@ -410,6 +435,8 @@ def instrument_values(
         value=value,
         delta=delta,
         gamma=gamma,
+        vega=vega,
+        theta=theta,
         scenario_pnl=np.ascontiguousarray(scenario_pnl),
         contingency_abs=linear_abs * contingency,
         contingency_short=np.where(option, p.option_contingency * S, 0.0),

@@ -6,7 +6,12 @@ Unix epoch, in event time (block timestamp or quote ``ts``), never wall-clock ti
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+Int32 = Annotated[int, msgspec.Meta(extra={"arrow": "int32"})]
+"""An int kept as a 32-bit Parquet column (``connectors.parquet_sink.arrow_schema``)."""
 
 
 class RawMessage(msgspec.Struct, frozen=True, array_like=True):
@@ -113,7 +118,7 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     stage: str
     reason: str
     topic: str
-    partition: int
+    partition: Int32
     offset: int
     timestamp_ms: int
     key: bytes | None
@@ -141,10 +146,10 @@ class OraclePrice(msgspec.Struct, frozen=True, kw_only=True):
     window_end_ms: int
     price: float
     confidence: float
-    sources: int
+    sources: Int32
     status: str
     held: bool
-    revision: int
+    revision: Int32
 
 
 class OracleProgress(msgspec.Struct, frozen=True):
@@ -173,3 +178,61 @@ class PartitionStats(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int
     rejected: int
     late: int
+
+
+class AccountRiskRow(msgspec.Struct, frozen=True, kw_only=True):
+    """An account at one evaluation: USD amounts; ``worst_scenario`` indexes the PMRM grid."""
+
+    account: str
+    ts_event_ms: int
+    equity: float
+    im: float
+    mm: float
+    health: float
+    worst_scenario: Int32
+    pnl: float
+    """Mark-to-market P&L of the positions (realised and unrealised), USD."""
+    greeks: str
+    """JSON: underlying -> {delta (dV/dS, contracts), gamma (d2V/dS2, per USD), vega (per
+    1.00 vol)}, the positions' sums of ``InstrumentRow``'s per-contract Greeks."""
+
+
+class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
+    """An instrument at one evaluation: spot and value in USD, vol per 1.00 and its
+    source, and raw Greeks per contract, those of ``operators.margin.InstrumentRisk``:
+    delta = dV/dS and gamma = d2V/dS2 per unit of spot (not of the Black-76 forward, so
+    they add up to the account's ``greeks`` at any rate), gamma per USD, vega per 1.00 vol,
+    theta per year with the forward held fixed; spot and perps: delta 1, the rest 0."""
+
+    instrument: str
+    ts_event_ms: int
+    underlying: str
+    kind: Int32
+    """An ``operators.units.InstrumentKind``."""
+    strike: float
+    expiry_years: float
+    spot: float
+    price: float
+    vol: float
+    vol_source: str
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    """One order leg for the execution sink; ``order_id`` is derived from its trigger."""
+
+    order_id: str
+    kind: str
+    account: str
+    instrument: str
+    size: float
+    price: float
+    oracle_price: float
+    bonus_usd: float
+    reason: str
+    ts_event_ms: int
+    health: float
+    worst_scenario: Int32

@@ -28,11 +28,19 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators import margin as mg
-from operators.accounts import E18, Book, shard_key
+from operators.accounts import Book, shard_key
 from operators.clock import Watermarks
-from operators.greeks import Greeks, black76
 from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
-from operators.model import OptionQuote, OraclePrice, OracleProgress, PriceBatch
+from operators.model import (
+    AccountRiskRow,
+    InstrumentRow,
+    OptionQuote,
+    OraclePrice,
+    OracleProgress,
+    Order,
+    PriceBatch,
+)
+from operators.units import E18, YEAR_MS, InstrumentKind
 from operators.venue import Fill, InstrumentListed, VenueBatch, VenueEvent
 from operators.vol import (
     EwmaVol,
@@ -47,62 +55,7 @@ from operators.vol import (
     pick_vol,
 )
 
-YEAR_MS = 365 * 24 * 3600 * 1000
 FloatArray = npt.NDArray[np.float64]
-
-
-class AccountRiskRow(msgspec.Struct, frozen=True):
-    """An account at one evaluation: USD amounts; ``worst_scenario`` indexes the PMRM grid."""
-
-    account: str
-    ts_event_ms: int
-    equity: float
-    im: float
-    mm: float
-    health: float
-    worst_scenario: int
-    pnl: float
-    """Mark-to-market P&L of the positions (realised and unrealised), USD."""
-    greeks: str
-    """JSON: underlying -> {delta (contracts), gamma (per USD), vega (per 1.00 vol)}."""
-
-
-class InstrumentRow(msgspec.Struct, frozen=True):
-    """An instrument at one evaluation: spot and value in USD, vol per 1.00 and its
-    source, Greeks raw (delta per unit of underlying, gamma per USD, vega per 1.00 vol,
-    theta per year; spot and perps: delta 1, the rest 0)."""
-
-    instrument: str
-    ts_event_ms: int
-    underlying: str
-    kind: int
-    strike: float
-    expiry_years: float
-    spot: float
-    price: float
-    vol: float
-    vol_source: str
-    delta: float
-    gamma: float
-    vega: float
-    theta: float
-
-
-class Order(msgspec.Struct, frozen=True):
-    """One order leg for the execution sink; ``order_id`` is derived from its trigger."""
-
-    order_id: str
-    kind: str
-    account: str
-    instrument: str
-    size: float
-    price: float
-    oracle_price: float
-    bonus_usd: float
-    reason: str
-    ts_event_ms: int
-    health: float
-    worst_scenario: int
 
 
 @dataclass(frozen=True)
@@ -334,7 +287,7 @@ class RiskShard:
         inst = mg.Instruments(
             kind=np.array([i.kind for i in listed]),
             underlying=np.array([index[p.underlyings[i.underlying]] for i in listed]),
-            strike=np.array([i.strike_e18 / E18 if i.kind >= mg.CALL else 0.0 for i in listed]),
+            strike=np.array([i.strike_e18 / E18 if i.kind.is_option else 0.0 for i in listed]),
             expiry_years=np.array([max(0.0, i.expiry_s * 1000 - t) / YEAR_MS for i in listed]),
         )
         spot = np.array([priced[a].price for a in names])
@@ -349,17 +302,20 @@ class RiskShard:
         costs = self.book.costs()
         ar = mg.reprice(positions, costs, self._collateral(p), risk, p.margin, portfolio)
         ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
-        option = inst.kind >= mg.CALL
-        strike = np.where(option, inst.strike, forward)
-        greeks = black76(
-            inst.kind == mg.CALL, forward, strike, inst.expiry_years, p.margin.rate, vol
-        )
-        vega = np.where(option, greeks.vega, 0.0)
         return _Tick(
-            t=t, names=names, listed=listed, columns=columns, inst=inst, risk=risk,
-            positions=positions, ar=ar, ok_assets=ok, vols=vols, greeks=greeks, vega=vega,
-            costs=costs, accounts=list(self.book.accounts),
-        )  # fmt: skip
+            t=t,
+            names=names,
+            listed=listed,
+            columns=columns,
+            inst=inst,
+            risk=risk,
+            positions=positions,
+            ar=ar,
+            ok_assets=ok,
+            vols=vols,
+            costs=costs,
+            accounts=list(self.book.accounts),
+        )
 
     def _vols(
         self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, forward: FloatArray,
@@ -371,11 +327,11 @@ class RiskShard:
         quoted: dict[int, float] = {}
         for n, i in enumerate(listed):
             q = self.quotes.get(i.instrument)
-            if q is None or i.kind < mg.CALL or t - q.ts_ms > p.iv_max_age_ms:
+            if q is None or not i.kind.is_option or t - q.ts_ms > p.iv_max_age_ms:
                 continue
             iv = q.iv if q.iv is not None else float(implied_vol(
-                i.kind == mg.CALL, q.mid, forward[n], inst.strike[n], inst.expiry_years[n],
-                p.margin.rate,
+                i.kind == InstrumentKind.CALL, q.mid, forward[n], inst.strike[n],
+                inst.expiry_years[n], p.margin.rate,
             ))  # fmt: skip
             if np.isfinite(iv):
                 quoted[n] = iv
@@ -385,7 +341,7 @@ class RiskShard:
         for n, i in enumerate(listed):
             u = int(inst.underlying[n])
             fallback = TaggedVol(float(atm_vol[u]), self.vol_sources.get(names[u], "floor"))
-            if i.kind < mg.CALL:
+            if not i.kind.is_option:
                 out.append(fallback)
                 continue
             quote = QuotedIv(quoted[n], t) if n in quoted else None
@@ -397,28 +353,26 @@ class RiskShard:
         return out
 
     def _instrument_rows(self, tick: _Tick, p: RiskParams) -> list[InstrumentRow]:
-        """Price, vol (and its source) and Black-76 Greeks of every priced instrument."""
-        inst, names, g = tick.inst, tick.names, tick.greeks
+        """Price, vol (and its source) and Greeks (``mg.InstrumentRisk``'s: delta and gamma
+        per unit of spot) of every priced instrument."""
+        inst, names, risk = tick.inst, tick.names, tick.risk
         spot = np.array([self.prices[a].price for a in names])[inst.underlying]
-        option = inst.kind >= mg.CALL
-        delta = np.where(option, g.delta, 1.0)
-        gamma, theta = np.where(option, g.gamma, 0.0), np.where(option, g.theta, 0.0)
         return [
             InstrumentRow(
-                i.instrument,
-                tick.t,
-                names[inst.underlying[n]],
-                int(inst.kind[n]),
-                float(inst.strike[n]),
-                float(inst.expiry_years[n]),
-                float(spot[n]),
-                float(tick.risk.value[n]),
-                tick.vols[n].value,
-                tick.vols[n].source,
-                float(delta[n]),
-                float(gamma[n]),
-                float(tick.vega[n]),
-                float(theta[n]),
+                instrument=i.instrument,
+                ts_event_ms=tick.t,
+                underlying=names[inst.underlying[n]],
+                kind=int(inst.kind[n]),
+                strike=float(inst.strike[n]),
+                expiry_years=float(inst.expiry_years[n]),
+                spot=float(spot[n]),
+                price=float(risk.value[n]),
+                vol=tick.vols[n].value,
+                vol_source=tick.vols[n].source,
+                delta=float(risk.delta[n]),
+                gamma=float(risk.gamma[n]),
+                vega=float(risk.vega[n]),
+                theta=float(risk.theta[n]),
             )
             for n, i in enumerate(tick.listed)
         ]
@@ -437,28 +391,24 @@ class RiskShard:
         )
         self.last_health[due] = health[due]
         self.last_emit[due] = tick.t
-        onehot = sp.csr_matrix(
-            (np.ones(tick.inst.n), (np.arange(tick.inst.n), tick.inst.underlying)),
-            shape=(tick.inst.n, len(tick.names)),
-        )
         rows = tick.positions[due]
         per_underlying = [
-            (rows.multiply(greek).tocsr() @ onehot).toarray()
-            for greek in (tick.risk.delta, tick.risk.gamma, tick.vega)
+            mg.net_by_underlying(rows, greek, tick.inst, len(tick.names))
+            for greek in (tick.risk.delta, tick.risk.gamma, tick.risk.vega)
         ]
         pnl = rows @ tick.risk.value - tick.costs[due]
         accounts = tick.accounts
         return [
             AccountRiskRow(
-                accounts[r],
-                tick.t,
-                float(tick.ar.equity[r]),
-                float(tick.ar.im[r]),
-                float(tick.ar.mm[r]),
-                float(health[r]),
-                int(tick.ar.worst[r]),
-                float(pnl[n]),
-                _greeks_json(tick.names, [g[n] for g in per_underlying]),
+                account=accounts[r],
+                ts_event_ms=tick.t,
+                equity=float(tick.ar.equity[r]),
+                im=float(tick.ar.im[r]),
+                mm=float(tick.ar.mm[r]),
+                health=float(health[r]),
+                worst_scenario=int(tick.ar.worst[r]),
+                pnl=float(pnl[n]),
+                greeks=_greeks_json(tick.names, [g[n] for g in per_underlying]),
             )
             for n, r in enumerate(due)
         ]
@@ -470,7 +420,8 @@ class RiskShard:
             {t: (n, p.collateral[t][1]) for n, t in enumerate(tokens)}
         )
         price = np.array([self._token_price(p.collateral[t][0], p) for t in tokens])
-        haircut = np.array([p.margin.haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
+        haircuts = p.margin.haircut_table()
+        haircut = np.array([haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
         return mg.collateral_value(amounts, price, haircut)
 
     def _token_price(self, asset: str, p: RiskParams) -> float:
@@ -499,18 +450,20 @@ class RiskShard:
         worst = int(tick.ar.worst[row])
         return [
             Order(
-                order_id("liquidation", account, tick.t, tick.listed[leg.instrument].instrument),
-                "liquidation",
-                account,
-                tick.listed[leg.instrument].instrument,
-                leg.size,
-                leg.price,
-                leg.oracle_price,
-                leg.bonus_usd,
-                reason,
-                tick.t,
-                order.health,
-                worst,
+                order_id=order_id(
+                    "liquidation", account, tick.t, tick.listed[leg.instrument].instrument
+                ),
+                kind="liquidation",
+                account=account,
+                instrument=tick.listed[leg.instrument].instrument,
+                size=leg.size,
+                price=leg.price,
+                oracle_price=leg.oracle_price,
+                bonus_usd=leg.bonus_usd,
+                reason=reason,
+                ts_event_ms=tick.t,
+                health=order.health,
+                worst_scenario=worst,
             )
             for leg in order.legs
         ]
@@ -527,7 +480,8 @@ class RiskShard:
         target = p.targets.get(account, {}).get(asset, 0.0)
         delta = float((mine * tick.risk.delta)[on_asset].sum())
         gamma = float((mine * tick.risk.gamma)[on_asset].sum())
-        expiries = tick.inst.expiry_years[on_asset & (mine != 0) & (tick.inst.kind >= mg.CALL)]
+        option = tick.inst.kind >= InstrumentKind.CALL
+        expiries = tick.inst.expiry_years[on_asset & (mine != 0) & option]
         hedge = hedge_order(
             delta=delta, gamma=gamma, target=target, spot=float(self.prices[asset].price),
             expiry_years=float(expiries.min()) if expiries.size else 0.0,
@@ -543,18 +497,18 @@ class RiskShard:
         )
         return [
             Order(
-                order_id("hedge", account, tick.t, instrument),
-                "hedge",
-                account,
-                instrument,
-                hedge.size,
-                hedge.oracle_price,
-                hedge.oracle_price,
-                0.0,
-                reason,
-                tick.t,
-                float(tick.ar.health[row]),
-                int(tick.ar.worst[row]),
+                order_id=order_id("hedge", account, tick.t, instrument),
+                kind="hedge",
+                account=account,
+                instrument=instrument,
+                size=hedge.size,
+                price=hedge.oracle_price,
+                oracle_price=hedge.oracle_price,
+                bonus_usd=0.0,
+                reason=reason,
+                ts_event_ms=tick.t,
+                health=float(tick.ar.health[row]),
+                worst_scenario=int(tick.ar.worst[row]),
             )
         ]
 
@@ -589,10 +543,6 @@ class _Tick:
     ar: mg.AccountRisk
     ok_assets: set[str]
     vols: list[TaggedVol]
-    greeks: Greeks
-    """Black-76 Greeks of every instrument (meaningful for options)."""
-    vega: FloatArray
-    """Vega per instrument, per 1.00 vol (0 for spot and perps)."""
     costs: FloatArray
     """Cost of each account's fills, USD."""
     accounts: list[str]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from operators.config import Config, risk_models
+from operators.config import Config
 from operators.decode import Decoder
 from operators.intake import IntakeParams
 from operators.oracle import OracleParams
@@ -84,16 +84,15 @@ def _risk_intake(cfg: Config) -> RiskIntakeParams:
 
 def _risk(cfg: Config, registry: Registry) -> RiskParams:
     risk = cfg.risk
-    margin, liquidation, hedge = risk_models(risk)
     return RiskParams(
         window_ms=ms(cfg.oracle.window_s),
         assets=registry.assets,
         underlyings=dict(risk.underlyings),
         collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
         pegs=registry.pegs,
-        margin=margin,
-        liquidation=liquidation,
-        hedge=hedge,
+        margin=risk.margin,
+        liquidation=risk.liquidation,
+        hedge=risk.hedge,
         books={a: dict(b) for a, b in risk.books.items()},
         targets={a: dict(t) for a, t in risk.targets.items()},
         instruments={

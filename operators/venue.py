@@ -12,8 +12,10 @@ import msgspec
 from operators import abi
 from operators.decode import DecodeError, RpcLog, json_error
 from operators.model import OptionQuote, RawMessage, Rejected
+from operators.units import InstrumentKind
 
 STAGE = "venue"
+_KINDS = sorted(int(k) for k in InstrumentKind)
 _decoder = msgspec.json.Decoder(RpcLog)
 _SHAPES = {  # topic0 -> (topics, data words)
     abi.VENUE_INSTRUMENT_LISTED: (3, 3),
@@ -25,12 +27,12 @@ _SHAPES = {  # topic0 -> (topics, data words)
 
 
 class InstrumentListed(msgspec.Struct, frozen=True):
-    """A listing: ``kind`` 0 spot, 1 perp, 2 call, 3 put; strike in 18 decimals (0 for
-    spot and perps); expiry in Unix seconds (0 for none)."""
+    """A listing: its ``InstrumentKind``; strike in 18 decimals (0 for spot and perps);
+    expiry in Unix seconds (0 for none)."""
 
     instrument: str
     underlying: str
-    kind: int
+    kind: InstrumentKind
     strike_e18: int
     expiry_s: int
     ts_ms: int
@@ -111,10 +113,11 @@ def _event(log: RpcLog) -> VenueEvent | None:
     first = abi.address_of(abi.word(topics[1]))
     if topic0 == abi.VENUE_INSTRUMENT_LISTED:
         kind, strike, expiry = words
-        if kind > 3:
-            raise DecodeError(f"invalid_field: instrument kind {kind} is not 0..3")
-        return InstrumentListed(topics[1].lower(), abi.address_of(abi.word(topics[2])), kind,
-                                strike, expiry, ts_ms, seq, log.removed)  # fmt: skip
+        if kind not in _KINDS:
+            raise DecodeError(f"invalid_field: instrument kind {kind} is not one of {_KINDS}")
+        underlying = abi.address_of(abi.word(topics[2]))
+        return InstrumentListed(topics[1].lower(), underlying, InstrumentKind(kind), strike,
+                                expiry, ts_ms, seq, log.removed)  # fmt: skip
     if topic0 in (abi.VENUE_DEPOSIT, abi.VENUE_WITHDRAW):
         amount = words[0] if topic0 == abi.VENUE_DEPOSIT else -words[0]
         token = abi.address_of(abi.word(topics[2]))

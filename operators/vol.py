@@ -35,11 +35,9 @@ import numpy.typing as npt
 from scipy.optimize import least_squares
 from scipy.special import erfcx, ndtr, ndtri
 
-FloatArray = npt.NDArray[np.float64]
+from operators.units import YEAR_MS, YEAR_S
 
-YEAR_S = 365 * 86_400
-"""Seconds in the year that annualises vols and measures ``T``."""
-YEAR_MS = 1000 * YEAR_S
+FloatArray = npt.NDArray[np.float64]
 
 VOL_MIN = 1e-6
 """The implied-vol solver's range (annual): a price implying a vol outside it gets NaN."""

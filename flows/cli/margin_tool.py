@@ -36,14 +36,9 @@ import msgspec
 import numpy as np
 import scipy.sparse as sp
 
-from operators.greeks import black76
 from operators.liquidation import LiquidationOrder, LiquidationParams, liquidation_order
 from operators.margin import (
-    CALL,
     DAYS_PER_YEAR,
-    PERP,
-    PUT,
-    SPOT,
     VOL_DOWN,
     VOL_NONE,
     VOL_UP,
@@ -58,13 +53,19 @@ from operators.margin import (
     net_by_underlying,
     standard_margin,
 )
+from operators.units import InstrumentKind
 
 MARGIN = MarginParams()
 LIQUIDATION = LiquidationParams()
 
 Kind = Literal["spot", "perp", "call", "put"]
 VolShock = Literal["up", "none", "down"]
-_KINDS: dict[str, int] = {"spot": SPOT, "perp": PERP, "call": CALL, "put": PUT}
+_KINDS: dict[str, InstrumentKind] = {
+    "spot": InstrumentKind.SPOT,
+    "perp": InstrumentKind.PERP,
+    "call": InstrumentKind.CALL,
+    "put": InstrumentKind.PUT,
+}
 _VOL_SHOCKS: dict[int, VolShock] = {VOL_UP: "up", VOL_NONE: "none", VOL_DOWN: "down"}
 
 Name = Annotated[str, msgspec.Meta(min_length=1)]
@@ -325,7 +326,12 @@ def margin_report(portfolio: Portfolio, worst: int = 5) -> Report:
     worst_index = int(pm_worst[0])
     scenario_loss = max(0.0, -float(pnl[worst_index]))
 
-    per_contract = _greeks_per_contract(inst, spot, vol, risk.delta, risk.gamma)
+    per_contract = {  # per long contract, from instrument_values (0 for spot and perps)
+        "delta": risk.delta,
+        "gamma_per_usd": risk.gamma,
+        "vega_per_1_vol": risk.vega,
+        "theta_per_year": risk.theta,
+    }
     per_position = {key: sizes * x for key, x in per_contract.items()}
     by_underlying = {
         key: net_by_underlying(account, x, inst, len(names))[0] for key, x in per_contract.items()
@@ -420,7 +426,10 @@ def _scenarios(
     moves, vol_dirs = MARGIN.portfolio.scenarios()
     u = len(names)
     probe = Instruments(
-        kind=np.full(u, PERP), underlying=np.arange(u), strike=np.zeros(u), expiry_years=np.zeros(u)
+        kind=np.full(u, InstrumentKind.PERP),
+        underlying=np.arange(u),
+        strike=np.zeros(u),
+        expiry_years=np.zeros(u),
     )
     shocked = (
         spot[:, None] + instrument_values(probe, spot, np.zeros(u), atm_vol, MARGIN).scenario_pnl
@@ -435,22 +444,6 @@ def _scenarios(
         )
         for k in range(len(moves))
     ]
-
-
-def _greeks_per_contract(
-    inst: Instruments, spot: FloatArray, vol: FloatArray, delta: FloatArray, gamma: FloatArray
-) -> dict[str, FloatArray]:
-    """Greeks per long contract, keyed as in ``Greeks``: delta and gamma from
-    ``instrument_values`` (on spot), vega and theta from Black-76 (0 for spot and perps)."""
-    opt = np.flatnonzero(inst.kind >= CALL)
-    T = inst.expiry_years[opt]
-    forward = spot[inst.underlying[opt]] * np.exp(MARGIN.rate * T)
-    g = black76(inst.kind[opt] == CALL, forward, inst.strike[opt], T, MARGIN.rate, vol[opt])
-    vega = np.zeros(inst.n)
-    vega[opt] = g.vega
-    theta = np.zeros(inst.n)
-    theta[opt] = g.theta
-    return {"delta": delta, "gamma_per_usd": gamma, "vega_per_1_vol": vega, "theta_per_year": theta}
 
 
 def _greeks(values: dict[str, FloatArray], i: int) -> Greeks:

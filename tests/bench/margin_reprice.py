@@ -15,10 +15,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from operators.margin import (
-    CALL,
-    PERP,
-    PUT,
-    SPOT,
     AccountRisk,
     Instruments,
     MarginParams,
@@ -26,6 +22,7 @@ from operators.margin import (
     instrument_values,
     reprice,
 )
+from operators.units import InstrumentKind
 
 UNDERLYINGS = 5
 EXPIRY_DAYS = (1, 7, 14, 30, 60, 90, 180)
@@ -38,8 +35,11 @@ def instruments() -> Instruments:
     """Per underlying: spot, perp, and calls and puts on 7 strikes x 7 expiries (500 in all)."""
     kind, underlying, strike, expiry = [], [], [], []
     for u in range(UNDERLYINGS):
-        rows = [(SPOT, 0.0, 0.0), (PERP, 0.0, 0.0)] + [
-            (k, m * SPOTS[u], d / 365) for d in EXPIRY_DAYS for m in MONEYNESS for k in (CALL, PUT)
+        rows = [(InstrumentKind.SPOT, 0.0, 0.0), (InstrumentKind.PERP, 0.0, 0.0)] + [
+            (k, m * SPOTS[u], d / 365)
+            for d in EXPIRY_DAYS
+            for m in MONEYNESS
+            for k in (InstrumentKind.CALL, InstrumentKind.PUT)
         ]
         for k, K, T in rows:
             kind.append(k)

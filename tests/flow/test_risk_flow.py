@@ -16,8 +16,7 @@ from flows.risk import risk_stage
 from operators import abi
 from operators.accounts import E18
 from operators.config import load_config
-from operators.model import RawBatch, RawMessage
-from operators.risk import AccountRiskRow, Order
+from operators.model import AccountRiskRow, Order, RawBatch, RawMessage
 from operators.stages import stage_params
 
 T0 = 1_700_000_040_000

@@ -18,8 +18,11 @@ from operators.config import (
     load_config,
     parse_config,
 )
+from operators.liquidation import LiquidationParams
+from operators.margin import LiquidityTier, MarginParams, OptionMarginParams
 from operators.registry import DEFAULT_SOURCES, Registry
 from operators.stages import stage_params
+from operators.units import InstrumentKind
 
 POOL = "0x0000000000000000000000000000000000000001"
 
@@ -305,11 +308,27 @@ def test_invalid_toml_fails_clearly(text: str, where: str) -> None:
 @pytest.mark.parametrize(
     ("toml", "named"),
     [
-        ("[risk.liquidation]\nbonnus = 0.08\n", ["risk.liquidation", "bonnus"]),
+        ("[risk.liquidation]\nbonnus = 0.08\n", ["`bonnus`", "$.risk.liquidation`"]),
         ("[risk.liquidation]\nbonus = 2.0\n", ["LiquidationParams.bonus", "2.0"]),
         ("[risk.margin.portfolio]\nim_factor = 0.5\n", ["PortfolioParams.im_factor", "0.5"]),
-        ("[risk.hedge]\ncost = -1.0\n", ["HedgeParams.cost", "-1.0"]),
+        ("[risk.hedge]\ncost = -1.0\n", ["HedgeParams.cost", "-1.0", "$.risk.hedge`"]),
         ("[risk]\nshards = 0\n", ["shards", "0"]),
+        (
+            "[risk.margin.tier]\ninitial_margin_ppm = 0.05\n",
+            ["Expected `int`, got `float`", "$.risk.margin.tier.initial_margin_ppm`"],
+        ),
+        (
+            "[risk.margin.option]\nmax_spot = 0.2\n",
+            ["unknown field `max_spot`", "$.risk.margin.option`"],
+        ),
+        (
+            '[risk.margin.portfolio]\nspot_shocks = ["-0.1"]\n',
+            ["Expected `float`, got `str`", "$.risk.margin.portfolio.spot_shocks[0]`"],
+        ),
+        (
+            "[risk.margin]\nhaircuts = { ETH = 1.5 }\n",
+            ["MarginParams.haircuts['ETH']", "1.5", "$.risk.margin`"],
+        ),
     ],
 )
 def test_bad_risk_parameters_fail_naming_key_and_value(toml: str, named: list[str]) -> None:
@@ -319,14 +338,33 @@ def test_bad_risk_parameters_fail_naming_key_and_value(toml: str, named: list[st
 
 
 def test_risk_parameters_override_the_defaults() -> None:
-    from operators.config import risk_models
-
     cfg = load_config(
         "[risk.liquidation]\nbonus = 0.08\n[risk.margin.portfolio]\nim_factor = 1.5\n"
+        "spot_shocks = [-0.1, 0.0, 0.1]\n[risk.hedge]\ncost = 0.001\n"
     )
-    margin, liquidation, _ = risk_models(cfg.risk)
-    assert (liquidation.bonus, margin.portfolio.im_factor) == (0.08, 1.5)
-    assert liquidation.close_factor == 0.5  # the rest keep their defaults
+    margin, liquidation, hedge = cfg.risk.margin, cfg.risk.liquidation, cfg.risk.hedge
+    assert (liquidation.bonus, margin.portfolio.im_factor, hedge.cost) == (0.08, 1.5, 0.001)
+    assert margin.portfolio.spot_shocks == (-0.1, 0.0, 0.1)
+    # the rest keep their defaults
+    assert liquidation == msgspec.structs.replace(LiquidationParams(), bonus=0.08)
+    assert margin.tier == LiquidityTier() and margin.option == OptionMarginParams()
+    assert load_config(None).risk.margin == MarginParams()
+
+
+def test_configured_haircuts_are_merged_over_the_defaults() -> None:
+    margin = load_config("[risk.margin]\nhaircuts = { ETH = 0.3, LINK = 0.4 }\n").risk.margin
+    table = margin.haircut_table()
+    assert (table["ETH"], table["LINK"], table["USDT"]) == (0.3, 0.4, 0.02)
+    assert table == {**MarginParams().haircut_table(), "ETH": 0.3, "LINK": 0.4}
+    assert margin.haircut_vector(["USDC", "ETH", "WBTC"]).tolist() == [0.0, 0.3, 0.25]
+
+
+def test_configured_instrument_kind_is_an_instrument_kind_else_fails_naming_the_key() -> None:
+    table = f'[risk.instruments."0x{"1" * 64}"]\nunderlying = "0x{"e" * 40}"\n'
+    (instrument,) = load_config(table + "kind = 1\n").risk.instruments.values()
+    assert instrument.kind is InstrumentKind.PERP
+    message = _fails(table + "kind = 5\n")
+    assert "Invalid enum value 5" in message and "$.risk.instruments[...].kind" in message
 
 
 # --- config_toml: the writer, checked as the inverse of load_config --------------------

@@ -19,23 +19,27 @@ from operators.liquidation import (
     liquidation_price,
 )
 from operators.margin import (
-    CALL,
-    PERP,
-    PUT,
-    SPOT,
     Instruments,
     MarginParams,
     account_margin,
     instrument_values,
     net_by_underlying,
 )
+from operators.units import InstrumentKind
 
 S = 3000.0
 T30 = 30 / 365
 MARGIN = MarginParams()
 LIQ = LiquidationParams()
 INST = Instruments(
-    kind=[PERP, SPOT, CALL, PUT, PUT, CALL],
+    kind=[
+        InstrumentKind.PERP,
+        InstrumentKind.SPOT,
+        InstrumentKind.CALL,
+        InstrumentKind.PUT,
+        InstrumentKind.PUT,
+        InstrumentKind.CALL,
+    ],
     underlying=[0] * 6,
     strike=[0.0, 0.0, 3000.0, 3000.0, 2800.0, 3500.0],
     expiry_years=[0.0, 0.0, T30, T30, 7 / 365, 90 / 365],
@@ -285,5 +289,5 @@ def test_put_positions_are_liquidated_at_a_put_price() -> None:
     mm, _ = margins(np.array(sizes))
     order = liquidate(sizes, equity=0.5 * mm)
     assert order is not None
-    assert order.legs[0].instrument == 3 and INST.kind[3] == PUT
+    assert order.legs[0].instrument == 3 and INST.kind[3] == InstrumentKind.PUT
     assert order.legs[0].oracle_price == pytest.approx(RISK.value[3])

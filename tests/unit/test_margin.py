@@ -12,11 +12,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators.greeks import black76 as black76_greeks
 from operators.margin import (
-    CALL,
-    PERP,
-    PUT,
-    SPOT,
     Instruments,
     LiquidityTier,
     MarginParams,
@@ -31,6 +28,7 @@ from operators.margin import (
     reprice,
     standard_margin,
 )
+from operators.units import InstrumentKind
 
 CASES = Path(__file__).parents[1] / "resources" / "margin" / "dydx_v4_liquidity_tier_cases.csv"
 S = 3000.0
@@ -53,7 +51,14 @@ def book() -> Instruments:
     """One underlying at $3,000: perp, spot, 30-day ATM call and put, 7-day 2,800 put,
     90-day 3,500 call."""
     return Instruments(
-        kind=[PERP, SPOT, CALL, PUT, PUT, CALL],
+        kind=[
+            InstrumentKind.PERP,
+            InstrumentKind.SPOT,
+            InstrumentKind.CALL,
+            InstrumentKind.PUT,
+            InstrumentKind.PUT,
+            InstrumentKind.CALL,
+        ],
         underlying=[0] * 6,
         strike=[0.0, 0.0, 3000.0, 3000.0, 2800.0, 3500.0],
         expiry_years=[0.0, 0.0, T30, T30, 7 / 365, 90 / 365],
@@ -144,7 +149,9 @@ def test_standard_margin_of_short_puts_uses_mm_offset_and_mtm_floor() -> None:
     assert mm[0] == pytest.approx(0.09 * S)
     assert im[0] == pytest.approx(max(0.13 * S, 1.05 * (v + 0.09 * S) - v))
     # A deep in-the-money put (K = 3 S) is worth about 2 S, so 0.09 V beats 0.09 S.
-    deep = Instruments(kind=[PUT], underlying=[0], strike=[3 * S], expiry_years=[T30])
+    deep = Instruments(
+        kind=[InstrumentKind.PUT], underlying=[0], strike=[3 * S], expiry_years=[T30]
+    )
     r = instrument_values(deep, np.array([S]), np.array([0.6]), np.array([0.6]), PARAMS)
     mm, im = standard_margin(row(-1.0), r)
     assert mm[0] == pytest.approx(0.09 * r.value[0])
@@ -264,7 +271,9 @@ def test_haircut_defaults_and_unknown_token() -> None:
         (lambda: PortfolioParams(vol_down=0.5), "vol_down.*0.5"),
         (lambda: MarginParams(haircuts={"ETH": 1.5}), "haircuts.*1.5"),
         (
-            lambda: Instruments(kind=[CALL], underlying=[0], strike=[0.0], expiry_years=[1.0]),
+            lambda: Instruments(
+                kind=[InstrumentKind.CALL], underlying=[0], strike=[0.0], expiry_years=[1.0]
+            ),
             r"strike\[0\]",
         ),
         (lambda: Instruments(kind=[7], underlying=[0], strike=[0.0], expiry_years=[0.0]), "kind"),
@@ -363,12 +372,24 @@ def _slow_reference(dense: np.ndarray, risk, cost, collateral) -> tuple[list, li
 def test_sparse_reprice_equals_slow_per_account_loop(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n_underlyings, n_accounts = 2, 40
-    kinds = np.array([PERP, SPOT, CALL, PUT, CALL, PUT] * n_underlyings)
+    kinds = np.array(
+        [
+            InstrumentKind.PERP,
+            InstrumentKind.SPOT,
+            InstrumentKind.CALL,
+            InstrumentKind.PUT,
+            InstrumentKind.CALL,
+            InstrumentKind.PUT,
+        ]
+        * n_underlyings
+    )
     inst = Instruments(
         kind=kinds,
         underlying=np.repeat(np.arange(n_underlyings), 6),
-        strike=np.where(kinds >= CALL, rng.uniform(2000, 4000, kinds.size), 0.0),
-        expiry_years=np.where(kinds >= CALL, rng.uniform(0.001, 0.5, kinds.size), 0.0),
+        strike=np.where(kinds >= InstrumentKind.CALL, rng.uniform(2000, 4000, kinds.size), 0.0),
+        expiry_years=np.where(
+            kinds >= InstrumentKind.CALL, rng.uniform(0.001, 0.5, kinds.size), 0.0
+        ),
     )
     spot = rng.uniform(2500, 3500, n_underlyings)
     risk = instrument_values(
@@ -398,7 +419,40 @@ def test_reprice_picks_standard_or_portfolio_margin_per_account() -> None:
 
 
 def test_net_by_underlying_sums_delta_per_underlying() -> None:
-    inst = Instruments(kind=[PERP, PERP], underlying=[0, 1], strike=[0, 0], expiry_years=[0, 0])
+    inst = Instruments(
+        kind=[InstrumentKind.PERP, InstrumentKind.PERP],
+        underlying=[0, 1],
+        strike=[0, 0],
+        expiry_years=[0, 0],
+    )
     risk = instrument_values(inst, np.array([S, 60_000.0]), np.zeros(2), np.ones(2), PARAMS)
     net = net_by_underlying(sp.csr_matrix(np.array([[2.0, -1.0]])), risk.delta, inst, 2)
     assert net.tolist() == [[2.0, -1.0]]
+
+
+def test_instrument_greeks_are_per_unit_of_spot_at_a_nonzero_rate() -> None:
+    # Central differences of the value in spot at rate 5 %, h = 0.1 USD: truncation
+    # h^2 V''' / 6 up to 5e-9 (the 7-day put's V''' ~ 3e-6 per USD^2), rounding ~ 1e-13.
+    params = MarginParams(rate=0.05)
+    inst = book()
+
+    def values(spot: float) -> np.ndarray:
+        return instrument_values(inst, np.array([spot]), VOLS, np.array([0.6]), params).value
+
+    risk = instrument_values(inst, np.array([S]), VOLS, np.array([0.6]), params)
+    h = 0.1
+    up, mid, down = values(S + h), values(S), values(S - h)
+    np.testing.assert_allclose(risk.delta, (up - down) / (2 * h), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(risk.gamma, (up - 2 * mid + down) / h**2, rtol=1e-4, atol=1e-8)
+    # vega and theta are Black-76's, 0 for spot and perps (theta with the forward fixed)
+    greeks = black76_greeks(
+        inst.kind[2:] == InstrumentKind.CALL,
+        S * np.exp(0.05 * inst.expiry_years[2:]),
+        inst.strike[2:],
+        inst.expiry_years[2:],
+        0.05,
+        VOLS[2:],
+    )
+    assert risk.vega[:2].tolist() == risk.theta[:2].tolist() == [0.0, 0.0]
+    assert risk.vega[2:].tolist() == greeks.vega.tolist()
+    assert risk.theta[2:].tolist() == greeks.theta.tolist()

@@ -22,8 +22,6 @@ from flows.cli.margin_tool import (
 from operators.greeks import black76
 from operators.liquidation import LiquidationParams, liquidation_order
 from operators.margin import (
-    CALL,
-    PERP,
     Instruments,
     MarginParams,
     account_margin,
@@ -35,6 +33,7 @@ from operators.margin import (
     portfolio_margin,
     standard_margin,
 )
+from operators.units import InstrumentKind
 
 SPOT_ETH = 2000.0
 VOL = 0.6
@@ -75,7 +74,7 @@ def decode_error(data: dict[str, Any]) -> str:
 
 # The same book built straight from the operators: the reference for the tool's numbers.
 INST = Instruments(
-    kind=np.array([CALL, PERP]),
+    kind=np.array([InstrumentKind.CALL, InstrumentKind.PERP]),
     underlying=np.array([0, 0]),
     strike=np.array([2200.0, 0.0]),
     expiry_years=np.array([T30, 0.0]),

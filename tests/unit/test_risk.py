@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+
+import pytest
 
 from operators.accounts import E18
-from operators.model import OptionQuote, OraclePrice, OracleProgress, PriceBatch
-from operators.risk import AccountRiskRow, InstrumentRow, Order, RiskOut, RiskParams, RiskShard
+from operators.greeks import black76
+from operators.margin import MarginParams
+from operators.model import (
+    AccountRiskRow,
+    InstrumentRow,
+    OptionQuote,
+    OraclePrice,
+    OracleProgress,
+    Order,
+    PriceBatch,
+)
+from operators.risk import RiskOut, RiskParams, RiskShard
+from operators.units import InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 
 W = 60_000
@@ -24,7 +38,7 @@ with 10,000 USDC has MM 23 % of notional (the -20 % tail scenario plus a 3 % add
 
 
 def _setup(longs: dict[str, int]) -> list:
-    events: list = [InstrumentListed(PERP, WETH, 1, 0, 0, T0 - 50_000, 1, False)]
+    events: list = [InstrumentListed(PERP, WETH, InstrumentKind.PERP, 0, 0, T0 - 50_000, 1, False)]
     for n, (account, size) in enumerate(longs.items()):
         events.append(CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10 + n, False))
         events.append(
@@ -110,7 +124,9 @@ def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
     expiry_s = (T0 + 30 * 86_400_000) // 1000  # a 30-day call
     events = [
         *_setup({book: 0}),
-        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        InstrumentListed(
+            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+        ),
         Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
     ]
     orders = _orders(_run(_shard(), events, [_price(T0, 2_000.0)], p))
@@ -128,7 +144,9 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
     expiry_s = (T0 + 30 * 86_400_000) // 1000
     events = [
         *_setup({book: 0}),
-        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        InstrumentListed(
+            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+        ),
         Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
         Fill(book, PERP, -E18, 2_000 * E18, None, T0 + W + 1_000, 40, False),  # a partial fill
     ]
@@ -142,7 +160,9 @@ def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
     expiry_s = (T0 + 30 * 86_400_000) // 1000
     events = [
         *_setup({ACCOUNTS[0]: 1}),
-        InstrumentListed(CALL, WETH, 2, 2_000 * E18, expiry_s, T0 - 50_000, 2, False),
+        InstrumentListed(
+            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+        ),
     ]
     out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
@@ -162,9 +182,17 @@ def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
     ids = {k: "0x" + format(k, "064x") for k in strikes}
     events: list = [*_setup({ACCOUNTS[0]: 1})]
     for k, inst in ids.items():
-        events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
+        events.append(
+            InstrumentListed(
+                inst, WETH, InstrumentKind.CALL, k * E18, expiry_s, T0 - 50_000, 3, False
+            )
+        )
     far = "0x" + "f" * 64
-    events.append(InstrumentListed(far, WETH, 2, 2_000 * E18, later_s, T0 - 50_000, 4, False))
+    events.append(
+        InstrumentListed(
+            far, WETH, InstrumentKind.CALL, 2_000 * E18, later_s, T0 - 50_000, 4, False
+        )
+    )
     smile = {k: 0.5 + 0.4 * (k / 2_000 - 1) ** 2 for k in strikes}  # a smooth smile
     quoted = [k for k in strikes if k != 1_900]
     events += [OptionQuote(ids[k], smile[k], 0.0, T0 - 10_000, "q") for k in quoted]
@@ -196,7 +224,7 @@ def test_account_row_has_pnl_and_greeks_and_respects_the_minimum_interval() -> N
 
 
 def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> None:
-    configured = InstrumentListed(PERP, WETH, 1, 0, 0, 0, 0, False)
+    configured = InstrumentListed(PERP, WETH, InstrumentKind.PERP, 0, 0, 0, 0, False)
     p = replace_params(instruments={PERP: configured})
     events = [e for e in _setup({ACCOUNTS[0]: 20}) if not isinstance(e, InstrumentListed)]
     rows = [r for r in _run(_shard(), events, [_price(T0, 1_900.0)], p)
@@ -220,7 +248,11 @@ def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
     for expiry_s, iv, tag in ((near_s, 0.9, "a"), (far_s, 0.3, "b")):
         for k in strikes:
             inst = "0x" + tag * 60 + format(k, "04x")
-            events.append(InstrumentListed(inst, WETH, 2, k * E18, expiry_s, T0 - 50_000, 3, False))
+            events.append(
+                InstrumentListed(
+                    inst, WETH, InstrumentKind.CALL, k * E18, expiry_s, T0 - 50_000, 3, False
+                )
+            )
             if k != 2_000:  # five quoted strikes per expiry: enough for a smile
                 events.append(OptionQuote(inst, iv, 0.0, T0 - 10_000, "q"))
     out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
@@ -230,3 +262,35 @@ def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
     assert near_atm.vol_source == "svi" and abs(near_atm.vol - 0.9) < 0.01
     # the far smile is dropped: the near one, held flat beyond its expiry, prices it
     assert far_atm.vol_source == "svi" and abs(far_atm.vol - 0.9) < 0.01
+
+
+def test_instrument_delta_is_per_unit_of_spot_like_the_account_delta_at_a_nonzero_rate() -> None:
+    # At rate 5 % over 90 days dV/dF differs from dV/dS by exp(rT) = 1.012: both outputs must
+    # give dV/dS, which central differences of the engine's own price in spot check (h = 1 USD:
+    # truncation h^2 V''' / 6 with V''' ~ gamma / S ~ 3e-7, so ~5e-8 on a delta of 0.5).
+    p = replace_params(margin=MarginParams(rate=0.05))
+    expiry_s = (T0 + 90 * 86_400_000) // 1000
+    account = ACCOUNTS[0]
+    listed = InstrumentListed(CALL, WETH, InstrumentKind.CALL, 2_100 * E18, expiry_s, 0, 2, False)
+    events = [
+        listed,
+        CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10, False),
+        Fill(account, CALL, E18, 100 * E18, None, T0 - 30_000, 20, False),
+    ]
+
+    def run(spot: float) -> tuple[InstrumentRow, AccountRiskRow]:
+        out = _run(_shard(reports_instruments=True), events, [_price(T0, spot)], p)
+        (row,) = (r for r in out if isinstance(r, InstrumentRow))
+        (risk,) = (r for r in out if isinstance(r, AccountRiskRow))
+        return row, risk
+
+    row, risk = run(2_000.0)
+    up, down = run(2_001.0)[0].price, run(1_999.0)[0].price
+    assert row.delta == json.loads(risk.greeks)["ETH"]["delta"]
+    assert row.gamma == json.loads(risk.greeks)["ETH"]["gamma"]
+    assert row.delta == pytest.approx((up - down) / 2.0, rel=1e-6)
+    assert row.gamma == pytest.approx(up - 2.0 * row.price + down, rel=1e-4)
+    growth = math.exp(0.05 * row.expiry_years)
+    forward_delta = black76(True, 2_000.0 * growth, 2_100.0, row.expiry_years, 0.05, 0.6).delta
+    assert row.delta == pytest.approx(float(forward_delta) * growth, rel=1e-12)
+    assert abs(row.delta - float(forward_delta)) > 5e-3  # the forward's delta would fail
