@@ -96,6 +96,11 @@ def quantity(value: int | str, field: str) -> int:
     raise AbiError(f"bad_quantity: {field} must be 0x hex or an integer >= 0; got {value!r}")
 
 
+def block_time_ms(value: int | str) -> int:
+    """A log's ``blockTimestamp`` (a quantity, Unix seconds) in ms."""
+    return quantity(value, "blockTimestamp") * 1000
+
+
 def data_bytes(data: str, count: int) -> bytes:
     """ABI ``data`` (``0x`` hex) as exactly ``count`` 32-byte words of raw bytes."""
     if not data.startswith("0x") or len(data) != 2 + 64 * count:

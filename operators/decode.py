@@ -148,7 +148,7 @@ class Decoder:
             if marker.progress:
                 if marker.blockTimestamp is None:
                     raise DecodeError("missing_field: a progress marker needs blockTimestamp")
-                return ChainProgress(abi.quantity(marker.blockTimestamp, "blockTimestamp") * 1000)
+                return ChainProgress(abi.block_time_ms(marker.blockTimestamp))
         if key is not None and len(key) == 42 and key.lower() not in self._known_keys:
             return None  # keyed by an unregistered address: skip without parsing
         assert msg.value is not None
@@ -204,7 +204,7 @@ class Decoder:
 
         block = abi.quantity(log.blockNumber, "blockNumber")
         index = abi.quantity(log.logIndex, "logIndex")
-        ts_ms = abi.quantity(log.blockTimestamp, "blockTimestamp") * 1000
+        ts_ms = abi.block_time_ms(log.blockTimestamp)
         if log.blockHash is None:
             raise DecodeError("missing_field: blockHash is required")
         obs_id = f"{log.blockHash.lower()}:{index}"

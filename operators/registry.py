@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from operators.config import ConfigError, OracleConfig, SourceConfig, TokenConfig
+from operators.units import ms
 
 DEFAULT_TOKENS: dict[str, dict[str, Any]] = {
     "USDC": {"decimals": 6, "asset": "USDC"},
@@ -104,7 +105,7 @@ class Registry:
         for src in sources:
             if src.address in by_address:
                 raise ConfigError(f"oracle.sources: address {src.address} is registered twice")
-            max_age_ms = None if src.max_age_s is None else int(src.max_age_s * 1000)
+            max_age_ms = None if src.max_age_s is None else ms(src.max_age_s)
             if src.kind == "chainlink":
                 assert src.base and src.quote and src.decimals is not None
                 by_address[src.address] = FeedSource(

@@ -112,7 +112,7 @@ def _surface(
     makes a calendar arbitrage with an earlier expiry is dropped here."""
     by_expiry: dict[int, list[int]] = {}
     for n in rows:
-        by_expiry.setdefault(listed[n].expiry_s * 1000, []).append(n)
+        by_expiry.setdefault(listed[n].expiry_ms, []).append(n)
     fits = {}
     years = {}
     for expiry, ns in by_expiry.items():
@@ -288,7 +288,7 @@ class RiskShard:
             kind=np.array([i.kind for i in listed]),
             underlying=np.array([index[p.underlyings[i.underlying]] for i in listed]),
             strike=np.array([i.strike_e18 / E18 if i.kind.is_option else 0.0 for i in listed]),
-            expiry_years=np.array([max(0.0, i.expiry_s * 1000 - t) / YEAR_MS for i in listed]),
+            expiry_years=np.array([max(0.0, i.expiry_ms - t) / YEAR_MS for i in listed]),
         )
         spot = np.array([priced[a].price for a in names])
         forward = spot[inst.underlying] * np.exp(p.margin.rate * inst.expiry_years)
@@ -346,7 +346,7 @@ class RiskShard:
                 continue
             quote = QuotedIv(quoted[n], t) if n in quoted else None
             out.append(pick_vol(
-                k=float(np.log(inst.strike[n] / forward[n])), expiry_ms=i.expiry_s * 1000,
+                k=float(np.log(inst.strike[n] / forward[n])), expiry_ms=i.expiry_ms,
                 now_ms=t, quote=quote, surface=surfaces[u], fallback=fallback,
                 max_quote_age_ms=p.iv_max_age_ms, max_surface_age_ms=p.iv_max_age_ms,
             ))  # fmt: skip

@@ -26,7 +26,7 @@ import msgspec
 from msgspec.structs import replace
 
 from operators import oracle_topic
-from operators.abi import AbiError, quantity
+from operators.abi import AbiError, block_time_ms
 from operators.accounts import shard_keys, shard_of
 from operators.clock import PartitionClock
 from operators.decode import option_quote
@@ -141,7 +141,7 @@ class RiskIntake:
             if stamp.ts is not None and msg.topic == p.dex_quotes:
                 ts_ms = stamp.ts
             elif stamp.blockTimestamp is not None and not stamp.removed:
-                ts_ms = quantity(stamp.blockTimestamp, "blockTimestamp") * 1000
+                ts_ms = block_time_ms(stamp.blockTimestamp)
             else:
                 return
         except (msgspec.DecodeError, UnicodeDecodeError, AbiError):

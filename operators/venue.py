@@ -39,6 +39,11 @@ class InstrumentListed(msgspec.Struct, frozen=True):
     seq: int
     removed: bool
 
+    @property
+    def expiry_ms(self) -> int:
+        """The expiry in ms since the epoch (0 for none)."""
+        return self.expiry_s * 1000
+
 
 class CollateralMove(msgspec.Struct, frozen=True):
     """A deposit (``amount`` > 0) or a withdrawal (< 0), in the token's smallest unit."""
@@ -109,7 +114,7 @@ def _event(log: RpcLog) -> VenueEvent | None:
     words = abi.data_words(log.data, shape[1])
     index = abi.quantity(log.logIndex, "logIndex")
     seq = (abi.quantity(log.blockNumber, "blockNumber") << 20) | index
-    ts_ms = abi.quantity(log.blockTimestamp, "blockTimestamp") * 1000
+    ts_ms = abi.block_time_ms(log.blockTimestamp)
     first = abi.address_of(abi.word(topics[1]))
     if topic0 == abi.VENUE_INSTRUMENT_LISTED:
         kind, strike, expiry = words
