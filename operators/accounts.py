@@ -39,7 +39,7 @@ def shard_of(account: str, shards: int) -> str:
     return shard_key(zlib.crc32(account.encode()) % shards)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Book:
     """Collateral and positions of the accounts of one shard.
 

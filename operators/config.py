@@ -41,7 +41,7 @@ def _is_address(text: str) -> bool:
     )
 
 
-class TopicsConfig(_Strict, frozen=True):
+class TopicsConfig(_Strict, frozen=True, kw_only=True):
     """Topic names; rename them to fit an existing cluster."""
 
     chain_logs: str = "chain.logs"
@@ -71,7 +71,7 @@ class TokenConfig(_Strict, frozen=True):
         _require(bool(self.asset), f"asset must be a symbol; got {self.asset!r}")
 
 
-class SourceConfig(_Strict, frozen=True):
+class SourceConfig(_Strict, frozen=True, kw_only=True):
     """A contract the oracle reads.
 
     Pools (``uniswap_v3``, ``uniswap_v2``) name ``token0`` and ``token1`` from ``tokens``;
@@ -119,7 +119,7 @@ class SourceConfig(_Strict, frozen=True):
         )
 
 
-class OracleConfig(_Strict, frozen=True):
+class OracleConfig(_Strict, frozen=True, kw_only=True):
     """The oracle: windows, robust aggregation, status and the jump circuit breaker."""
 
     window_s: float = 60.0
@@ -197,7 +197,7 @@ class RunConfig(_Strict, frozen=True):
         )
 
 
-class ChainConfig(_Strict, frozen=True):
+class ChainConfig(_Strict, frozen=True, kw_only=True):
     """Following an EVM node (``hedgeflow ingest``)."""
 
     rpc_url: str = "http://127.0.0.1:8545"
@@ -280,7 +280,7 @@ class InstrumentConfig(_Strict, frozen=True):
         )
 
 
-class RiskConfig(_Strict, frozen=True):
+class RiskConfig(_Strict, frozen=True, kw_only=True):
     """The risk engine: the venue it follows, its shards, and how it reports and acts.
 
     ``margin``, ``liquidation`` and ``hedge`` are ``operators.margin.MarginParams``,
@@ -351,7 +351,7 @@ class RiskConfig(_Strict, frozen=True):
         )
 
 
-class Config(_Strict, frozen=True):
+class Config(_Strict, frozen=True, kw_only=True):
     """The whole configuration file."""
 
     topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)

@@ -28,7 +28,7 @@ from operators.registry import FeedSource, Registry
 STAGE = "decode"
 
 
-class RpcLog(msgspec.Struct, frozen=True):
+class RpcLog(msgspec.Struct, frozen=True, kw_only=True):
     """A log as ``eth_getLogs`` returns it, plus ``blockTimestamp`` and ``chainId``."""
 
     address: str
@@ -44,7 +44,7 @@ class RpcLog(msgspec.Struct, frozen=True):
     chainId: int | str | None = None
 
 
-class Quote(msgspec.Struct, frozen=True):
+class Quote(msgspec.Struct, frozen=True, kw_only=True):
     """A ``dex.quotes`` message; prices and sizes are read as exact decimals, ``ts`` in ms."""
 
     source: str
@@ -102,7 +102,13 @@ def _option_quote(q: Quote) -> OptionQuote:
             f"given, ts >= 0; got bid={q.bid} ask={q.ask} iv={q.iv} ts={q.ts}"
         )
     iv = None if q.iv is None else float(q.iv)
-    return OptionQuote(q.instrument.lower(), iv, float((q.bid + q.ask) / 2), q.ts, q.source)
+    return OptionQuote(
+        instrument=q.instrument.lower(),
+        iv=iv,
+        mid=float((q.bid + q.ask) / 2),
+        ts_ms=q.ts,
+        source=q.source,
+    )
 
 
 def option_quote(value: bytes) -> OptionQuote | None:
@@ -211,8 +217,20 @@ class Decoder:
         seq = (block << 20) | index
         source = src.address
         if log.removed:
-            return Retraction(base, quote, source, ts_ms, obs_id, msg)
-        return Observation(base, quote, source, price, weight, 0.0, ts_ms, seq, obs_id)
+            return Retraction(
+                base=base, quote=quote, source=source, ts_ms=ts_ms, obs_id=obs_id, origin=msg
+            )
+        return Observation(
+            base=base,
+            quote=quote,
+            source=source,
+            price=price,
+            weight=weight,
+            spread=0.0,
+            ts_ms=ts_ms,
+            seq=seq,
+            obs_id=obs_id,
+        )
 
     def _quote(self, msg: RawMessage) -> Decoded:
         assert msg.value is not None
@@ -241,7 +259,13 @@ class Decoder:
             return None
         mid = (q.bid + q.ask) / 2
         return Observation(
-            base, quote, f"quote:{q.source}", float(mid),
-            float(mid * (q.bid_size + q.ask_size) / 2), float((q.ask - q.bid) / 2),
-            q.ts, msg.offset, f"{msg.topic}:{msg.partition}:{msg.offset}",
-        )  # fmt: skip
+            base=base,
+            quote=quote,
+            source=f"quote:{q.source}",
+            price=float(mid),
+            weight=float(mid * (q.bid_size + q.ask_size) / 2),
+            spread=float((q.ask - q.bid) / 2),
+            ts_ms=q.ts,
+            seq=msg.offset,
+            obs_id=f"{msg.topic}:{msg.partition}:{msg.offset}",
+        )

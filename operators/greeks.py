@@ -44,7 +44,7 @@ FloatArray = npt.NDArray[np.float64]
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Greeks:
     """Price and raw Greeks, each a float64 array of the inputs' broadcast shape.
 

@@ -60,7 +60,7 @@ class Refusal:
     late: bool
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PartitionIntake:
     """The state of one input partition: its clock and its counts."""
 
@@ -152,5 +152,5 @@ def intake_step(
 ) -> tuple[PartitionIntake, IntakeOut]:
     """The keyed step of the intake (one key per input partition)."""
     if state is None:
-        state = PartitionIntake(batch.part)
+        state = PartitionIntake(part=batch.part)
     return state, state.on_batch(batch, decoder, params)

@@ -37,7 +37,7 @@ _BISECTIONS = 50
 """Halvings of the last leg's fraction: 2**-50 of the position, far below any lot size."""
 
 
-class LiquidationParams(Params, frozen=True):
+class LiquidationParams(Params, frozen=True, kw_only=True):
     """Close factor, dust and bonus (fractions; USD amounts).
 
     Defaults: Aave V3 ``LiquidationLogic.sol`` @ 027aaed7: DEFAULT_LIQUIDATION_CLOSE_FACTOR
@@ -84,7 +84,7 @@ def liquidation_price(oracle_price: float, trade_size: float, bonus: float) -> f
     return oracle_price * (1.0 + bonus)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LiquidationLeg:
     """One instrument of a liquidation order."""
 
@@ -100,7 +100,7 @@ class LiquidationLeg:
     """What the liquidator earns against the oracle price, USD."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LiquidationOrder:
     """One order for one account: legs riskiest first, and the account before and after."""
 
@@ -270,7 +270,7 @@ def hedge_band(
     return max(float(ww), params.min_band_usd / spot)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HedgeOrder:
     """A trade in a delta-one instrument (perp or spot) that brings a book to its target."""
 

@@ -157,7 +157,7 @@ class LiquidityTier(Params, frozen=True):
         return imf, self.maintenance_margin_ppm() / PPM
 
 
-class OptionMarginParams(Params, frozen=True):
+class OptionMarginParams(Params, frozen=True, kw_only=True):
     """Standard margin of a short option, Derive SRM-style (fractions).
 
     With spot S, the option's value V per contract and OTM ratios
@@ -200,7 +200,7 @@ class OptionMarginParams(Params, frozen=True):
                 fail(f"OptionMarginParams.{name}", value, f"in [{lo}, {hi}]")
 
 
-class PortfolioParams(Params, frozen=True):
+class PortfolioParams(Params, frozen=True, kw_only=True):
     """Portfolio margin: the worst loss over a spot x vol scenario grid, plus add-ons.
 
     Scenarios: every spot move in ``spot_shocks`` with the vol shocked up, not at all, and
@@ -285,7 +285,7 @@ def _default_haircuts() -> dict[str, float]:
     return {"USDC": 0.0, "USDT": 0.02, "ETH": 0.2, "WETH": 0.2, "BTC": 0.25, "WBTC": 0.25}
 
 
-class MarginParams(Params, frozen=True):
+class MarginParams(Params, frozen=True, kw_only=True):
     """Every margin parameter; see each part's docstring for its formula and sources.
 
     ``tiers`` overrides ``tier`` per underlying index. ``rate`` is the annual rate of the
@@ -326,7 +326,7 @@ class MarginParams(Params, frozen=True):
         return np.array([table[t] for t in tokens], dtype=np.float64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InstrumentRisk:
     """Per-instrument vectors for one tick; per contract, in USD unless said.
 
@@ -522,7 +522,7 @@ def health(equity_usd: FloatArray, mm: FloatArray) -> FloatArray:
     return np.where(mm > 0, equity_usd / safe, np.inf)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AccountRisk:
     """Per-account results of one reprice, USD (``worst``: index of the worst scenario)."""
 

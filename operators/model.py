@@ -14,6 +14,7 @@ Int32 = Annotated[int, msgspec.Meta(extra={"arrow": "int32"})]
 """An int kept as a 32-bit Parquet column (``connectors.parquet_sink.arrow_schema``)."""
 
 
+# Positional on purpose: built from recording rows and Kafka records, RawMessage(*row).
 class RawMessage(msgspec.Struct, frozen=True, array_like=True):
     """One message as it sat on a topic: the recording row and the Kafka record alike."""
 
@@ -42,7 +43,7 @@ class RawBatch(msgspec.Struct, frozen=True, array_like=True):
         return self.part.split("-", 1)[1]
 
 
-class Observation(msgspec.Struct, frozen=True, array_like=True):
+class Observation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """One source's price for ``base`` in units of ``quote`` at ``ts_ms``.
 
     ``weight`` is the source's depth in ``quote`` units (how much it takes to move it),
@@ -68,7 +69,7 @@ class ChainProgress(msgspec.Struct, frozen=True):
     ts_ms: int
 
 
-class OptionQuote(msgspec.Struct, frozen=True):
+class OptionQuote(msgspec.Struct, frozen=True, kw_only=True):
     """A ``dex.quotes`` quote of an option ``instrument`` (the venue's id): its implied vol
     when quoted (per 1.00), its mid price (USD), at event time ``ts_ms``."""
 
@@ -79,7 +80,7 @@ class OptionQuote(msgspec.Struct, frozen=True):
     source: str
 
 
-class Retraction(msgspec.Struct, frozen=True, array_like=True):
+class Retraction(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """A ``removed: true`` log: withdraw the observation ``obs_id`` seen at ``ts_ms``.
 
     ``late`` is set when its window had closed for its partition when it arrived: it then

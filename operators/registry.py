@@ -40,7 +40,7 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolSource:
     """A Uniswap V2 pair or V3 pool, oriented: the price is ``base`` in ``quote``.
 
@@ -59,7 +59,7 @@ class PoolSource:
     max_age_ms: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FeedSource:
     """A Chainlink aggregator: ``answer / 10**decimals`` is ``base`` in ``quote``."""
 
@@ -74,7 +74,7 @@ class FeedSource:
 Source = PoolSource | FeedSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Registry:
     """Sources by address, USD pegs, and the assets the oracle publishes.
 
@@ -109,7 +109,12 @@ class Registry:
             if src.kind == "chainlink":
                 assert src.base and src.quote and src.decimals is not None
                 by_address[src.address] = FeedSource(
-                    src.address, src.base, src.quote, src.decimals, src.weight, max_age_ms
+                    address=src.address,
+                    base=src.base,
+                    quote=src.quote,
+                    decimals=src.decimals,
+                    weight=src.weight,
+                    max_age_ms=max_age_ms,
                 )
                 continue
             assert src.token0 and src.token1
@@ -126,9 +131,16 @@ class Registry:
                 base_is_token0 = t0.asset not in pegs
             base, quote = (t0.asset, t1.asset) if base_is_token0 else (t1.asset, t0.asset)
             by_address[src.address] = PoolSource(
-                src.address, src.kind, base, quote, t0.decimals, t1.decimals,
-                base_is_token0, src.weight, max_age_ms,
-            )  # fmt: skip
+                address=src.address,
+                kind=src.kind,
+                base=base,
+                quote=quote,
+                decimals0=t0.decimals,
+                decimals1=t1.decimals,
+                base_is_token0=base_is_token0,
+                weight=src.weight,
+                max_age_ms=max_age_ms,
+            )
 
         usd_priced = {s.base for s in by_address.values() if s.quote in pegs}
         crosses: dict[str, set[str]] = {}

@@ -97,7 +97,14 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
         targets={a: dict(t) for a, t in risk.targets.items()},
         instruments={
             i: InstrumentListed(
-                i, c.underlying, c.kind, int(Decimal(str(c.strike)) * E18), c.expiry_s, 0, 0, False
+                instrument=i,
+                underlying=c.underlying,
+                kind=c.kind,
+                strike_e18=int(Decimal(str(c.strike)) * E18),
+                expiry_s=c.expiry_s,
+                ts_ms=0,
+                seq=0,
+                removed=False,
             )
             for i, c in risk.instruments.items()
         },

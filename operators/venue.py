@@ -26,7 +26,7 @@ _SHAPES = {  # topic0 -> (topics, data words)
 }
 
 
-class InstrumentListed(msgspec.Struct, frozen=True):
+class InstrumentListed(msgspec.Struct, frozen=True, kw_only=True):
     """A listing: its ``InstrumentKind``; strike in 18 decimals (0 for spot and perps);
     expiry in Unix seconds (0 for none)."""
 
@@ -45,7 +45,7 @@ class InstrumentListed(msgspec.Struct, frozen=True):
         return self.expiry_s * 1000
 
 
-class CollateralMove(msgspec.Struct, frozen=True):
+class CollateralMove(msgspec.Struct, frozen=True, kw_only=True):
     """A deposit (``amount`` > 0) or a withdrawal (< 0), in the token's smallest unit."""
 
     account: str
@@ -56,7 +56,7 @@ class CollateralMove(msgspec.Struct, frozen=True):
     removed: bool
 
 
-class Fill(msgspec.Struct, frozen=True):
+class Fill(msgspec.Struct, frozen=True, kw_only=True):
     """A trade, or a liquidation when ``liquidator`` is set: signed size and price, both in
     18 decimals."""
 
@@ -121,14 +121,42 @@ def _event(log: RpcLog) -> VenueEvent | None:
         if kind not in _KINDS:
             raise DecodeError(f"invalid_field: instrument kind {kind} is not one of {_KINDS}")
         underlying = abi.address_of(abi.word(topics[2]))
-        return InstrumentListed(topics[1].lower(), underlying, InstrumentKind(kind), strike,
-                                expiry, ts_ms, seq, log.removed)  # fmt: skip
+        return InstrumentListed(
+            instrument=topics[1].lower(),
+            underlying=underlying,
+            kind=InstrumentKind(kind),
+            strike_e18=strike,
+            expiry_s=expiry,
+            ts_ms=ts_ms,
+            seq=seq,
+            removed=log.removed,
+        )
     if topic0 in (abi.VENUE_DEPOSIT, abi.VENUE_WITHDRAW):
         amount = words[0] if topic0 == abi.VENUE_DEPOSIT else -words[0]
         token = abi.address_of(abi.word(topics[2]))
-        return CollateralMove(first, token, amount, ts_ms, seq, log.removed)
+        return CollateralMove(
+            account=first, token=token, amount=amount, ts_ms=ts_ms, seq=seq, removed=log.removed
+        )
     size, price = abi.signed(words[0]), words[1]
     if topic0 == abi.VENUE_TRADE:
-        return Fill(first, topics[2].lower(), size, price, None, ts_ms, seq, log.removed)
+        return Fill(
+            account=first,
+            instrument=topics[2].lower(),
+            size_e18=size,
+            price_e18=price,
+            liquidator=None,
+            ts_ms=ts_ms,
+            seq=seq,
+            removed=log.removed,
+        )
     liquidator = abi.address_of(abi.word(topics[2]))
-    return Fill(first, topics[3].lower(), size, price, liquidator, ts_ms, seq, log.removed)
+    return Fill(
+        account=first,
+        instrument=topics[3].lower(),
+        size_e18=size,
+        price_e18=price,
+        liquidator=liquidator,
+        ts_ms=ts_ms,
+        seq=seq,
+        removed=log.removed,
+    )

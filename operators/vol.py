@@ -255,7 +255,7 @@ _SVI_GRID = 801
 """Points of the grid on which the butterfly and calendar conditions are checked."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SviParams:
     """Raw SVI: ``w(k) = a + b (rho (k - m) + sqrt((k - m)^2 + sigma^2))``.
 
@@ -269,7 +269,7 @@ class SviParams:
     sigma: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SviFit:
     """One expiry's fitted smile.
 
@@ -287,7 +287,7 @@ class SviFit:
     flags: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CalendarViolation:
     """Total variance falls from expiry ``t_short`` to ``t_long`` (years) at ``k``."""
 
@@ -424,7 +424,11 @@ def calendar_violations(fits: Mapping[float, SviFit]) -> list[CalendarViolation]
         drop = w1 - w2
         i = int(np.argmax(drop))
         if drop[i] > 1e-12:
-            out.append(CalendarViolation(t1, t2, float(k[i]), float(w1[i]), float(w2[i])))
+            out.append(
+                CalendarViolation(
+                    t_short=t1, t_long=t2, k=float(k[i]), w_short=float(w1[i]), w_long=float(w2[i])
+                )
+            )
     return out
 
 

@@ -117,7 +117,7 @@ TOKENS: dict[str, Token] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AssetModel:
     """How one asset's price and markets are simulated.
 
@@ -137,9 +137,33 @@ class AssetModel:
 
 
 ASSETS: dict[str, AssetModel] = {
-    "ETH": AssetModel("WETH", 1_830.0, 0.60, 0.02, 60e6, 2, 20.0),
-    "BTC": AssetModel("WBTC", 28_300.0, 0.50, 0.02, 30e6, 2, 1.5),
-    "LINK": AssetModel("LINK", 6.95, 0.80, 0.03, 4e6, 4, 3_000.0),
+    "ETH": AssetModel(
+        token="WETH",
+        price=1_830.0,
+        vol=0.60,
+        jump_sd=0.02,
+        depth_usd=60e6,
+        quote_dp=2,
+        quote_size=20.0,
+    ),
+    "BTC": AssetModel(
+        token="WBTC",
+        price=28_300.0,
+        vol=0.50,
+        jump_sd=0.02,
+        depth_usd=30e6,
+        quote_dp=2,
+        quote_size=1.5,
+    ),
+    "LINK": AssetModel(
+        token="LINK",
+        price=6.95,
+        vol=0.80,
+        jump_sd=0.03,
+        depth_usd=4e6,
+        quote_dp=4,
+        quote_size=3_000.0,
+    ),
 }
 
 _QUOTE_SOURCES = (
@@ -231,7 +255,7 @@ class GenerateParams:
         return self.start_ms + round(self.minutes * 60_000)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FaultPlan:
     """Where the faults that are not single messages were put (``None``: not injected).
 
@@ -246,7 +270,7 @@ class FaultPlan:
     reorg_block: int | None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Generated:
     """A generated recording.
 
@@ -279,7 +303,7 @@ class Generated:
         return float(self.prices[asset][(ts_ms - self.start_ms) // 1000])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Pool:
     address: str
     kind: SourceKind  # "uniswap_v3" or "uniswap_v2"
@@ -333,7 +357,7 @@ class _Tx:
     variant: int = 0  # which form of a fault to write
 
 
-class _Log(msgspec.Struct, frozen=True):
+class _Log(msgspec.Struct, frozen=True, kw_only=True):
     """A log as ``eth_getLogs`` returns it, plus ``blockTimestamp`` and ``chainId``."""
 
     address: str
@@ -349,7 +373,7 @@ class _Log(msgspec.Struct, frozen=True):
     chainId: int | str
 
 
-class _Quote(msgspec.Struct, frozen=True):
+class _Quote(msgspec.Struct, frozen=True, kw_only=True):
     source: str
     base: str
     quote: str
@@ -715,9 +739,18 @@ def _rows(params: GenerateParams, txs: list[_Tx], blocks: _Blocks) -> list[tuple
         tx_hash = _hash(f"{params.seed}:tx:{number}:{tx_index}")
         for address, topics, data, kind in tx.logs:
             log = _Log(
-                address, topics, data, number_q, block_hash, tx_hash,
-                _quantity(tx_index, as_int), _quantity(log_index, as_int), False, ts_q, chain_q,
-            )  # fmt: skip
+                address=address,
+                topics=topics,
+                data=data,
+                blockNumber=number_q,
+                blockHash=block_hash,
+                transactionHash=tx_hash,
+                transactionIndex=_quantity(tx_index, as_int),
+                logIndex=_quantity(log_index, as_int),
+                removed=False,
+                blockTimestamp=ts_q,
+                chainId=chain_q,
+            )
             if kind == "bad_quantity":
                 log = (
                     msgspec.structs.replace(log, blockNumber=str(number))
@@ -859,13 +892,25 @@ def _quote(
     dp = ASSETS[asset].quote_dp
     if source % 2:
         return _Quote(
-            name, asset, quote, round(bid, dp), round(ask, dp),
-            round(bid_size, 4), round(ask_size, 4), ts,
-        )  # fmt: skip
+            source=name,
+            base=asset,
+            quote=quote,
+            bid=round(bid, dp),
+            ask=round(ask, dp),
+            bid_size=round(bid_size, 4),
+            ask_size=round(ask_size, 4),
+            ts=ts,
+        )
     return _Quote(
-        name, asset, quote, f"{bid:.{dp}f}", f"{ask:.{dp}f}",
-        f"{bid_size:.4f}", f"{ask_size:.4f}", ts,
-    )  # fmt: skip
+        source=name,
+        base=asset,
+        quote=quote,
+        bid=f"{bid:.{dp}f}",
+        ask=f"{ask:.{dp}f}",
+        bid_size=f"{bid_size:.4f}",
+        ask_size=f"{ask_size:.4f}",
+        ts=ts,
+    )
 
 
 def _config(params: GenerateParams, pools: list[_Pool], feeds: list[_Feed]) -> Config:

@@ -79,7 +79,7 @@ def greeks_csv(src: TextIO, dst: TextIO) -> int:
     return sum(1 for e in errors if e)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Row:
     """One input row as parsed: numbers in ``_NUMBERS`` order, NaN where not ``readable``."""
 
@@ -113,7 +113,13 @@ def _parse(text: list[str], complete: bool) -> _Row:
             readable = False
     if model == "black76" and numbers[_NUMBERS.index("q")] != 0.0:
         reasons.append(f"q must be empty or 0 for black76 (S is the forward); got {row['q']!r}")
-    return _Row(_KINDS.get(kind, True), model, numbers, reasons, readable)
+    return _Row(
+        is_call=_KINDS.get(kind, True),
+        model=model,
+        numbers=numbers,
+        reasons=reasons,
+        readable=readable,
+    )
 
 
 def _columns(g: Greeks) -> np.ndarray:

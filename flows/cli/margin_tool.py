@@ -94,7 +94,7 @@ class Collateral(_Strict, frozen=True):
     haircut: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
 
 
-class Position(_Strict, frozen=True):
+class Position(_Strict, frozen=True, kw_only=True):
     """A position: signed contracts, entry price USD; strike USD and days for options."""
 
     kind: Kind
@@ -113,7 +113,7 @@ class Position(_Strict, frozen=True):
             _fail(f"a {self.kind} takes no strike or expiry_days; {got}")
 
 
-class Portfolio(_Strict, frozen=True):
+class Portfolio(_Strict, frozen=True, kw_only=True):
     """The what-if input; see the module docstring for every key and its units."""
 
     collateral: tuple[Collateral, ...]

@@ -60,10 +60,30 @@ def test_retracting_events_undoes_them_exactly(kept: list, orphaned: list) -> No
 
 def test_pnl_is_size_times_mark_minus_cost_after_partial_close() -> None:
     a, perp = ACCOUNTS[0], INSTRUMENTS[0]
-    book = _book([
-        Fill(a, perp, 2 * E18, 100 * E18, None, 0, 1, False),
-        Fill(a, perp, -1 * E18, 130 * E18, None, 0, 2, False),
-    ])  # fmt: skip
+    book = _book(
+        [
+            Fill(
+                account=a,
+                instrument=perp,
+                size_e18=2 * E18,
+                price_e18=100 * E18,
+                liquidator=None,
+                ts_ms=0,
+                seq=1,
+                removed=False,
+            ),
+            Fill(
+                account=a,
+                instrument=perp,
+                size_e18=-1 * E18,
+                price_e18=130 * E18,
+                liquidator=None,
+                ts_ms=0,
+                seq=2,
+                removed=False,
+            ),
+        ]
+    )
     size, cost = book.size[(a, perp)], book.cost[(a, perp)]
     # Bought 2 at 100, sold 1 at 130: realised 30; 1 left, marked at 120: unrealised 20.
     assert size * 120 - cost // E18 == 50 * E18
@@ -71,11 +91,33 @@ def test_pnl_is_size_times_mark_minus_cost_after_partial_close() -> None:
 
 def test_positions_matrix_has_one_row_per_account_and_signed_units() -> None:
     a, b = ACCOUNTS[:2]
-    book = _book([
-        Fill(a, INSTRUMENTS[0], 3 * E18, E18, None, 0, 1, False),
-        Fill(b, INSTRUMENTS[1], -E18 // 2, E18, None, 0, 2, False),
-        CollateralMove(b, "0x" + "f" * 40, 5, 0, 3, False),
-    ])  # fmt: skip
+    book = _book(
+        [
+            Fill(
+                account=a,
+                instrument=INSTRUMENTS[0],
+                size_e18=3 * E18,
+                price_e18=E18,
+                liquidator=None,
+                ts_ms=0,
+                seq=1,
+                removed=False,
+            ),
+            Fill(
+                account=b,
+                instrument=INSTRUMENTS[1],
+                size_e18=-E18 // 2,
+                price_e18=E18,
+                liquidator=None,
+                ts_ms=0,
+                seq=2,
+                removed=False,
+            ),
+            CollateralMove(
+                account=b, token="0x" + "f" * 40, amount=5, ts_ms=0, seq=3, removed=False
+            ),
+        ]
+    )
     m = book.positions({INSTRUMENTS[0]: 0, INSTRUMENTS[1]: 1}).toarray()
     assert m.tolist() == [[3.0, 0.0], [0.0, -0.5]]
     assert book.costs().tolist() == [3.0, -0.5]

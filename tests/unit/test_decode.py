@@ -890,7 +890,15 @@ decimals = st.integers(min_value=0, max_value=36)  # TokenConfig allows 0..36
 
 def _pool(decimals0: int, decimals1: int, base_is_token0: bool) -> PoolSource:
     return PoolSource(
-        "0x" + "11" * 20, "uniswap_v2", "B", "Q", decimals0, decimals1, base_is_token0, None, None
+        address="0x" + "11" * 20,
+        kind="uniswap_v2",
+        base="B",
+        quote="Q",
+        decimals0=decimals0,
+        decimals1=decimals1,
+        base_is_token0=base_is_token0,
+        weight=None,
+        max_age_ms=None,
     )
 
 

@@ -29,14 +29,14 @@ def test_progress_marker_moves_a_partition_watermark_without_any_log() -> None:
     marker = json.dumps({"progress": True, "blockNumber": "0x10", "blockTimestamp": hex(T0 // 1000),
                          "chainId": 1})  # fmt: skip
     msg = RawMessage("chain.logs", 1, 0, T0, None, marker.encode())
-    intake = PartitionIntake("1-chain.logs")
+    intake = PartitionIntake(part="1-chain.logs")
     out = _on(intake, msg)
     assert intake.clock.watermark_ms(PARAMS.intake.lateness_ms) == T0 - 10_000
     assert intake.rejected == 0 and out.rejects == [] and out.batches  # markers to assets
 
 
 def test_late_quote_is_rejected_and_counted_as_late() -> None:
-    intake = PartitionIntake("0-dex.quotes")
+    intake = PartitionIntake(part="0-dex.quotes")
     out = _on(intake, _quote(0, T0 + 600_000), _quote(1, T0))
     (rejected,) = out.rejects
     assert rejected.reason.startswith("late:") and (rejected.partition, rejected.offset) == (0, 1)
@@ -44,13 +44,13 @@ def test_late_quote_is_rejected_and_counted_as_late() -> None:
 
 
 def test_implausible_quote_is_rejected_but_not_counted_as_late() -> None:
-    intake = PartitionIntake("0-dex.quotes")
+    intake = PartitionIntake(part="0-dex.quotes")
     out = _on(intake, _quote(0, T0), _quote(1, T0 + 7_200_000))
     (rejected,) = out.rejects
     assert rejected.reason.startswith("invalid_ts:") and (intake.late, intake.rejected) == (0, 1)
 
 
 def test_option_quotes_are_not_the_oracles_and_are_skipped() -> None:
-    intake = PartitionIntake("0-dex.quotes")
+    intake = PartitionIntake(part="0-dex.quotes")
     out = _on(intake, _quote(0, T0, instrument="0x" + "22" * 32))
     assert all(batch.items == [] for _, batch in out.batches) and intake.skipped == 1

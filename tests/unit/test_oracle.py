@@ -36,7 +36,17 @@ def params(text: str = "") -> OracleParams:
 def obs(
     source: str, price: float, ts: int, base: str = "ETH", quote: str = "USDC", weight: float = 1.0
 ) -> Observation:
-    return Observation(base, quote, source, price, weight, 0.0, ts, 0, f"{source}@{ts}")
+    return Observation(
+        base=base,
+        quote=quote,
+        source=source,
+        price=price,
+        weight=weight,
+        spread=0.0,
+        ts_ms=ts,
+        seq=0,
+        obs_id=f"{source}@{ts}",
+    )
 
 
 def batch(part: str, wm: int, *items: Observation | Retraction, eof: bool = False) -> AssetBatch:
@@ -126,7 +136,15 @@ def test_btc_crossed_through_eth_window_price() -> None:
 
 def _retraction(o: Observation, late: bool) -> Retraction:
     origin = RawMessage("chain.logs", 0, 9, o.ts_ms, None, b"{}")
-    return Retraction(o.base, o.quote, o.source, o.ts_ms, o.obs_id, origin, late)
+    return Retraction(
+        base=o.base,
+        quote=o.quote,
+        source=o.source,
+        ts_ms=o.ts_ms,
+        obs_id=o.obs_id,
+        origin=origin,
+        late=late,
+    )
 
 
 def test_retraction_while_window_open_removes_observation_silently() -> None:
@@ -173,7 +191,7 @@ def _quote(part: int, offset: int, source: str, ts: int, mid: float) -> RawMessa
 
 def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
     parts = sorted({b.part for b in batches})
-    intakes = {p: PartitionIntake(p) for p in parts}
+    intakes = {p: PartitionIntake(part=p) for p in parts}
     oracles: dict[str, AssetOracle] = {}
     ip = IntakeParams(window_ms=W, lateness_ms=5_000, max_future_ms=3_600_000,
                       assets=REGISTRY.assets)  # fmt: skip

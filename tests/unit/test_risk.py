@@ -38,11 +38,40 @@ with 10,000 USDC has MM 23 % of notional (the -20 % tail scenario plus a 3 % add
 
 
 def _setup(longs: dict[str, int]) -> list:
-    events: list = [InstrumentListed(PERP, WETH, InstrumentKind.PERP, 0, 0, T0 - 50_000, 1, False)]
+    events: list = [
+        InstrumentListed(
+            instrument=PERP,
+            underlying=WETH,
+            kind=InstrumentKind.PERP,
+            strike_e18=0,
+            expiry_s=0,
+            ts_ms=T0 - 50_000,
+            seq=1,
+            removed=False,
+        )
+    ]
     for n, (account, size) in enumerate(longs.items()):
-        events.append(CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10 + n, False))
         events.append(
-            Fill(account, PERP, size * E18, 2_000 * E18, None, T0 - 30_000, 20 + n, False)
+            CollateralMove(
+                account=account,
+                token=USDC,
+                amount=10_000 * 10**6,
+                ts_ms=T0 - 40_000,
+                seq=10 + n,
+                removed=False,
+            )
+        )
+        events.append(
+            Fill(
+                account=account,
+                instrument=PERP,
+                size_e18=size * E18,
+                price_e18=2_000 * E18,
+                liquidator=None,
+                ts_ms=T0 - 30_000,
+                seq=20 + n,
+                removed=False,
+            )
         )
     return events
 
@@ -125,9 +154,25 @@ def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
     events = [
         *_setup({book: 0}),
         InstrumentListed(
-            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+            instrument=CALL,
+            underlying=WETH,
+            kind=InstrumentKind.CALL,
+            strike_e18=2_000 * E18,
+            expiry_s=expiry_s,
+            ts_ms=T0 - 50_000,
+            seq=2,
+            removed=False,
         ),
-        Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
+        Fill(
+            account=book,
+            instrument=CALL,
+            size_e18=50 * E18,
+            price_e18=80 * E18,
+            liquidator=None,
+            ts_ms=T0 - 20_000,
+            seq=30,
+            removed=False,
+        ),
     ]
     orders = _orders(_run(_shard(), events, [_price(T0, 2_000.0)], p))
     (hedge,) = orders
@@ -145,10 +190,35 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
     events = [
         *_setup({book: 0}),
         InstrumentListed(
-            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+            instrument=CALL,
+            underlying=WETH,
+            kind=InstrumentKind.CALL,
+            strike_e18=2_000 * E18,
+            expiry_s=expiry_s,
+            ts_ms=T0 - 50_000,
+            seq=2,
+            removed=False,
         ),
-        Fill(book, CALL, 50 * E18, 80 * E18, None, T0 - 20_000, 30, False),
-        Fill(book, PERP, -E18, 2_000 * E18, None, T0 + W + 1_000, 40, False),  # a partial fill
+        Fill(
+            account=book,
+            instrument=CALL,
+            size_e18=50 * E18,
+            price_e18=80 * E18,
+            liquidator=None,
+            ts_ms=T0 - 20_000,
+            seq=30,
+            removed=False,
+        ),
+        Fill(
+            account=book,
+            instrument=PERP,
+            size_e18=-E18,
+            price_e18=2_000 * E18,
+            liquidator=None,
+            ts_ms=T0 + W + 1_000,
+            seq=40,
+            removed=False,
+        ),  # a partial fill
     ]
     prices = [_price(T0 + i * W, 2_000.0) for i in range(4)]
     orders = _orders(_run(_shard(), events, prices, p))
@@ -161,7 +231,14 @@ def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
     events = [
         *_setup({ACCOUNTS[0]: 1}),
         InstrumentListed(
-            CALL, WETH, InstrumentKind.CALL, 2_000 * E18, expiry_s, T0 - 50_000, 2, False
+            instrument=CALL,
+            underlying=WETH,
+            kind=InstrumentKind.CALL,
+            strike_e18=2_000 * E18,
+            expiry_s=expiry_s,
+            ts_ms=T0 - 50_000,
+            seq=2,
+            removed=False,
         ),
     ]
     out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
@@ -184,18 +261,35 @@ def test_vol_comes_from_a_quoted_iv_else_the_svi_smile_else_the_ewma() -> None:
     for k, inst in ids.items():
         events.append(
             InstrumentListed(
-                inst, WETH, InstrumentKind.CALL, k * E18, expiry_s, T0 - 50_000, 3, False
+                instrument=inst,
+                underlying=WETH,
+                kind=InstrumentKind.CALL,
+                strike_e18=k * E18,
+                expiry_s=expiry_s,
+                ts_ms=T0 - 50_000,
+                seq=3,
+                removed=False,
             )
         )
     far = "0x" + "f" * 64
     events.append(
         InstrumentListed(
-            far, WETH, InstrumentKind.CALL, 2_000 * E18, later_s, T0 - 50_000, 4, False
+            instrument=far,
+            underlying=WETH,
+            kind=InstrumentKind.CALL,
+            strike_e18=2_000 * E18,
+            expiry_s=later_s,
+            ts_ms=T0 - 50_000,
+            seq=4,
+            removed=False,
         )
     )
     smile = {k: 0.5 + 0.4 * (k / 2_000 - 1) ** 2 for k in strikes}  # a smooth smile
     quoted = [k for k in strikes if k != 1_900]
-    events += [OptionQuote(ids[k], smile[k], 0.0, T0 - 10_000, "q") for k in quoted]
+    events += [
+        OptionQuote(instrument=ids[k], iv=smile[k], mid=0.0, ts_ms=T0 - 10_000, source="q")
+        for k in quoted
+    ]
 
     out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
 
@@ -224,7 +318,16 @@ def test_account_row_has_pnl_and_greeks_and_respects_the_minimum_interval() -> N
 
 
 def test_instrument_listed_by_configuration_is_priced_like_a_venue_listing() -> None:
-    configured = InstrumentListed(PERP, WETH, InstrumentKind.PERP, 0, 0, 0, 0, False)
+    configured = InstrumentListed(
+        instrument=PERP,
+        underlying=WETH,
+        kind=InstrumentKind.PERP,
+        strike_e18=0,
+        expiry_s=0,
+        ts_ms=0,
+        seq=0,
+        removed=False,
+    )
     p = replace_params(instruments={PERP: configured})
     events = [e for e in _setup({ACCOUNTS[0]: 20}) if not isinstance(e, InstrumentListed)]
     rows = [r for r in _run(_shard(), events, [_price(T0, 1_900.0)], p)
@@ -250,11 +353,20 @@ def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
             inst = "0x" + tag * 60 + format(k, "04x")
             events.append(
                 InstrumentListed(
-                    inst, WETH, InstrumentKind.CALL, k * E18, expiry_s, T0 - 50_000, 3, False
+                    instrument=inst,
+                    underlying=WETH,
+                    kind=InstrumentKind.CALL,
+                    strike_e18=k * E18,
+                    expiry_s=expiry_s,
+                    ts_ms=T0 - 50_000,
+                    seq=3,
+                    removed=False,
                 )
             )
             if k != 2_000:  # five quoted strikes per expiry: enough for a smile
-                events.append(OptionQuote(inst, iv, 0.0, T0 - 10_000, "q"))
+                events.append(
+                    OptionQuote(instrument=inst, iv=iv, mid=0.0, ts_ms=T0 - 10_000, source="q")
+                )
     out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
     near_atm = rows["0x" + "a" * 60 + format(2_000, "04x")]
@@ -271,11 +383,36 @@ def test_instrument_delta_is_per_unit_of_spot_like_the_account_delta_at_a_nonzer
     p = replace_params(margin=MarginParams(rate=0.05))
     expiry_s = (T0 + 90 * 86_400_000) // 1000
     account = ACCOUNTS[0]
-    listed = InstrumentListed(CALL, WETH, InstrumentKind.CALL, 2_100 * E18, expiry_s, 0, 2, False)
+    listed = InstrumentListed(
+        instrument=CALL,
+        underlying=WETH,
+        kind=InstrumentKind.CALL,
+        strike_e18=2_100 * E18,
+        expiry_s=expiry_s,
+        ts_ms=0,
+        seq=2,
+        removed=False,
+    )
     events = [
         listed,
-        CollateralMove(account, USDC, 10_000 * 10**6, T0 - 40_000, 10, False),
-        Fill(account, CALL, E18, 100 * E18, None, T0 - 30_000, 20, False),
+        CollateralMove(
+            account=account,
+            token=USDC,
+            amount=10_000 * 10**6,
+            ts_ms=T0 - 40_000,
+            seq=10,
+            removed=False,
+        ),
+        Fill(
+            account=account,
+            instrument=CALL,
+            size_e18=E18,
+            price_e18=100 * E18,
+            liquidator=None,
+            ts_ms=T0 - 30_000,
+            seq=20,
+            removed=False,
+        ),
     ]
 
     def run(spot: float) -> tuple[InstrumentRow, AccountRiskRow]:

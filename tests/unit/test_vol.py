@@ -336,13 +336,19 @@ def test_calendar_violation_when_short_expiry_wings_cross_above_long_expiry() ->
 
 
 def test_no_calendar_violation_when_total_variance_grows_with_expiry() -> None:
-    fits = {t: fit_of(SviParams(0.04 * t, 0.1 * t, -0.3, 0.0, 0.2)) for t in (0.1, 0.5, 1.0)}
+    fits = {
+        t: fit_of(SviParams(a=0.04 * t, b=0.1 * t, rho=-0.3, m=0.0, sigma=0.2))
+        for t in (0.1, 0.5, 1.0)
+    }
 
     assert calendar_violations(fits) == []
 
 
 def test_vol_at_interpolates_total_variance_and_keeps_vol_flat_outside() -> None:
-    short, long = SviParams(0.01, 0.1, -0.3, 0.0, 0.2), SviParams(0.05, 0.1, -0.3, 0.0, 0.2)
+    short, long = (
+        SviParams(a=0.01, b=0.1, rho=-0.3, m=0.0, sigma=0.2),
+        SviParams(a=0.05, b=0.1, rho=-0.3, m=0.0, sigma=0.2),
+    )
     fits = {0.25: fit_of(short), 1.0: fit_of(long)}
     k = np.array([-0.5, 0.0, 0.5])
     w1, w2 = svi_total_variance(short, k), svi_total_variance(long, k)
