@@ -30,6 +30,8 @@ class PartitionClock:
     """One partition's newest event time (ms), ``None`` before any event."""
 
     newest_ms: int | None = None
+    reported_window: int | None = None
+    """The window of the watermark last reported downstream (``report``)."""
 
     def advance(self, ts_ms: int) -> None:
         """Take an event time (ms) into the partition's newest."""
@@ -39,6 +41,16 @@ class PartitionClock:
     def watermark_ms(self, lateness_ms: int) -> int:
         """The newest event time less ``lateness_ms``; -1 before any event."""
         return -1 if self.newest_ms is None else self.newest_ms - lateness_ms
+
+    def report(self, lateness_ms: int, window_ms: int, eof: bool) -> tuple[int, bool]:
+        """The watermark after a batch, and whether downstream must hear of it: it entered
+        a new window, or the partition ended (``eof``). Keys a partition has nothing for
+        still hear of every window, so their windows close too."""
+        wm = self.watermark_ms(lateness_ms)
+        window = wm // window_ms
+        due = eof or window != self.reported_window
+        self.reported_window = window
+        return wm, due
 
     def implausible(self, ts_ms: int, max_future_ms: int) -> str | None:
         """Why ``ts_ms`` cannot be a real event time here, or ``None``: outside 2009..2100,

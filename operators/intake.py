@@ -66,7 +66,6 @@ class PartitionIntake:
 
     part: str
     clock: PartitionClock = field(default_factory=PartitionClock)
-    marker_window: int | None = None
     messages: int = 0
     observations: int = 0
     retractions: int = 0
@@ -109,10 +108,7 @@ class PartitionIntake:
             for asset in decoder.registry.destinations(item.base, item.quote):
                 routed.setdefault(asset, []).append(item)
 
-        wm = self.clock.watermark_ms(p.lateness_ms)
-        window = wm // p.window_ms
-        marker = batch.eof or window != self.marker_window
-        self.marker_window = window
+        wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
         batches = [
             (asset, AssetBatch(self.part, wm, batch.eof, routed.get(asset, [])))
             for asset in p.assets
@@ -141,10 +137,15 @@ class PartitionIntake:
         if ts is None:
             return None
         return PartitionStats(
-            part=self.part, ts_event_ms=ts, messages=self.messages,
-            observations=self.observations, retractions=self.retractions,
-            skipped=self.skipped, rejected=self.rejected, late=self.late,
-        )  # fmt: skip
+            part=self.part,
+            ts_event_ms=ts,
+            messages=self.messages,
+            observations=self.observations,
+            retractions=self.retractions,
+            skipped=self.skipped,
+            rejected=self.rejected,
+            late=self.late,
+        )
 
 
 def intake_step(

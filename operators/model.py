@@ -129,9 +129,15 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     def of(cls, stage: str, reason: str, msg: RawMessage) -> Rejected:
         """``msg`` rejected by ``stage`` for ``reason``, with its coordinates."""
         return cls(
-            stage=stage, reason=reason, topic=msg.topic, partition=msg.partition,
-            offset=msg.offset, timestamp_ms=msg.timestamp_ms, key=msg.key, raw=msg.value,
-        )  # fmt: skip
+            stage=stage,
+            reason=reason,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            timestamp_ms=msg.timestamp_ms,
+            key=msg.key,
+            raw=msg.value,
+        )
 
 
 class OraclePrice(msgspec.Struct, frozen=True, kw_only=True):

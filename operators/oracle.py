@@ -161,13 +161,27 @@ def fold(
 
 
 def _row(
-    asset: str, index: int, p: OracleParams, price: float, confidence: float, sources: int,
-    status: str, *, held: bool,
-) -> OraclePrice:  # fmt: skip
+    asset: str,
+    index: int,
+    p: OracleParams,
+    price: float,
+    confidence: float,
+    sources: int,
+    status: str,
+    *,
+    held: bool,
+) -> OraclePrice:
     return OraclePrice(
-        asset=asset, window_start_ms=index * p.window_ms, window_end_ms=(index + 1) * p.window_ms,
-        price=price, confidence=confidence, sources=sources, status=status, held=held, revision=0,
-    )  # fmt: skip
+        asset=asset,
+        window_start_ms=index * p.window_ms,
+        window_end_ms=(index + 1) * p.window_ms,
+        price=price,
+        confidence=confidence,
+        sources=sources,
+        status=status,
+        held=held,
+        revision=0,
+    )
 
 
 class AssetOracle:
@@ -293,16 +307,27 @@ class AssetOracle:
         if isinstance(r, Retraction):
             rejects.append(Rejected.of(STAGE, reason, r.origin))
             return
-        rejects.append(Rejected(
-            stage=STAGE, reason=reason, topic="", partition=-1, offset=-1,
-            timestamp_ms=r.ts_ms, key=None, raw=r.obs_id.encode(),
-        ))  # fmt: skip
+        rejects.append(
+            Rejected(
+                stage=STAGE,
+                reason=reason,
+                topic="",
+                partition=-1,
+                offset=-1,
+                timestamp_ms=r.ts_ms,
+                key=None,
+                raw=r.obs_id.encode(),
+            )
+        )
 
 
 def oracle_step(
-    state: AssetOracle | None, item: tuple[str, AssetBatch], *, params: OracleParams,
+    state: AssetOracle | None,
+    item: tuple[str, AssetBatch],
+    *,
+    params: OracleParams,
     parts: tuple[str, ...],
-) -> tuple[AssetOracle, OracleOut]:  # fmt: skip
+) -> tuple[AssetOracle, OracleOut]:
     """The keyed step of the oracle (one key per asset) over the input partitions ``parts``."""
     asset, batch = item
     if state is None:

@@ -104,9 +104,13 @@ def _quote_order(q: OptionQuote) -> tuple[int, str, float]:
 
 
 def _surface(
-    t: int, rows: list[int], quoted: dict[int, float], inst: mg.Instruments, forward: FloatArray,
+    t: int,
+    rows: list[int],
+    quoted: dict[int, float],
+    inst: mg.Instruments,
+    forward: FloatArray,
     listed: list[InstrumentListed],
-) -> SviSurface | None:  # fmt: skip
+) -> SviSurface | None:
     """SVI smiles of one underlying's quoted IVs, per expiry with at least 5 strikes; a fit
     flagged for butterfly arbitrage or a poor fit is skipped by ``pick_vol``, and one that
     makes a calendar arbitrage with an earlier expiry is dropped here."""
@@ -244,9 +248,13 @@ class RiskShard:
             self.prices[asset] = row
             if row.status == "ok" and not row.held:
                 self.vols[asset], vol = ewma_update(
-                    self.vols.get(asset), row.price, row.window_end_ms,
-                    half_life_s=p.vol_half_life_s, floor=p.vol_floor, cap=p.vol_cap,
-                )  # fmt: skip
+                    self.vols.get(asset),
+                    row.price,
+                    row.window_end_ms,
+                    half_life_s=p.vol_half_life_s,
+                    floor=p.vol_floor,
+                    cap=p.vol_cap,
+                )
                 self.vol_values[asset] = vol.value
                 self.vol_sources[asset] = vol.source
 
@@ -318,9 +326,15 @@ class RiskShard:
         )
 
     def _vols(
-        self, t: int, listed: list[InstrumentListed], inst: mg.Instruments, forward: FloatArray,
-        atm_vol: FloatArray, names: list[str], p: RiskParams,
-    ) -> list[TaggedVol]:  # fmt: skip
+        self,
+        t: int,
+        listed: list[InstrumentListed],
+        inst: mg.Instruments,
+        forward: FloatArray,
+        atm_vol: FloatArray,
+        names: list[str],
+        p: RiskParams,
+    ) -> list[TaggedVol]:
         """Each instrument's vol, tagged: a fresh quoted IV (given, or implied from the
         quote's mid), else the underlying's SVI smile of fresh quotes, else its EWMA.
         ``forward`` is per instrument (USD)."""
@@ -329,14 +343,19 @@ class RiskShard:
             q = self.quotes.get(i.instrument)
             if q is None or not i.kind.is_option or t - q.ts_ms > p.iv_max_age_ms:
                 continue
-            iv = q.iv if q.iv is not None else float(implied_vol(
-                i.kind == InstrumentKind.CALL, q.mid, forward[n], inst.strike[n],
-                inst.expiry_years[n], p.margin.rate,
-            ))  # fmt: skip
+            iv = q.iv
+            if iv is None:  # implied from the quote's mid
+                call = i.kind == InstrumentKind.CALL
+                T, rate = inst.expiry_years[n], p.margin.rate
+                iv = float(implied_vol(call, q.mid, forward[n], inst.strike[n], T, rate))
             if np.isfinite(iv):
                 quoted[n] = iv
-        surfaces = {u: _surface(t, [n for n in quoted if inst.underlying[n] == u], quoted, inst,
-                                forward, listed) for u in range(len(names))}  # fmt: skip
+        surfaces = {
+            u: _surface(
+                t, [n for n in quoted if inst.underlying[n] == u], quoted, inst, forward, listed
+            )
+            for u in range(len(names))
+        }
         out = []
         for n, i in enumerate(listed):
             u = int(inst.underlying[n])
@@ -345,11 +364,18 @@ class RiskShard:
                 out.append(fallback)
                 continue
             quote = QuotedIv(quoted[n], t) if n in quoted else None
-            out.append(pick_vol(
-                k=float(np.log(inst.strike[n] / forward[n])), expiry_ms=i.expiry_ms,
-                now_ms=t, quote=quote, surface=surfaces[u], fallback=fallback,
-                max_quote_age_ms=p.iv_max_age_ms, max_surface_age_ms=p.iv_max_age_ms,
-            ))  # fmt: skip
+            out.append(
+                pick_vol(
+                    k=float(np.log(inst.strike[n] / forward[n])),
+                    expiry_ms=i.expiry_ms,
+                    now_ms=t,
+                    quote=quote,
+                    surface=surfaces[u],
+                    fallback=fallback,
+                    max_quote_age_ms=p.iv_max_age_ms,
+                    max_surface_age_ms=p.iv_max_age_ms,
+                )
+            )
         return out
 
     def _instrument_rows(self, tick: _Tick, p: RiskParams) -> list[InstrumentRow]:
@@ -437,9 +463,14 @@ class RiskShard:
         used = {tick.names[tick.inst.underlying[c]] for c in mine.indices}
         equity, mm = float(tick.ar.equity[row]), float(tick.ar.mm[row])
         order = liquidation_order(
-            mine, equity, tick.risk, p.margin, p.liquidation,
-            portfolio_margined=True, oracle_ok=used <= tick.ok_assets,
-        )  # fmt: skip
+            mine,
+            equity,
+            tick.risk,
+            p.margin,
+            p.liquidation,
+            portfolio_margined=True,
+            oracle_ok=used <= tick.ok_assets,
+        )
         if order is None:
             return []
         self.in_flight[(account, "liquidation")] = tick.t
@@ -483,11 +514,16 @@ class RiskShard:
         option = tick.inst.kind >= InstrumentKind.CALL
         expiries = tick.inst.expiry_years[on_asset & (mine != 0) & option]
         hedge = hedge_order(
-            delta=delta, gamma=gamma, target=target, spot=float(self.prices[asset].price),
+            delta=delta,
+            gamma=gamma,
+            target=target,
+            spot=float(self.prices[asset].price),
             expiry_years=float(expiries.min()) if expiries.size else 0.0,
-            instrument=tick.columns[instrument], oracle_ok=asset in tick.ok_assets,
-            params=p.hedge, rate=p.margin.rate,
-        )  # fmt: skip
+            instrument=tick.columns[instrument],
+            oracle_ok=asset in tick.ok_assets,
+            params=p.hedge,
+            rate=p.margin.rate,
+        )
         if hedge is None:
             return []
         self.in_flight[(account, instrument)] = tick.t
@@ -514,9 +550,12 @@ class RiskShard:
 
 
 def risk_step(
-    state: RiskShard | None, item: tuple[str, VenueBatch | PriceBatch], *, params: RiskParams,
+    state: RiskShard | None,
+    item: tuple[str, VenueBatch | PriceBatch],
+    *,
+    params: RiskParams,
     parts: tuple[str, ...],
-) -> tuple[RiskShard, RiskOut]:  # fmt: skip
+) -> tuple[RiskShard, RiskOut]:
     """The keyed step of a shard (one key per shard) over the venue's partitions ``parts``;
     the first shard reports the instruments."""
     shard, batch = item

@@ -85,7 +85,6 @@ class RiskIntake:
 
     part: str
     clock: PartitionClock = field(default_factory=PartitionClock)
-    marker_window: int | None = None
 
     def on_batch(self, batch: RawBatch, p: RiskIntakeParams) -> RiskIntakeOut:
         """Decode a batch in offset order and route what it holds."""
@@ -111,10 +110,7 @@ class RiskIntake:
                     self._route(event, p, routed)
             else:
                 self._stamp(msg, p, routed)
-        wm = self.clock.watermark_ms(p.lateness_ms)
-        window = wm // p.window_ms
-        marker = batch.eof or window != self.marker_window
-        self.marker_window = window
+        wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
         venue = [
             (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, [])))
             for shard in shard_keys(p.shards)
@@ -150,9 +146,11 @@ class RiskIntake:
             self.clock.advance(ts_ms)
 
     def _route(
-        self, event: VenueEvent | OptionQuote, p: RiskIntakeParams,
+        self,
+        event: VenueEvent | OptionQuote,
+        p: RiskIntakeParams,
         routed: dict[str, list[VenueEvent | OptionQuote]],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Route an event to its account's shard (a listing or an option quote to all)."""
         wm = self.clock.watermark_ms(p.lateness_ms)
         if event.ts_ms <= wm:

@@ -75,11 +75,15 @@ def stage_params(cfg: Config) -> StageParams:
 def _risk_intake(cfg: Config) -> RiskIntakeParams:
     o, topics = cfg.oracle, cfg.topics
     return RiskIntakeParams(
-        venue=cfg.risk.venue, shards=cfg.risk.shards, window_ms=ms(o.window_s),
-        lateness_ms=ms(o.allowed_lateness_s), max_future_ms=ms(o.max_future_s),
-        chain_logs=topics.chain_logs, dex_quotes=topics.dex_quotes,
+        venue=cfg.risk.venue,
+        shards=cfg.risk.shards,
+        window_ms=ms(o.window_s),
+        lateness_ms=ms(o.allowed_lateness_s),
+        max_future_ms=ms(o.max_future_s),
+        chain_logs=topics.chain_logs,
+        dex_quotes=topics.dex_quotes,
         oracle_prices=topics.oracle_prices,
-    )  # fmt: skip
+    )
 
 
 def _risk(cfg: Config, registry: Registry) -> RiskParams:
