@@ -3,14 +3,26 @@
 Two levels:
 
 - ``PartitionClock``: one input partition's watermark, its newest event time less the
-  allowed lateness (-1 before any event). The intakes keep one per partition; it depends
-  on the partition's own order only.
-- ``Watermarks``: a stage's view of its input partitions, each reporting its watermark
-  and whether it has ended. The stage's watermark is the minimum over the partitions
-  that have not ended, and ``END_MS`` once every one has: nothing more can arrive.
+  allowed lateness (-1 before any event), and its newest broker timestamp. The intakes
+  keep one per partition; it depends on the partition's own order only.
+- ``Watermarks``: a stage's view of its input partitions, each reporting its watermark,
+  its newest broker timestamp and whether it has ended. The stage's watermark is the
+  minimum over the partitions that have neither ended nor fallen idle, and ``END_MS``
+  once every one has ended: nothing more can arrive.
 
-Because both depend on each partition's own order, never on how partitions interleave,
-live Kafka, replay and any number of workers see the same watermarks.
+Plausibility is anchored on each message's own broker timestamp, which a recording keeps,
+so it is the same live and in replay: an event time may not be ahead of the moment its
+message reached the broker (a block cannot be younger than its ingestion) by more than
+``max_future_ms``, and a quote may not be older than it by more than ``max_delay_ms``
+(old blocks stay legal: that is a backfill). Neither depends on the partition's history,
+so a silence of any length loses nothing, and no single message can move a watermark
+further than its own broker timestamp allows.
+
+Idleness (Flink's ``withIdleness``): with ``idle_timeout_ms`` > 0, a partition whose
+newest broker timestamp is that far behind the newest broker timestamp any partition has
+reported stops holding the stage's windows open, until it reports again. An idle
+partition that resumes with data for a window already closed meets a correction, not a
+loss (``operators.oracle``).
 """
 
 from __future__ import annotations
@@ -25,18 +37,48 @@ MAX_TS_MS = 4_102_444_800_000
 """2100-01-01: no real event is younger."""
 
 
+def implausible(
+    ts_ms: int, broker_ms: int, max_future_ms: int, max_delay_ms: int | None = None
+) -> str | None:
+    """Why ``ts_ms`` cannot be the event time of a message that reached the broker at
+    ``broker_ms``, or ``None``: either outside 2009..2100; the event more than
+    ``max_future_ms`` after the broker timestamp; or, given ``max_delay_ms`` (quotes), more
+    than that before it."""
+    if not MIN_TS_MS <= broker_ms < MAX_TS_MS:
+        return f"invalid_ts: broker timestamp {broker_ms} ms is outside 2009..2100"
+    if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
+        return f"invalid_ts: event time {ts_ms} ms is outside 2009..2100"
+    if ts_ms > broker_ms + max_future_ms:
+        return (
+            f"invalid_ts: event time {ts_ms} ms is more than {max_future_ms} ms after its "
+            f"broker timestamp {broker_ms} ms"
+        )
+    if max_delay_ms is not None and ts_ms < broker_ms - max_delay_ms:
+        return (
+            f"invalid_ts: event time {ts_ms} ms is more than {max_delay_ms} ms before its "
+            f"broker timestamp {broker_ms} ms"
+        )
+    return None
+
+
 @dataclass
 class PartitionClock:
-    """One partition's newest event time (ms), ``None`` before any event."""
+    """One partition's newest event time and newest broker timestamp (ms), ``None``
+    before any."""
 
     newest_ms: int | None = None
+    broker_ms: int = -1
     reported_window: int | None = None
     """The window of the watermark last reported downstream (``report``)."""
 
     def advance(self, ts_ms: int) -> None:
-        """Take an event time (ms) into the partition's newest."""
+        """Take a plausible event time (ms) into the partition's newest."""
         if self.newest_ms is None or ts_ms > self.newest_ms:
             self.newest_ms = ts_ms
+
+    def heard(self, broker_ms: int) -> None:
+        """Take a plausible message's broker timestamp (ms) into the partition's newest."""
+        self.broker_ms = max(self.broker_ms, broker_ms)
 
     def watermark_ms(self, lateness_ms: int) -> int:
         """The newest event time less ``lateness_ms``; -1 before any event."""
@@ -52,19 +94,6 @@ class PartitionClock:
         self.reported_window = window
         return wm, due
 
-    def implausible(self, ts_ms: int, max_future_ms: int) -> str | None:
-        """Why ``ts_ms`` cannot be a real event time here, or ``None``: outside 2009..2100,
-        or more than ``max_future_ms`` ahead of the partition's newest event."""
-        if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
-            return f"invalid_ts: event time {ts_ms} ms is outside 2009..2100"
-        newest = self.newest_ms
-        if newest is not None and ts_ms > newest + max_future_ms:
-            return (
-                f"invalid_ts: event time {ts_ms} ms is more than {max_future_ms} ms "
-                f"ahead of its partition's newest {newest} ms"
-            )
-        return None
-
 
 @dataclass
 class Watermarks:
@@ -72,11 +101,14 @@ class Watermarks:
 
     parts: tuple[str, ...]
     reported: dict[str, int] = field(default_factory=dict)
+    broker: dict[str, int] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
 
-    def report(self, part: str, watermark_ms: int, eof: bool) -> None:
-        """Partition ``part`` has reached ``watermark_ms``; ``eof``: it has ended."""
+    def report(self, part: str, watermark_ms: int, eof: bool, broker_ms: int = -1) -> None:
+        """Partition ``part`` has reached ``watermark_ms``, and its newest message reached
+        the broker at ``broker_ms``; ``eof``: it has ended."""
         self.reported[part] = watermark_ms
+        self.broker[part] = max(self.broker.get(part, -1), broker_ms)
         if eof:
             self.ended.add(part)
 
@@ -84,11 +116,18 @@ class Watermarks:
     def all_ended(self) -> bool:
         return all(part in self.ended for part in self.parts)
 
-    def watermark_ms(self) -> int:
-        """The minimum over the partitions still live (-1 for one not yet heard from);
-        ``END_MS`` once every partition has ended."""
-        live = [self.reported.get(p, -1) for p in self.parts if p not in self.ended]
-        return min(live) if live else END_MS
+    def watermark_ms(self, idle_timeout_ms: int = 0) -> int:
+        """The minimum over the partitions still live (-1 for one not yet heard from) and,
+        with ``idle_timeout_ms`` > 0, not idle; ``END_MS`` once every partition has ended."""
+        live = [p for p in self.parts if p not in self.ended]
+        if not live:
+            return END_MS
+        if idle_timeout_ms > 0:
+            newest = max(self.broker.values(), default=-1)
+            busy = [p for p in live if self.broker.get(p, -1) + idle_timeout_ms > newest]
+            if busy:  # the partitions left when the idle ones are set aside
+                live = busy
+        return min(self.reported.get(p, -1) for p in live)
 
     def highest_ms(self) -> int:
         """The highest watermark any partition reported (-1 before any report)."""

@@ -128,8 +128,13 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
     """How far behind its partition's newest event an event may be and still count."""
     max_age_s: float = 300.0
     """A source's last observation counts for this long after its event time, seconds."""
-    max_future_s: float = 3600.0
-    """An event further ahead of its partition's newest event is rejected, seconds."""
+    max_future_s: float = 60.0
+    """An event time further after its message's broker timestamp is rejected, seconds."""
+    max_quote_delay_s: float = 600.0
+    """A quote ``ts`` further before its message's broker timestamp is rejected, seconds."""
+    idle_timeout_s: float = 0.0
+    """A partition this far behind the newest broker timestamp stops holding windows open
+    (0: never), seconds."""
     min_sources: int = 3
     """Sources needed for status ``ok``; fewer gives ``degraded``, none ``stale``."""
     mad_k: float = 5.0
@@ -156,10 +161,13 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
     sources: list[SourceConfig] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for key in ("window_s", "max_age_s", "max_future_s", "mad_k", "jump_threshold"):
+        for key in (
+            "window_s", "max_age_s", "max_future_s", "max_quote_delay_s", "mad_k",
+            "jump_threshold",
+        ):  # fmt: skip
             value = getattr(self, key)
             _require(value > 0, f"{key} must be > 0; got {value!r}")
-        for key in ("allowed_lateness_s", "mad_floor_bps"):
+        for key in ("allowed_lateness_s", "mad_floor_bps", "idle_timeout_s"):
             value = getattr(self, key)
             _require(value >= 0, f"{key} must be >= 0; got {value!r}")
         for key in ("min_sources", "breaker_confirm_sources", "breaker_confirm_windows"):

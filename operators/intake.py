@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
-from operators.clock import PartitionClock
+from operators.clock import PartitionClock, implausible
 from operators.decode import Decoder
 from operators.model import (
     AssetBatch,
@@ -33,12 +33,15 @@ STAGE = "intake"
 
 @dataclass(frozen=True, kw_only=True)
 class IntakeParams:
-    """Window length, allowed lateness and how far ahead an event may be, all in ms; the
-    assets the oracle publishes."""
+    """Window length, allowed lateness and the plausibility bounds, all in ms; the assets
+    the oracle publishes."""
 
     window_ms: int
     lateness_ms: int
     max_future_ms: int
+    """How far an event time may be after its message's broker timestamp."""
+    max_quote_delay_ms: int
+    """How far a quote's ``ts`` may be before its message's broker timestamp."""
     assets: tuple[str, ...]
 
 
@@ -80,10 +83,6 @@ class PartitionIntake:
         for msg in batch.messages:
             self.messages += 1
             item = decoder.decode(msg)
-            if isinstance(item, ChainProgress):  # moves the watermark, nothing else
-                self.skipped += 1
-                self.clock.advance(item.ts_ms)
-                continue
             if item is None or isinstance(item, OptionQuote):  # not for the oracle
                 self.skipped += 1
                 continue
@@ -91,7 +90,8 @@ class PartitionIntake:
                 self.rejected += 1
                 rejects.append(item)
                 continue
-            refusal = self._judge(item.ts_ms, isinstance(item, Observation), p)
+            quote = msg.topic == decoder.dex_quotes_topic
+            refusal = self._judge(item, msg.timestamp_ms, quote, p)
             if refusal is not None:
                 if isinstance(item, Retraction) and refusal.late:
                     item = replace(item, late=True)
@@ -100,6 +100,11 @@ class PartitionIntake:
                     self.rejected += 1
                     rejects.append(Rejected.of(STAGE, refusal.reason, msg))
                     continue
+            self.clock.heard(msg.timestamp_ms)
+            if isinstance(item, ChainProgress):  # moves the watermark, nothing else
+                self.skipped += 1
+                self.clock.advance(item.ts_ms)
+                continue
             if isinstance(item, Observation):
                 self.observations += 1
                 self.clock.advance(item.ts_ms)
@@ -109,8 +114,9 @@ class PartitionIntake:
                 routed.setdefault(asset, []).append(item)
 
         wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
+        broker = self.clock.broker_ms
         batches = [
-            (asset, AssetBatch(self.part, wm, batch.eof, routed.get(asset, [])))
+            (asset, AssetBatch(self.part, wm, batch.eof, routed.get(asset, []), broker))
             for asset in p.assets
             if asset in routed or marker
         ]
@@ -119,12 +125,23 @@ class PartitionIntake:
             stats = self.stats(batch.messages[-1].timestamp_ms if batch.messages else None)
         return IntakeOut(batches, rejects, stats)
 
-    def _judge(self, ts_ms: int, is_observation: bool, p: IntakeParams) -> Refusal | None:
-        future_ms = p.max_future_ms if is_observation else 2**62
-        implausible = self.clock.implausible(ts_ms, future_ms)
-        if implausible is not None:
-            return Refusal(implausible, late=False)
-        window_end = (ts_ms // p.window_ms + 1) * p.window_ms
+    def _judge(
+        self,
+        item: Observation | Retraction | ChainProgress,
+        broker_ms: int,
+        quote: bool,
+        p: IntakeParams,
+    ) -> Refusal | None:
+        """An implausible event time (anchored on the message's broker timestamp; a quote
+        may not be far older than it either), else a late one (its window had ended at
+        the partition's watermark; progress markers are never late)."""
+        delay_ms = p.max_quote_delay_ms if quote else None
+        reason = implausible(item.ts_ms, broker_ms, p.max_future_ms, delay_ms)
+        if reason is not None:
+            return Refusal(reason, late=False)
+        if isinstance(item, ChainProgress):
+            return None
+        window_end = (item.ts_ms // p.window_ms + 1) * p.window_ms
         wm = self.clock.watermark_ms(p.lateness_ms)
         if window_end <= wm:
             reason = f"late: window ending {window_end} ms closed at partition watermark {wm} ms"

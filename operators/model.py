@@ -101,13 +101,15 @@ class AssetBatch(msgspec.Struct, frozen=True, array_like=True):
     """What one input partition sends one asset: items and the partition's watermark.
 
     ``watermark_ms`` is the partition's newest event time less the allowed lateness;
-    ``eof`` says the partition has ended and will send nothing more.
+    ``eof`` says the partition has ended and will send nothing more; ``broker_ms`` is the
+    newest broker timestamp of its plausible messages (for idleness, ``operators.clock``).
     """
 
     part: str
     watermark_ms: int
     eof: bool
     items: list[Observation | Retraction]
+    broker_ms: int = -1
 
 
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,6 +28,7 @@ changes is published again with ``revision`` + 1.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,8 @@ class OracleParams:
     breaker_confirm_sources: int
     breaker_confirm_windows: int
     correction_windows: int
+    idle_timeout_ms: int
+    """0: no input partition is ever taken as idle (``operators.clock``)."""
     pegs: dict[str, float]
     numeraire: dict[str, str]
     """asset -> the asset it is also quoted in (BTC -> ETH); absent when none."""
@@ -212,13 +215,13 @@ class AssetOracle:
             if isinstance(item, Observation):
                 index = item.ts_ms // p.window_ms
                 if self.next_index is not None and index < self.next_index:
-                    # Cannot happen while every input partition is in ``parts``.
-                    self._reject(item, f"late: window {index} already closed", rejects)
+                    # Only from a partition that was idle when the window closed.
+                    self._correct(item, index, p, prices, rejects)
                     continue
                 self.open.setdefault(index, {})[item.obs_id] = item
             else:
                 self._retract(item, p, prices, rejects)
-        self.clock.report(batch.part, batch.watermark_ms, batch.eof)
+        self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
         self._close_ready(p, prices, rejects)
         through = self._closed_through(p)
         progress = None
@@ -232,7 +235,7 @@ class AssetOracle:
         has passed (no observation can arrive for it any more)."""
         if self.next_index is not None:
             return self.next_index * p.window_ms
-        wm = self.clock.watermark_ms()
+        wm = self.clock.watermark_ms(p.idle_timeout_ms)
         if self.open or wm == END_MS:
             return -1
         return wm // p.window_ms * p.window_ms
@@ -241,14 +244,24 @@ class AssetOracle:
         self, p: OracleParams, prices: list[OraclePrice], rejects: list[Rejected]
     ) -> None:
         """Close every window the watermark has passed; once every partition has ended,
-        every window up to the last with data or the highest watermark reported."""
-        wm = self.clock.watermark_ms()
+        every window up to the last with data or the highest watermark reported.
+
+        The work is bounded whatever the gap between two observations: once no source is
+        fresh any more (the carry's latest is empty), the windows until the next one with
+        data would all repeat the same ``stale`` row, so they are skipped. A gap of any
+        length therefore emits at most ``max_age / window + 1`` rows."""
+        wm = self.clock.watermark_ms(p.idle_timeout_ms)
         last_data = -1
         if wm == END_MS:
             wm = self.clock.highest_ms()
             last_data = max(self.open, default=-1)
+        last = max(wm // p.window_ms - 1, last_data)
         index = self.next_index if self.next_index is not None else min(self.open, default=None)
-        while index is not None and ((index + 1) * p.window_ms <= wm or index <= last_data):
+        while index is not None and index <= last:
+            if not self.carry.latest and index not in self.open:  # nothing fresh: skip
+                index = min(min(self.open, default=last + 1), last + 1)
+                self.next_index = index
+                continue
             self._close(index, p, prices, rejects)
             index += 1
             self.next_index = index
@@ -288,6 +301,25 @@ class AssetOracle:
             "windows kept for corrections"
         )
         self._reject(r, reason, rejects)
+
+    def _correct(
+        self, o: Observation, index: int, p: OracleParams, prices: list[OraclePrice],
+        rejects: list[Rejected],
+    ) -> None:  # fmt: skip
+        """An observation for window ``index``, already closed: fold it in and publish the
+        windows it changes as corrections, while the window is within the retained ones."""
+        if not self.history or index < self.history[0].index:
+            reason = (
+                f"late: window {index} closed and is beyond the {p.correction_windows} "
+                "windows kept for corrections"
+            )
+            self._reject(o, reason, rejects)
+            return
+        pos = bisect.bisect_left([c.index for c in self.history], index)
+        if pos == len(self.history) or self.history[pos].index != index:  # a skipped window
+            self.history.insert(pos, ClosedWindow(index, {}, None, self.history[pos - 1].carry))
+        self.history[pos].obs[o.obs_id] = o
+        self._refold(pos, p, prices)
 
     def _refold(self, changed_from: int, p: OracleParams, prices: list[OraclePrice]) -> None:
         carry = self.history[changed_from - 1].carry if changed_from else self.base

@@ -77,6 +77,8 @@ class RiskParams:
     """
 
     window_ms: int
+    idle_timeout_ms: int = 0
+    """0: no venue partition is ever taken as idle (``operators.clock``)."""
     assets: tuple[str, ...]
     underlyings: dict[str, str]
     collateral: dict[str, tuple[str, int]]
@@ -168,7 +170,9 @@ class RiskShard:
         self.vol_values: dict[str, float] = {}
         self.vol_sources: dict[str, VolSource] = {}
         """asset -> where its vol comes from (``ewma``, ``floor`` or ``cap``)."""
-        self.next_eval: int | None = None
+        self.due: set[int] = set()
+        """Window ends with a price row or after a venue event, not yet evaluated (ms)."""
+        self.last_eval: int | None = None
         self.in_flight: dict[tuple[str, str], int] = {}
         """(account, what) -> when the order was sent: what is ``liquidation`` (cleared by
         a ``Liquidated`` event) or the hedge instrument (cleared by the book's trade in it);
@@ -178,44 +182,44 @@ class RiskShard:
 
     # --- inputs ---------------------------------------------------------------------
 
-    def on_venue(self, batch: VenueBatch) -> None:
-        """Take venue events and option quotes, and their partition's watermark."""
+    def on_venue(self, batch: VenueBatch, p: RiskParams) -> None:
+        """Take venue events and option quotes, and their partition's watermark; each
+        event is due at the end of its window."""
         self.pending.extend(batch.events)
-        self.clock.report(batch.part, batch.watermark_ms, batch.eof)
+        self.due.update((e.ts_ms // p.window_ms + 1) * p.window_ms for e in batch.events)
+        self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
 
     def on_prices(self, batch: PriceBatch) -> None:
         """Take the oracle's rows and progress in order. A window's first publication is
-        kept; a later correction does not re-run the past."""
+        kept and makes its window end due; a later correction does not re-run the past."""
         for item in batch.items:
             if isinstance(item, OracleProgress):
                 self.progress[item.asset] = max(self.progress.get(item.asset, -1), item.through_ms)
             elif item.revision == 0:
                 self.rows.setdefault(item.asset, {})[item.window_end_ms] = item
+                self.due.add(item.window_end_ms)
 
     # --- evaluation -----------------------------------------------------------------
 
     def ready(self, p: RiskParams) -> list[int]:
-        """The window ends that can be evaluated now, in order."""
-        through = min([self.clock.watermark_ms()] + [self.progress.get(a, -1) for a in p.assets])
-        if self.next_eval is None:
-            # Every row ending by ``through`` has arrived, so this minimum is final.
-            first = min((w for rows in self.rows.values() for w in rows), default=None)
-            if first is None or first > through:
-                return []
-            self.next_eval = first
-        out = []
-        t = self.next_eval
-        while t <= through:
-            out.append(t)
-            t += p.window_ms
-        return out
+        """The window ends that can be evaluated now, in order: those at or before the gate
+        (every venue partition's watermark and every asset's progress) that carry a price
+        row or follow a venue event. Windows where nothing arrived are not evaluated, so a
+        gap of any length costs nothing."""
+        gate = [self.clock.watermark_ms(p.idle_timeout_ms)]
+        through = min(gate + [self.progress.get(a, -1) for a in p.assets])
+        # Every row and event due by ``through`` has arrived, so this set is final.
+        return sorted(t for t in self.due if t <= through)
 
     def evaluate(self, p: RiskParams) -> RiskOut:
         """Every evaluation that is ready, in order of time."""
         out = RiskOut()
         for t in self.ready(p):
+            self.due.discard(t)
+            if self.last_eval is not None and t <= self.last_eval:
+                continue  # an event behind an evaluation already made: applied at the next
             self._evaluate_at(t, p, out)
-            self.next_eval = t + p.window_ms
+            self.last_eval = t
         return out
 
     def _apply_until(self, t: int) -> None:
@@ -562,7 +566,7 @@ def risk_step(
     if state is None:
         state = RiskShard(parts, reports_instruments=shard == shard_key(0))
     if isinstance(batch, VenueBatch):
-        state.on_venue(batch)
+        state.on_venue(batch, params)
     else:
         state.on_prices(batch)
     return state, state.evaluate(params)

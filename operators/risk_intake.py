@@ -28,7 +28,7 @@ from msgspec.structs import replace
 from operators import oracle_topic
 from operators.abi import AbiError, block_time_ms
 from operators.accounts import shard_keys, shard_of
-from operators.clock import PartitionClock
+from operators.clock import PartitionClock, implausible
 from operators.decode import option_quote
 from operators.model import (
     OptionQuote,
@@ -39,18 +39,21 @@ from operators.model import (
     RawMessage,
     Rejected,
 )
+from operators.venue import STAGE as VENUE_STAGE
 from operators.venue import InstrumentListed, VenueBatch, VenueEvent, decode_venue
 
 
 @dataclass(frozen=True, kw_only=True)
 class RiskIntakeParams:
-    """The venue (address), the shard count, the input topics; times in ms."""
+    """The venue (address), the shard count, the input topics; times in ms (the event-time
+    bounds as the oracle intake's, ``operators.clock.implausible``)."""
 
     venue: str
     shards: int
     window_ms: int
     lateness_ms: int
     max_future_ms: int
+    max_quote_delay_ms: int
     chain_logs: str
     dex_quotes: str
     oracle_prices: str
@@ -77,6 +80,8 @@ class _Stamp(msgspec.Struct, frozen=True):
 
 
 _stamp = msgspec.json.Decoder(_Stamp)
+STAGE = "risk_intake"
+"""The stage of a rejected option quote (a venue event's is ``venue``)."""
 
 
 @dataclass
@@ -107,12 +112,13 @@ class RiskIntake:
                 if isinstance(event, Rejected):
                     rejects.append(event)
                 elif event is not None:
-                    self._route(event, p, routed)
+                    self._route(event, msg, p, routed, rejects)
             else:
-                self._stamp(msg, p, routed)
+                self._stamp(msg, p, routed, rejects)
         wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
+        broker = self.clock.broker_ms
         venue = [
-            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, [])))
+            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), broker))
             for shard in shard_keys(p.shards)
             if shard in routed or marker
         ]
@@ -123,6 +129,7 @@ class RiskIntake:
         msg: RawMessage,
         p: RiskIntakeParams,
         routed: dict[str, list[VenueEvent | OptionQuote]],
+        rejects: list[Rejected],
     ) -> None:
         """Advance the clock by a message that is not the venue's; route an option quote."""
         if msg.value is None:
@@ -132,26 +139,37 @@ class RiskIntake:
             if stamp.instrument is not None:
                 quote = option_quote(msg.value)
                 if quote is not None:
-                    self._route(quote, p, routed)
+                    self._route(quote, msg, p, routed, rejects)
                 return
             if stamp.ts is not None and msg.topic == p.dex_quotes:
-                ts_ms = stamp.ts
+                ts_ms, delay_ms = stamp.ts, p.max_quote_delay_ms
             elif stamp.blockTimestamp is not None and not stamp.removed:
-                ts_ms = block_time_ms(stamp.blockTimestamp)
+                ts_ms, delay_ms = block_time_ms(stamp.blockTimestamp), None
             else:
                 return
         except (msgspec.DecodeError, UnicodeDecodeError, AbiError):
             return  # the oracle's decoder reports it
-        if self.clock.implausible(ts_ms, p.max_future_ms) is None:
+        if implausible(ts_ms, msg.timestamp_ms, p.max_future_ms, delay_ms) is None:
             self.clock.advance(ts_ms)
+            self.clock.heard(msg.timestamp_ms)
 
     def _route(
         self,
         event: VenueEvent | OptionQuote,
+        msg: RawMessage,
         p: RiskIntakeParams,
         routed: dict[str, list[VenueEvent | OptionQuote]],
+        rejects: list[Rejected],
     ) -> None:
-        """Route an event to its account's shard (a listing or an option quote to all)."""
+        """Route an event to its account's shard (a listing or an option quote to all); an
+        implausible event time goes to the deadletter and moves nothing."""
+        quote = isinstance(event, OptionQuote)
+        delay_ms = p.max_quote_delay_ms if quote else None
+        reason = implausible(event.ts_ms, msg.timestamp_ms, p.max_future_ms, delay_ms)
+        if reason is not None:
+            rejects.append(Rejected.of(STAGE if quote else VENUE_STAGE, reason, msg))
+            return
+        self.clock.heard(msg.timestamp_ms)
         wm = self.clock.watermark_ms(p.lateness_ms)
         if event.ts_ms <= wm:
             event = replace(event, ts_ms=wm + 1)

@@ -47,6 +47,7 @@ def stage_params(cfg: Config) -> StageParams:
             window_ms=ms(o.window_s),
             lateness_ms=ms(o.allowed_lateness_s),
             max_future_ms=ms(o.max_future_s),
+            max_quote_delay_ms=ms(o.max_quote_delay_s),
             assets=registry.assets,
         ),
         oracle=OracleParams(
@@ -64,6 +65,7 @@ def stage_params(cfg: Config) -> StageParams:
             breaker_confirm_sources=o.breaker_confirm_sources,
             breaker_confirm_windows=o.breaker_confirm_windows,
             correction_windows=o.correction_windows,
+            idle_timeout_ms=ms(o.idle_timeout_s),
             pegs=registry.pegs,
             numeraire={a: n for n, assets in registry.crosses.items() for a in assets},
         ),
@@ -80,6 +82,7 @@ def _risk_intake(cfg: Config) -> RiskIntakeParams:
         window_ms=ms(o.window_s),
         lateness_ms=ms(o.allowed_lateness_s),
         max_future_ms=ms(o.max_future_s),
+        max_quote_delay_ms=ms(o.max_quote_delay_s),
         chain_logs=topics.chain_logs,
         dex_quotes=topics.dex_quotes,
         oracle_prices=topics.oracle_prices,
@@ -90,6 +93,7 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
     risk = cfg.risk
     return RiskParams(
         window_ms=ms(cfg.oracle.window_s),
+        idle_timeout_ms=ms(cfg.oracle.idle_timeout_s),
         assets=registry.assets,
         underlyings=dict(risk.underlyings),
         collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},

@@ -74,13 +74,14 @@ VenueEvent = InstrumentListed | CollateralMove | Fill
 
 
 class VenueBatch(msgspec.Struct, frozen=True):
-    """What one input partition sends one risk shard: venue events and option quotes, and
-    the partition's watermark (ms)."""
+    """What one input partition sends one risk shard: venue events and option quotes, the
+    partition's watermark and its newest broker timestamp (ms)."""
 
     part: str
     watermark_ms: int
     eof: bool
     events: list[VenueEvent | OptionQuote]
+    broker_ms: int = -1
 
 
 def decode_venue(msg: RawMessage, venue: str) -> VenueEvent | Rejected | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.clock import END_MS, MAX_TS_MS, MIN_TS_MS, PartitionClock, Watermarks
+from operators.clock import END_MS, MAX_TS_MS, MIN_TS_MS, PartitionClock, Watermarks, implausible
 
 PARTS = ("0-a", "1-a", "0-b")
 REPORTS = st.lists(
@@ -51,7 +51,34 @@ def test_partition_watermark_is_newest_event_less_lateness(times, lateness) -> N
 
 
 def test_implausible_times_name_the_reason() -> None:
-    clock = PartitionClock(newest_ms=MIN_TS_MS + 10)
-    assert clock.implausible(MIN_TS_MS + 20, max_future_ms=100) is None
-    assert "ahead" in (clock.implausible(MIN_TS_MS + 200, max_future_ms=100) or "")
-    assert "2009..2100" in (clock.implausible(MAX_TS_MS, max_future_ms=2**62) or "")
+    broker = MIN_TS_MS + 1_000_000
+    assert implausible(broker + 20, broker, max_future_ms=100) is None
+    assert implausible(MIN_TS_MS + 5, broker, max_future_ms=100) is None  # a backfill
+    assert "after its broker" in (implausible(broker + 200, broker, max_future_ms=100) or "")
+    assert "before its broker" in (implausible(broker - 200, broker, 100, max_delay_ms=100) or "")
+    assert "2009..2100" in (implausible(MAX_TS_MS, MAX_TS_MS - 1, max_future_ms=2**62) or "")
+    assert "broker timestamp" in (implausible(broker, 5, max_future_ms=100) or "")
+
+
+@given(
+    st.integers(-(2**70), 2**70), st.integers(-(2**70), 2**70), st.integers(0, 10**9),
+    st.one_of(st.none(), st.integers(0, 10**9)),
+)  # fmt: skip
+def test_a_plausible_event_time_lies_within_its_broker_timestamps_bounds(
+    ts, broker, future, delay
+) -> None:
+    if implausible(ts, broker, future, delay) is None:
+        assert MIN_TS_MS <= ts < MAX_TS_MS and ts <= broker + future
+        assert delay is None or ts >= broker - delay
+
+
+@given(st.lists(st.integers(0, 10**12), min_size=1, max_size=5), st.integers(1, 10**9))
+def test_an_idle_partition_stops_holding_the_watermark(broker_times, timeout) -> None:
+    wm = Watermarks(("0-a", "1-a"))
+    wm.report("0-a", 100, eof=False, broker_ms=0)
+    for b in broker_times:
+        wm.report("1-a", 10**6 + b, eof=False, broker_ms=b)
+    newest = max(broker_times)
+    held = wm.watermark_ms(idle_timeout_ms=timeout)
+    assert held == (100 if newest < timeout else 10**6 + broker_times[-1])
+    assert wm.watermark_ms() == 100  # without idleness the quiet partition holds it

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from operators.config import load_config
 from operators.intake import PartitionIntake
 from operators.model import RawBatch, RawMessage
@@ -43,14 +47,83 @@ def test_late_quote_is_rejected_and_counted_as_late() -> None:
     assert (intake.late, intake.rejected, intake.observations) == (1, 1, 1)
 
 
-def test_implausible_quote_is_rejected_but_not_counted_as_late() -> None:
+def test_quote_after_a_two_hour_silence_is_accepted() -> None:
     intake = PartitionIntake(part="0-dex.quotes")
     out = _on(intake, _quote(0, T0), _quote(1, T0 + 7_200_000))
+    assert out.rejects == [] and intake.observations == 2
+    assert intake.clock.newest_ms == T0 + 7_200_000
+
+
+def test_quote_dated_after_its_broker_timestamp_is_invalid_and_moves_nothing() -> None:
+    intake = PartitionIntake(part="0-dex.quotes")
+    ahead = _quote(1, T0 + 86_400_000)
+    out = _on(intake, _quote(0, T0), msgspec.structs.replace(ahead, timestamp_ms=T0))
     (rejected,) = out.rejects
     assert rejected.reason.startswith("invalid_ts:") and (intake.late, intake.rejected) == (0, 1)
+    assert intake.clock.newest_ms == T0
+
+
+def test_quote_far_older_than_its_broker_timestamp_is_invalid() -> None:
+    intake = PartitionIntake(part="0-dex.quotes")
+    stale = msgspec.structs.replace(_quote(0, T0), timestamp_ms=T0 + 3_600_000)
+    (rejected,) = _on(intake, stale).rejects
+    assert "before its broker timestamp" in rejected.reason and intake.clock.newest_ms is None
+
+
+def test_old_block_is_a_legal_backfill_but_a_marker_from_2099_moves_nothing() -> None:
+    old_ts = 1_300_000_000_000  # 2011
+    marker = {"progress": True, "blockNumber": "0x10", "chainId": 1}
+    backfill = RawMessage("chain.logs", 1, 0, T0, None, json.dumps(
+        marker | {"blockTimestamp": hex(old_ts // 1000)}).encode())  # fmt: skip
+    future = RawMessage("chain.logs", 1, 1, T0, None, json.dumps(
+        marker | {"blockTimestamp": hex(4_070_000_000)}).encode())  # fmt: skip
+    huge = RawMessage("chain.logs", 1, 2, T0, None, json.dumps(
+        marker | {"blockTimestamp": 2**300}).encode())  # fmt: skip
+    intake = PartitionIntake(part="1-chain.logs")
+    out = _on(intake, backfill, future, huge)
+    assert intake.clock.newest_ms == old_ts
+    assert [r.offset for r in out.rejects] == [1, 2]
+    assert all(r.reason.startswith(("invalid_ts", "bad_quantity")) for r in out.rejects)
 
 
 def test_option_quotes_are_not_the_oracles_and_are_skipped() -> None:
     intake = PartitionIntake(part="0-dex.quotes")
     out = _on(intake, _quote(0, T0, instrument="0x" + "22" * 32))
     assert all(batch.items == [] for _, batch in out.batches) and intake.skipped == 1
+
+
+def test_a_first_quote_a_day_ahead_is_rejected_and_the_next_ones_are_not_late() -> None:
+    intake = PartitionIntake(part="0-dex.quotes")
+    ahead = msgspec.structs.replace(_quote(0, T0 + 86_400_000), timestamp_ms=T0)
+    out = _on(intake, ahead, *(_quote(n, T0 + n * 5_000) for n in range(1, 5)))
+    assert [r.offset for r in out.rejects] == [0] and intake.observations == 4
+
+
+MESSAGES = st.lists(
+    st.tuples(
+        st.integers(-(2**62), 2**62) | st.integers(1_600_000_000_000, 1_800_000_000_000),
+        st.integers(1_600_000_000_000, 1_800_000_000_000),
+        st.booleans(),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(MESSAGES)
+def test_no_message_moves_the_watermark_past_what_its_broker_timestamp_allows(msgs) -> None:
+    """Quotes and progress markers with any event and broker times, in any order."""
+    intake = PartitionIntake(part="0-x")
+    future = PARAMS.intake.max_future_ms
+    raw = []
+    for n, (ts, broker, marker) in enumerate(msgs):
+        if marker:
+            body = {"progress": True, "blockNumber": "0x1", "blockTimestamp": ts // 1000}
+            raw.append(RawMessage("chain.logs", 0, n, broker, None, json.dumps(body).encode()))
+        else:
+            raw.append(msgspec.structs.replace(_quote(n, ts), offset=n, timestamp_ms=broker))
+    out = _on(intake, *raw)
+    newest = intake.clock.newest_ms
+    moved = [m for m in raw if m.offset not in {r.offset for r in out.rejects}]
+    assert newest is None or any(newest <= m.timestamp_ms + future for m in moved)
+    assert len(out.rejects) + intake.observations + intake.skipped == len(raw)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from operators.config import load_config
 from operators.decode import Decoder
-from operators.intake import IntakeParams, PartitionIntake
+from operators.intake import PartitionIntake
 from operators.model import (
     AssetBatch,
     Observation,
@@ -87,17 +87,25 @@ def test_status_degraded_with_fewer_sources_than_quorum() -> None:
     assert (row.status, row.sources, row.price) == ("degraded", 2, 1800.5)
 
 
-def test_price_goes_stale_after_max_age_and_is_carried() -> None:
+def test_price_goes_stale_after_max_age_once_then_empty_windows_are_skipped() -> None:
     oracle = Oracle("ETH", params("[oracle]\nmax_age_s = 90\nmin_sources = 1"))
     oracle.on_batch(batch("0-p", 0, obs("a", 1800.0, T0)))
     rows = prices(
         oracle.on_batch(batch("1-p", T0 + 3 * W)) + oracle.on_batch(batch("0-p", T0 + 3 * W))
     )
-    assert [(r.status, r.price) for r in rows] == [
-        ("ok", 1800.0),
-        ("stale", 1800.0),
-        ("stale", 1800.0),
+    # The second window has no fresh source: one stale row carrying the last price; the
+    # third would repeat it, and is skipped.
+    assert [(r.window_start_ms, r.status, r.price) for r in rows] == [
+        (T0, "ok", 1800.0),
+        (T0 + W, "stale", 1800.0),
     ]
+    later = T0 + 10 * W
+    rows = prices(
+        oracle.on_batch(batch("0-p", later + W, obs("a", 1810.0, later)))
+        + oracle.on_batch(batch("1-p", later + W))
+    )
+    assert [(r.window_start_ms, r.status, r.price) for r in rows] == [(later, "ok", 1810.0)]
+    assert oracle.state.progress == later + W
 
 
 def test_jump_is_held_until_it_persists_then_published() -> None:
@@ -193,8 +201,7 @@ def _run(batches: list[RawBatch], order: list[int]) -> list[tuple]:
     parts = sorted({b.part for b in batches})
     intakes = {p: PartitionIntake(part=p) for p in parts}
     oracles: dict[str, AssetOracle] = {}
-    ip = IntakeParams(window_ms=W, lateness_ms=5_000, max_future_ms=3_600_000,
-                      assets=REGISTRY.assets)  # fmt: skip
+    ip = stage_params(CFG).intake
     op_ = stage_params(CFG).oracle
     queues = {p: [b for b in batches if b.part == p] for p in parts}
     out: list[tuple] = []
@@ -279,3 +286,41 @@ def test_progress_reports_closed_windows_even_for_an_asset_without_data() -> Non
         progress = oracle.on_batch(batch("0-p", T0 + 2 * W + 5), p).progress
         reports += [progress] if progress is not None else []
     assert reports == [OracleProgress("ETH", T0 + 2 * W), OracleProgress("BTC", T0 + 2 * W)]
+
+
+# --- event time: bounded work per gap, idleness ------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 13 * 365 * 24 * 60), st.integers(30, 600))
+def test_rows_a_gap_emits_are_bounded_whatever_its_length(gap_windows, max_age_s) -> None:
+    p = params(f"[oracle]\nmin_sources = 1\nmax_age_s = {max_age_s}")
+    oracle = Oracle("ETH", p, parts=("0-p",))
+    first, later = T0, T0 + (gap_windows + 1) * W  # window starts; observed 1 s before the end
+    rows = oracle.on_batch(batch("0-p", first, obs("a", 1800.0, first + W - 1_000)))
+    rows += oracle.on_batch(batch("0-p", later + W, obs("a", 1810.0, later + W - 1_000)))
+    bound = max_age_s * 1000 // W + 2  # aging windows, one stale row, the later window
+    assert 1 <= len(prices(rows)) <= bound + 1
+    assert prices(rows)[-1].window_start_ms == later and prices(rows)[-1].price == 1810.0
+
+
+def test_a_first_observation_from_2010_then_2023_does_not_walk_every_window_between() -> None:
+    oracle = Oracle("ETH", params("[oracle]\nmin_sources = 1"), parts=("0-p",))
+    old = 1_262_304_000_000  # 2010-01-01
+    rows = oracle.on_batch(batch("0-p", old, obs("a", 5.0, old)))
+    rows += oracle.on_batch(batch("0-p", T0 + W, obs("a", 1800.0, T0)))
+    assert len(prices(rows)) <= 300 // 60 + 3
+
+
+def test_an_idle_partition_stops_holding_windows_open_and_its_late_data_is_a_correction() -> None:
+    p = params("[oracle]\nmin_sources = 1\nidle_timeout_s = 120")
+    oracle = Oracle("ETH", p)
+    a, b = obs("a", 1800.0, T0), obs("b", 1900.0, T0 + 10_000)
+    # 1-p reported once at T0 (broker time T0), then fell silent; 0-p goes on for 5 min.
+    oracle.on_batch(AssetBatch("1-p", T0 - 1, False, [], T0))
+    rows = oracle.on_batch(AssetBatch("0-p", T0 + 5 * W, False, [a], T0 + 5 * W))
+    assert [r.window_start_ms for r in prices(rows)][:1] == [T0]  # closed without 1-p
+    # 1-p resumes with an observation for the closed window: a correction, not a loss.
+    fixed = oracle.on_batch(AssetBatch("1-p", T0 + 5 * W, False, [b], T0 + 5 * W + 1))
+    first = next(r for r in prices(fixed) if r.window_start_ms == T0)
+    assert (first.revision, first.price) == (1, 1850.0)

@@ -92,7 +92,9 @@ def _flat(out: RiskOut) -> list:
 
 
 def _run(shard: RiskShard, events: list, prices: list[OraclePrice], p: RiskParams = PARAMS) -> list:
-    shard.on_venue(VenueBatch("0-chain.logs", max(r.window_end_ms for r in prices), False, events))
+    shard.on_venue(
+        VenueBatch("0-chain.logs", max(r.window_end_ms for r in prices), False, events), p
+    )
     out = []
     for row in prices:
         shard.on_prices(PriceBatch([row, OracleProgress("ETH", row.window_end_ms)]))
@@ -127,12 +129,12 @@ def test_same_drop_on_a_stale_price_gives_no_order() -> None:
 
 def test_evaluation_waits_for_venue_watermark_and_oracle_progress() -> None:
     shard = _shard()
-    shard.on_venue(VenueBatch("0-chain.logs", T0 - 1, False, _setup({ACCOUNTS[0]: 20})))
+    shard.on_venue(VenueBatch("0-chain.logs", T0 - 1, False, _setup({ACCOUNTS[0]: 20})), PARAMS)
     shard.on_prices(PriceBatch([_price(T0, 2_000.0)]))
     assert _flat(shard.evaluate(PARAMS)) == []  # no oracle progress yet
     shard.on_prices(PriceBatch([OracleProgress("ETH", T0)]))
     assert _flat(shard.evaluate(PARAMS)) == []  # venue events up to T0 may still come
-    shard.on_venue(VenueBatch("0-chain.logs", T0, False, []))
+    shard.on_venue(VenueBatch("0-chain.logs", T0, False, []), PARAMS)
     rows = _flat(shard.evaluate(PARAMS))
     assert [(r.account, r.ts_event_ms) for r in rows if isinstance(r, AccountRiskRow)] == [
         (ACCOUNTS[0], T0)
@@ -431,3 +433,14 @@ def test_instrument_delta_is_per_unit_of_spot_like_the_account_delta_at_a_nonzer
     forward_delta = black76(True, 2_000.0 * growth, 2_100.0, row.expiry_years, 0.05, 0.6).delta
     assert row.delta == pytest.approx(float(forward_delta) * growth, rel=1e-12)
     assert abs(row.delta - float(forward_delta)) > 5e-3  # the forward's delta would fail
+
+
+def test_a_gap_of_years_between_two_prices_gives_two_evaluations_not_one_per_window() -> None:
+    shard = _shard()
+    years = 13 * 365 * 24 * 3600 * 1000 // W * W
+    shard.on_venue(VenueBatch("0-chain.logs", T0 + years, False, _setup({ACCOUNTS[0]: 20})), PARAMS)
+    shard.on_prices(PriceBatch([_price(T0, 2_000.0), _price(T0 + years, 2_000.0)]))
+    shard.on_prices(PriceBatch([OracleProgress("ETH", T0 + years)]))
+    assert shard.ready(PARAMS) == [T0, T0 + years]
+    rows = [r for r in _flat(shard.evaluate(PARAMS)) if isinstance(r, AccountRiskRow)]
+    assert [r.ts_event_ms for r in rows] == [T0, T0 + years]

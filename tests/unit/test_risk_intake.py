@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,8 @@ VENUE = "0x" + "77" * 20
 ACCOUNT = "0x" + "ab" * 20
 T0 = 1_700_000_040_000
 PARAMS = RiskIntakeParams(
-    venue=VENUE, shards=4, window_ms=60_000, lateness_ms=10_000, max_future_ms=3_600_000,
+    venue=VENUE, shards=4, window_ms=60_000, lateness_ms=10_000, max_future_ms=60_000,
+    max_quote_delay_ms=600_000,
     chain_logs="chain.logs", dex_quotes="dex.quotes", oracle_prices="oracle.prices",
 )  # fmt: skip
 ACCOUNT_TOPIC = abi.address_topic(ACCOUNT)
@@ -111,3 +113,15 @@ def test_oracle_topic_round_trips_in_order_and_rejects_the_rest(items, junk) -> 
     out = RiskIntake("0-oracle.prices").on_batch(RawBatch("0-oracle.prices", msgs), PARAMS)
     assert (out.prices.items if out.prices else []) == items and out.venue == []
     assert [r.offset for r in out.rejects] == [m.offset for m in msgs[len(items) :]]
+
+
+def test_venue_deposit_two_hours_ahead_is_rejected_and_moves_nothing() -> None:
+    intake = RiskIntake(part="0-chain.logs")
+    ahead = msgspec.structs.replace(_venue_log(0, T0 + 7_200_000, DEPOSIT, [5]), timestamp_ms=T0)
+    out = intake.on_batch(
+        RawBatch("0-chain.logs", [ahead, _venue_log(1, T0, DEPOSIT, [7])]), PARAMS
+    )
+    (rejected,) = out.rejects
+    assert rejected.stage == "venue" and rejected.reason.startswith("invalid_ts")
+    assert intake.clock.newest_ms == T0
+    assert [e.amount for _, b in out.venue for e in b.events] == [7]
