@@ -11,6 +11,7 @@ restart under recovery leaves no gap and no duplicate.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import bytewax.operators as op
@@ -51,7 +52,8 @@ def ingest_flow(
     partitions = topic_partitions(bootstrap, [topic])[topic]
 
     def already_written() -> Callable[[Published], bool]:
-        last = {p: int(v) for p, v in last_headers(bootstrap, topic, SEQ_HEADER).items()}
+        headers = _settled(lambda: last_headers(bootstrap, topic, SEQ_HEADER))
+        last = {p: int(v) for p, v in headers.items()}
         # A progress marker is sent again to every partition: a repeat is harmless.
         return lambda p: p.key != "" and p.seq <= last.get(partition_of(p.key, partitions), 0)
 
@@ -77,3 +79,17 @@ def ingest_flow(
 
 def _nothing() -> Callable[[Published], bool]:
     return lambda p: False
+
+
+def _settled(read: Callable[[], dict[int, bytes]], pause_s: float = 1.0) -> dict[int, bytes]:
+    """``read()`` again until two reads ``pause_s`` apart agree (at most 10 s): after a
+    kill, produce requests the dead process had already sent may still land, and a resume
+    that read the topic before them would publish those logs again."""
+    seen = read()
+    for _ in range(10):
+        time.sleep(pause_s)
+        again = read()
+        if again == seen:
+            break
+        seen = again
+    return seen

@@ -131,3 +131,10 @@ def test_published_messages_carry_their_block_time_in_ms() -> None:
     assert [p.ts_ms for p in out] == [h(10).ts * 1000, h(11).ts * 1000]
     _, retracted = retract_after(replace(cursor, recent={10: ("0x", (out[0].value,))}), 9)
     assert retracted[0].ts_ms == h(10).ts * 1000
+
+
+def test_resume_reads_the_topics_last_sequence_numbers_until_late_writes_have_landed() -> None:
+    from flows.ingest import _settled
+
+    reads = iter([{0: b"10"}, {0: b"12"}, {0: b"14"}, {0: b"14"}, {0: b"99"}])
+    assert _settled(lambda: next(reads), pause_s=0.0) == {0: b"14"}
