@@ -136,7 +136,9 @@ def test_unknown_key_fails_naming_the_key(text: str, key: str, where: str) -> No
             "[oracle]\nmin_sources = 0\n", "min_sources must be >= 1; got 0", id="min-sources-zero"
         ),
         pytest.param(
-            "[oracle]\nmax_age_s = nan\n", "max_age_s must be > 0; got nan", id="max-age-nan"
+            "[oracle]\nmax_age_s = nan\n",
+            "expected a finite number, got nan - at `$.oracle.max_age_s`",
+            id="max-age-nan",
         ),
         pytest.param(
             "[oracle]\nallowed_lateness_s = -1\n", "allowed_lateness_s must be >= 0", id="lateness"
@@ -152,17 +154,17 @@ def test_unknown_key_fails_naming_the_key(text: str, key: str, where: str) -> No
         ),
         pytest.param(
             '[oracle.pegs]\nUSD = "abc"\n',
-            "pegs.USD must be a positive decimal string; got 'abc'",
+            "pegs.USD must be a positive decimal string, 1e-12..1e+12; got 'abc'",
             id="peg-abc",
         ),
         pytest.param(
             '[oracle.pegs]\nUSD = "-1"\n',
-            "pegs.USD must be a positive decimal string; got '-1'",
+            "pegs.USD must be a positive decimal string, 1e-12..1e+12; got '-1'",
             id="peg-negative",
         ),
         pytest.param(
             '[oracle.pegs]\nUSD = "NaN"\n',
-            "pegs.USD must be a positive decimal string; got 'NaN'",
+            "pegs.USD must be a positive decimal string, 1e-12..1e+12; got 'NaN'",
             id="peg-nan",
         ),
         pytest.param(

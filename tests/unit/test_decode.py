@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from operators import abi
+from operators.bounds import PRICE_MAX, PRICE_MIN, WEIGHT_MAX
 from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
@@ -968,7 +969,14 @@ def test_v3_swap_through_the_decoder_is_the_by_hand_price(
         "data": swap_data(sqrt_price_x96, liquidity, amount0=-1, amount1=2, tick=-3),
     }
     obs = make_decoder().decode(log_message(log))
-    assert isinstance(obs, Observation)
-    assert (obs.base, obs.quote) == ("ETH", "USDC")
-    assert obs.price == float(v3_by_hand(sqrt_price_x96, 6, 18, base_is_token0=False))
-    assert math.isfinite(obs.weight) and obs.weight >= 0
+    price = float(v3_by_hand(sqrt_price_x96, 6, 18, base_is_token0=False))
+    weight = 2 * liquidity * 2**96 / sqrt_price_x96 / 10**6
+    if not PRICE_MIN <= price <= PRICE_MAX:
+        assert isinstance(obs, Rejected) and obs.reason.startswith("invalid_price: ")
+    elif weight > WEIGHT_MAX:
+        assert isinstance(obs, Rejected) and obs.reason.startswith("invalid_weight: ")
+    else:
+        assert isinstance(obs, Observation)
+        assert (obs.base, obs.quote) == ("ETH", "USDC")
+        assert obs.price == price
+        assert math.isfinite(obs.weight) and obs.weight >= 0

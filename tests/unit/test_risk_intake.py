@@ -86,17 +86,19 @@ def test_implausible_log_time_does_not_move_the_clock() -> None:
     assert intake.clock.newest_ms == T0
 
 
-PRICES = st.builds(
-    OraclePrice,
-    asset=st.sampled_from(["ETH", "BTC"]),
-    window_start_ms=st.integers(0, 2**40),
-    window_end_ms=st.integers(0, 2**40),
-    price=st.floats(1e-6, 1e9),
-    confidence=st.floats(0, 1e6),
-    sources=st.integers(0, 20),
-    status=st.sampled_from(["ok", "degraded", "stale"]),
-    held=st.booleans(),
-    revision=st.integers(0, 5),
+PRICES = st.integers(0, 2**40).flatmap(
+    lambda start: st.builds(
+        OraclePrice,
+        asset=st.sampled_from(["ETH", "BTC"]),
+        window_start_ms=st.just(start),
+        window_end_ms=st.integers(start + 1, start + 2**30),
+        price=st.floats(1e-6, 1e9),
+        confidence=st.floats(0, 1e6),
+        sources=st.integers(0, 20),
+        status=st.sampled_from(["ok", "degraded", "stale"]),
+        held=st.booleans(),
+        revision=st.integers(0, 5),
+    )
 )
 PROGRESS = st.builds(OracleProgress, st.sampled_from(["ETH", "BTC"]), st.integers(-1, 2**40))
 
