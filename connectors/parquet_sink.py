@@ -99,11 +99,10 @@ class _ParquetPartition(StatefulSinkPartition[Any, int]):
     def _flush(self) -> None:
         if not self.rows:
             return
-        by_day: dict[int, list[dict[str, Any]]] = {}
-        for row in self.rows:
-            by_day.setdefault(row[self.time_field] // _DAY_MS, []).append(row)
-        for day_number, rows in sorted(by_day.items()):
-            day = partition_day(day_number)
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for row in self.rows:  # days beyond a date's range share the first or the last
+            by_day.setdefault(partition_day(row[self.time_field] // _DAY_MS), []).append(row)
+        for day, rows in sorted(by_day.items()):
             path = self.directory / f"date={day}" / f"part-{self.part}-{self.seq:08d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

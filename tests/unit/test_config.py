@@ -504,3 +504,49 @@ def test_config_toml_round_trips_any_mix_of_default_and_set_tables(keep: set[str
     except ConfigError:  # e.g. a risk table naming tokens the default oracle lacks
         assume(False)
     assert load_config(config_toml(cfg)) == cfg
+
+
+DURATIONS = [
+    ("oracle", "window_s"), ("oracle", "allowed_lateness_s"), ("oracle", "max_age_s"),
+    ("oracle", "max_future_s"), ("run", "epoch_interval_s"), ("chain", "poll_interval_s"),
+    ("chain", "rpc_timeout_s"), ("risk", "liquidation_timeout_s"),
+    ("risk", "risk_min_interval_s"), ("risk", "risk_interval_s"),
+    ("risk", "vol_half_life_s"), ("risk", "iv_max_age_s"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize(("table", "key"), DURATIONS, ids=lambda x: x)
+def test_inf_in_every_config_duration_fails_naming_the_key(
+    table: str, key: str, value: str
+) -> None:
+    message = _fails(f"[{table}]\n{key} = {value}\n")
+    assert f"`$.{table}.{key}`" in message and value.lstrip("-") in message
+
+
+@pytest.mark.parametrize(("table", "key"), DURATIONS, ids=lambda x: x)
+def test_a_duration_beyond_100_years_fails_naming_the_key(table: str, key: str) -> None:
+    assert f"{key} must be <= 3.1536e+09 s (100 years); got 1e+300" in _fails(
+        f"[{table}]\n{key} = 1e300\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[oracle]\nmad_k = inf\n",
+        "[oracle]\njump_threshold = nan\n",
+        "[risk]\nvol_cap = inf\n",
+        "[risk.margin]\nrate = nan\n",
+        "[risk.margin.portfolio]\nspot_shocks = [-0.1, inf]\n",
+        "[risk.liquidation]\nbonus = inf\n",
+        "[risk.hedge]\ncost = -inf\n",
+        '[risk.targets."0x' + "ab" * 20 + '"]\nETH = inf\n',
+        '[[oracle.sources]]\naddress = "0x' + "11" * 20 + '"\nkind = "chainlink"\n'
+        'base = "X"\nquote = "USD"\ndecimals = 8\nweight = inf\n',
+    ],
+    ids=["mad_k", "jump_threshold", "vol_cap", "margin.rate", "spot_shocks", "bonus",
+         "hedge.cost", "targets", "source.weight"],
+)  # fmt: skip
+def test_inf_or_nan_in_any_config_number_fails_naming_its_path(text: str) -> None:
+    assert "expected a finite number" in _fails(text)

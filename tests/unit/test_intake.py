@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from operators.config import load_config
+from operators.decode import Decoded, Decoder
 from operators.intake import PartitionIntake
 from operators.model import RawBatch, RawMessage
 from operators.stages import stage_params
@@ -54,3 +55,25 @@ def test_option_quotes_are_not_the_oracles_and_are_skipped() -> None:
     intake = PartitionIntake(part="0-dex.quotes")
     out = _on(intake, _quote(0, T0, instrument="0x" + "22" * 32))
     assert all(batch.items == [] for _, batch in out.batches) and intake.skipped == 1
+
+
+class _Buggy(Decoder):
+    """A decoder with a bug that one message (offset 1) trips."""
+
+    def decode(self, msg: RawMessage) -> Decoded:
+        if msg.offset == 1:
+            raise ZeroDivisionError("float division by zero")
+        return super().decode(msg)
+
+
+def test_exception_while_decoding_one_message_is_an_internal_error_and_the_flow_goes_on() -> None:
+    d = PARAMS.decoder
+    buggy = _Buggy(d.registry, d.chain_logs_topic, d.dex_quotes_topic)
+    intake = PartitionIntake(part="0-dex.quotes")
+    msgs = [_quote(0, T0), _quote(1, T0), _quote(2, T0)]
+    out = intake.on_batch(RawBatch(intake.part, msgs), buggy, PARAMS.intake)
+
+    (rejected,) = out.rejects
+    assert rejected.reason == "internal_error: ZeroDivisionError: float division by zero"
+    assert (rejected.stage, rejected.offset, rejected.raw) == ("intake", 1, msgs[1].value)
+    assert (intake.observations, intake.rejected, intake.messages) == (2, 1, 3)

@@ -163,3 +163,24 @@ def test_deadletter_row_with_broker_timestamp_outside_the_date_range_is_written_
     assert pq.read_table(path).to_pylist() == [msgspec.structs.asdict(row)]
     frame = pl.read_parquet(tmp_path / "deadletter" / "**" / "*.parquet", hive_partitioning=True)
     assert frame["timestamp_ms"].to_list() == [timestamp_ms]
+
+
+def test_rows_of_days_beyond_the_date_range_share_one_file_and_none_is_lost(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        Rejected(
+            stage="decode", reason="invalid_json: x", topic="t", partition=0, offset=n,
+            timestamp_ms=ts, key=None, raw=None,
+        )
+        for n, ts in enumerate([2**63 - 1, 10**18, -(2**63), -(10**18)])
+    ]  # fmt: skip
+    sink = ParquetSink(tmp_path, "deadletter", arrow_schema(Rejected), msgspec.structs.asdict,
+                       "timestamp_ms")  # fmt: skip
+    part = sink.build_part("step", "0", None)
+    part.write_batch(rows)
+    part.close()
+
+    files = sorted((tmp_path / "deadletter").glob("date=*/*.parquet"))
+    assert [f.parent.name for f in files] == ["date=0001-01-01", "date=9999-12-31"]
+    assert sorted(r["offset"] for f in files for r in pq.read_table(f).to_pylist()) == [0, 1, 2, 3]

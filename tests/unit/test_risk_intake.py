@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators import abi, oracle_topic
+from operators import abi, oracle_topic, risk_intake
 from operators.accounts import shard_keys, shard_of
 from operators.model import OptionQuote, OraclePrice, OracleProgress, RawBatch, RawMessage
 from operators.risk_intake import RiskIntake, RiskIntakeParams
@@ -113,3 +114,38 @@ def test_oracle_topic_round_trips_in_order_and_rejects_the_rest(items, junk) -> 
     out = RiskIntake("0-oracle.prices").on_batch(RawBatch("0-oracle.prices", msgs), PARAMS)
     assert (out.prices.items if out.prices else []) == items and out.venue == []
     assert [r.offset for r in out.rejects] == [m.offset for m in msgs[len(items) :]]
+
+
+def test_exception_while_handling_one_venue_log_is_an_internal_error_and_the_flow_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = risk_intake.decode_venue
+
+    def buggy(msg: RawMessage, venue: str):
+        if msg.offset == 1:
+            raise IndexError("list index out of range")
+        return real(msg, venue)
+
+    monkeypatch.setattr(risk_intake, "decode_venue", buggy)
+    intake = RiskIntake("0-chain.logs")
+    msgs = [_venue_log(n, T0, DEPOSIT, [10**18]) for n in range(3)]
+    out = intake.on_batch(RawBatch(intake.part, msgs), PARAMS)
+
+    (rejected,) = out.rejects
+    assert rejected.reason == "internal_error: IndexError: list index out of range"
+    assert (rejected.stage, rejected.offset) == ("venue", 1)
+    assert sum(len(b.events) for _, b in out.venue) == 2
+
+
+def test_exception_while_decoding_one_oracle_price_is_an_internal_error_reject(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def buggy(msg: RawMessage):
+        raise OverflowError("int too large")
+
+    monkeypatch.setattr(oracle_topic, "decode", buggy)
+    msg = RawMessage("oracle.prices", 0, 4, 0, b"ETH", b"{}")
+    out = RiskIntake("0-oracle.prices").on_batch(RawBatch("0-oracle.prices", [msg]), PARAMS)
+    (rejected,) = out.rejects
+    assert (rejected.stage, rejected.offset) == ("oracle_prices", 4)
+    assert rejected.reason == "internal_error: OverflowError: int too large"
