@@ -153,3 +153,13 @@ def test_a_chainlink_answer_of_2_pow_254_cannot_let_3_percent_off_pools_back_in(
 
 def test_mad_filter_keeps_the_sources_nearest_the_median_even_with_a_tiny_k() -> None:
     assert mad_filter([100.0, 200.0], k=0.01, floor_bps=0.0) == [0, 1]
+
+
+@given(st.lists(weight_any, min_size=3, max_size=15))
+def test_capped_weights_hold_the_45_percent_cap_over_extreme_magnitudes(
+    weights: list[float],
+) -> None:
+    capped = capped_weights(weights)
+    total = sum(capped)
+    assert all(math.isfinite(w) and w > 0 for w in capped)
+    assert all(w <= MAX_SHARE * total * (1 + 1e-9) for w in capped)
