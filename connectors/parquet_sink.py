@@ -1,7 +1,9 @@
 """Hive-style Parquet datasets as a Bytewax sink, written idempotently.
 
 Layout: ``<root>/<dataset>/date=YYYY-MM-DD/part-<partition>-<seq>.parquet``, where the
-date is the UTC day of each row's event time. Rows are buffered and written when an
+date is the UTC day of each row's event time, clamped to 0001-01-01..9999-12-31 (a
+deadletter row's broker timestamp can be anything an int64 holds: such a row goes to the
+first or last day and keeps its own value in its column). Rows are buffered and written when an
 epoch ends (Bytewax's snapshot), so a file holds whole epochs. The file sequence number
 is the sink's recovery state: after a crash the run resumes at the snapshotted number,
 removes files it had written past it and writes them again, so no row is duplicated.
@@ -10,7 +12,7 @@ removes files it had written past it and writes them again, so no row is duplica
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 ToRow = Callable[[Any], dict[str, Any]]
 _DAY_MS = 86_400_000
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 _COLUMN_TYPES: dict[type[msgspec.inspect.Type], pa.DataType] = {
     msgspec.inspect.StrType: pa.string(),
     msgspec.inspect.IntType: pa.int64(),
@@ -67,6 +70,13 @@ def _column_type(t: msgspec.inspect.Type, where: str) -> pa.DataType:
     return column
 
 
+def partition_day(day_number: int) -> str:
+    """The ``YYYY-MM-DD`` of a day counted from 1970-01-01 (``ts_ms // 86_400_000``),
+    clamped to the days a date can hold, 0001-01-01..9999-12-31."""
+    ordinal = min(max(_EPOCH_DAY + day_number, date.min.toordinal()), date.max.toordinal())
+    return date.fromordinal(ordinal).isoformat()
+
+
 class _ParquetPartition(StatefulSinkPartition[Any, int]):
     def __init__(
         self, directory: Path, part: str, schema: pa.Schema, to_row: ToRow, time_field: str,
@@ -89,11 +99,10 @@ class _ParquetPartition(StatefulSinkPartition[Any, int]):
     def _flush(self) -> None:
         if not self.rows:
             return
-        by_day: dict[int, list[dict[str, Any]]] = {}
-        for row in self.rows:
-            by_day.setdefault(row[self.time_field] // _DAY_MS, []).append(row)
-        for day_number, rows in sorted(by_day.items()):
-            day = datetime.fromtimestamp(day_number * 86_400, UTC).strftime("%Y-%m-%d")
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for row in self.rows:  # days beyond a date's range share the first or the last
+            by_day.setdefault(partition_day(row[self.time_field] // _DAY_MS), []).append(row)
+        for day, rows in sorted(by_day.items()):
             path = self.directory / f"date={day}" / f"part-{self.part}-{self.seq:08d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

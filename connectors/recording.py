@@ -8,6 +8,13 @@ A JSONL row is ``{"topic", "partition", "offset", "timestamp_ms", "key", "value"
 ``key`` and ``value`` as UTF-8 text or null; bytes that are not valid UTF-8 are written as
 ``"key_b64"`` / ``"value_b64"`` (standard base64) instead. On reading, an absent key or
 value is null and other fields are ignored.
+
+Every row is checked at load, before anything runs: a message's coordinates are its
+identity (its input partition is named ``<partition>-<topic>``, its deadletter row carries
+them), so a row without valid ones (an empty ``topic``, a ``partition`` outside
+0..2**31-1, an ``offset`` below 0, a value of the wrong type or width) cannot become a
+message. Loading fails with one line naming the file, the problem and the first row
+(the line of a JSONL file) that has it; fix or drop the row and load again.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ _JSONL_SCHEMA = pl.Schema(
         **{name: pl.String() for name in ("key", "value", "key_b64", "value_b64")},
     }
 )
+_INT_BITS = {"partition": 32, "offset": 64, "timestamp_ms": 64}
 SUFFIXES = (".parquet", ".jsonl")
 ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group, and per batch held in memory while writing."""
@@ -190,13 +198,17 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         if not castable:
             msg = f"{path}: expected column {name!r} as {expected}; got {got}"
             raise ValueError(msg)
-    df = pl.read_parquet(path, columns=list(COLUMNS)).cast(SCHEMA, strict=True)
+    df = pl.read_parquet(path, columns=list(COLUMNS))
     for name in COLUMNS[:4]:
         nulls = df[name].null_count()
         if nulls:
             msg = f"{path}: expected no nulls in column {name!r}; got {nulls}"
             raise ValueError(msg)
-    return df
+    for name, bits in _INT_BITS.items():
+        if df.schema[name] != SCHEMA[name]:
+            fits = pl.col(name).is_between(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            _check_rows(path, df, ~fits, f"expected column {name!r} to fit {SCHEMA[name]}")
+    return _checked(path, df.cast(SCHEMA, strict=True))
 
 
 def _read_jsonl(path: Path) -> pl.DataFrame:
@@ -221,7 +233,15 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
             path, raw, b64.is_not_null() & decoded.is_null(), f"expected base64 in '{name}_b64'"
         )
         columns.append(pl.coalesce(decoded, text.cast(pl.Binary)).alias(name))
-    return raw.select(columns)
+    return _checked(path, raw.select(columns))
+
+
+def _checked(path: Path, df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` if every row has valid coordinates (module docstring); else raise naming one."""
+    _check_rows(path, df, pl.col("topic") == "", "expected a topic name")
+    _check_rows(path, df, pl.col("partition") < 0, "expected a partition >= 0")
+    _check_rows(path, df, pl.col("offset") < 0, "expected an offset >= 0")
+    return df
 
 
 def _jsonl_problem(path: Path, error: pl.exceptions.ComputeError) -> str:
@@ -232,9 +252,36 @@ def _jsonl_problem(path: Path, error: pl.exceptions.ComputeError) -> str:
             pl.read_ndjson(path, schema={name: dtype})
         except pl.exceptions.ComputeError as e:
             unreadable[name] = f"field {name!r} must be {dtype}: {str(e).splitlines()[0]}"
+    line = _first_bad_line(path, unreadable)
     if unreadable and len(unreadable) < len(_JSONL_SCHEMA):
-        return next(iter(unreadable.values()))
-    return str(error).splitlines()[0]  # every field fails: the JSON itself is bad
+        return f"{next(iter(unreadable.values()))} (line {line})"
+    return f"{str(error).splitlines()[0]} (line {line})"  # every field fails: bad JSON
+
+
+def _first_bad_line(path: Path, unreadable: dict[str, str]) -> int | None:
+    """The first line of a JSONL file that is not a JSON object, or whose field in
+    ``unreadable`` is not of its type (an int of its width, a string, or null)."""
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                return number
+            if not isinstance(row, dict):
+                return number
+            for name in unreadable:
+                value, bits = row.get(name), _INT_BITS.get(name)
+                if bits is None:
+                    ok = value is None or isinstance(value, str)
+                else:
+                    ok = value is None or (
+                        type(value) is int and -(2 ** (bits - 1)) <= value < 2 ** (bits - 1)
+                    )
+                if not ok:
+                    return number
+    return None
 
 
 def _check_rows(path: Path, df: pl.DataFrame, bad: pl.Expr, expected: str) -> None:

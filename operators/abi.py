@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from operators.bounds import BLOCK_MAX, LOG_INDEX_MAX, TIMESTAMP_MAX_S
+
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+")
 _WORD_MASK = (1 << 256) - 1
 
@@ -97,8 +99,24 @@ def quantity(value: int | str, field: str) -> int:
 
 
 def block_time_ms(value: int | str) -> int:
-    """A log's ``blockTimestamp`` (a quantity, Unix seconds) in ms."""
-    return quantity(value, "blockTimestamp") * 1000
+    """A log's ``blockTimestamp`` (a quantity, Unix seconds) in ms; below
+    ``bounds.TIMESTAMP_MAX_S``, so that the ms fit an int64."""
+    seconds = quantity(value, "blockTimestamp")
+    if seconds >= TIMESTAMP_MAX_S:
+        raise AbiError(f"invalid_ts: blockTimestamp {seconds} s does not fit an int64 of ms")
+    return seconds * 1000
+
+
+def log_seq(block_number: int | str, log_index: int | str) -> tuple[int, int]:
+    """(``seq``, log index) of a log: ``seq = blockNumber * 2**20 + logIndex`` orders logs and
+    fits an int64, because ``blockNumber < 2**43`` and ``logIndex < 2**20`` (``bounds``)."""
+    block = quantity(block_number, "blockNumber")
+    index = quantity(log_index, "logIndex")
+    if block >= BLOCK_MAX or index >= LOG_INDEX_MAX:
+        raise AbiError(
+            f"bad_quantity: need blockNumber < 2**43 and logIndex < 2**20; got {block}, {index}"
+        )
+    return (block << 20) | index, index
 
 
 def data_bytes(data: str, count: int) -> bytes:

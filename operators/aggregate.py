@@ -5,12 +5,20 @@ confidence half-width from the spread of the sources). All prices share one unit
 (USD per asset); weights are depths in USD.
 
 1. Drop outliers: sources farther than ``k`` scaled MADs from the (unweighted) median,
-   scale = max(1.4826 * MAD, floor_bps * 1e-4 * median).
+   scale = max(1.4826 * MAD, floor_bps * 1e-4 * median), then again over the sources
+   kept, until a pass drops none. One absurd source shifts the first pass's median by half
+   a rank and can widen its MAD; it is dropped in that pass, and the passes after it judge
+   the others by their own spread, so the price and the confidence stay within what the
+   honest sources give (a property test over 1e-300..1e300). The source(s) nearest the
+   median are always kept.
 2. Cap each kept source's weight at ``max_share`` of the total (water-filling), so no one
    source holds a majority; a source with no depth of its own (weight 0, e.g. a Chainlink
    feed) gets the median weight of the others.
 3. Price = weighted median; confidence = the larger distance from it to the weighted 25th
    and 75th percentiles, and at least the weighted median of the sources' half-spreads.
+
+Inputs are finite, prices > 0 and weights >= 0 (``operators.bounds`` holds the decoded
+ones far inside that); the functions stay total over 1e-300..1e300 of either.
 """
 
 from __future__ import annotations
@@ -35,11 +43,19 @@ class Aggregate:
 
 
 def mad_filter(prices: list[float], k: float, floor_bps: float) -> list[int]:
-    """Indexes of the prices within ``k`` scaled MADs of their median."""
-    med = median(prices)
-    mad = median(abs(p - med) for p in prices)
-    scale = max(MAD_TO_SIGMA * mad, floor_bps * 1e-4 * abs(med))
-    return [i for i, p in enumerate(prices) if abs(p - med) <= k * scale]
+    """Indexes of the prices within ``k`` scaled MADs of the median of those kept, repeated
+    until a pass drops none (at least the one(s) nearest the median); ``prices`` not empty."""
+    kept = list(range(len(prices)))
+    while True:
+        ps = [prices[i] for i in kept]
+        med = median(ps)
+        dev = [abs(p - med) for p in ps]
+        scale = max(MAD_TO_SIGMA * median(dev), floor_bps * 1e-4 * abs(med))
+        limit = max(k * scale, min(dev))
+        inside = [i for i, d in zip(kept, dev, strict=True) if d <= limit]
+        if len(inside) == len(kept):
+            return kept
+        kept = inside
 
 
 def capped_weights(weights: list[float], max_share: float = MAX_SHARE) -> list[float]:

@@ -3,16 +3,22 @@
 The file is TOML. Every table rejects unknown keys, and every value is checked when the
 file is loaded, so a misspelt key or a bad value stops the program at start-up with a
 message naming both. See README.md, "Configuration", for every key.
+
+No number anywhere in the file may be ``inf`` or ``nan`` (TOML allows both); every
+duration (``*_s``) is at most ``bounds.DURATION_MAX_S`` (100 years), so that its ms are
+an exact int; prices, strikes and weights keep to ``operators.bounds`` too.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
 
+from operators.bounds import DURATION_MAX_S, EXPIRY_MAX_S, PRICE_MAX, PRICE_MIN, WEIGHT_MAX
 from operators.liquidation import HedgeParams, LiquidationParams
 from operators.margin import MarginParams
 from operators.units import InstrumentKind
@@ -33,6 +39,23 @@ class _Strict(
 def _require(ok: bool, msg: str) -> None:
     if not ok:
         raise ValueError(msg)
+
+
+def _durations(struct: msgspec.Struct, *keys: str, zero: bool = False) -> None:
+    """Each of ``keys`` is a duration in seconds: > 0 (>= 0 with ``zero``), at most
+    ``DURATION_MAX_S``."""
+    for key in keys:
+        value = getattr(struct, key)
+        if value is None:
+            continue
+        if zero:
+            _require(value >= 0, f"{key} must be >= 0; got {value!r}")
+        else:
+            _require(value > 0, f"{key} must be > 0; got {value!r}")
+        _require(
+            value <= DURATION_MAX_S,
+            f"{key} must be <= {DURATION_MAX_S:g} s (100 years); got {value!r}",
+        )
 
 
 def _is_address(text: str) -> bool:
@@ -114,9 +137,10 @@ class SourceConfig(_Strict, frozen=True, kw_only=True):
             )
         _require(self.weight is None or self.weight > 0, f"weight must be > 0; got {self.weight!r}")
         _require(
-            self.max_age_s is None or self.max_age_s > 0,
-            f"max_age_s must be > 0; got {self.max_age_s!r}",
+            self.weight is None or self.weight <= WEIGHT_MAX,
+            f"weight must be <= {WEIGHT_MAX:g}; got {self.weight!r}",
         )
+        _durations(self, "max_age_s")
 
 
 class OracleConfig(_Strict, frozen=True, kw_only=True):
@@ -161,15 +185,12 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
     sources: list[SourceConfig] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for key in (
-            "window_s", "max_age_s", "max_future_s", "max_quote_delay_s", "mad_k",
-            "jump_threshold",
-        ):  # fmt: skip
+        _durations(self, "window_s", "max_age_s", "max_future_s", "max_quote_delay_s")
+        _durations(self, "allowed_lateness_s", "idle_timeout_s", zero=True)
+        for key in ("mad_k", "jump_threshold"):
             value = getattr(self, key)
             _require(value > 0, f"{key} must be > 0; got {value!r}")
-        for key in ("allowed_lateness_s", "mad_floor_bps", "idle_timeout_s"):
-            value = getattr(self, key)
-            _require(value >= 0, f"{key} must be >= 0; got {value!r}")
+        _require(self.mad_floor_bps >= 0, f"mad_floor_bps must be >= 0; got {self.mad_floor_bps!r}")
         for key in ("min_sources", "breaker_confirm_sources", "breaker_confirm_windows"):
             value = getattr(self, key)
             _require(value >= 1, f"{key} must be >= 1; got {value!r}")
@@ -183,10 +204,14 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
         )
         for asset, peg in self.pegs.items():
             try:
-                ok = Decimal(peg).is_finite() and Decimal(peg) > 0
+                ok = Decimal(peg).is_finite() and PRICE_MIN <= Decimal(peg) <= PRICE_MAX
             except ArithmeticError:
                 ok = False
-            _require(ok, f"pegs.{asset} must be a positive decimal string; got {peg!r}")
+            _require(
+                ok,
+                f"pegs.{asset} must be a positive decimal string, {PRICE_MIN:g}..{PRICE_MAX:g}; "
+                f"got {peg!r}",
+            )
 
 
 class RunConfig(_Strict, frozen=True):
@@ -199,10 +224,7 @@ class RunConfig(_Strict, frozen=True):
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size!r}")
-        _require(
-            self.epoch_interval_s > 0,
-            f"epoch_interval_s must be > 0; got {self.epoch_interval_s!r}",
-        )
+        _durations(self, "epoch_interval_s")
 
 
 class ChainConfig(_Strict, frozen=True, kw_only=True):
@@ -247,9 +269,7 @@ class ChainConfig(_Strict, frozen=True, kw_only=True):
             self.max_range >= self.min_range,
             f"max_range must be >= min_range ({self.min_range}); got {self.max_range!r}",
         )
-        for key in ("poll_interval_s", "rpc_timeout_s"):
-            value = getattr(self, key)
-            _require(value > 0, f"{key} must be > 0; got {value!r}")
+        _durations(self, "poll_interval_s", "rpc_timeout_s")
         for address in self.contracts:
             _require(
                 _is_address(address),
@@ -282,9 +302,13 @@ class InstrumentConfig(_Strict, frozen=True):
             _is_address(self.underlying), f"underlying must be an address; got {self.underlying!r}"
         )
         option = self.kind.is_option
-        _require(not option or self.strike > 0, f"an option needs strike > 0; got {self.strike!r}")
         _require(
-            not option or self.expiry_s > 0, f"an option needs expiry_s; got {self.expiry_s!r}"
+            not option or PRICE_MIN <= self.strike <= PRICE_MAX,
+            f"an option needs a strike in {PRICE_MIN:g}..{PRICE_MAX:g}; got {self.strike!r}",
+        )
+        _require(
+            not option or 0 < self.expiry_s < EXPIRY_MAX_S,
+            f"an option needs expiry_s before 2100; got {self.expiry_s!r}",
         )
 
 
@@ -334,7 +358,7 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
             self.venue == "" or _is_address(self.venue),
             f"venue must be an address; got {self.venue!r}",
         )
-        _require(self.shards >= 1, f"shards must be >= 1; got {self.shards!r}")
+        _require(1 <= self.shards <= 65_536, f"shards must be in 1..65536; got {self.shards!r}")
         for instrument in self.instruments:
             _require(
                 len(instrument) == 66 and instrument.startswith("0x"),
@@ -342,12 +366,10 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
             )
         for address in (*self.underlyings, *self.collateral, *self.books, *self.targets):
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
-        for key in (
-            "liquidation_timeout_s", "risk_interval_s", "vol_half_life_s", "vol_floor",
-            "iv_max_age_s",
-        ):  # fmt: skip
-            value = getattr(self, key)
-            _require(value > 0, f"{key} must be > 0; got {value!r}")
+        _durations(self, "liquidation_timeout_s", "risk_interval_s", "vol_half_life_s")
+        _durations(self, "iv_max_age_s")
+        _durations(self, "risk_min_interval_s", zero=True)
+        _require(self.vol_floor > 0, f"vol_floor must be > 0; got {self.vol_floor!r}")
         _require(self.risk_change >= 0, f"risk_change must be >= 0; got {self.risk_change!r}")
         _require(
             0 <= self.risk_min_interval_s <= self.risk_interval_s,
@@ -375,11 +397,26 @@ def parse_config(data: dict[str, Any]) -> Config:
     The cross-references between tokens and sources are checked when the registry is
     built (``operators.stages.stage_params``, at every start-up).
     """
+    _finite_numbers(data, "$")
     try:
         config = msgspec.convert(data, type=Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     return config
+
+
+def _finite_numbers(data: Any, path: str) -> None:
+    """Raise ``ConfigError`` at the first ``inf`` or ``nan`` in a decoded document."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ConfigError(
+            f"invalid configuration: expected a finite number, got {data!r} - at `{path}`"
+        )
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _finite_numbers(value, f"{path}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _finite_numbers(value, f"{path}[{i}]")
 
 
 def load_config(text: str | None) -> Config:

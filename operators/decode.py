@@ -5,15 +5,22 @@
 valid but not for the oracle (an unregistered address, a pool event that carries no
 price, an option quote). Prices are computed exactly from integers or decimals and
 rounded to a float once, at the end.
+
+Every number is checked against ``operators.bounds`` before it is used: ABI words against
+their declared widths (uint160 ``sqrtPriceX96``, uint128 ``liquidity``, uint112 reserves),
+quote decimals before any arithmetic on them (``"9e999999"`` is rejected, not computed
+with), and every price and weight once computed. A message outside them is a ``Rejected``
+(``invalid_price``, ``invalid_weight``, ``invalid_quote``, ``bad_data``).
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import msgspec
 
 from operators import abi
+from operators.bounds import IV_MAX, PRICE_MAX, PRICE_MIN, SIZE_MAX, WEIGHT_MAX
 from operators.model import (
     ChainProgress,
     Observation,
@@ -89,17 +96,24 @@ def json_error(exc: Exception, value: bytes) -> DecodeError:
     return DecodeError(f"invalid_json: {exc}")
 
 
+_PRICE_MIN, _PRICE_MAX = Decimal(repr(PRICE_MIN)), Decimal(repr(PRICE_MAX))
+_SIZE_MAX, _IV_MAX = Decimal(repr(SIZE_MAX)), Decimal(repr(IV_MAX))
+
+
+def _finite(*values: Decimal) -> bool:
+    """All finite: checked before any comparison (a signalling NaN raises in one)."""
+    return all(d.is_finite() for d in values)
+
+
 def _option_quote(q: Quote) -> OptionQuote:
     """An option's quote: its ``iv`` when given, and its mid price (USD)."""
-    try:
-        ok = all(d.is_finite() for d in (q.bid, q.ask)) and 0 <= q.bid <= q.ask and q.ask > 0
-        ok = ok and (q.iv is None or (q.iv.is_finite() and q.iv > 0)) and q.ts >= 0
-    except InvalidOperation:
-        ok = False
+    ok = _finite(q.bid, q.ask) and 0 <= q.bid <= q.ask <= _PRICE_MAX and q.ask >= _PRICE_MIN
+    ok = ok and (q.iv is None or (_finite(q.iv) and 0 < q.iv <= _IV_MAX)) and q.ts >= 0
     if not ok or q.instrument is None:
         raise DecodeError(
-            f"invalid_quote: an option quote needs 0 <= bid <= ask, ask > 0, iv > 0 if "
-            f"given, ts >= 0; got bid={q.bid} ask={q.ask} iv={q.iv} ts={q.ts}"
+            f"invalid_quote: an option quote needs 0 <= bid <= ask <= {PRICE_MAX:g}, ask >= "
+            f"{PRICE_MIN:g}, 0 < iv <= {IV_MAX:g} if given, ts >= 0; got bid={q.bid} "
+            f"ask={q.ask} iv={q.iv} ts={q.ts}"
         )
     iv = None if q.iv is None else float(q.iv)
     return OptionQuote(
@@ -193,6 +207,8 @@ class Decoder:
             sqrt_p, liquidity = abi.uint_at(raw, 2), abi.uint_at(raw, 3)
             if sqrt_p == 0 or sqrt_p >= 1 << 160:
                 raise DecodeError(f"invalid_price: sqrtPriceX96 {sqrt_p} out of range")
+            if liquidity >= 1 << 128:
+                raise DecodeError(f"bad_data: liquidity {liquidity} does not fit a uint128")
             base, quote = src.base, src.quote
             price = v3_price(sqrt_p, src)
             weight = src.weight or v3_depth(sqrt_p, liquidity, src)
@@ -204,17 +220,18 @@ class Decoder:
             reserve0, reserve1 = abi.data_words(log.data, 2)
             if reserve0 == 0 or reserve1 == 0:
                 raise DecodeError("invalid_price: a V2 reserve is zero")
+            if max(reserve0, reserve1) >= 1 << 112:
+                raise DecodeError(f"bad_data: reserves {reserve0}, {reserve1} exceed uint112")
             base, quote = src.base, src.quote
             price, depth = v2_price_depth(reserve0, reserve1, src)
             weight = src.weight or depth
+        _check_observation(price, weight)
 
-        block = abi.quantity(log.blockNumber, "blockNumber")
-        index = abi.quantity(log.logIndex, "logIndex")
+        seq, index = abi.log_seq(log.blockNumber, log.logIndex)
         ts_ms = abi.block_time_ms(log.blockTimestamp)
         if log.blockHash is None:
             raise DecodeError("missing_field: blockHash is required")
         obs_id = f"{log.blockHash.lower()}:{index}"
-        seq = (block << 20) | index
         source = src.address
         if log.removed:
             return Retraction(
@@ -240,15 +257,14 @@ class Decoder:
             raise json_error(exc, msg.value) from None
         if q.instrument is not None:
             return _option_quote(q)  # for the risk engine, not the oracle
-        try:
-            finite = all(d.is_finite() for d in (q.bid, q.ask, q.bid_size, q.ask_size))
-            ok = finite and 0 < q.bid <= q.ask and q.bid_size >= 0 and q.ask_size >= 0
-        except InvalidOperation:
-            ok = False
+        ok = _finite(q.bid, q.ask, q.bid_size, q.ask_size)
+        ok = ok and _PRICE_MIN <= q.bid <= q.ask <= _PRICE_MAX
+        ok = ok and 0 <= q.bid_size <= _SIZE_MAX and 0 <= q.ask_size <= _SIZE_MAX
         if not ok:
             raise DecodeError(
-                f"invalid_quote: need 0 < bid <= ask and sizes >= 0; got bid={q.bid} "
-                f"ask={q.ask} bid_size={q.bid_size} ask_size={q.ask_size}"
+                f"invalid_quote: need {PRICE_MIN:g} <= bid <= ask <= {PRICE_MAX:g} and "
+                f"0 <= sizes <= {SIZE_MAX:g}; got bid={q.bid} ask={q.ask} "
+                f"bid_size={q.bid_size} ask_size={q.ask_size}"
             )
         if q.ts < 0:
             raise DecodeError(f"invalid_quote: ts must be >= 0 ms; got {q.ts}")
@@ -269,3 +285,11 @@ class Decoder:
             seq=msg.offset,
             obs_id=f"{msg.topic}:{msg.partition}:{msg.offset}",
         )
+
+
+def _check_observation(price: float, weight: float) -> None:
+    """Raise unless the price and the weight are within ``operators.bounds``."""
+    if not PRICE_MIN <= price <= PRICE_MAX:
+        raise DecodeError(f"invalid_price: {price!r} is outside {PRICE_MIN:g}..{PRICE_MAX:g}")
+    if not 0 <= weight <= WEIGHT_MAX:
+        raise DecodeError(f"invalid_weight: {weight!r} is outside 0..{WEIGHT_MAX:g}")

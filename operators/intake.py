@@ -82,7 +82,10 @@ class PartitionIntake:
         routed: dict[str, list[Observation | Retraction]] = {}
         for msg in batch.messages:
             self.messages += 1
-            item = decoder.decode(msg)
+            try:
+                item = decoder.decode(msg)
+            except Exception as exc:  # a bug: the message goes to the deadletter, the flow on
+                item = Rejected.of(STAGE, f"internal_error: {type(exc).__name__}: {exc}", msg)
             if item is None or isinstance(item, OptionQuote):  # not for the oracle
                 self.skipped += 1
                 continue

@@ -97,7 +97,10 @@ class RiskIntake:
         if batch.topic == p.oracle_prices:
             prices: list[OraclePrice | OracleProgress] = []
             for msg in batch.messages:
-                item = oracle_topic.decode(msg)
+                try:
+                    item = oracle_topic.decode(msg)
+                except Exception as exc:  # a bug: the message goes to the deadletter, the flow on
+                    item = Rejected.of(oracle_topic.STAGE, _internal(exc), msg)
                 if isinstance(item, Rejected):
                     rejects.append(item)
                 else:
@@ -107,14 +110,17 @@ class RiskIntake:
         routed: dict[str, list[VenueEvent | OptionQuote]] = {}
         venue_key = p.venue.encode()
         for msg in batch.messages:
-            if msg.topic == p.chain_logs and msg.key == venue_key:
-                event = decode_venue(msg, p.venue)
-                if isinstance(event, Rejected):
-                    rejects.append(event)
-                elif event is not None:
-                    self._route(event, msg, p, routed, rejects)
-            else:
-                self._stamp(msg, p, routed, rejects)
+            try:
+                if msg.topic == p.chain_logs and msg.key == venue_key:
+                    event = decode_venue(msg, p.venue)
+                    if isinstance(event, Rejected):
+                        rejects.append(event)
+                    elif event is not None:
+                        self._route(event, msg, p, routed, rejects)
+                else:
+                    self._stamp(msg, p, routed, rejects)
+            except Exception as exc:  # a bug: the message goes to the deadletter, the flow on
+                rejects.append(Rejected.of(VENUE_STAGE, _internal(exc), msg))
         wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
         broker = self.clock.broker_ms
         venue = [
@@ -181,6 +187,11 @@ class RiskIntake:
             shards = (shard_of(event.account, p.shards),)
         for shard in shards:
             routed.setdefault(shard, []).append(event)
+
+
+def _internal(exc: Exception) -> str:
+    """The reason of a message whose handling raised: a bug, named for the deadletter."""
+    return f"internal_error: {type(exc).__name__}: {exc}"
 
 
 def risk_intake_step(

@@ -3,6 +3,14 @@
 Amounts stay exact integers: sizes and prices in 18 decimals (``*_e18``), token amounts
 in the token's smallest unit. ``ts_ms`` is the block time in ms; ``seq`` orders events
 (block * 2**20 + log index); ``removed`` marks a retraction after a reorg.
+
+Every event is checked as strictly as an observation, by the rules the venue's contract
+enforces and the bounds of ``operators.bounds``: a kind of ``InstrumentKind``; spot and
+perps with no strike and no expiry, options with ``PRICE_MIN..PRICE_MAX`` USD of strike
+and an expiry in 2009..2100; deposits and withdrawals of ``1..AMOUNT_MAX`` (uint128);
+trades and liquidations of ``0 < |size| <= SIZE_MAX`` at ``PRICE_MIN..PRICE_MAX`` USD;
+every indexed id and address a 32-byte word. A log that breaks one is a ``Rejected`` with
+stage ``venue`` (``invalid_field``, ``bad_topic``, ``bad_quantity``, ...).
 """
 
 from __future__ import annotations
@@ -10,12 +18,17 @@ from __future__ import annotations
 import msgspec
 
 from operators import abi
+from operators.bounds import AMOUNT_MAX, EXPIRY_MAX_S, PRICE_MAX, PRICE_MIN, SIZE_MAX
 from operators.decode import DecodeError, RpcLog, json_error
 from operators.model import OptionQuote, RawMessage, Rejected
-from operators.units import InstrumentKind
+from operators.units import E18, InstrumentKind
 
 STAGE = "venue"
 _KINDS = sorted(int(k) for k in InstrumentKind)
+_PRICE_E18 = (round(PRICE_MIN * E18), round(PRICE_MAX * E18))
+_SIZE_E18_MAX = round(SIZE_MAX * E18)
+_EXPIRY_MIN_S = 1_230_768_000
+"""2009-01-01 in Unix seconds: no option of an EVM venue expires before."""
 _decoder = msgspec.json.Decoder(RpcLog)
 _SHAPES = {  # topic0 -> (topics, data words)
     abi.VENUE_INSTRUMENT_LISTED: (3, 3),
@@ -106,25 +119,23 @@ def _event(log: RpcLog) -> VenueEvent | None:
     topics = log.topics
     topic0 = topics[0].lower() if topics else ""
     if topic0 not in abi.VENUE_EVENTS:
-        raise DecodeError(f"unexpected_topic: {topic0 or 'none'} on the venue")
+        raise DecodeError(f"unexpected_topic: {topic0[:66] or 'none'} on the venue")
     shape = _SHAPES.get(topic0)
     if shape is None:
         return None  # an administrative event (LiquidatorSet)
     if len(topics) != shape[0]:
         raise DecodeError(f"bad_topics: expected {shape[0]} topics; got {len(topics)}")
     words = abi.data_words(log.data, shape[1])
-    index = abi.quantity(log.logIndex, "logIndex")
-    seq = (abi.quantity(log.blockNumber, "blockNumber") << 20) | index
+    indexed = [abi.word(t) for t in topics[1:]]
+    seq, _ = abi.log_seq(log.blockNumber, log.logIndex)
     ts_ms = abi.block_time_ms(log.blockTimestamp)
-    first = abi.address_of(abi.word(topics[1]))
+    first = abi.address_of(indexed[0])
     if topic0 == abi.VENUE_INSTRUMENT_LISTED:
         kind, strike, expiry = words
-        if kind not in _KINDS:
-            raise DecodeError(f"invalid_field: instrument kind {kind} is not one of {_KINDS}")
-        underlying = abi.address_of(abi.word(topics[2]))
+        _check_listing(kind, strike, expiry)
         return InstrumentListed(
-            instrument=topics[1].lower(),
-            underlying=underlying,
+            instrument=_id(indexed[0]),
+            underlying=abi.address_of(indexed[1]),
             kind=InstrumentKind(kind),
             strike_e18=strike,
             expiry_s=expiry,
@@ -133,31 +144,56 @@ def _event(log: RpcLog) -> VenueEvent | None:
             removed=log.removed,
         )
     if topic0 in (abi.VENUE_DEPOSIT, abi.VENUE_WITHDRAW):
+        if not 0 < words[0] <= AMOUNT_MAX:
+            raise DecodeError(f"invalid_field: amount {words[0]} is outside 1..2**128-1")
         amount = words[0] if topic0 == abi.VENUE_DEPOSIT else -words[0]
-        token = abi.address_of(abi.word(topics[2]))
         return CollateralMove(
-            account=first, token=token, amount=amount, ts_ms=ts_ms, seq=seq, removed=log.removed
-        )
-    size, price = abi.signed(words[0]), words[1]
-    if topic0 == abi.VENUE_TRADE:
-        return Fill(
             account=first,
-            instrument=topics[2].lower(),
-            size_e18=size,
-            price_e18=price,
-            liquidator=None,
+            token=abi.address_of(indexed[1]),
+            amount=amount,
             ts_ms=ts_ms,
             seq=seq,
             removed=log.removed,
         )
-    liquidator = abi.address_of(abi.word(topics[2]))
+    size, price = abi.signed(words[0]), words[1]
+    if not 0 < abs(size) <= _SIZE_E18_MAX:
+        raise DecodeError(f"invalid_field: size {size} e18 is outside 0 < |size| <= {SIZE_MAX:g}")
+    if not _PRICE_E18[0] <= price <= _PRICE_E18[1]:
+        raise DecodeError(
+            f"invalid_field: price {price} e18 is outside {PRICE_MIN:g}..{PRICE_MAX:g} USD"
+        )
+    trade = topic0 == abi.VENUE_TRADE
     return Fill(
         account=first,
-        instrument=topics[3].lower(),
+        instrument=_id(indexed[1] if trade else indexed[2]),
         size_e18=size,
         price_e18=price,
-        liquidator=liquidator,
+        liquidator=None if trade else abi.address_of(indexed[1]),
         ts_ms=ts_ms,
         seq=seq,
         removed=log.removed,
     )
+
+
+def _id(word: int) -> str:
+    """An instrument id (bytes32) as 0x and 64 lower-case hex digits."""
+    return abi.int_topic(word)
+
+
+def _check_listing(kind: int, strike: int, expiry: int) -> None:
+    """Raise unless the listing is one the venue's contract accepts, within the bounds."""
+    if kind not in _KINDS:
+        raise DecodeError(f"invalid_field: instrument kind {kind} is not one of {_KINDS}")
+    if not InstrumentKind(kind).is_option:
+        if strike or expiry:
+            raise DecodeError(
+                f"invalid_field: spot and perps have no strike and no expiry; got {strike}, "
+                f"{expiry}"
+            )
+        return
+    if not _PRICE_E18[0] <= strike <= _PRICE_E18[1]:
+        raise DecodeError(
+            f"invalid_field: option strike {strike} e18 is outside {PRICE_MIN:g}..{PRICE_MAX:g}"
+        )
+    if not _EXPIRY_MIN_S <= expiry < EXPIRY_MAX_S:
+        raise DecodeError(f"invalid_field: option expiry {expiry} s is outside 2009..2100")

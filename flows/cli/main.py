@@ -18,7 +18,13 @@ log = logging.getLogger("hedgeflow")
 
 
 def _config(path: Path | None) -> Config:
-    return load_config(None if path is None else path.read_text())
+    if path is None:
+        return load_config(None)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: configuration is not UTF-8 text: {exc}") from None
+    return load_config(text)
 
 
 def _brokers(text: str) -> list[str]:

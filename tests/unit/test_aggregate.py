@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.aggregate import MAX_SHARE, aggregate, capped_weights, mad_filter, weighted_quantile
@@ -79,3 +79,88 @@ def test_confidence_is_interquartile_half_width_or_spread() -> None:
     assert math.isclose(agg.confidence, 1.5)
     wide = aggregate([100.0], [1.0], [2.5], k=5.0, floor_bps=10.0)
     assert wide.confidence == 2.5
+
+
+# --- extreme magnitudes and one absurd source (issue 8, section 2) --------------------------
+
+magnitude = st.floats(-300.0, 300.0)
+weight_any = st.one_of(st.just(0.0), magnitude.map(lambda e: 10.0**e))
+
+
+@st.composite
+def honest_and_absurd(draw: st.DrawFn) -> tuple[list[float], list[float], list[float], int]:
+    """3..15 honest sources within 1% of a price anywhere in 1e-300..1e300, weights anywhere
+    in 0..1e300, and one absurd source at least 10x off them, with any weight and spread,
+    at a random position (returned)."""
+    centre = 10.0 ** draw(magnitude)
+    n = draw(st.integers(3, 15))
+    prices = [centre * (1 + draw(st.floats(-0.01, 0.01))) for _ in range(n)]
+    weights = [draw(weight_any) for _ in range(n)]
+    spreads = [centre * draw(st.floats(0.0, 1e-3)) for _ in range(n)]
+    off = draw(magnitude.filter(lambda e: abs(e - math.log10(centre)) >= 1.02))
+    at = draw(st.integers(0, n))
+    prices.insert(at, 10.0**off)
+    weights.insert(at, draw(weight_any))
+    spreads.insert(at, draw(st.floats(0.0, 1e300)))
+    return prices, weights, spreads, at
+
+
+@settings(max_examples=500)
+@given(honest_and_absurd())
+def test_one_absurd_source_moves_neither_the_price_nor_the_confidence(
+    case: tuple[list[float], list[float], list[float], int],
+) -> None:
+    prices, weights, spreads, at = case
+    honest = [[xs[i] for i in range(len(prices)) if i != at] for xs in (prices, weights, spreads)]
+
+    with_absurd = aggregate(prices, weights, spreads, k=5.0, floor_bps=10.0)
+    without = aggregate(*honest, k=5.0, floor_bps=10.0)
+
+    assert at not in with_absurd.kept
+    lo, hi = min(honest[0]), max(honest[0])
+    for agg in (with_absurd, without):
+        assert lo <= agg.price <= hi
+        assert agg.confidence <= max(hi - lo, max(honest[2]))
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(magnitude.map(lambda e: 10.0**e), min_size=1, max_size=15).flatmap(
+        lambda ps: st.tuples(
+            st.just(ps),
+            st.lists(weight_any, min_size=len(ps), max_size=len(ps)),
+            st.lists(st.floats(0.0, 1e300), min_size=len(ps), max_size=len(ps)),
+            st.floats(0.01, 20.0),
+        )
+    )
+)
+def test_aggregate_is_total_and_finite_over_extreme_magnitudes(
+    case: tuple[list[float], list[float], list[float], float],
+) -> None:
+    prices, weights, spreads, k = case
+    agg = aggregate(prices, weights, spreads, k=k, floor_bps=10.0)
+    assert agg.kept and min(prices) <= agg.price <= max(prices)
+    assert math.isfinite(agg.confidence) and agg.confidence >= 0
+
+
+def test_a_chainlink_answer_of_2_pow_254_cannot_let_3_percent_off_pools_back_in() -> None:
+    # Three honest sources at 2000, two pools 3% off with most of the depth; the 2**254
+    # answer (had it passed decoding) shifted the median by half a rank and widened the MAD.
+    prices = [2000.0, 2000.0, 2000.0, 2060.0, 2060.0, 2.0**254 / 1e8]
+    weights = [1e6, 1e6, 1e6, 5e7, 5e7, 0.0]
+    agg = aggregate(prices, weights, [0.0] * 6, k=5.0, floor_bps=10.0)
+    assert agg.kept == (0, 1, 2) and agg.price == 2000.0
+
+
+def test_mad_filter_keeps_the_sources_nearest_the_median_even_with_a_tiny_k() -> None:
+    assert mad_filter([100.0, 200.0], k=0.01, floor_bps=0.0) == [0, 1]
+
+
+@given(st.lists(weight_any, min_size=3, max_size=15))
+def test_capped_weights_hold_the_45_percent_cap_over_extreme_magnitudes(
+    weights: list[float],
+) -> None:
+    capped = capped_weights(weights)
+    total = sum(capped)
+    assert all(math.isfinite(w) and w > 0 for w in capped)
+    assert all(w <= MAX_SHARE * total * (1 + 1e-9) for w in capped)

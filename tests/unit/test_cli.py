@@ -88,3 +88,16 @@ def test_greeks_csv_prints_rows_and_flags_bad_ones(
 def test_run_risk_without_a_venue_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "risk", "--brokers", "127.0.0.1:9"]) == 2
     assert "run risk needs risk.venue" in capsys.readouterr().err
+
+
+def test_non_utf8_config_file_is_a_one_line_error_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("[oracle]\n# réglages\nwindow_s = 60\n".encode("latin-1"))
+    code = main(["replay", str(tmp_path / "r.parquet"), "--out", str(tmp_path), "--config",
+                 str(config)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"hedgeflow: {config}: configuration is not UTF-8 text: ")
+    assert err.count("\n") == 1 and "Traceback" not in err

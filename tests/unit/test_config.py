@@ -136,7 +136,9 @@ def test_unknown_key_fails_naming_the_key(text: str, key: str, where: str) -> No
             "[oracle]\nmin_sources = 0\n", "min_sources must be >= 1; got 0", id="min-sources-zero"
         ),
         pytest.param(
-            "[oracle]\nmax_age_s = nan\n", "max_age_s must be > 0; got nan", id="max-age-nan"
+            "[oracle]\nmax_age_s = nan\n",
+            "expected a finite number, got nan - at `$.oracle.max_age_s`",
+            id="max-age-nan",
         ),
         pytest.param(
             "[oracle]\nallowed_lateness_s = -1\n", "allowed_lateness_s must be >= 0", id="lateness"
@@ -152,17 +154,17 @@ def test_unknown_key_fails_naming_the_key(text: str, key: str, where: str) -> No
         ),
         pytest.param(
             '[oracle.pegs]\nUSD = "abc"\n',
-            "pegs.USD must be a positive decimal string; got 'abc'",
+            "pegs.USD must be a positive decimal string, 1e-12..1e+12; got 'abc'",
             id="peg-abc",
         ),
         pytest.param(
             '[oracle.pegs]\nUSD = "-1"\n',
-            "pegs.USD must be a positive decimal string; got '-1'",
+            "pegs.USD must be a positive decimal string, 1e-12..1e+12; got '-1'",
             id="peg-negative",
         ),
         pytest.param(
             '[oracle.pegs]\nUSD = "NaN"\n',
-            "pegs.USD must be a positive decimal string; got 'NaN'",
+            "pegs.USD must be a positive decimal string, 1e-12..1e+12; got 'NaN'",
             id="peg-nan",
         ),
         pytest.param(
@@ -502,3 +504,49 @@ def test_config_toml_round_trips_any_mix_of_default_and_set_tables(keep: set[str
     except ConfigError:  # e.g. a risk table naming tokens the default oracle lacks
         assume(False)
     assert load_config(config_toml(cfg)) == cfg
+
+
+DURATIONS = [
+    ("oracle", "window_s"), ("oracle", "allowed_lateness_s"), ("oracle", "max_age_s"),
+    ("oracle", "max_future_s"), ("run", "epoch_interval_s"), ("chain", "poll_interval_s"),
+    ("chain", "rpc_timeout_s"), ("risk", "liquidation_timeout_s"),
+    ("risk", "risk_min_interval_s"), ("risk", "risk_interval_s"),
+    ("risk", "vol_half_life_s"), ("risk", "iv_max_age_s"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize(("table", "key"), DURATIONS, ids=lambda x: x)
+def test_inf_in_every_config_duration_fails_naming_the_key(
+    table: str, key: str, value: str
+) -> None:
+    message = _fails(f"[{table}]\n{key} = {value}\n")
+    assert f"`$.{table}.{key}`" in message and value.lstrip("-") in message
+
+
+@pytest.mark.parametrize(("table", "key"), DURATIONS, ids=lambda x: x)
+def test_a_duration_beyond_100_years_fails_naming_the_key(table: str, key: str) -> None:
+    assert f"{key} must be <= 3.1536e+09 s (100 years); got 1e+300" in _fails(
+        f"[{table}]\n{key} = 1e300\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[oracle]\nmad_k = inf\n",
+        "[oracle]\njump_threshold = nan\n",
+        "[risk]\nvol_cap = inf\n",
+        "[risk.margin]\nrate = nan\n",
+        "[risk.margin.portfolio]\nspot_shocks = [-0.1, inf]\n",
+        "[risk.liquidation]\nbonus = inf\n",
+        "[risk.hedge]\ncost = -inf\n",
+        '[risk.targets."0x' + "ab" * 20 + '"]\nETH = inf\n',
+        '[[oracle.sources]]\naddress = "0x' + "11" * 20 + '"\nkind = "chainlink"\n'
+        'base = "X"\nquote = "USD"\ndecimals = 8\nweight = inf\n',
+    ],
+    ids=["mad_k", "jump_threshold", "vol_cap", "margin.rate", "spot_shocks", "bonus",
+         "hedge.cost", "targets", "source.weight"],
+)  # fmt: skip
+def test_inf_or_nan_in_any_config_number_fails_naming_its_path(text: str) -> None:
+    assert "expected a finite number" in _fails(text)

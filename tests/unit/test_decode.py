@@ -21,11 +21,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from operators import abi
+from operators.bounds import PRICE_MAX, PRICE_MIN, WEIGHT_MAX
 from operators.config import load_config
 from operators.decode import Decoder
-from operators.model import Observation, OptionQuote, RawMessage, Rejected, Retraction
+from operators.intake import PartitionIntake
+from operators.model import Observation, OptionQuote, RawBatch, RawMessage, Rejected, Retraction
 from operators.pool_math import v2_price_depth, v3_depth, v3_price
 from operators.registry import DEFAULT_SOURCES, PoolSource, Registry
+from operators.stages import stage_params
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 LOG_LINES: list[bytes] = (
@@ -968,7 +971,99 @@ def test_v3_swap_through_the_decoder_is_the_by_hand_price(
         "data": swap_data(sqrt_price_x96, liquidity, amount0=-1, amount1=2, tick=-3),
     }
     obs = make_decoder().decode(log_message(log))
-    assert isinstance(obs, Observation)
-    assert (obs.base, obs.quote) == ("ETH", "USDC")
-    assert obs.price == float(v3_by_hand(sqrt_price_x96, 6, 18, base_is_token0=False))
-    assert math.isfinite(obs.weight) and obs.weight >= 0
+    price = float(v3_by_hand(sqrt_price_x96, 6, 18, base_is_token0=False))
+    weight = 2 * liquidity * 2**96 / sqrt_price_x96 / 10**6
+    if not PRICE_MIN <= price <= PRICE_MAX:
+        assert isinstance(obs, Rejected) and obs.reason.startswith("invalid_price: ")
+    elif weight > WEIGHT_MAX:
+        assert isinstance(obs, Rejected) and obs.reason.startswith("invalid_weight: ")
+    else:
+        assert isinstance(obs, Observation)
+        assert (obs.base, obs.quote) == ("ETH", "USDC")
+        assert obs.price == price
+        assert math.isfinite(obs.weight) and obs.weight >= 0
+
+
+# --- (g) numbers that break the flow (issue 8, section 2) -----------------------------------
+
+
+@pytest.mark.parametrize("field", ["bid", "ask", "bid_size", "ask_size"])
+@pytest.mark.parametrize("number", ["9e999999", "-9e999999", "1e400", "sNaN", "-1"])
+def test_quote_field_9e999999_goes_to_the_deadletter_and_the_flow_goes_on(
+    field: str, number: str
+) -> None:
+    good = quote_message(QUOTE, offset=2)
+    bad = quote_message({**QUOTE, field: number}, offset=1)
+    intake = PartitionIntake(part="0-dex.quotes")
+    params = stage_params(load_config(""))
+    out = intake.on_batch(RawBatch(intake.part, [bad, good]), params.decoder, params.intake)
+
+    (rejected,) = out.rejects
+    assert (rejected.offset, rejected.reason.split(":")[0]) == (1, "invalid_quote")
+    assert {i.obs_id for _, b in out.batches for i in b.items} == {"dex.quotes:0:2"}
+
+
+@pytest.mark.parametrize(
+    ("sqrt_price_x96", "reason"),
+    [
+        (1, "invalid_price"),  # ETH at 6.3e69 USDC: a float, but absurd
+        (2**160 - 1, "invalid_price"),  # ETH at 2.9e-27 USDC: towards 0
+        (2**96 - 2**60, "invalid_price"),  # raw just below 1: just above 1e12 USDC per ETH
+    ],
+)
+def test_prices_that_round_to_zero_or_overflow_are_rejected_at_decoding(
+    sqrt_price_x96: int, reason: str
+) -> None:
+    zero = "0x" + "00" * 32
+    log = {**SYNC, "address": USDC_WETH_V3_005, "topics": [abi.V3_SWAP, zero, zero],
+           "data": swap_data(sqrt_price_x96, 10**18, amount0=-1, amount1=2, tick=0)}  # fmt: skip
+    out = make_decoder().decode(log_message(log))
+    assert isinstance(out, Rejected) and out.reason.startswith(f"{reason}: "), out
+
+
+@pytest.mark.parametrize("size", ["1e400", "1e13", 1e300])
+def test_quote_size_1e400_is_rejected_so_no_weight_is_infinite(size: str | float) -> None:
+    out = make_decoder().decode(quote_message({**QUOTE, "bid_size": size}))
+    assert isinstance(out, Rejected) and out.reason.startswith("invalid_quote: ")
+
+
+@pytest.mark.parametrize("answer", [2**254, 2**255 - 1, 10**20 * 10**8 + 1])
+def test_chainlink_answer_of_2_pow_254_is_rejected(answer: int) -> None:
+    (log,) = logs_of(FEED_8, abi.CHAINLINK_ANSWER_UPDATED)
+    absurd = {**log, "topics": [log["topics"][0], abi.int_topic(answer), log["topics"][2]]}
+    out = make_decoder(CHAINLINK_TOML).decode(log_message(absurd))
+    assert isinstance(out, Rejected) and out.reason.startswith("invalid_price: ")
+
+
+@pytest.mark.parametrize(
+    ("word", "value", "reason"),
+    [
+        (3, 2**128, "bad_data: liquidity"),  # V3 Swap's uint128 liquidity
+        (2, 2**160, "invalid_price: sqrtPriceX96"),
+    ],
+)
+def test_v3_swap_word_beyond_its_declared_width_is_rejected(
+    word: int, value: int, reason: str
+) -> None:
+    zero = "0x" + "00" * 32
+    words = [1, 2, 2**96 * 40, 10**18, 0]
+    words[word] = value
+    log = {**SYNC, "address": USDC_WETH_V3_005, "topics": [abi.V3_SWAP, zero, zero],
+           "data": abi.encode_data(*words)}  # fmt: skip
+    out = make_decoder().decode(log_message(log))
+    assert isinstance(out, Rejected) and out.reason.startswith(reason)
+
+
+def test_v2_reserve_beyond_uint112_is_rejected() -> None:
+    out = make_decoder().decode(log_message({**SYNC, "data": abi.encode_data(2**112, 10**18)}))
+    assert isinstance(out, Rejected) and out.reason.startswith("bad_data: reserves")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("blockTimestamp", hex(2**63 // 1000)), ("blockNumber", hex(2**43)), ("logIndex", 2**20)],
+)
+def test_log_coordinates_that_do_not_fit_an_int64_are_rejected(field: str, value: Any) -> None:
+    out = make_decoder().decode(log_message({**SYNC, field: value}))
+    assert isinstance(out, Rejected)
+    assert out.reason.split(":")[0] in ("invalid_ts", "bad_quantity")

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.config import load_config
+from operators.decode import Decoded, Decoder
 from operators.intake import PartitionIntake
 from operators.model import RawBatch, RawMessage
 from operators.stages import stage_params
@@ -127,3 +128,25 @@ def test_no_message_moves_the_watermark_past_what_its_broker_timestamp_allows(ms
     moved = [m for m in raw if m.offset not in {r.offset for r in out.rejects}]
     assert newest is None or any(newest <= m.timestamp_ms + future for m in moved)
     assert len(out.rejects) + intake.observations + intake.skipped == len(raw)
+
+
+class _Buggy(Decoder):
+    """A decoder with a bug that one message (offset 1) trips."""
+
+    def decode(self, msg: RawMessage) -> Decoded:
+        if msg.offset == 1:
+            raise ZeroDivisionError("float division by zero")
+        return super().decode(msg)
+
+
+def test_exception_while_decoding_one_message_is_an_internal_error_and_the_flow_goes_on() -> None:
+    d = PARAMS.decoder
+    buggy = _Buggy(d.registry, d.chain_logs_topic, d.dex_quotes_topic)
+    intake = PartitionIntake(part="0-dex.quotes")
+    msgs = [_quote(0, T0), _quote(1, T0), _quote(2, T0)]
+    out = intake.on_batch(RawBatch(intake.part, msgs), buggy, PARAMS.intake)
+
+    (rejected,) = out.rejects
+    assert rejected.reason == "internal_error: ZeroDivisionError: float division by zero"
+    assert (rejected.stage, rejected.offset, rejected.raw) == ("intake", 1, msgs[1].value)
+    assert (intake.observations, intake.rejected, intake.messages) == (2, 1, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -133,3 +134,53 @@ def test_a_field_without_a_column_type_is_an_error() -> None:
 
     with pytest.raises(TypeError, match=r"Nested\.prices: expected str, int, float"):
         arrow_schema(Nested)
+
+
+@pytest.mark.parametrize(
+    ("timestamp_ms", "day"),
+    [
+        (2**63 - 1, "9999-12-31"),  # beyond any date: microseconds written as ms, and more
+        (1_700_000_040_000_000, "9999-12-31"),  # microseconds as ms: year 55840
+        (-(2**63), "0001-01-01"),
+        (-1, "1969-12-31"),  # Kafka's "no timestamp"
+    ],
+)
+def test_deadletter_row_with_broker_timestamp_outside_the_date_range_is_written_and_kept(
+    timestamp_ms: int, day: str, tmp_path: Path
+) -> None:
+    row = Rejected(
+        stage="decode", reason="invalid_json: x", topic="t", partition=0, offset=1,
+        timestamp_ms=timestamp_ms, key=None, raw=b"{",
+    )  # fmt: skip
+    sink = ParquetSink(tmp_path, "deadletter", arrow_schema(Rejected), msgspec.structs.asdict,
+                       "timestamp_ms")  # fmt: skip
+    part = sink.build_part("step", "0", None)
+    part.write_batch([row])
+    part.close()
+
+    (path,) = (tmp_path / "deadletter").glob("date=*/*.parquet")
+    assert path.parent.name == f"date={day}"
+    assert pq.read_table(path).to_pylist() == [msgspec.structs.asdict(row)]
+    frame = pl.read_parquet(tmp_path / "deadletter" / "**" / "*.parquet", hive_partitioning=True)
+    assert frame["timestamp_ms"].to_list() == [timestamp_ms]
+
+
+def test_rows_of_days_beyond_the_date_range_share_one_file_and_none_is_lost(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        Rejected(
+            stage="decode", reason="invalid_json: x", topic="t", partition=0, offset=n,
+            timestamp_ms=ts, key=None, raw=None,
+        )
+        for n, ts in enumerate([2**63 - 1, 10**18, -(2**63), -(10**18)])
+    ]  # fmt: skip
+    sink = ParquetSink(tmp_path, "deadletter", arrow_schema(Rejected), msgspec.structs.asdict,
+                       "timestamp_ms")  # fmt: skip
+    part = sink.build_part("step", "0", None)
+    part.write_batch(rows)
+    part.close()
+
+    files = sorted((tmp_path / "deadletter").glob("date=*/*.parquet"))
+    assert [f.parent.name for f in files] == ["date=0001-01-01", "date=9999-12-31"]
+    assert sorted(r["offset"] for f in files for r in pq.read_table(f).to_pylist()) == [0, 1, 2, 3]

@@ -184,3 +184,54 @@ def test_jsonl_bad_base64_names_file_row_and_field(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"bad\.jsonl: expected base64 in 'key_b64'.* row 1"):
         load_recording(path)
+
+
+GOOD = RawMessage("chain.logs", 0, 0, 1_700_000_000_000, None, b"{}")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (RawMessage("chain.logs", -1, 1, 1, None, b"{}"), "expected a partition >= 0"),
+        (RawMessage("chain.logs", 0, -5, 1, None, b"{}"), "expected an offset >= 0"),
+        (RawMessage("", 0, 1, 1, None, b"{}"), "expected a topic name"),
+    ],
+    ids=["partition-minus-1", "offset-minus-5", "empty-topic"],
+)
+def test_recording_row_with_partition_minus_1_is_refused_at_load_naming_file_and_row(
+    tmp_path: Path, suffix: str, bad: RawMessage, expected: str
+) -> None:
+    path = tmp_path / f"bad{suffix}"
+    write_recording([GOOD, bad], path)
+
+    with pytest.raises(ValueError, match=rf"bad\{suffix}: {expected}; .* the first row 2$"):
+        load_recording(path)
+
+
+def test_parquet_partition_beyond_int32_names_file_and_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    table = pa.table(
+        {
+            "topic": ["t", "t"],
+            "partition": pa.array([0, 2**40], pa.int64()),
+            "offset": [0, 1],
+            "timestamp_ms": [1, 1],
+            "key": pa.array([None, None], pa.binary()),
+            "value": [b"v", b"v"],
+        }
+    )
+    pq.write_table(table, path)
+
+    with pytest.raises(ValueError, match=r"bad\.parquet: expected column 'partition' to fit Int32"):
+        load_recording(path)
+
+
+def test_jsonl_field_of_wrong_type_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = {"topic": "t", "partition": 0, "offset": 0, "timestamp_ms": 1}
+    lines = [good, good, {**good, "partition": 2**40}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in lines))
+
+    with pytest.raises(ValueError, match=r"field 'partition' must be Int32: .* \(line 3\)$"):
+        load_recording(path)

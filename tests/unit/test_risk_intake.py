@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators import abi, oracle_topic
+from operators import abi, oracle_topic, risk_intake
 from operators.accounts import shard_keys, shard_of
 from operators.model import OptionQuote, OraclePrice, OracleProgress, RawBatch, RawMessage
 from operators.risk_intake import RiskIntake, RiskIntakeParams
@@ -88,17 +89,19 @@ def test_implausible_log_time_does_not_move_the_clock() -> None:
     assert intake.clock.newest_ms == T0
 
 
-PRICES = st.builds(
-    OraclePrice,
-    asset=st.sampled_from(["ETH", "BTC"]),
-    window_start_ms=st.integers(0, 2**40),
-    window_end_ms=st.integers(0, 2**40),
-    price=st.floats(1e-6, 1e9),
-    confidence=st.floats(0, 1e6),
-    sources=st.integers(0, 20),
-    status=st.sampled_from(["ok", "degraded", "stale"]),
-    held=st.booleans(),
-    revision=st.integers(0, 5),
+PRICES = st.integers(0, 2**40).flatmap(
+    lambda start: st.builds(
+        OraclePrice,
+        asset=st.sampled_from(["ETH", "BTC"]),
+        window_start_ms=st.just(start),
+        window_end_ms=st.integers(start + 1, start + 2**30),
+        price=st.floats(1e-6, 1e9),
+        confidence=st.floats(0, 1e6),
+        sources=st.integers(0, 20),
+        status=st.sampled_from(["ok", "degraded", "stale"]),
+        held=st.booleans(),
+        revision=st.integers(0, 5),
+    )
 )
 PROGRESS = st.builds(OracleProgress, st.sampled_from(["ETH", "BTC"]), st.integers(-1, 2**40))
 
@@ -125,3 +128,38 @@ def test_venue_deposit_two_hours_ahead_is_rejected_and_moves_nothing() -> None:
     assert rejected.stage == "venue" and rejected.reason.startswith("invalid_ts")
     assert intake.clock.newest_ms == T0
     assert [e.amount for _, b in out.venue for e in b.events] == [7]
+
+
+def test_exception_while_handling_one_venue_log_is_an_internal_error_and_the_flow_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = risk_intake.decode_venue
+
+    def buggy(msg: RawMessage, venue: str):
+        if msg.offset == 1:
+            raise IndexError("list index out of range")
+        return real(msg, venue)
+
+    monkeypatch.setattr(risk_intake, "decode_venue", buggy)
+    intake = RiskIntake("0-chain.logs")
+    msgs = [_venue_log(n, T0, DEPOSIT, [10**18]) for n in range(3)]
+    out = intake.on_batch(RawBatch(intake.part, msgs), PARAMS)
+
+    (rejected,) = out.rejects
+    assert rejected.reason == "internal_error: IndexError: list index out of range"
+    assert (rejected.stage, rejected.offset) == ("venue", 1)
+    assert sum(len(b.events) for _, b in out.venue) == 2
+
+
+def test_exception_while_decoding_one_oracle_price_is_an_internal_error_reject(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def buggy(msg: RawMessage):
+        raise OverflowError("int too large")
+
+    monkeypatch.setattr(oracle_topic, "decode", buggy)
+    msg = RawMessage("oracle.prices", 0, 4, 0, b"ETH", b"{}")
+    out = RiskIntake("0-oracle.prices").on_batch(RawBatch("0-oracle.prices", [msg]), PARAMS)
+    (rejected,) = out.rejects
+    assert (rejected.stage, rejected.offset) == ("oracle_prices", 4)
+    assert rejected.reason == "internal_error: OverflowError: int too large"
