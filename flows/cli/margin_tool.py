@@ -343,7 +343,6 @@ def margin_report(portfolio: Portfolio, worst: int = 5) -> Report:
         MARGIN,
         LIQUIDATION,
         portfolio_margined=portfolio_margined,
-        oracle_ok=True,
     )
     return Report(
         margin=portfolio.margin,
