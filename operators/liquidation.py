@@ -6,7 +6,8 @@ penalty, Whalley and Wilmott (1997) for the hedging band.
 Liquidation orders are sized for every account below maintenance at once
 (``liquidation_orders``: numpy over all their positions, no Python per account but
 building the output); hedges are decided per book. Prices and values in USD, sizes in
-contracts (signed). The results carry no ids and no time: the flow derives a deterministic ``order_id`` from the trigger.
+contracts (signed). The results carry no ids and no time: the flow derives a
+deterministic ``order_id`` from the trigger.
 
 Close factor (Aave V3, read for an account of positions): an order may trade at most
 ``close_factor`` (50 %) of the account's gross market value, sum |size| x value over its

@@ -342,9 +342,11 @@ def _bisection_reference(
     market = np.abs(sizes) * value
     gross = float(market.sum())
     factor = close_factor(equity / mm, gross, LIQ)
-    pnl = {u: [sum(sizes[j] * risk.scenario_pnl[j, s] for j in cols if risk.underlying[j] == u)
-               for s in range(risk.scenario_pnl.shape[1])] for u in set(risk.underlying[cols])}  # fmt: skip
-    worst = {u: int(np.argmin(p)) for u, p in pnl.items()}
+    worst = {}
+    for u in set(risk.underlying[cols]):
+        mine = [j for j in cols if risk.underlying[j] == u]
+        pnl = [sum(sizes[j] * risk.scenario_pnl[j, s] for j in mine) for s in range(23)]
+        worst[u] = int(np.argmin(pnl))
     loss = np.array([-sizes[j] * risk.scenario_pnl[j, worst[risk.underlying[j]]] if j in cols
                      else 0.0 for j in range(n)])  # fmt: skip
     ranked = sorted(cols, key=lambda j: (-loss[j], -market[j], j))
