@@ -88,7 +88,9 @@ def risk_stage(
         ),
         rejects=op.merge(
             "risk_rejects",
-            op.flat_map("intake_rejects", taken, lambda kv: [(r.stage, r) for r in kv[1].rejects]),
-            op.flat_map("book_rejects", out, lambda kv: [(r.stage, r) for r in kv[1].rejects]),
+            op.flat_map(
+                "risk_intake_rejects", taken, lambda kv: [(r.stage, r) for r in kv[1].rejects]
+            ),
+            op.flat_map("risk_book_rejects", out, lambda kv: [(r.stage, r) for r in kv[1].rejects]),
         ),
     )

@@ -190,9 +190,7 @@ def test_under_margined_portfolio_gives_the_operators_liquidation_order() -> Non
     report = report_of(portfolio_json(usdc=2_000.0))  # equity about $2,096 < MM $2,360
 
     eq = reference_equity(2_000.0)
-    order = liquidation_order(
-        ROW, eq, RISK, MARGIN, LiquidationParams(), portfolio_margined=True, oracle_ok=True
-    )
+    order = liquidation_order(ROW, eq, RISK, MARGIN, LiquidationParams(), portfolio_margined=True)
     assert order is not None
     assert report.health is not None and report.health < 1
     assert report.liquidation is not None
