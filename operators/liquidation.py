@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
@@ -85,8 +86,7 @@ def liquidation_price(oracle_price: float, trade_size: float, bonus: float) -> f
     return oracle_price * (1.0 + bonus)
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidationLeg:
+class LiquidationLeg(msgspec.Struct, frozen=True, kw_only=True):
     """One instrument of a liquidation order."""
 
     instrument: int
@@ -101,8 +101,7 @@ class LiquidationLeg:
     """What the liquidator earns against the oracle price, USD."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidationOrder:
+class LiquidationOrder(msgspec.Struct, frozen=True, kw_only=True):
     """One order for one account: legs riskiest first, and the account before and after."""
 
     legs: tuple[LiquidationLeg, ...]
@@ -277,21 +276,22 @@ def liquidation_orders(
     after = sp.csr_matrix((held, book.indices, book.indptr), shape=book.shape)
     mm_after, im_after, _ = account_margin(after, risk, margin, pm)
     out: list[LiquidationOrder | None] = [None] * m
-    for i in np.flatnonzero(below):
-        lo, hi = book.indptr[i], book.indptr[i + 1]
-        legs_of = [j for j in range(lo, hi) if order_key[j] >= 0]
-        legs_of.sort(key=lambda j: order_key[j])
+    # Python lists from here: building the records is the only per-account work.
+    keys, held_l, size_l = order_key.tolist(), held.tolist(), size.tolist()
+    value_l, col_l, indptr = value.tolist(), col.tolist(), book.indptr.tolist()
+    for i in np.flatnonzero(below).tolist():
+        lo, hi = indptr[i], indptr[i + 1]
         legs = []
-        for j in legs_of:
-            trade = float(held[j] - size[j])
-            price = liquidation_price(float(value[j]), trade, b)
+        for j in sorted((j for j in range(lo, hi) if keys[j] >= 0), key=keys.__getitem__):
+            trade = held_l[j] - size_l[j]
+            price = liquidation_price(value_l[j], trade, b)
             legs.append(
                 LiquidationLeg(
-                    instrument=int(col[j]),
+                    instrument=col_l[j],
                     size=trade,
-                    oracle_price=float(value[j]),
+                    oracle_price=value_l[j],
                     price=price,
-                    bonus_usd=abs(trade) * abs(price - float(value[j])),
+                    bonus_usd=abs(trade) * abs(price - value_l[j]),
                 )
             )
         out[i] = LiquidationOrder(
@@ -299,7 +299,7 @@ def liquidation_orders(
             health=float(health[i]),
             close_factor=float(factor[i]),
             bonus=b,
-            closes_account=not held[lo:hi].any(),
+            closes_account=not any(held_l[lo:hi]),
             equity_after=float(equity[i] - paid[i]),
             mm_after=float(mm_after[i]),
             im_after=float(im_after[i]),
