@@ -13,8 +13,8 @@ import argparse
 import time
 
 import numpy as np
-
 from margin_reprice import SPOTS, UNDERLYINGS, book, instruments
+
 from operators.liquidation import LiquidationParams, liquidation_orders
 from operators.margin import MarginParams, instrument_values, reprice
 
