@@ -134,6 +134,12 @@ class RiskParams:
     vol_cap: float = 3.0
     iv_max_age_ms: int = 300_000
 
+    def __post_init__(self) -> None:
+        for who, mode in [("margin_mode", self.margin_mode), *self.margin_modes.items()]:
+            if mode not in ("portfolio", "standard"):
+                msg = f"margin mode of {who} must be 'portfolio' or 'standard'; got {mode!r}"
+                raise ValueError(msg)
+
 
 def _quote_order(q: OptionQuote) -> tuple[int, str, float]:
     return (q.ts_ms, q.source, q.mid)

@@ -770,3 +770,8 @@ def test_hedge_refusals_are_events_once_per_condition() -> None:
     (none,) = [d for out in _run_windows(_shard(), _setup({book: 0}), prices, missing)
                for d in out.denials]  # fmt: skip
     assert none.reason == "no_hedge_instrument"
+
+
+def test_a_bad_margin_mode_is_an_error_naming_the_account() -> None:
+    with pytest.raises(ValueError, match="margin mode of 0xa+ must be"):
+        replace_params(margin_modes={ACCOUNTS[0]: "cross"})
