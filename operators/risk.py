@@ -20,6 +20,7 @@ them, so a replay or a resumed run produces the same ids.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -197,8 +198,9 @@ class RiskShard:
         self.reports_instruments = reports_instruments
         self.book = Book()
         self.instruments: dict[str, InstrumentListed] = {}
-        self.pending: list[tuple[str, VenueEvent | OptionQuote]] = []
-        """(input partition, event) not yet applied."""
+        self.pending: list[tuple[int, int, str, VenueEvent | OptionQuote]] = []
+        """A heap of (event time, arrival, input partition, event) not yet applied."""
+        self.arrived = 0
         self.quotes: dict[str, OptionQuote] = {}
         """option instrument -> its latest quote applied."""
         self.clock = Watermarks(parts)
@@ -230,7 +232,9 @@ class RiskShard:
 
     def on_venue(self, batch: VenueBatch) -> None:
         """Take venue events and option quotes, and their partition's watermark."""
-        self.pending.extend((batch.part, e) for e in batch.events)
+        for event in batch.events:
+            heapq.heappush(self.pending, (event.ts_ms, self.arrived, batch.part, event))
+            self.arrived += 1
         self.clock.report(batch.part, batch.watermark_ms, batch.eof)
 
     def on_prices(self, batch: PriceBatch) -> None:
@@ -272,8 +276,10 @@ class RiskShard:
         """Apply the events before ``t``: quotes by time, venue events in chain order; the
         events the book refuses go to ``out.rejects`` (a listing's: from the reporting
         shard only, as every shard gets it)."""
-        due = [(part, e) for part, e in self.pending if e.ts_ms < t]
-        self.pending = [(part, e) for part, e in self.pending if e.ts_ms >= t]
+        due = []
+        while self.pending and self.pending[0][0] < t:
+            _, _, part, event = heapq.heappop(self.pending)
+            due.append((part, event))
         quotes = [e for _, e in due if isinstance(e, OptionQuote)]
         for quote in sorted(quotes, key=_quote_order):
             self.quotes[quote.instrument] = quote
