@@ -536,7 +536,12 @@ def _by_underlying(
         indptr = np.r_[starts, nnz]
         shape = (starts.size, positions.shape[1])
         grouped = sp.csr_matrix((positions.data, positions.indices, indptr), shape=shape)
-        return grouped, rows[starts], u_of[starts], np.cumsum(new_pair) - 1
+        return (
+            grouped,
+            rows[starts],
+            u_of[starts],
+            np.repeat(np.arange(starts.size), np.diff(indptr)),
+        )
     n_u = risk.n_underlyings
     key = rows * n_u + u_of
     present = np.zeros(accounts * n_u, dtype=bool)
@@ -576,18 +581,31 @@ def _min_over_columns(values: FloatArray) -> FloatArray:
 
 def underlying_losses(
     positions: sp.csr_matrix, risk: InstrumentRisk
-) -> tuple[sp.csr_matrix, IntArray, FloatArray]:
-    """Per (account, underlying) pair holding a position: its positions (a row of the
-    returned matrix), its account, and its loss in its worst scenario (>= 0, USD). One
-    sparse product with ``risk.scenario_pnl``, taken in blocks of pairs that stay in
-    cache."""
+) -> tuple[IntArray, FloatArray, IntArray]:
+    """Per (account, underlying) pair holding a position: its account and its loss in its
+    worst scenario (>= 0, USD); and per account, the worst scenario of its pair with the
+    largest loss (ties: the lower underlying; 0 without positions).
+
+    One sparse product with ``risk.scenario_pnl``, taken in blocks of whole accounts that
+    stay in cache.
+    """
     grouped, account, _, _ = _by_underlying(positions, risk)
     n = account.size
     loss = np.zeros(n)
-    for lo in range(0, n, _CHUNK):
+    worst = np.zeros(positions.shape[0], dtype=np.int64)
+    lo = 0
+    while lo < n:
         hi = min(n, lo + _CHUNK)
-        loss[lo:hi] = -_min_over_columns(np.asarray(_rows(grouped, lo, hi) @ risk.scenario_pnl))
-    return grouped, account, np.maximum(loss, 0.0)
+        if hi < n:  # end the block at an account's first pair
+            hi = int(np.searchsorted(account, account[hi], side="left"))
+            hi = hi if hi > lo else min(n, lo + _CHUNK)
+        pnl = np.asarray(_rows(grouped, lo, hi) @ risk.scenario_pnl)
+        block = np.maximum(-_min_over_columns(pnl), 0.0)
+        loss[lo:hi] = block
+        top = _largest_per_account(account[lo:hi], block)
+        worst[account[lo:hi][top]] = np.argmin(pnl[top], axis=1)
+        lo = hi
+    return account, loss, worst
 
 
 def _largest_per_account(account: IntArray, value: FloatArray) -> IntArray:
@@ -595,9 +613,12 @@ def _largest_per_account(account: IntArray, value: FloatArray) -> IntArray:
     (ties: the first)."""
     if not account.size:
         return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, account[1:] != account[:-1]])
+    new = np.empty(account.size, dtype=bool)
+    new[0] = True
+    np.not_equal(account[1:], account[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
     top = np.maximum.reduceat(value, starts)
-    counts = np.diff(np.r_[starts, account.size])
+    counts = np.diff(np.append(starts, account.size))
     index = np.where(value == np.repeat(top, counts), np.arange(account.size), account.size)
     return np.minimum.reduceat(index, starts)
 
@@ -621,15 +642,12 @@ def portfolio_margin(
     if not 0 <= cross_offset <= MAX_CROSS_OFFSET:
         fail("cross_offset", cross_offset, f"in [0, {MAX_CROSS_OFFSET}]")
     accounts = positions.shape[0]
-    grouped, account, loss = underlying_losses(positions, risk)
+    account, loss, worst = underlying_losses(positions, risk)
     scenario_loss = np.bincount(account, weights=loss, minlength=accounts)
     if cross_offset > 0:
         joint = np.asarray(positions @ risk.scenario_pnl)
         joint_loss = np.maximum(-joint.min(axis=1), 0.0)
         scenario_loss = scenario_loss - cross_offset * (scenario_loss - joint_loss)
-    worst = np.zeros(accounts, dtype=np.int64)
-    top = _largest_per_account(account, loss)
-    worst[account[top]] = np.argmin(np.asarray(grouped[top] @ risk.scenario_pnl), axis=1)
     contingency = _charge(positions, risk.contingency_abs, risk.contingency_short)
     return scenario_loss + contingency, worst
 
@@ -684,8 +702,11 @@ def account_margin(
 ) -> tuple[FloatArray, FloatArray, IntArray]:
     """(MM, IM, worst scenario) per account: portfolio margin where ``portfolio_margined``,
     standard margin elsewhere (the worst scenario is reported for both)."""
+    accounts = positions.shape[0]
     pm, worst = portfolio_margin(positions, risk, params.portfolio.cross_offset)
-    sm_mm, sm_im = standard_margin(positions, risk)
+    sm_mm, sm_im = np.zeros(accounts), np.zeros(accounts)
+    if not np.all(portfolio_margined):  # else nobody reads it
+        sm_mm, sm_im = standard_margin(positions, risk)
     mm = np.where(portfolio_margined, pm, sm_mm)
     im = np.where(portfolio_margined, params.portfolio.im_factor * pm, sm_im)
     return mm, im, worst
