@@ -773,5 +773,5 @@ def test_hedge_refusals_are_events_once_per_condition() -> None:
 
 
 def test_a_bad_margin_mode_is_an_error_naming_the_account() -> None:
-    with pytest.raises(ValueError, match="margin mode of 0xa+ must be"):
+    with pytest.raises(ValueError, match=r"margin mode of 0xa+ must be"):
         replace_params(margin_modes={ACCOUNTS[0]: "cross"})
