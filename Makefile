@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python tests/bench/oracle_throughput.py
 	$(BIN)/python tests/bench/ingest_throughput.py
 	$(BIN)/python tests/bench/margin_reprice.py
+	$(BIN)/python tests/bench/liquidation_crash.py
 	$(BIN)/python tests/bench/risk_replay.py
 
 clean:

@@ -23,9 +23,11 @@ from operators.model import (
     InstrumentRow,
     OraclePrice,
     Order,
+    OrderDenied,
     PartitionStats,
     PriceBatch,
     Rejected,
+    Settlement,
 )
 
 log = logging.getLogger("hedgeflow.progress")
@@ -62,15 +64,22 @@ def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[s
 
 
 def write_risk(out: RiskStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
-    """Send account risk to ``account_risk/``, instruments to ``instruments/``, and orders
-    to ``orders/`` and the ``orders`` topic (keyed by account, JSON)."""
+    """Send account risk to ``account_risk/``, instruments to ``instruments/``, settlements
+    to ``settlements/``, orders to ``orders/`` and denied orders to ``order_denials/``;
+    orders and denials to the ``orders`` topic (keyed by account, JSON tagged by its
+    ``record`` field: ``order`` or ``denial``)."""
     _parquet("risk_parquet", out.rows, out_dir, "account_risk", AccountRiskRow, "ts_event_ms")
     _parquet("orders_parquet", out.orders, out_dir, "orders", Order, "ts_event_ms")
+    _parquet("denials_parquet", out.denials, out_dir, "order_denials", OrderDenied, "ts_event_ms")
+    _parquet(
+        "settlements_parquet", out.settlements, out_dir, "settlements", Settlement, "ts_event_ms"
+    )
     _parquet(
         "instruments_parquet", out.instruments, out_dir, "instruments", InstrumentRow, "ts_event_ms"
     )
     if brokers:
-        _kafka("orders_kafka", out.orders, brokers, cfg.topics.orders)
+        decisions = op.merge("orders_and_denials", out.orders, out.denials)
+        _kafka("orders_kafka", decisions, brokers, cfg.topics.orders)
 
 
 def write_deadletter(

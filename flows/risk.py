@@ -19,7 +19,16 @@ from bytewax.dataflow import Stream
 
 from flows.state import keyed_state
 from operators.accounts import shard_keys
-from operators.model import AccountRiskRow, InstrumentRow, Order, PriceBatch, RawBatch, Rejected
+from operators.model import (
+    AccountRiskRow,
+    InstrumentRow,
+    Order,
+    OrderDenied,
+    PriceBatch,
+    RawBatch,
+    Rejected,
+    Settlement,
+)
 from operators.risk import risk_step
 from operators.risk_intake import risk_intake_step
 from operators.stages import StageParams
@@ -28,10 +37,14 @@ from operators.venue import VenueBatch
 
 @dataclass(frozen=True)
 class RiskStreams:
-    """Account risk rows and order legs keyed by account, instruments by id, rejects."""
+    """Account risk rows, order legs, denied orders and settlements keyed by account,
+    instruments by id, and rejects (the risk intake's and the shards' venue events the
+    books refused) keyed by stage."""
 
     rows: Stream[tuple[str, AccountRiskRow]]
     orders: Stream[tuple[str, Order]]
+    denials: Stream[tuple[str, OrderDenied]]
+    settlements: Stream[tuple[str, Settlement]]
     instruments: Stream[tuple[str, InstrumentRow]]
     rejects: Stream[tuple[str, Rejected]]
 
@@ -67,7 +80,17 @@ def risk_stage(
         instruments=op.flat_map(
             "risk_instruments", out, lambda kv: [(i.instrument, i) for i in kv[1].instruments]
         ),
-        rejects=op.flat_map(
-            "risk_rejects", taken, lambda kv: [(r.stage, r) for r in kv[1].rejects]
+        denials=op.flat_map(
+            "risk_denials", out, lambda kv: [(d.account, d) for d in kv[1].denials]
+        ),
+        settlements=op.flat_map(
+            "risk_settlements", out, lambda kv: [(s.account, s) for s in kv[1].settlements]
+        ),
+        rejects=op.merge(
+            "risk_rejects",
+            op.flat_map(
+                "risk_intake_rejects", taken, lambda kv: [(r.stage, r) for r in kv[1].rejects]
+            ),
+            op.flat_map("risk_book_rejects", out, lambda kv: [(r.stage, r) for r in kv[1].rejects]),
         ),
     )

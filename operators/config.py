@@ -24,6 +24,7 @@ from operators.margin import MarginParams
 from operators.units import InstrumentKind
 
 SourceKind = Literal["uniswap_v3", "uniswap_v2", "chainlink"]
+MarginMode = Literal["portfolio", "standard"]
 
 
 class ConfigError(ValueError):
@@ -335,6 +336,10 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
     """Accounts we run -> {asset: delta target, contracts of the underlying}; default 0."""
     instruments: dict[str, InstrumentConfig] = msgspec.field(default_factory=dict)
     """Instrument id (0x + 32 bytes hex) -> instrument, listed besides the venue's events."""
+    margin_mode: MarginMode = "portfolio"
+    """Every account's margin: ``portfolio`` (PMRM scenarios) or ``standard`` (per position)."""
+    margin_modes: dict[str, MarginMode] = msgspec.field(default_factory=dict)
+    """Account -> its own margin mode, over ``margin_mode``."""
     liquidation_timeout_s: float = 300.0
     """A liquidation order without a ``Liquidated`` event is retried after this, s."""
     risk_change: float = 0.01
@@ -364,8 +369,17 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
                 len(instrument) == 66 and instrument.startswith("0x"),
                 f"instruments: an id is 0x and 32 bytes of hex; got {instrument!r}",
             )
-        for address in (*self.underlyings, *self.collateral, *self.books, *self.targets):
+        for address in (
+            *self.underlyings, *self.collateral, *self.books, *self.targets, *self.margin_modes
+        ):  # fmt: skip
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
+        haircuts = self.margin.haircut_table()
+        for address, token in self.collateral.items():
+            _require(
+                token.asset in haircuts,
+                f"collateral.{address}.asset {token.asset!r} has no haircut: name it in "
+                f"risk.margin.haircuts (known: {sorted(haircuts)})",
+            )
         _durations(self, "liquidation_timeout_s", "risk_interval_s", "vol_half_life_s")
         _durations(self, "iv_max_age_s")
         _durations(self, "risk_min_interval_s", zero=True)

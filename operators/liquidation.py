@@ -3,10 +3,11 @@
 Anchors: Aave V3 ``LiquidationLogic`` (close factor, dust, bonus), Derive's liquidation
 penalty, Whalley and Wilmott (1997) for the hedging band.
 
-These run only for the few accounts below maintenance margin and the few hedging books,
-so they are plain Python over one account's positions; the shard-wide work stays in
-``operators.margin``. Prices and values in USD, sizes in contracts (signed). The results
-carry no ids and no time: the flow derives a deterministic ``order_id`` from the trigger.
+Liquidation orders are sized for every account below maintenance at once
+(``liquidation_orders``: numpy over all their positions, no Python per account but
+building the output); hedges are decided per book. Prices and values in USD, sizes in
+contracts (signed). The results carry no ids and no time: the flow derives a
+deterministic ``order_id`` from the trigger.
 
 Close factor (Aave V3, read for an account of positions): an order may trade at most
 ``close_factor`` (50 %) of the account's gross market value, sum |size| x value over its
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators.margin import (
@@ -30,11 +33,10 @@ from operators.margin import (
     Params,
     account_margin,
     fail,
-    portfolio_margin,
+    underlying_pnl,
 )
 
-_BISECTIONS = 50
-"""Halvings of the last leg's fraction: 2**-50 of the position, far below any lot size."""
+BoolArray = npt.NDArray[np.bool_]
 
 
 class LiquidationParams(Params, frozen=True, kw_only=True):
@@ -84,8 +86,7 @@ def liquidation_price(oracle_price: float, trade_size: float, bonus: float) -> f
     return oracle_price * (1.0 + bonus)
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidationLeg:
+class LiquidationLeg(msgspec.Struct, frozen=True, kw_only=True):
     """One instrument of a liquidation order."""
 
     instrument: int
@@ -100,8 +101,7 @@ class LiquidationLeg:
     """What the liquidator earns against the oracle price, USD."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiquidationOrder:
+class LiquidationOrder(msgspec.Struct, frozen=True, kw_only=True):
     """One order for one account: legs riskiest first, and the account before and after."""
 
     legs: tuple[LiquidationLeg, ...]
@@ -122,113 +122,189 @@ def liquidation_order(
     params: LiquidationParams,
     *,
     portfolio_margined: bool,
-    oracle_ok: bool,
 ) -> LiquidationOrder | None:
-    """The liquidation order of one account (``positions``: its 1 x instruments row).
+    """The liquidation order of one account (``positions``: its 1 x instruments row); see
+    ``liquidation_orders``."""
+    if positions.shape[0] != 1:
+        fail("positions", positions.shape, "one account's row (1 x instruments)")
+    return liquidation_orders(
+        positions, np.array([equity]), risk, margin, params, np.array([portfolio_margined])
+    )[0]
 
-    None when the oracle price is not ``ok`` (never liquidate on a stale or degraded
-    price), or the account is not below maintenance (equity >= MM, or MM = 0: nothing to
-    reduce). Otherwise positions are reduced in order of their loss in the account's worst
-    portfolio scenario (whatever its margin mode), largest first (ties: larger market
-    value, then lower column), until equity after the bonus paid is at least IM, the close
-    factor is used up, or everything is closed. The last leg is the smallest part of its
-    position that reaches IM. Under a partial close factor only positions that lose in the
-    worst scenario are reduced (all of them if none does): a hedge is never cut alone.
+
+def liquidation_orders(
+    positions: sp.csr_matrix,
+    equity: FloatArray,
+    risk: InstrumentRisk,
+    margin: MarginParams,
+    params: LiquidationParams,
+    portfolio_margined: BoolArray,
+) -> list[LiquidationOrder | None]:
+    """The liquidation order of each account (a row of ``positions``), all at once.
+
+    None for an account not below maintenance (equity >= MM, or MM = 0: nothing to
+    reduce). Otherwise its positions are reduced in order of their loss in the worst
+    portfolio scenario of their underlying (whatever the account's margin mode), largest
+    first (ties: larger market value, then lower column), until equity after the bonus
+    paid is at least IM, the close factor is used up, or everything is closed. The last
+    leg is the smallest part of its position that reaches IM. Under a partial close factor
+    only positions that lose in their worst scenario are reduced (all of them if none
+    does): a hedge is never cut alone. Whether the prices may be acted on is the caller's
+    to decide (``operators.risk`` denies the order otherwise).
+
+    Vectorized: round k takes every account's k-th candidate at once. With the other
+    positions fixed, IM + bonus paid is a convex piecewise-linear function of the share f
+    of the candidate closed (a max of lines: one per scenario and the zero loss, or one
+    line under standard margin), so the smallest f that reaches IM is the largest root of
+    the lines that fall with f, in closed form (no bisection).
     """
-    row = sp.csr_matrix(positions, copy=True)
-    if row.shape[0] != 1:
-        fail("positions", row.shape, "one account's row (1 x instruments)")
-    row.eliminate_zeros()
-    if not oracle_ok or row.nnz == 0:
-        return None
-    columns, sizes = row.indices.copy(), row.data.copy()
-    n = row.shape[1]
-
-    def book(held: FloatArray) -> sp.csr_matrix:
-        return sp.csr_matrix((held, columns, [0, len(columns)]), shape=(1, n))
-
-    def margins(held: FloatArray) -> tuple[float, float]:
-        mm, im, _ = account_margin(book(held), risk, margin, np.array([portfolio_margined]))
-        return float(mm[0]), float(im[0])
-
-    mm, _ = margins(sizes)
-    if mm <= 0 or equity >= mm:
-        return None
-    health = equity / mm
-    value = risk.value[columns]
-    market = np.abs(sizes) * value
-    gross = float(market.sum())
-    factor = close_factor(health, gross, params)
-    _, worst = portfolio_margin(book(sizes), risk)
-    loss = -sizes * risk.scenario_pnl[columns, worst[0]]
-    ranked = sorted(range(len(columns)), key=lambda j: (-loss[j], -market[j], columns[j]))
-    # Bonus paid per contract closed: v b / (1 + b) selling a long, v b buying a short.
+    book = sp.csr_matrix(positions, dtype=np.float64, copy=True)
+    book.eliminate_zeros()
+    book.sort_indices()
+    m = book.shape[0]
+    pm = np.asarray(portfolio_margined, dtype=bool)
+    mm, _, _ = account_margin(book, risk, margin, pm)
+    equity = np.asarray(equity, dtype=np.float64)
+    below = (mm > 0) & (equity < mm)
+    if not below.any():
+        return [None] * m
+    # Per position entry (row-major): account, column, size, value, market value.
+    acct = np.repeat(np.arange(m), np.diff(book.indptr))
+    col, size = book.indices.astype(np.int64), book.data.copy()
+    value = risk.value[col]
+    market = np.abs(size) * value
+    gross = np.bincount(acct, weights=market, minlength=m)
+    health = np.where(mm > 0, equity / np.where(mm > 0, mm, 1.0), np.inf)
+    full = (health <= params.full_close_health) | (gross < params.dust_usd)
+    factor = np.where(full, 1.0, params.close_factor)
     b = params.bonus
-    bonus_per_contract = np.where(sizes > 0, value * b / (1.0 + b), value * b)
+    # Bonus paid per contract closed: v b / (1 + b) selling a long, v b buying a short.
+    bonus_per_contract = np.where(size > 0, value * b / (1.0 + b), value * b)
+    long, short = np.maximum(size, 0.0), np.maximum(-size, 0.0)
+    cont_j = (long + short) * risk.contingency_abs[col] + short * risk.contingency_short[col]
+    std_im_j = (long + short) * risk.standard_im_abs[col] + short * risk.standard_im_short[col]
 
-    held = sizes.copy()
-    paid = 0.0
+    pairs = underlying_pnl(book, risk)
+    pair_of = pairs.entry_pair
+    pnl = pairs.pnl.copy()  # the held book's P&L per (account, underlying) and scenario
+    worst = np.argmin(pnl, axis=1) if pnl.size else np.zeros(0, dtype=np.int64)
+    scen = risk.scenario_pnl
+    loss = -size * scen[col, worst[pair_of]]
+    ranked = np.lexsort((col, -market, -loss, acct))
+    losing = loss > 0
+    any_losing = np.bincount(acct, weights=losing, minlength=m) > 0
+    only_losing = (factor < 1.0) & any_losing
+    candidates = ranked[(~only_losing[acct[ranked]] | losing[ranked]) & below[acct[ranked]]]
+    starts = np.searchsorted(acct[candidates], np.arange(m))
+    slot = np.arange(candidates.size) - starts[acct[candidates]]
+    rounds = int(slot.max()) + 1 if candidates.size else 0
+    table = np.full((m, max(rounds, 1)), -1, dtype=np.int64)
+    table[acct[candidates], slot] = candidates
+
+    r, imf = margin.portfolio.cross_offset, margin.portfolio.im_factor
+    pair_loss = np.maximum(-pnl.min(axis=1), 0.0) if pnl.size else np.zeros(0)
+    sum_loss = np.bincount(pairs.account, weights=pair_loss, minlength=m)
+    joint = np.asarray(book @ scen) if r > 0 else np.zeros((m, 0))
+    cont = np.bincount(acct, weights=cont_j, minlength=m)
+    std_im = np.bincount(acct, weights=std_im_j, minlength=m)
+    held = size.copy()
+    paid = np.zeros(m)
     budget = factor * gross
-    taken: list[int] = []
-
-    def above_im(j: int, fraction: float) -> bool:
-        trial = held.copy()
-        trial[j] = sizes[j] * (1.0 - fraction)
-        cost = paid + fraction * abs(sizes[j]) * bonus_per_contract[j]
-        return equity - cost >= margins(trial)[1]
-
-    losing = [j for j in ranked if loss[j] > 0]
-    candidates = losing if factor < 1.0 and losing else ranked
-    for j in candidates:
-        if budget <= 1e-12 * gross:
+    taken = np.full(size.size, -1, dtype=np.int64)
+    """Per entry: the round it was taken in (-1: not taken)."""
+    done = ~below
+    for k in range(rounds):
+        a = np.flatnonzero(~done & (table[:, k] >= 0) & (budget > 1e-12 * gross))
+        if not a.size:
             break
-        most = 1.0 if market[j] <= budget else budget / market[j]
-        reached = above_im(j, most)
-        fraction = most
-        if reached:
-            lo = 0.0
-            for _ in range(_BISECTIONS):
-                mid = 0.5 * (lo + fraction)
-                lo, fraction = (lo, mid) if above_im(j, mid) else (mid, fraction)
-        held[j] = sizes[j] * (1.0 - fraction)
-        paid += fraction * abs(sizes[j]) * bonus_per_contract[j]
-        budget -= fraction * market[j]
-        taken.append(j)
-        if reached:
-            break
+        e = table[a, k]
+        most = np.where(market[e] <= budget[a], 1.0, budget[a] / np.maximum(market[e], 1e-300))
+        spare = equity[a] - paid[a]
+        bonus_j = np.abs(size[e]) * bonus_per_contract[e]
+        beta = size[e][:, None] * scen[col[e]]  # the candidate's whole P&L per scenario
+        # Lines A + B f of IM(f) + bonus(f) - spare; the account reaches IM where all <= 0.
+        zero = np.zeros((a.size, 1))
+        alpha_u = np.hstack([-pnl[pair_of[e]], zero])
+        beta_u = np.hstack([beta, zero])
+        other = (sum_loss[a] - pair_loss[pair_of[e]])[:, None]
+        if r > 0:
+            alpha_j = np.hstack([-joint[a], zero])
+            lines_a = (1 - r) * (alpha_u + other)[:, :, None] + r * alpha_j[:, None, :]
+            lines_b = (1 - r) * beta_u[:, :, None] + r * beta_u[:, None, :]
+            lines_a, lines_b = lines_a.reshape(a.size, -1), lines_b.reshape(a.size, -1)
+        else:
+            lines_a, lines_b = alpha_u + other, beta_u
+        lines_a = imf * (lines_a + cont[a][:, None]) - spare[:, None]
+        lines_b = imf * (lines_b - cont_j[e][:, None]) + bonus_j[:, None]
+        standard = ~pm[a]
+        lines_a[standard] = (std_im[a] - spare)[standard][:, None]
+        lines_b[standard] = (bonus_j - std_im_j[e])[standard][:, None]
+        reached = (lines_a + lines_b * most[:, None]).max(axis=1) <= 0
+        falling = lines_b < 0
+        roots = np.where(falling, -lines_a / np.where(falling, lines_b, -1.0), 0.0)
+        smallest = np.maximum(roots.max(axis=1), 0.0)
+        # A hair past the root, so that rounding cannot leave the account under IM.
+        f = np.where(reached, np.minimum(most, smallest * (1 + 1e-9) + 1e-12), most)
+        held[e] = size[e] * (1.0 - f)
+        paid[a] += f * bonus_j
+        budget[a] -= f * market[e]
+        taken[e] = k
+        pnl[pair_of[e]] -= f[:, None] * beta
+        new_loss = np.maximum(-pnl[pair_of[e]].min(axis=1), 0.0)
+        sum_loss[a] += new_loss - pair_loss[pair_of[e]]
+        pair_loss[pair_of[e]] = new_loss
+        if r > 0:
+            joint[a] -= f[:, None] * beta
+        cont[a] -= f * cont_j[e]
+        std_im[a] -= f * std_im_j[e]
+        done[a] |= reached
 
-    if held.any() and float((np.abs(held) * value).sum()) < params.min_leftover_usd:
-        for j in ranked:
-            if held[j] != 0:
-                paid += abs(held[j]) * bonus_per_contract[j]
-                held[j] = 0.0
-                if j not in taken:
-                    taken.append(j)
-
-    legs: list[LiquidationLeg] = []
-    for j in taken:
-        trade = float(held[j] - sizes[j])
-        price = liquidation_price(float(value[j]), trade, b)
-        legs.append(
-            LiquidationLeg(
-                instrument=int(columns[j]),
-                size=trade,
-                oracle_price=float(value[j]),
-                price=price,
-                bonus_usd=abs(trade) * abs(price - float(value[j])),
-            )
-        )
-    mm_after, im_after = margins(held)
-    return LiquidationOrder(
-        legs=tuple(legs),
-        health=health,
-        close_factor=factor,
-        bonus=b,
-        closes_account=not held.any(),
-        equity_after=equity - paid,
-        mm_after=mm_after,
-        im_after=im_after,
+    # Aave's minimum leftover: an order that would leave less market value closes it all.
+    left = np.bincount(acct, weights=np.abs(held) * value, minlength=m)
+    has_left = np.bincount(acct, weights=held != 0, minlength=m) > 0
+    sweep = below & has_left & (left < params.min_leftover_usd)
+    swept = sweep[acct] & (held != 0)
+    paid += np.bincount(
+        acct, weights=np.where(swept, np.abs(held) * bonus_per_contract, 0.0), minlength=m
     )
+    rank_of = np.empty(size.size, dtype=np.int64)
+    rank_of[ranked] = np.arange(size.size)
+    first_swept = swept & (taken < 0)
+    held[swept] = 0.0
+    order_key = np.where(taken >= 0, taken, np.where(first_swept, rounds + rank_of, -1))
+
+    after = sp.csr_matrix((held, book.indices, book.indptr), shape=book.shape)
+    mm_after, im_after, _ = account_margin(after, risk, margin, pm)
+    out: list[LiquidationOrder | None] = [None] * m
+    # Python lists from here: building the records is the only per-account work.
+    keys, held_l, size_l = order_key.tolist(), held.tolist(), size.tolist()
+    value_l, col_l, indptr = value.tolist(), col.tolist(), book.indptr.tolist()
+    for i in np.flatnonzero(below).tolist():
+        lo, hi = indptr[i], indptr[i + 1]
+        legs = []
+        for j in sorted((j for j in range(lo, hi) if keys[j] >= 0), key=keys.__getitem__):
+            trade = held_l[j] - size_l[j]
+            price = liquidation_price(value_l[j], trade, b)
+            legs.append(
+                LiquidationLeg(
+                    instrument=col_l[j],
+                    size=trade,
+                    oracle_price=value_l[j],
+                    price=price,
+                    bonus_usd=abs(trade) * abs(price - value_l[j]),
+                )
+            )
+        out[i] = LiquidationOrder(
+            legs=tuple(legs),
+            health=float(health[i]),
+            close_factor=float(factor[i]),
+            bonus=b,
+            closes_account=not any(held_l[lo:hi]),
+            equity_after=float(equity[i] - paid[i]),
+            mm_after=float(mm_after[i]),
+            im_after=float(im_after[i]),
+        )
+    return out
 
 
 class HedgeParams(Params, frozen=True):
@@ -262,12 +338,31 @@ def hedge_band(
 ) -> float:
     """Half-width (contracts) of the no-trade band of a book with ``gamma`` (per USD).
 
-    ``expiry_years`` is the time to expiry of the book's options (the gamma-weighted
-    mean for several expiries); ``spot`` in USD.
+    Whalley and Wilmott (1997), "An asymptotic analysis of an optimal hedging model for
+    option pricing with transaction costs", Mathematical Finance 7(3), 307-324: the band
+    around the target delta is +-(3/2 exp(-r (T - t)) cost S gamma**2 / risk_aversion)
+    ** (1/3), with gamma the book's (net, per unit of spot) and T - t the time to the
+    horizon of the hedged options, ``expiry_years`` (``hedge_horizon`` for a book of
+    several expiries); ``spot`` in USD. At least ``min_band_usd / spot``.
     """
     discount = np.exp(-rate * expiry_years)
     ww = (1.5 * discount * params.cost * spot * gamma * gamma / params.risk_aversion) ** (1 / 3)
     return max(float(ww), params.min_band_usd / spot)
+
+
+def hedge_horizon(gamma: FloatArray, expiry_years: FloatArray) -> float:
+    """The horizon (years) of a book of several expiries: the mean of its positions'
+    times to expiry weighted by |gamma| (size x gamma per contract, per USD); 0 without
+    gamma.
+
+    Whalley-Wilmott's band comes from one option's expiry; in a book, the band is set by
+    the book's gamma, so each expiry counts as much as the gamma it brings. The shortest
+    expiry (what the band used before) lets a small short-dated position set the horizon
+    of a book whose gamma is long-dated.
+    """
+    weight = np.abs(np.asarray(gamma, dtype=np.float64))
+    total = float(weight.sum())
+    return float(weight @ np.asarray(expiry_years, dtype=np.float64)) / total if total > 0 else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,7 +377,9 @@ class HedgeOrder:
     delta_before: float
     target: float
     band: float
-    """Half-width of the band that was breached, contracts."""
+    """Half-width of the band, contracts."""
+    inside: bool
+    """The book is within its band: nothing to trade."""
 
 
 def hedge_order(
@@ -293,21 +390,16 @@ def hedge_order(
     spot: float,
     expiry_years: float,
     instrument: int,
-    oracle_ok: bool,
     params: HedgeParams,
     rate: float = 0.0,
-) -> HedgeOrder | None:
-    """A hedge order when the book's ``delta`` (contracts of underlying) leaves the band.
+) -> HedgeOrder:
+    """The hedge of a book whose ``delta`` (contracts of underlying) is ``delta``.
 
     The order trades ``instrument`` (delta 1 per contract) by ``target - delta``: back to
-    the target, not to the band's edge. None inside the band or on a price that is not
-    ``ok``.
+    the target, not to the band's edge; ``inside`` says whether the book is within its
+    band (no order is sent then: ``operators.risk`` reports a ``within_band`` denial).
     """
-    if not oracle_ok:
-        return None
     band = hedge_band(gamma, spot, expiry_years, rate, params)
-    if abs(delta - target) <= band:
-        return None
     return HedgeOrder(
         instrument=instrument,
         size=target - delta,
@@ -315,4 +407,5 @@ def hedge_order(
         delta_before=delta,
         target=target,
         band=band,
+        inside=abs(delta - target) <= band,
     )

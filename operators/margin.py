@@ -48,6 +48,9 @@ IntArray = npt.NDArray[np.int64]
 VOL_DOWN, VOL_NONE, VOL_UP = -1, 0, 1
 """Scenario vol shock directions."""
 PPM = 1_000_000
+MAX_CROSS_OFFSET = 0.5
+"""The largest ``PortfolioParams.cross_offset``: at least half of what perfect correlation
+between underlyings would net is always charged (hedgeflow's bound)."""
 _KINDS = [int(k) for k in InstrumentKind]
 
 
@@ -215,6 +218,10 @@ class PortfolioParams(Params, frozen=True, kw_only=True):
     Volatility-adjusted range: the spot moves of an underlying are widened by
     ``clip(atm_vol / reference_vol, 1, max_widening)``.
 
+    Per underlying (Deribit and Derive margin per currency): each underlying's positions
+    take their own worst scenario, and the losses add up; ``cross_offset`` (default 0)
+    credits at most that share of the netting across underlyings (``portfolio_margin``).
+
     Contingency add-ons (Derive ``PMRMLib``), in MM: ``option_contingency`` x spot per
     short option contract, ``perp_contingency`` x spot per perp contract and
     ``spot_contingency`` x spot per spot contract (long or short). IM = ``im_factor`` x MM.
@@ -240,6 +247,9 @@ class PortfolioParams(Params, frozen=True, kw_only=True):
     perp_contingency: float = 0.03
     spot_contingency: float = 0.03
     im_factor: float = 1.25
+    cross_offset: float = 0.0
+    """Share of the netting across underlyings credited (see ``portfolio_margin``), in
+    [0, ``MAX_CROSS_OFFSET``]; 0, the default, margins each underlying on its own."""
 
     def __post_init__(self) -> None:
         shocks = self.spot_shocks + self.tail_spot_shocks
@@ -257,6 +267,7 @@ class PortfolioParams(Params, frozen=True, kw_only=True):
             "perp_contingency": self.perp_contingency >= 0,
             "spot_contingency": self.spot_contingency >= 0,
             "im_factor": self.im_factor >= 1,
+            "cross_offset": 0 <= self.cross_offset <= MAX_CROSS_OFFSET,
         }
         for name, ok in checks.items():
             if not (ok and np.isfinite(getattr(self, name))):
@@ -349,6 +360,9 @@ class InstrumentRisk:
     perps)."""
     scenario_pnl: FloatArray
     """(instruments, scenarios): P&L of one long contract under each scenario."""
+    underlying: IntArray
+    """Index of each instrument's underlying (``Instruments.underlying``)."""
+    n_underlyings: int
     contingency_abs: FloatArray
     contingency_short: FloatArray
     standard_mm_abs: FloatArray
@@ -438,6 +452,8 @@ def instrument_values(
         vega=vega,
         theta=theta,
         scenario_pnl=np.ascontiguousarray(scenario_pnl),
+        underlying=inst.underlying,
+        n_underlyings=len(spot),
         contingency_abs=linear_abs * contingency,
         contingency_short=np.where(option, p.option_contingency * S, 0.0),
         standard_mm_abs=linear_abs * mmf,
@@ -478,17 +494,162 @@ def _charge(positions: sp.csr_matrix, x_abs: FloatArray, x_short: FloatArray) ->
     return np.asarray(long @ x_abs + short @ (x_abs + x_short))
 
 
-def portfolio_margin(positions: sp.csr_matrix, risk: InstrumentRisk) -> tuple[FloatArray, IntArray]:
+_CHUNK = 8192
+"""Pairs per block of the scenario product, so that each block stays in cache."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnderlyingPnl:
+    """Scenario P&L per (account, underlying) pair that holds a position, USD.
+
+    Pairs are in order of account, then underlying; ``pnl`` is (pairs, scenarios).
+    """
+
+    account: IntArray
+    underlying: IntArray
+    pnl: FloatArray
+    entry_pair: IntArray
+    """The pair of each stored entry of the positions (in sorted-index CSR order)."""
+
+
+def _by_underlying(
+    positions: sp.csr_matrix, risk: InstrumentRisk
+) -> tuple[sp.csr_matrix, IntArray, IntArray, IntArray]:
+    """The positions' entries regrouped by (account, underlying) pair, as a (pairs x
+    instruments) matrix, with each pair's account and underlying, and each entry's pair
+    (entries in sorted-index CSR order).
+
+    When the instruments are ordered by underlying (as ``operators.risk`` lists them), a
+    pair's entries are already contiguous in a row: the matrix is the positions' own arrays
+    with a finer ``indptr``, built in one pass.
+    """
+    accounts, nnz = positions.shape[0], positions.nnz
+    if not positions.has_sorted_indices:
+        positions = positions.sorted_indices()
+    u_of = risk.underlying[positions.indices]
+    rows = np.repeat(np.arange(accounts, dtype=np.int64), np.diff(positions.indptr))
+    if np.all(risk.underlying[1:] >= risk.underlying[:-1]):
+        new_pair = np.zeros(nnz, dtype=bool)
+        new_pair[positions.indptr[:-1][np.diff(positions.indptr) > 0]] = True
+        new_pair[1:] |= u_of[1:] != u_of[:-1]
+        starts = np.flatnonzero(new_pair)
+        indptr = np.r_[starts, nnz]
+        shape = (starts.size, positions.shape[1])
+        grouped = sp.csr_matrix((positions.data, positions.indices, indptr), shape=shape)
+        return (
+            grouped,
+            rows[starts],
+            u_of[starts],
+            np.repeat(np.arange(starts.size), np.diff(indptr)),
+        )
+    n_u = risk.n_underlyings
+    key = rows * n_u + u_of
+    present = np.zeros(accounts * n_u, dtype=bool)
+    present[key] = True
+    pairs = np.flatnonzero(present)
+    pair_of = (np.cumsum(present) - 1)[key]
+    shape = (pairs.size, positions.shape[1])
+    grouped = sp.csr_matrix((positions.data, (pair_of, positions.indices)), shape=shape)
+    return grouped, pairs // n_u, pairs % n_u, pair_of
+
+
+def underlying_pnl(positions: sp.csr_matrix, risk: InstrumentRisk) -> UnderlyingPnl:
+    """The scenario P&L of each account's positions per underlying (for a few accounts:
+    the whole (pairs x scenarios) array is kept)."""
+    grouped, account, underlying, entry_pair = _by_underlying(positions, risk)
+    pnl = np.asarray(grouped @ risk.scenario_pnl).reshape(account.size, -1)
+    return UnderlyingPnl(account=account, underlying=underlying, pnl=pnl, entry_pair=entry_pair)
+
+
+def _rows(matrix: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
+    """Rows ``lo:hi`` of a CSR matrix, sharing its arrays."""
+    a, b = matrix.indptr[lo], matrix.indptr[hi]
+    return sp.csr_matrix(
+        (matrix.data[a:b], matrix.indices[a:b], matrix.indptr[lo : hi + 1] - a),
+        shape=(hi - lo, matrix.shape[1]),
+    )
+
+
+def _min_over_columns(values: FloatArray) -> FloatArray:
+    """Row minima of a short, wide-row array (numpy's own reduction along a short last
+    axis costs a call per row)."""
+    out = values[:, 0].copy()
+    for k in range(1, values.shape[1]):
+        np.minimum(out, values[:, k], out=out)
+    return out
+
+
+def underlying_losses(
+    positions: sp.csr_matrix, risk: InstrumentRisk
+) -> tuple[IntArray, FloatArray, IntArray]:
+    """Per (account, underlying) pair holding a position: its account and its loss in its
+    worst scenario (>= 0, USD); and per account, the worst scenario of its pair with the
+    largest loss (ties: the lower underlying; 0 without positions).
+
+    One sparse product with ``risk.scenario_pnl``, taken in blocks of whole accounts that
+    stay in cache.
+    """
+    grouped, account, _, _ = _by_underlying(positions, risk)
+    n = account.size
+    loss = np.zeros(n)
+    worst = np.zeros(positions.shape[0], dtype=np.int64)
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + _CHUNK)
+        if hi < n:  # end the block at an account's first pair
+            hi = int(np.searchsorted(account, account[hi], side="left"))
+            hi = hi if hi > lo else min(n, lo + _CHUNK)
+        pnl = np.asarray(_rows(grouped, lo, hi) @ risk.scenario_pnl)
+        block = np.maximum(-_min_over_columns(pnl), 0.0)
+        loss[lo:hi] = block
+        top = _largest_per_account(account[lo:hi], block)
+        worst[account[lo:hi][top]] = np.argmin(pnl[top], axis=1)
+        lo = hi
+    return account, loss, worst
+
+
+def _largest_per_account(account: IntArray, value: FloatArray) -> IntArray:
+    """Per account present in ``account`` (sorted), the index of its largest ``value``
+    (ties: the first)."""
+    if not account.size:
+        return np.zeros(0, dtype=np.int64)
+    new = np.empty(account.size, dtype=bool)
+    new[0] = True
+    np.not_equal(account[1:], account[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    top = np.maximum.reduceat(value, starts)
+    counts = np.diff(np.append(starts, account.size))
+    index = np.where(value == np.repeat(top, counts), np.arange(account.size), account.size)
+    return np.minimum.reduceat(index, starts)
+
+
+def portfolio_margin(
+    positions: sp.csr_matrix, risk: InstrumentRisk, cross_offset: float = 0.0
+) -> tuple[FloatArray, IntArray]:
     """Portfolio MM per account (USD) and the index of its worst scenario.
 
-    MM = max(0, -min over scenarios of positions @ scenario_pnl) + contingency add-ons;
-    IM is ``PortfolioParams.im_factor`` x MM.
+    Per underlying u, the loss L_u = max(0, -min over scenarios of the P&L of the
+    account's positions on u) (Deribit and Derive: a risk matrix per currency); the joint
+    loss L_joint is the same over all positions at once (as if every underlying moved
+    together, perfect correlation, so L_joint <= sum L_u). Then
+
+        MM = sum_u L_u - cross_offset x (sum_u L_u - L_joint) + contingency add-ons,
+
+    with ``cross_offset`` in [0, ``MAX_CROSS_OFFSET``] (0: no offset across underlyings).
+    IM is ``PortfolioParams.im_factor`` x MM. The worst scenario reported is that of the
+    underlying with the largest loss (ties: the lower underlying index).
     """
-    losses = np.asarray(positions @ risk.scenario_pnl)
-    worst = np.argmin(losses, axis=1)
-    worst_pnl = np.take_along_axis(losses, worst[:, None], axis=1)[:, 0]
+    if not 0 <= cross_offset <= MAX_CROSS_OFFSET:
+        fail("cross_offset", cross_offset, f"in [0, {MAX_CROSS_OFFSET}]")
+    accounts = positions.shape[0]
+    account, loss, worst = underlying_losses(positions, risk)
+    scenario_loss = np.bincount(account, weights=loss, minlength=accounts)
+    if cross_offset > 0:
+        joint = np.asarray(positions @ risk.scenario_pnl)
+        joint_loss = np.maximum(-joint.min(axis=1), 0.0)
+        scenario_loss = scenario_loss - cross_offset * (scenario_loss - joint_loss)
     contingency = _charge(positions, risk.contingency_abs, risk.contingency_short)
-    return np.maximum(-worst_pnl, 0.0) + contingency, worst.astype(np.int64)
+    return scenario_loss + contingency, worst
 
 
 def standard_margin(
@@ -541,8 +702,11 @@ def account_margin(
 ) -> tuple[FloatArray, FloatArray, IntArray]:
     """(MM, IM, worst scenario) per account: portfolio margin where ``portfolio_margined``,
     standard margin elsewhere (the worst scenario is reported for both)."""
-    pm, worst = portfolio_margin(positions, risk)
-    sm_mm, sm_im = standard_margin(positions, risk)
+    accounts = positions.shape[0]
+    pm, worst = portfolio_margin(positions, risk, params.portfolio.cross_offset)
+    sm_mm, sm_im = np.zeros(accounts), np.zeros(accounts)
+    if not np.all(portfolio_margined):  # else nobody reads it
+        sm_mm, sm_im = standard_margin(positions, risk)
     mm = np.where(portfolio_margined, pm, sm_mm)
     im = np.where(portfolio_margined, params.portfolio.im_factor * pm, sm_im)
     return mm, im, worst

@@ -201,6 +201,10 @@ class AccountRiskRow(msgspec.Struct, frozen=True, kw_only=True):
     worst_scenario: Int32
     pnl: float
     """Mark-to-market P&L of the positions (realised and unrealised), USD."""
+    bad_debt_usd: float
+    """max(0, -equity): what closing everything at the marks cannot cover, USD."""
+    margin_mode: str
+    """``portfolio`` or ``standard``: which margin ``im`` and ``mm`` are."""
     greeks: str
     """JSON: underlying -> {delta (dV/dS, contracts), gamma (d2V/dS2, per USD), vega (per
     1.00 vol)}, the positions' sums of ``InstrumentRow``'s per-contract Greeks."""
@@ -230,8 +234,12 @@ class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
     theta: float
 
 
-class Order(msgspec.Struct, frozen=True, kw_only=True):
-    """One order leg for the execution sink; ``order_id`` is derived from its trigger."""
+class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="record"):
+    """One order leg for the execution sink; ``order_id`` is derived from its trigger.
+
+    On the ``orders`` topic the JSON carries ``"record": "order"`` (``OrderDenied``:
+    ``"denial"``), so a consumer tells the two apart.
+    """
 
     order_id: str
     kind: str
@@ -245,3 +253,58 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     ts_event_ms: int
     health: float
     worst_scenario: Int32
+    attempt: Int32 = 1
+    """1 for a first order; a re-send after ``liquidation_timeout_s`` counts on."""
+    previous_order_id: str | None = None
+    """The leg of the previous attempt this one replaces (the same instrument's, else the
+    previous attempt's first leg); None on a first attempt."""
+
+
+class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, tag="denial", tag_field="record"):
+    """An order the risk engine decided not to send, and why (Nautilus's ``OrderDenied``).
+
+    ``reason`` is a code: ``oracle_not_ok`` (a price the account's equity or margin depends
+    on is not ``ok``, or is held), ``unpriced_position`` (a position in an instrument with
+    no price), ``in_flight`` (an order of the same kind, for the same book, is not done
+    yet), ``within_band`` (a hedge: the book's delta is inside its band) or
+    ``no_hedge_instrument`` (the configured hedge instrument is not listed or priced);
+    ``detail`` says more. A denial is emitted once per (account, kind, instrument) and
+    reason, and again only after the condition has changed (an order went out, the reason
+    changed, or the account stopped needing the order).
+    """
+
+    account: str
+    kind: str
+    """``liquidation`` or ``hedge``."""
+    instrument: str
+    """The hedge instrument; empty for a liquidation (its legs were not sized)."""
+    size: float | None
+    """The size the order would have had, when it was computed (a hedge's)."""
+    reason: str
+    detail: str
+    ts_event_ms: int
+
+
+class Settlement(msgspec.Struct, frozen=True, kw_only=True):
+    """An option position settled at expiry: it left the book, and ``cash_usd`` went to
+    the account's cash. USD amounts; ``size`` in contracts (signed)."""
+
+    account: str
+    instrument: str
+    ts_event_ms: int
+    """The evaluation that settled it (the window end, ms)."""
+    underlying: str
+    kind: Int32
+    strike: float
+    expiry_ms: int
+    size: float
+    settlement_price: float
+    """The oracle price of the underlying used, USD (the row of ``price_window_end_ms``)."""
+    price_window_end_ms: int
+    intrinsic: float
+    """max(S - K, 0) for a call, max(K - S, 0) for a put, USD per contract."""
+    value_usd: float
+    """size x intrinsic."""
+    cash_usd: float
+    """size x intrinsic - the position's cost: the cash the account gets (its realised
+    P&L on the position)."""

@@ -20,7 +20,9 @@ them, so a replay or a resumed run produces the same ids.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import msgspec
 import numpy as np
@@ -28,9 +30,15 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from operators import margin as mg
-from operators.accounts import Book, shard_key
+from operators.accounts import Book, listing_rejection, shard_key
 from operators.clock import Watermarks
-from operators.liquidation import HedgeParams, LiquidationParams, hedge_order, liquidation_order
+from operators.liquidation import (
+    HedgeParams,
+    LiquidationParams,
+    hedge_horizon,
+    hedge_order,
+    liquidation_orders,
+)
 from operators.model import (
     AccountRiskRow,
     InstrumentRow,
@@ -38,10 +46,14 @@ from operators.model import (
     OraclePrice,
     OracleProgress,
     Order,
+    OrderDenied,
     PriceBatch,
+    Rejected,
+    Settlement,
 )
 from operators.units import E18, YEAR_MS, InstrumentKind
-from operators.venue import Fill, InstrumentListed, VenueBatch, VenueEvent
+from operators.venue import STAGE as VENUE_STAGE
+from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch, VenueEvent
 from operators.vol import (
     EwmaVol,
     QuotedIv,
@@ -60,11 +72,27 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class RiskOut:
-    """What one step of a shard gives, per evaluation in order of time."""
+    """What one step of a shard gives, per evaluation in order of time: account rows,
+    orders, instruments, denied orders, settlements, and venue events the book refused
+    (``rejects``, stage ``venue``)."""
 
     rows: list[AccountRiskRow] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
     instruments: list[InstrumentRow] = field(default_factory=list)
+    denials: list[OrderDenied] = field(default_factory=list)
+    settlements: list[Settlement] = field(default_factory=list)
+    rejects: list[Rejected] = field(default_factory=list)
+
+
+@dataclass
+class InFlight:
+    """An order sent and not done: when, its attempt, its legs (instrument -> order id) and
+    the legs not yet filled."""
+
+    sent_ms: int
+    attempt: int
+    legs: dict[str, str]
+    pending: set[str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +101,8 @@ class RiskParams:
 
     ``underlyings`` maps an underlying token address to its oracle asset; ``collateral``
     a collateral token address to (asset priced by the oracle or a peg, decimals).
+    ``crosses`` maps an asset to the asset it is priced through (BTC -> ETH from a
+    WBTC/WETH pool): its price is only as good as that one's.
     ``books`` maps an account we run to {asset: hedge instrument id (a perp or spot)}.
     """
 
@@ -83,6 +113,13 @@ class RiskParams:
     underlyings: dict[str, str]
     collateral: dict[str, tuple[str, int]]
     pegs: dict[str, float]
+    crosses: dict[str, str] = field(default_factory=dict)
+    margin_mode: str = "portfolio"
+    """Every account's margin mode, ``portfolio`` or ``standard``..."""
+    margin_modes: dict[str, str] = field(default_factory=dict)
+    """...but for these accounts' own."""
+    retain_blocks: int = 64
+    """Blocks of applied venue events kept for retractions (``chain.reorg_depth``)."""
     margin: mg.MarginParams = field(default_factory=mg.MarginParams)
     liquidation: LiquidationParams = field(default_factory=LiquidationParams)
     hedge: HedgeParams = field(default_factory=HedgeParams)
@@ -99,6 +136,12 @@ class RiskParams:
     vol_floor: float = 0.2
     vol_cap: float = 3.0
     iv_max_age_ms: int = 300_000
+
+    def __post_init__(self) -> None:
+        for who, mode in [("margin_mode", self.margin_mode), *self.margin_modes.items()]:
+            if mode not in ("portfolio", "standard"):
+                msg = f"margin mode of {who} must be 'portfolio' or 'standard'; got {mode!r}"
+                raise ValueError(msg)
 
 
 def _quote_order(q: OptionQuote) -> tuple[int, str, float]:
@@ -157,7 +200,9 @@ class RiskShard:
         self.reports_instruments = reports_instruments
         self.book = Book()
         self.instruments: dict[str, InstrumentListed] = {}
-        self.pending: list[VenueEvent | OptionQuote] = []
+        self.pending: list[tuple[int, int, str, VenueEvent | OptionQuote]] = []
+        """A heap of (event time, arrival, input partition, event) not yet applied."""
+        self.arrived = 0
         self.quotes: dict[str, OptionQuote] = {}
         """option instrument -> its latest quote applied."""
         self.clock = Watermarks(parts)
@@ -173,10 +218,17 @@ class RiskShard:
         self.due: set[int] = set()
         """Window ends with a price row or after a venue event, not yet evaluated (ms)."""
         self.last_eval: int | None = None
-        self.in_flight: dict[tuple[str, str], int] = {}
-        """(account, what) -> when the order was sent: what is ``liquidation`` (cleared by
-        a ``Liquidated`` event) or the hedge instrument (cleared by the book's trade in it);
-        both expire after ``liquidation_timeout_ms``."""
+        self.in_flight: dict[tuple[str, str], InFlight] = {}
+        """(account, what) -> the order not done: what is ``liquidation`` (done when each
+        leg's instrument has had a ``Liquidated`` event) or the hedge instrument (done by
+        the book's trade in it); re-sent after ``liquidation_timeout_ms``."""
+        self.timed_out: dict[tuple[str, str], InFlight] = {}
+        """(account, what) -> the last attempt that timed out: the next order retries it."""
+        self.denied: dict[tuple[str, str, str], str] = {}
+        """(account, kind, instrument) -> the reason of the last denial emitted."""
+        self.settled: dict[str, tuple[int, OraclePrice]] = {}
+        """option instrument -> (intrinsic per contract, USD in 18 decimals; the oracle row
+        it settled at)."""
         self.last_health = np.zeros(0)
         self.last_emit = np.zeros(0, dtype=np.int64)
 
@@ -185,8 +237,10 @@ class RiskShard:
     def on_venue(self, batch: VenueBatch, p: RiskParams) -> None:
         """Take venue events and option quotes, and their partition's watermark; each
         event is due at the end of its window."""
-        self.pending.extend(batch.events)
-        self.due.update((e.ts_ms // p.window_ms + 1) * p.window_ms for e in batch.events)
+        for event in batch.events:
+            heapq.heappush(self.pending, (event.ts_ms, self.arrived, batch.part, event))
+            self.arrived += 1
+            self.due.add((event.ts_ms // p.window_ms + 1) * p.window_ms)
         self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
 
     def on_prices(self, batch: PriceBatch) -> None:
@@ -222,24 +276,62 @@ class RiskShard:
             self.last_eval = t
         return out
 
-    def _apply_until(self, t: int) -> None:
-        due = [e for e in self.pending if e.ts_ms < t]
-        self.pending = [e for e in self.pending if e.ts_ms >= t]
-        for quote in sorted((q for q in due if isinstance(q, OptionQuote)), key=_quote_order):
+    def _apply_until(self, t: int, p: RiskParams, out: RiskOut) -> None:
+        """Apply the events before ``t``: quotes by time, venue events in chain order; the
+        events the book refuses go to ``out.rejects`` (a listing's: from the reporting
+        shard only, as every shard gets it)."""
+        due = []
+        while self.pending and self.pending[0][0] < t:
+            _, _, part, event = heapq.heappop(self.pending)
+            due.append((part, event))
+        quotes = [e for _, e in due if isinstance(e, OptionQuote)]
+        for quote in sorted(quotes, key=_quote_order):
             self.quotes[quote.instrument] = quote
-        venue = (e for e in due if not isinstance(e, OptionQuote))
-        for event in sorted(venue, key=lambda e: (e.seq, e.removed)):
+        venue = [(part, e) for part, e in due if not isinstance(e, OptionQuote)]
+        for part, event in sorted(venue, key=lambda pe: (pe[1].seq, pe[1].removed)):
             if isinstance(event, InstrumentListed):
-                if event.removed:
-                    self.instruments.pop(event.instrument, None)
-                else:
-                    self.instruments[event.instrument] = event
+                reason = self._list(event)
+                if reason is not None and self.reports_instruments:
+                    out.rejects.append(_rejected(part, event, reason))
                 continue
-            self.book.apply(event)
-            if isinstance(event, Fill) and event.liquidator is not None and not event.removed:
-                self.in_flight.pop((event.account, "liquidation"), None)
-            elif isinstance(event, Fill) and not event.removed:
-                self.in_flight.pop((event.account, event.instrument), None)
+            token = p.collateral.get(event.token) if isinstance(event, CollateralMove) else None
+            reason = self.book.apply(event, None if token is None else token[1], p.retain_blocks)
+            if reason is not None:
+                out.rejects.append(_rejected(part, event, reason))
+                continue
+            if isinstance(event, CollateralMove) and token is None and not event.removed:
+                reason = (
+                    f"unknown_collateral: token {event.token} is not in risk.collateral; "
+                    "kept in the book at no value until configured"
+                )
+                out.rejects.append(_rejected(part, event, reason))
+            if isinstance(event, Fill) and not event.removed:
+                self._filled(event)
+
+    def _list(self, event: InstrumentListed) -> str | None:
+        """Add or retract a listing; or say why not."""
+        if event.removed:
+            known = self.instruments.get(event.instrument)
+            if known is None or known.seq != event.seq:
+                return f"retraction_unknown: no listing of {event.instrument} at seq {event.seq}"
+            del self.instruments[event.instrument]
+            return None
+        reason = listing_rejection(event)
+        if reason is None:
+            self.instruments[event.instrument] = event
+        return reason
+
+    def _filled(self, fill: Fill) -> None:
+        """A fill of the account: a ``Liquidated`` one completes its liquidation's leg in
+        that instrument, a trade completes its hedge in it."""
+        what = "liquidation" if fill.liquidator is not None else fill.instrument
+        sent = self.in_flight.get((fill.account, what))
+        if sent is None:
+            return
+        sent.pending.discard(fill.instrument)
+        if not sent.pending:
+            del self.in_flight[(fill.account, what)]
+            self.timed_out.pop((fill.account, what), None)
 
     def _advance_prices(self, t: int, p: RiskParams) -> None:
         """Take each asset's row of the window ending at ``t``; feed ``ok`` ones to its EWMA."""
@@ -263,11 +355,12 @@ class RiskShard:
                 self.vol_sources[asset] = vol.source
 
     def _evaluate_at(self, t: int, p: RiskParams, out: RiskOut) -> None:
-        self._apply_until(t)
+        self._apply_until(t, p, out)
         self._advance_prices(t, p)
         for key, sent in list(self.in_flight.items()):
-            if t - sent >= p.liquidation_timeout_ms:
-                del self.in_flight[key]
+            if t - sent.sent_ms >= p.liquidation_timeout_ms:
+                self.timed_out[key] = self.in_flight.pop(key)
+        self._settle(t, p, out)
         tick = self._tick(t, p)
         if tick is None:
             return
@@ -276,21 +369,81 @@ class RiskShard:
         if not self.book.accounts:
             return
         out.rows.extend(self._risk_rows(tick, p))
-        for below in np.flatnonzero(tick.ar.equity < tick.ar.mm):  # the few to liquidate
-            out.orders.extend(self._liquidate(tick, tick.accounts[below], int(below), p))
+        self._liquidate(tick, p, out)
         for account, hedges in sorted(p.books.items()):
             book_row = self.book.accounts.get(account)
             for asset, instrument in sorted(hedges.items()):
                 if book_row is not None:
-                    out.orders.extend(self._hedge(tick, account, book_row, asset, instrument, p))
+                    self._hedge(tick, account, book_row, asset, instrument, p, out)
+
+    def _ok_assets(self, p: RiskParams) -> set[str]:
+        """The assets whose price may be acted on: pegged, or an ``ok`` row not held whose
+        cross (the asset it is priced through) is itself ok."""
+        good = {a for a, row in self.prices.items() if row.status == "ok" and not row.held}
+
+        def ok(asset: str, seen: frozenset[str] = frozenset()) -> bool:
+            if asset in p.pegs:
+                return True
+            cross = p.crosses.get(asset)
+            if asset not in good or asset in seen:
+                return False
+            return cross is None or ok(cross, seen | {asset})
+
+        return {a for a in {*self.prices, *p.pegs} if ok(a)}
+
+    def _settle(self, t: int, p: RiskParams, out: RiskOut) -> None:
+        """Settle options at expiry: at the first ``ok`` row of the underlying whose window
+        ends at or after the expiry (the expiry's window when it is ok), each position's
+        intrinsic value goes to cash and the position leaves the book. A position that
+        reappears in a settled instrument (a retraction, a late fill) is settled at the
+        same price at the next evaluation."""
+        ok = self._ok_assets(p)
+        known = {**p.instruments, **self.instruments}
+        for instrument, listing in sorted(known.items()):
+            if not listing.kind.is_option or listing.expiry_ms > t:
+                continue
+            if instrument not in self.settled:
+                asset = p.underlyings.get(listing.underlying)
+                row = self.prices.get(asset) if asset is not None else None
+                if row is None or asset not in ok or row.window_end_ms < listing.expiry_ms:
+                    continue
+                spot_e18 = int(Decimal(repr(row.price)).scaleb(18).to_integral_value())
+                gap = spot_e18 - listing.strike_e18
+                intrinsic = max(gap if listing.kind == InstrumentKind.CALL else -gap, 0)
+                self.settled[instrument] = (intrinsic, row)
+            intrinsic, row = self.settled[instrument]
+            for done in self.book.settle(instrument, intrinsic):
+                out.settlements.append(
+                    Settlement(
+                        account=done.account,
+                        instrument=instrument,
+                        ts_event_ms=t,
+                        underlying=row.asset,
+                        kind=int(listing.kind),
+                        strike=listing.strike_e18 / E18,
+                        expiry_ms=listing.expiry_ms,
+                        size=done.size_e18 / E18,
+                        settlement_price=row.price,
+                        price_window_end_ms=row.window_end_ms,
+                        intrinsic=intrinsic / E18,
+                        value_usd=done.paid_e36 / E18 / E18,
+                        cash_usd=done.cash_e36 / E18 / E18,
+                    )
+                )
 
     def _tick(self, t: int, p: RiskParams) -> _Tick | None:
-        """Everything priced at ``t``: instruments, the shard's positions and their risk."""
+        """Everything priced at ``t``: instruments, the shard's positions and their risk.
+        Instruments are ordered by underlying, then id (``margin.underlying_losses`` then
+        needs no sort); settled options are gone."""
         priced = self.prices
         known = {**p.instruments, **self.instruments}
         listed = sorted(
-            (i for i in known.values() if p.underlyings.get(i.underlying) in priced),
-            key=lambda i: i.instrument,
+            (
+                i
+                for i in known.values()
+                if p.underlyings.get(i.underlying) in priced and i.instrument not in self.settled
+            ),
+            key=lambda i: (p.underlyings[i.underlying], i.instrument),
         )
         if not listed:
             return None
@@ -310,10 +463,21 @@ class RiskShard:
         risk = mg.instrument_values(inst, spot, vol, atm_vol, p.margin)
         columns = {i.instrument: n for n, i in enumerate(listed)}
         positions = self.book.positions(columns)
-        portfolio = np.ones(len(self.book.accounts), dtype=bool)
+        accounts = list(self.book.accounts)
+        portfolio = np.full(len(accounts), p.margin_mode == "portfolio")
+        for account, mode in p.margin_modes.items():
+            row = self.book.accounts.get(account)
+            if row is not None:
+                portfolio[row] = mode == "portfolio"
         costs = self.book.costs()
-        ar = mg.reprice(positions, costs, self._collateral(p), risk, p.margin, portfolio)
-        ok = {a for a in names if priced[a].status == "ok" and not priced[a].held}
+        collateral, collateral_bad = self._collateral(p)
+        cash = self.book.cash_usd()
+        ar = mg.reprice(positions, costs, collateral + cash, risk, p.margin, portfolio)
+        ok = self._ok_assets(p)
+        bad_instrument = np.array([names[u] not in ok for u in inst.underlying], dtype=float)
+        depends_on_bad = (
+            (abs(positions) @ bad_instrument > 0) | collateral_bad | self.book.unlisted(columns)
+        )
         return _Tick(
             t=t,
             names=names,
@@ -326,7 +490,10 @@ class RiskShard:
             ok_assets=ok,
             vols=vols,
             costs=costs,
-            accounts=list(self.book.accounts),
+            accounts=accounts,
+            portfolio=portfolio,
+            not_ok=depends_on_bad,
+            collateral_assets={t: a for t, (a, _) in p.collateral.items()},
         )
 
     def _vols(
@@ -438,21 +605,26 @@ class RiskShard:
                 health=float(health[r]),
                 worst_scenario=int(tick.ar.worst[r]),
                 pnl=float(pnl[n]),
+                bad_debt_usd=max(0.0, -float(tick.ar.equity[r])),
+                margin_mode="portfolio" if tick.portfolio[r] else "standard",
                 greeks=_greeks_json(tick.names, [g[n] for g in per_underlying]),
             )
             for n, r in enumerate(due)
         ]
 
-    def _collateral(self, p: RiskParams) -> FloatArray:
-        """Haircut collateral value per account row, USD."""
+    def _collateral(self, p: RiskParams) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Haircut collateral value per account row (USD), and whether the account holds a
+        token whose price may not be acted on (its asset has no ``ok`` row). Tokens not in
+        ``p.collateral`` are worth nothing."""
         tokens = sorted(p.collateral)
         amounts = self.book.collateral_amounts(
             {t: (n, p.collateral[t][1]) for n, t in enumerate(tokens)}
         )
         price = np.array([self._token_price(p.collateral[t][0], p) for t in tokens])
-        haircuts = p.margin.haircut_table()
-        haircut = np.array([haircuts.get(p.collateral[t][0], 0.0) for t in tokens])
-        return mg.collateral_value(amounts, price, haircut)
+        haircut = p.margin.haircut_vector([p.collateral[t][0] for t in tokens])
+        ok = self._ok_assets(p)
+        bad = np.array([p.collateral[t][0] not in ok for t in tokens], dtype=float)
+        return mg.collateral_value(amounts, price, haircut), abs(amounts) @ bad > 0
 
     def _token_price(self, asset: str, p: RiskParams) -> float:
         if asset in p.pegs:
@@ -460,84 +632,183 @@ class RiskShard:
         row = self.prices.get(asset)
         return 0.0 if row is None else row.price
 
-    def _liquidate(self, tick: _Tick, account: str, row: int, p: RiskParams) -> list[Order]:
-        if (account, "liquidation") in self.in_flight:
-            return []  # one liquidation in flight per account
-        mine = tick.positions.getrow(row)
-        used = {tick.names[tick.inst.underlying[c]] for c in mine.indices}
-        equity, mm = float(tick.ar.equity[row]), float(tick.ar.mm[row])
-        order = liquidation_order(
-            mine,
-            equity,
-            tick.risk,
-            p.margin,
-            p.liquidation,
-            portfolio_margined=True,
-            oracle_ok=used <= tick.ok_assets,
-        )
-        if order is None:
-            return []
-        self.in_flight[(account, "liquidation")] = tick.t
-        reason = (
-            f"equity {equity:.2f} < MM {mm:.2f} (health {order.health:.4f}); "
-            f"close factor {order.close_factor}; window ending {tick.t}"
-        )
-        worst = int(tick.ar.worst[row])
-        return [
-            Order(
-                order_id=order_id(
-                    "liquidation", account, tick.t, tick.listed[leg.instrument].instrument
-                ),
-                kind="liquidation",
-                account=account,
-                instrument=tick.listed[leg.instrument].instrument,
-                size=leg.size,
-                price=leg.price,
-                oracle_price=leg.oracle_price,
-                bonus_usd=leg.bonus_usd,
-                reason=reason,
-                ts_event_ms=tick.t,
-                health=order.health,
-                worst_scenario=worst,
+    def _deny(
+        self,
+        out: RiskOut,
+        t: int,
+        key: tuple[str, str, str],
+        reason: str,
+        detail: str,
+        size: float | None = None,
+    ) -> None:
+        """Emit an ``OrderDenied`` unless the same one was the last for ``key``."""
+        if self.denied.get(key) == reason:
+            return
+        self.denied[key] = reason
+        account, kind, instrument = key
+        out.denials.append(
+            OrderDenied(
+                account=account, kind=kind, instrument=instrument, size=size, reason=reason,
+                detail=detail, ts_event_ms=t,
             )
-            for leg in order.legs
-        ]
+        )  # fmt: skip
+
+    def _blocked(self, tick: _Tick, row: int, key: tuple[str, str, str], out: RiskOut) -> bool:
+        """Deny an order of the account at ``row`` whose prices may not be acted on."""
+        account = tick.accounts[row]
+        if not tick.not_ok[row]:
+            return False
+        mine = tick.positions.getrow(row)
+        assets = {tick.names[tick.inst.underlying[c]] for c in mine.indices}
+        held = {
+            a for t, a in tick.collateral_assets.items() if self.book.collateral.get((account, t))
+        }
+        bad = sorted(a for a in assets | held if a not in tick.ok_assets)
+        if bad:
+            detail = f"prices not ok (or held): {', '.join(bad)}; window ending {tick.t}"
+            self._deny(out, tick.t, key, "oracle_not_ok", detail)
+        else:
+            detail = f"a position in an instrument with no price; window ending {tick.t}"
+            self._deny(out, tick.t, key, "unpriced_position", detail)
+        return True
+
+    def _liquidate(self, tick: _Tick, p: RiskParams, out: RiskOut) -> None:
+        """Liquidation orders for the accounts below maintenance, sized all at once, or
+        their denials."""
+        below = tick.ar.equity < tick.ar.mm
+        for denied in [k for k in self.denied if k[1] == "liquidation"]:
+            if not below[self.book.accounts[denied[0]]]:
+                del self.denied[denied]
+        for late in [k for k in self.timed_out if k[1] == "liquidation"]:
+            if not below[self.book.accounts[late[0]]]:
+                del self.timed_out[late]
+        go: list[int] = []
+        for row in np.flatnonzero(below):
+            account = tick.accounts[row]
+            key = (account, "liquidation", "")
+            if self._blocked(tick, int(row), key, out):
+                continue
+            sent = self.in_flight.get((account, "liquidation"))
+            if sent is not None:
+                detail = (
+                    f"attempt {sent.attempt} sent at {sent.sent_ms}, legs not yet liquidated: "
+                    f"{', '.join(sorted(sent.pending))}"
+                )
+                self._deny(out, tick.t, key, "in_flight", detail)
+                continue
+            go.append(int(row))
+        if not go:
+            return
+        orders = liquidation_orders(
+            tick.positions[go], tick.ar.equity[go], tick.risk, p.margin, p.liquidation,
+            tick.portfolio[go],
+        )  # fmt: skip
+        for r, order in zip(go, orders, strict=True):
+            if order is None or not order.legs:
+                continue
+            account = tick.accounts[r]
+            equity, mm = float(tick.ar.equity[r]), float(tick.ar.mm[r])
+            reason = (
+                f"equity {equity:.2f} < MM {mm:.2f} (health {order.health:.4f}); "
+                f"close factor {order.close_factor}; window ending {tick.t}"
+            )
+            if equity < 0:
+                reason += f"; bad debt {-equity:.2f}: closes the account"
+            legs = [(tick.listed[leg.instrument].instrument, leg) for leg in order.legs]
+            ids = {i: order_id("liquidation", account, tick.t, i) for i, _ in legs}
+            attempt, previous = self._attempt(account, "liquidation", ids)
+            self.in_flight[(account, "liquidation")] = InFlight(
+                sent_ms=tick.t, attempt=attempt, legs=ids, pending=set(ids)
+            )
+            self.denied.pop((account, "liquidation", ""), None)
+            out.orders.extend(
+                Order(
+                    order_id=ids[instrument],
+                    kind="liquidation",
+                    account=account,
+                    instrument=instrument,
+                    size=leg.size,
+                    price=leg.price,
+                    oracle_price=leg.oracle_price,
+                    bonus_usd=leg.bonus_usd,
+                    reason=reason,
+                    ts_event_ms=tick.t,
+                    health=order.health,
+                    worst_scenario=int(tick.ar.worst[r]),
+                    attempt=attempt,
+                    previous_order_id=previous.get(instrument),
+                )
+                for instrument, leg in legs
+            )
+
+    def _attempt(
+        self, account: str, what: str, ids: dict[str, str]
+    ) -> tuple[int, dict[str, str | None]]:
+        """The attempt number of a new order and, per leg, the id of the leg it replaces:
+        the timed-out attempt's leg in the same instrument, else its first leg."""
+        last = self.timed_out.pop((account, what), None)
+        if last is None:
+            return 1, {}
+        first = last.legs[min(last.legs)]
+        return last.attempt + 1, {i: last.legs.get(i, first) for i in ids}
 
     def _hedge(
-        self, tick: _Tick, account: str, row: int, asset: str, instrument: str, p: RiskParams
-    ) -> list[Order]:
+        self,
+        tick: _Tick,
+        account: str,
+        row: int,
+        asset: str,
+        instrument: str,
+        p: RiskParams,
+        out: RiskOut,
+    ) -> None:
+        key = (account, "hedge", instrument)
         if asset not in tick.names or instrument not in tick.columns:
-            return []
-        if (account, instrument) in self.in_flight:
-            return []  # one hedge in flight per book and instrument
+            detail = f"{instrument} ({asset}) is not listed or not priced; window ending {tick.t}"
+            self._deny(out, tick.t, key, "no_hedge_instrument", detail)
+            return
+        if self._blocked(tick, row, key, out):
+            return
+        sent = self.in_flight.get((account, instrument))
+        if sent is not None:
+            detail = f"attempt {sent.attempt} sent at {sent.sent_ms}, not yet traded"
+            self._deny(out, tick.t, key, "in_flight", detail)
+            return
         mine = np.asarray(tick.positions.getrow(row).toarray()).ravel()
         on_asset = tick.inst.underlying == tick.names.index(asset)
         target = p.targets.get(account, {}).get(asset, 0.0)
         delta = float((mine * tick.risk.delta)[on_asset].sum())
         gamma = float((mine * tick.risk.gamma)[on_asset].sum())
-        option = tick.inst.kind >= InstrumentKind.CALL
-        expiries = tick.inst.expiry_years[on_asset & (mine != 0) & option]
         hedge = hedge_order(
             delta=delta,
             gamma=gamma,
             target=target,
             spot=float(self.prices[asset].price),
-            expiry_years=float(expiries.min()) if expiries.size else 0.0,
+            expiry_years=hedge_horizon(
+                (mine * tick.risk.gamma)[on_asset], tick.inst.expiry_years[on_asset]
+            ),
             instrument=tick.columns[instrument],
-            oracle_ok=asset in tick.ok_assets,
             params=p.hedge,
             rate=p.margin.rate,
         )
-        if hedge is None:
-            return []
-        self.in_flight[(account, instrument)] = tick.t
+        if hedge.inside:
+            self.timed_out.pop((account, instrument), None)
+            detail = f"delta {delta:.4f} within +-{hedge.band:.4f} of {target}"
+            self._deny(out, tick.t, key, "within_band", detail, hedge.size)
+            return
+        ids = {instrument: order_id("hedge", account, tick.t, instrument)}
+        attempt, previous = self._attempt(account, instrument, ids)
+        self.in_flight[(account, instrument)] = InFlight(
+            sent_ms=tick.t, attempt=attempt, legs=ids, pending={instrument}
+        )
+        self.denied.pop(key, None)
         reason = (
             f"delta {delta:.4f} outside band +-{hedge.band:.4f} around {target}; "
             f"window ending {tick.t}"
         )
-        return [
+        out.orders.append(
             Order(
-                order_id=order_id("hedge", account, tick.t, instrument),
+                order_id=ids[instrument],
                 kind="hedge",
                 account=account,
                 instrument=instrument,
@@ -549,8 +820,22 @@ class RiskShard:
                 ts_event_ms=tick.t,
                 health=float(tick.ar.health[row]),
                 worst_scenario=int(tick.ar.worst[row]),
+                attempt=attempt,
+                previous_order_id=previous.get(instrument),
             )
-        ]
+        )
+
+
+def _rejected(part: str, event: VenueEvent, reason: str) -> Rejected:
+    """A venue event the book refused, as a deadletter row (stage ``venue``): its input
+    partition's topic and partition; offset -1 (the shard sees the decoded event, not the
+    message: ``reason`` names the block and log), the block time as ``timestamp_ms``, and
+    the decoded event as JSON in ``raw``."""
+    partition, topic = part.split("-", 1)
+    return Rejected(
+        stage=VENUE_STAGE, reason=reason, topic=topic, partition=int(partition), offset=-1,
+        timestamp_ms=event.ts_ms, key=None, raw=msgspec.json.encode(event),
+    )  # fmt: skip
 
 
 def risk_step(
@@ -590,3 +875,10 @@ class _Tick:
     """Cost of each account's fills, USD."""
     accounts: list[str]
     """Account addresses in row order."""
+    portfolio: npt.NDArray[np.bool_]
+    """Per account row: portfolio margined (else standard)."""
+    not_ok: npt.NDArray[np.bool_]
+    """Per account row: its equity or margin depends on a price that is not ``ok`` (a
+    position's underlying, a collateral token's asset, their crosses) or on no price."""
+    collateral_assets: dict[str, str]
+    """Collateral token -> its asset."""

@@ -52,6 +52,7 @@ from operators.margin import (
     instrument_values,
     net_by_underlying,
     standard_margin,
+    underlying_losses,
 )
 from operators.units import InstrumentKind
 
@@ -194,7 +195,7 @@ class PortfolioMargin(msgspec.Struct, frozen=True, kw_only=True):
     mm_usd: float
     im_usd: float
     scenario_loss_usd: float
-    """The worst scenario's loss, 0 if it gains."""
+    """The sum over underlyings of each one's worst-scenario loss (0 where it gains)."""
     add_ons_usd: float
     """Contingency add-ons."""
     worst_scenario: Scenario
@@ -324,7 +325,7 @@ def margin_report(portfolio: Portfolio, worst: int = 5) -> Report:
     pnl = np.asarray(account @ risk.scenario_pnl)[0]
     scenarios = _scenarios(pnl, names, spot, atm_vol)
     worst_index = int(pm_worst[0])
-    scenario_loss = max(0.0, -float(pnl[worst_index]))
+    scenario_loss = float(underlying_losses(account, risk)[1].sum())
 
     per_contract = {  # per long contract, from instrument_values (0 for spot and perps)
         "delta": risk.delta,
@@ -343,7 +344,6 @@ def margin_report(portfolio: Portfolio, worst: int = 5) -> Report:
         MARGIN,
         LIQUIDATION,
         portfolio_margined=portfolio_margined,
-        oracle_ok=True,
     )
     return Report(
         margin=portfolio.margin,

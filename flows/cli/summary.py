@@ -79,6 +79,26 @@ def summary_text(out_dir: Path) -> str:
             f"hedge orders; worst health {worst['health']:.4f} ({worst['account']} at "
             f"{worst['ts_event_ms']} ms)"
         )
+        denials = _dataset(out_dir, "order_denials")
+        if denials is not None and denials.height:
+            by_reason = denials.group_by("kind", "reason").len().sort("kind", "reason")
+            counts = ", ".join(
+                f"{r['kind']} {r['reason']} {r['len']}" for r in by_reason.iter_rows(named=True)
+            )
+            lines.append(f"order denials: {denials.height} ({counts})")
+        settlements = _dataset(out_dir, "settlements")
+        if settlements is not None and settlements.height:
+            lines.append(
+                f"settlements: {settlements.height} positions in "
+                f"{settlements['instrument'].n_unique()} options, "
+                f"{settlements['cash_usd'].sum():.2f} USD to cash"
+            )
+        bad_debt = risk.sort("ts_event_ms").group_by("account").last()["bad_debt_usd"]
+        if bad_debt.sum() > 0:
+            lines.append(
+                f"bad debt: {bad_debt.sum():.2f} USD over {(bad_debt > 0).sum()} accounts "
+                "(latest row of each)"
+            )
     rejects = _dataset(out_dir, "deadletter")
     if rejects is not None and rejects.height:
         by_reason = (

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import bytewax.operators as op
+import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
@@ -139,3 +140,36 @@ def test_crash_and_resume_under_recovery_gives_the_same_orders(tmp_path: Path) -
     assert sorted(unique.values(), key=lambda o: o.order_id) == sorted(
         (o for _, o in expected), key=lambda o: o.order_id
     )
+
+
+def test_venue_events_the_books_refuse_and_denials_come_out_of_the_risk_stage() -> None:
+    ghost = "0x" + "9" * 40
+    retraction = _venue_log(
+        len(_chain()), T0 - 20_000, [abi.VENUE_TRADE, abi.address_topic(ghost), PERP],
+        [5 * E18, 2_000 * E18],
+    )  # fmt: skip
+    log = json.loads(retraction.value or b"")
+    retraction = msgspec.structs.replace(
+        retraction, value=json.dumps({**log, "removed": True}).encode()
+    )
+    batches = _batches()
+    batches[0] = RawBatch("0-chain.logs", [*_chain(), retraction], True)
+    flow = Dataflow("risk_refusals_test")
+    raw = op.input("in", flow, TestingSource(batches))
+    risk = risk_stage(raw, CFG, PARTS, oracle_stage(raw, CFG, PARTS).published)
+    rejects: list = []
+    denials: list = []
+    rows: list = []
+    op.output("rejects", risk.rejects, TestingSink(rejects))
+    op.output("denials", risk.denials, TestingSink(denials))
+    op.output("rows", risk.rows, TestingSink(rows))
+    run_main(flow)
+    (reject,) = [r for _, r in rejects]
+    assert (reject.stage, reject.reason.split(":")[0], reject.topic) == (
+        "venue", "retraction_unknown", "chain.logs"
+    )  # fmt: skip
+    assert all(r.account != ghost for _, r in rows)
+    # the liquidated accounts stay below maintenance with their order in flight: one
+    # in_flight denial each, not one per window
+    in_flight = [d for _, d in denials if d.reason == "in_flight"]
+    assert sorted(d.account for d in in_flight) == sorted(a for a, s in ACCOUNTS.items() if s == 20)

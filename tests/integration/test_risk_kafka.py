@@ -24,6 +24,7 @@ DATASETS = {
     "orders": ["ts_event_ms", "order_id"],
     "account_risk": ["ts_event_ms", "account"],
     "instruments": ["ts_event_ms", "instrument"],
+    "order_denials": ["ts_event_ms", "account", "kind", "instrument", "reason"],
 }
 
 
@@ -82,7 +83,7 @@ def test_stages_deployed_separately_give_the_rows_of_replay(
     expected = {name: _read(replay, name) for name in DATASETS}
     assert expected["orders"].height > 0 and expected["account_risk"]["account"].n_unique() == 50
     assert _read(oracle, "oracle_prices").equals(expected["oracle_prices"])
-    for name in ("orders", "account_risk", "instruments"):
+    for name in ("orders", "account_risk", "instruments", "order_denials"):
         assert _read(risk, name).equals(expected[name]), name
     liquidations = expected["orders"].filter(pl.col("kind") == "liquidation")
     # one order in flight per account: no two orders of an account within the timeout

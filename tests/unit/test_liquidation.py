@@ -14,13 +14,16 @@ from operators.liquidation import (
     LiquidationParams,
     close_factor,
     hedge_band,
+    hedge_horizon,
     hedge_order,
     liquidation_order,
+    liquidation_orders,
     liquidation_price,
 )
 from operators.margin import (
     Instruments,
     MarginParams,
+    PortfolioParams,
     account_margin,
     instrument_values,
     net_by_underlying,
@@ -59,7 +62,7 @@ def margins(sizes: np.ndarray, portfolio: bool = True) -> tuple[float, float]:
 
 
 def liquidate(sizes: tuple[float, ...], equity: float, **kw: bool) -> LiquidationOrder | None:
-    flags = {"portfolio_margined": True, "oracle_ok": True} | kw
+    flags = {"portfolio_margined": True} | kw
     return liquidation_order(row(*sizes), equity, RISK, MARGIN, LIQ, **flags)
 
 
@@ -101,11 +104,6 @@ def test_liquidation_when_healthy_then_no_order() -> None:
     sizes = (0.5, 0, -1.0, 0, 0, 0)
     mm, _ = margins(np.array(sizes))
     assert liquidate(sizes, equity=mm + 1.0) is None
-
-
-def test_liquidation_when_oracle_stale_then_no_order() -> None:
-    sizes = (0, 0, -10.0, 0, 0, 0)
-    assert liquidate(sizes, equity=0.0, oracle_ok=False) is None
 
 
 def test_liquidation_when_no_positions_then_no_order() -> None:
@@ -247,20 +245,50 @@ def test_hedge_order_brings_book_delta_back_to_target() -> None:
     gamma = float(net_by_underlying(positions, RISK.gamma, INST, 1)[0, 0])
     order = hedge_order(
         delta=delta, gamma=gamma, target=0.0, spot=S, expiry_years=T30, instrument=0,
-        oracle_ok=True, params=HEDGE,
+        params=HEDGE,
     )  # fmt: skip
-    assert order is not None
+    assert not order.inside
     assert delta == pytest.approx(-100 * RISK.delta[2])
     assert order.size == pytest.approx(-delta) and order.instrument == 0
     assert delta + order.size == pytest.approx(order.target)
     assert order.band == pytest.approx(hedge_band(gamma, S, T30, 0.0, HEDGE))
 
 
-def test_hedge_inside_band_or_on_stale_price_then_no_order() -> None:
+def test_hedge_inside_band_is_marked_inside() -> None:
     kw = {"gamma": 0.077, "target": 0.0, "spot": S, "expiry_years": T30, "instrument": 0}
-    assert hedge_order(delta=3.0, oracle_ok=True, params=HEDGE, **kw) is None
-    assert hedge_order(delta=10.0, oracle_ok=False, params=HEDGE, **kw) is None
-    assert hedge_order(delta=10.0, oracle_ok=True, params=HEDGE, **kw) is not None
+    assert hedge_order(delta=3.0, params=HEDGE, **kw).inside
+    assert not hedge_order(delta=10.0, params=HEDGE, **kw).inside
+
+
+def test_hedge_band_horizon_is_gamma_weighted_not_the_shortest_expiry() -> None:
+    # The finding: the code took expiries.min() while the docstring said gamma-weighted. A
+    # book of 100 90-day calls and one 1-day call: the long-dated gamma sets the horizon.
+    gamma = np.array([100 * RISK.gamma[5], 1 * RISK.gamma[4]])
+    expiry = np.array([90 / 365, 7 / 365])
+    horizon = hedge_horizon(gamma, expiry)
+    assert horizon == pytest.approx(float(np.abs(gamma) @ expiry / np.abs(gamma).sum()))
+    assert horizon > 0.9 * 90 / 365
+    assert hedge_horizon(np.zeros(2), expiry) == 0.0
+    # at a positive rate a later horizon discounts more: a narrower band than min() gave
+    g = float(gamma.sum())
+    assert hedge_band(g, S, horizon, 0.05, HEDGE) < hedge_band(g, S, 7 / 365, 0.05, HEDGE)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-1.0, 1.0), st.floats(0.0, 2.0)), min_size=1, max_size=5),
+    st.floats(0.0, 0.2),
+)
+def test_hedge_band_lies_between_the_bands_of_the_shortest_and_longest_expiry(
+    book: list[tuple[float, float]], rate: float
+) -> None:
+    gamma = np.array([g for g, _ in book])
+    expiry = np.array([t for _, t in book])
+    g = abs(float(gamma.sum()))
+    band = hedge_band(g, S, hedge_horizon(gamma, expiry), rate, HEDGE)
+    shortest = hedge_band(g, S, float(expiry.min()), rate, HEDGE)
+    longest = hedge_band(g, S, float(expiry.max()), rate, HEDGE)
+    assert longest * (1 - 1e-12) <= band <= shortest * (1 + 1e-12)
 
 
 @pytest.mark.parametrize(
@@ -279,9 +307,8 @@ def test_bad_parameters_raise_naming_field_and_value(build, message: str) -> Non
 def test_liquidation_rejects_more_than_one_account() -> None:
     with pytest.raises(ValueError, match="positions must be one account's row"):
         liquidation_order(
-            sp.csr_matrix(np.ones((2, 6))), 0.0, RISK, MARGIN, LIQ,
-            portfolio_margined=True, oracle_ok=True,
-        )  # fmt: skip
+            sp.csr_matrix(np.ones((2, 6))), 0.0, RISK, MARGIN, LIQ, portfolio_margined=True
+        )
 
 
 def test_put_positions_are_liquidated_at_a_put_price() -> None:
@@ -291,3 +318,116 @@ def test_put_positions_are_liquidated_at_a_put_price() -> None:
     assert order is not None
     assert order.legs[0].instrument == 3 and INST.kind[3] == InstrumentKind.PUT
     assert order.legs[0].oracle_price == pytest.approx(RISK.value[3])
+
+
+# --- the vectorized sizing against the per-account bisection it replaced ------------------
+
+
+def _bisection_reference(
+    sizes: np.ndarray, equity: float, risk, margin: MarginParams, portfolio: bool
+) -> np.ndarray | None:  # type: ignore[no-untyped-def]
+    """The sizes held after liquidation, by the former per-account Python loop: legs in
+    rank order, the last leg's fraction found by 60 halvings of account_margin calls."""
+    n = sizes.size
+    cols = np.flatnonzero(sizes)
+
+    def margins_of(held: np.ndarray) -> tuple[float, float]:
+        mm, im, _ = account_margin(row(*held), risk, margin, np.array([portfolio]))
+        return float(mm[0]), float(im[0])
+
+    mm, _ = margins_of(sizes)
+    if not cols.size or mm <= 0 or equity >= mm:
+        return None
+    value = risk.value
+    market = np.abs(sizes) * value
+    gross = float(market.sum())
+    factor = close_factor(equity / mm, gross, LIQ)
+    worst = {}
+    for u in set(risk.underlying[cols]):
+        mine = [j for j in cols if risk.underlying[j] == u]
+        pnl = [sum(sizes[j] * risk.scenario_pnl[j, s] for j in mine) for s in range(23)]
+        worst[u] = int(np.argmin(pnl))
+    loss = np.array([-sizes[j] * risk.scenario_pnl[j, worst[risk.underlying[j]]] if j in cols
+                     else 0.0 for j in range(n)])  # fmt: skip
+    ranked = sorted(cols, key=lambda j: (-loss[j], -market[j], j))
+    b = LIQ.bonus
+    per = np.where(sizes > 0, value * b / (1 + b), value * b)
+    held, paid, budget = sizes.copy(), 0.0, factor * gross
+
+    def reaches(j: int, f: float) -> bool:
+        trial = held.copy()
+        trial[j] = sizes[j] * (1 - f)
+        return equity - paid - f * abs(sizes[j]) * per[j] >= margins_of(trial)[1]
+
+    losing = [j for j in ranked if loss[j] > 0]
+    for j in losing if factor < 1 and losing else ranked:
+        if budget <= 1e-12 * gross:
+            break
+        most = 1.0 if market[j] <= budget else budget / market[j]
+        f, reached = most, reaches(j, most)
+        if reached:
+            lo = 0.0
+            for _ in range(60):
+                mid = 0.5 * (lo + f)
+                lo, f = (lo, mid) if reaches(j, mid) else (mid, f)
+        held[j] = sizes[j] * (1 - f)
+        paid += f * abs(sizes[j]) * per[j]
+        budget -= f * market[j]
+        if reached:
+            break
+    if held.any() and float((np.abs(held) * value).sum()) < LIQ.min_leftover_usd:
+        held[:] = 0.0
+    return held
+
+
+TWO = Instruments(
+    kind=[InstrumentKind.PERP, InstrumentKind.CALL, InstrumentKind.PUT] * 2,
+    underlying=[0, 0, 0, 1, 1, 1],
+    strike=[0.0, 3000.0, 2800.0, 0.0, 60_000.0, 55_000.0],
+    expiry_years=[0.0, T30, 7 / 365, 0.0, T30, 90 / 365],
+)
+RISK_TWO = instrument_values(
+    TWO, np.array([S, 60_000.0]), np.array([0.0, 0.6, 0.7, 0.0, 0.5, 0.55]),
+    np.array([0.6, 0.5]), MARGIN,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.floats(-10, 10).map(lambda x: round(x, 1)), min_size=6, max_size=6),
+            st.floats(-0.5, 0.999),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([0.0, 0.5]),
+)
+def test_vectorized_liquidation_equals_the_bisection_it_replaced(
+    accounts: list[tuple[list[float], float, bool]], offset: float
+) -> None:
+    # Tolerance: the bisection stops 2**-60 above the root of the last leg; the closed form
+    # steps 1e-9 past it. Both are far below any lot size.
+    margin = MarginParams(portfolio=PortfolioParams(cross_offset=offset))
+    sizes = np.array([[s / (20 if j >= 3 else 1) for j, s in enumerate(a[0])] for a in accounts])
+    pm = np.array([a[2] for a in accounts])
+    mm, _, _ = account_margin(sp.csr_matrix(sizes), RISK_TWO, margin, pm)
+    equity = np.array([a[1] for a in accounts]) * mm
+    orders = liquidation_orders(sp.csr_matrix(sizes), equity, RISK_TWO, margin, LIQ, pm)
+    for i, order in enumerate(orders):
+        expected = _bisection_reference(sizes[i], float(equity[i]), RISK_TWO, margin, bool(pm[i]))
+        if expected is None:
+            assert order is None
+            continue
+        assert order is not None
+        held = sizes[i].copy()
+        for leg in order.legs:
+            held[leg.instrument] += leg.size
+        np.testing.assert_allclose(held, expected, rtol=1e-7, atol=1e-7 * np.abs(sizes[i]).max())
+        single = liquidation_order(
+            sp.csr_matrix(sizes[i : i + 1]), float(equity[i]), RISK_TWO, margin, LIQ,
+            portfolio_margined=bool(pm[i]),
+        )  # fmt: skip
+        assert single == order  # an account's order does not depend on the others

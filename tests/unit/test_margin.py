@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from operators.greeks import black76 as black76_greeks
 from operators.margin import (
+    MAX_CROSS_OFFSET,
+    InstrumentRisk,
     Instruments,
     LiquidityTier,
     MarginParams,
@@ -269,6 +271,8 @@ def test_haircut_defaults_and_unknown_token() -> None:
         (lambda: PortfolioParams(im_factor=0.9), "im_factor.*0.9"),
         (lambda: PortfolioParams(tail_spot_shocks=(-0.6,)), "spot_shocks.*-0.6"),
         (lambda: PortfolioParams(vol_down=0.5), "vol_down.*0.5"),
+        (lambda: PortfolioParams(cross_offset=0.6), "cross_offset.*0.6"),
+        (lambda: PortfolioParams(cross_offset=float("inf")), "cross_offset.*inf"),
         (lambda: MarginParams(haircuts={"ETH": 1.5}), "haircuts.*1.5"),
         (
             lambda: Instruments(
@@ -347,31 +351,47 @@ def test_scaling_a_book_up_scales_its_portfolio_margin(sizes_: list[float], k: f
     assert mm_k[0] == pytest.approx(k * mm[0], rel=1e-9, abs=1e-9)
 
 
-def _slow_reference(dense: np.ndarray, risk, cost, collateral) -> tuple[list, list, list]:  # type: ignore[no-untyped-def]
-    """Per account, per scenario, per instrument: the loops the sparse products replace."""
+def _slow_reference(  # type: ignore[no-untyped-def]
+    dense: np.ndarray, risk, cost, collateral, underlying, offset: float = 0.0
+) -> tuple[list, list, list]:
+    """Per account, per underlying, per scenario, per instrument: the loops the sparse
+    products replace. Each underlying takes its own worst scenario; ``offset`` credits that
+    share of the netting a common scenario would give."""
     mms, worsts, equities = [], [], []
+    scenarios = range(risk.scenario_pnl.shape[1])
     for a in range(dense.shape[0]):
-        pnl = [
+        losses, worst_of = {}, {}
+        for u in sorted({int(underlying[j]) for j in np.flatnonzero(dense[a])}):
+            pnl = [
+                sum(dense[a, j] * risk.scenario_pnl[j, s] for j in range(dense.shape[1])
+                    if underlying[j] == u)
+                for s in scenarios
+            ]  # fmt: skip
+            worst_of[u] = min(scenarios, key=lambda s: (pnl[s], s))
+            losses[u] = max(-pnl[worst_of[u]], 0.0)
+        joint = [
             sum(dense[a, j] * risk.scenario_pnl[j, s] for j in range(dense.shape[1]))
-            for s in range(risk.scenario_pnl.shape[1])
+            for s in scenarios
         ]
-        worst = min(range(len(pnl)), key=lambda s: (pnl[s], s))
+        total = sum(losses.values())
+        scenario_loss = total - offset * (total - max(-min(joint), 0.0))
+        top = max(sorted(losses), key=lambda u: losses[u], default=None)
         contingency = sum(
             abs(n) * risk.contingency_abs[j] + max(-n, 0.0) * risk.contingency_short[j]
             for j, n in enumerate(dense[a])
         )
-        mms.append(max(-pnl[worst], 0.0) + contingency)
-        worsts.append(worst)
+        mms.append(scenario_loss + contingency)
+        worsts.append(0 if top is None else worst_of[top])
         value = sum(n * risk.value[j] for j, n in enumerate(dense[a]))
         equities.append(collateral[a] + value - cost[a])
     return mms, worsts, equities
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(min_value=0, max_value=2**32 - 1))
-def test_sparse_reprice_equals_slow_per_account_loop(seed: int) -> None:
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.sampled_from([0.0, 0.3, 0.5]))
+def test_sparse_reprice_equals_slow_per_account_loop(seed: int, offset: float) -> None:
     rng = np.random.default_rng(seed)
-    n_underlyings, n_accounts = 2, 40
+    n_underlyings, n_accounts = 3, 40
     kinds = np.array(
         [
             InstrumentKind.PERP,
@@ -385,7 +405,8 @@ def test_sparse_reprice_equals_slow_per_account_loop(seed: int) -> None:
     )
     inst = Instruments(
         kind=kinds,
-        underlying=np.repeat(np.arange(n_underlyings), 6),
+        # shuffled, so that the instruments are not ordered by underlying
+        underlying=rng.permutation(np.repeat(np.arange(n_underlyings), 6)),
         strike=np.where(kinds >= InstrumentKind.CALL, rng.uniform(2000, 4000, kinds.size), 0.0),
         expiry_years=np.where(
             kinds >= InstrumentKind.CALL, rng.uniform(0.001, 0.5, kinds.size), 0.0
@@ -399,8 +420,9 @@ def test_sparse_reprice_equals_slow_per_account_loop(seed: int) -> None:
     dense = np.where(rng.random(shape) < 0.3, rng.normal(0, 3, shape), 0.0)
     cost = rng.normal(0, 1000, n_accounts)
     collateral = rng.uniform(0, 20_000, n_accounts)
-    out = reprice(sp.csr_matrix(dense), cost, collateral, risk, PARAMS, np.ones(n_accounts, bool))
-    mms, worsts, equities = _slow_reference(dense, risk, cost, collateral)
+    params = MarginParams(portfolio=PortfolioParams(cross_offset=offset))
+    out = reprice(sp.csr_matrix(dense), cost, collateral, risk, params, np.ones(n_accounts, bool))
+    mms, worsts, equities = _slow_reference(dense, risk, cost, collateral, inst.underlying, offset)
     assert out.mm == pytest.approx(mms, rel=1e-9, abs=1e-6)
     assert out.equity == pytest.approx(equities, rel=1e-9, abs=1e-6)
     has_risk = np.abs(dense).sum(axis=1) > 0
@@ -456,3 +478,47 @@ def test_instrument_greeks_are_per_unit_of_spot_at_a_nonzero_rate() -> None:
     assert risk.vega[:2].tolist() == risk.theta[:2].tolist() == [0.0, 0.0]
     assert risk.vega[2:].tolist() == greeks.vega.tolist()
     assert risk.theta[2:].tolist() == greeks.theta.tolist()
+
+
+def _btc_eth_perps() -> InstrumentRisk:
+    inst = Instruments(
+        kind=[InstrumentKind.PERP, InstrumentKind.PERP], underlying=[0, 1], strike=[0, 0],
+        expiry_years=[0, 0],
+    )  # fmt: skip
+    return instrument_values(
+        inst, np.array([60_000.0, 3_000.0]), np.zeros(2), np.ones(2) * 0.5, PARAMS
+    )
+
+
+def test_300k_long_btc_perp_against_300k_short_eth_perp_is_charged_both_losses() -> None:
+    # The finding: netted as if perfectly correlated, this book was charged the add-ons
+    # only (scenario loss 0, MM 18,000). Per underlying, BTC loses 20 % in the -20 % tail
+    # and ETH 20 % in the +20 % tail: 60,000 each, plus 3 % add-ons on 600,000 of notional.
+    risk = _btc_eth_perps()
+    book = sp.csr_matrix(np.array([[5.0, -100.0]]))  # $300k each
+    mm, worst = portfolio_margin(book, risk)
+    assert mm[0] == pytest.approx(60_000.0 + 60_000.0 + 18_000.0)
+    moves, _ = PortfolioParams().scenarios()
+    assert moves[worst[0]] == -0.20  # BTC's worst (ties with ETH's: the lower underlying)
+    # An offset is explicit and bounded: at most half of the netting is credited.
+    half, _ = portfolio_margin(book, risk, cross_offset=0.5)
+    assert half[0] == pytest.approx(60_000.0 + 18_000.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(-10, 10), min_size=2, max_size=2),
+    st.floats(0.0, MAX_CROSS_OFFSET),
+)
+def test_margin_per_underlying_is_the_sum_alone_and_an_offset_credits_at_most_half(
+    sizes_: list[float], offset: float
+) -> None:
+    risk = _btc_eth_perps()
+    both = portfolio_margin(sp.csr_matrix(np.array([sizes_])), risk, offset)[0][0]
+    alone = [
+        portfolio_margin(sp.csr_matrix(np.array([[sizes_[0], 0.0]])), risk)[0][0],
+        portfolio_margin(sp.csr_matrix(np.array([[0.0, sizes_[1]]])), risk)[0][0],
+    ]
+    full = portfolio_margin(sp.csr_matrix(np.array([sizes_])), risk)[0][0]
+    assert full == pytest.approx(sum(alone), rel=1e-12, abs=1e-9)
+    assert both <= full + 1e-9 and both >= max(alone) * (1 - MAX_CROSS_OFFSET) - 1e-9

@@ -190,9 +190,7 @@ def test_under_margined_portfolio_gives_the_operators_liquidation_order() -> Non
     report = report_of(portfolio_json(usdc=2_000.0))  # equity about $2,096 < MM $2,360
 
     eq = reference_equity(2_000.0)
-    order = liquidation_order(
-        ROW, eq, RISK, MARGIN, LiquidationParams(), portfolio_margined=True, oracle_ok=True
-    )
+    order = liquidation_order(ROW, eq, RISK, MARGIN, LiquidationParams(), portfolio_margined=True)
     assert order is not None
     assert report.health is not None and report.health < 1
     assert report.liquidation is not None
@@ -322,3 +320,20 @@ def test_cli_margin_with_missing_file_exits_2(
 ) -> None:
     assert main(["margin", str(tmp_path / "none.json")]) == 2
     assert "none.json" in capsys.readouterr().err
+
+
+def test_long_btc_perp_against_short_eth_perp_reports_both_losses_as_scenario_loss() -> None:
+    # $300k each way: each underlying loses 20 % in its own tail, 60,000 each.
+    data = {
+        "collateral": [{"asset": "USDC", "amount": 500_000.0, "price": 1.0, "haircut": 0.0}],
+        "prices": {"BTC": 60_000.0, "ETH": 3_000.0},
+        "vols": {"BTC": 0.5, "ETH": 0.5},
+        "positions": [
+            {"kind": "perp", "underlying": "BTC", "size": 5, "entry_price": 60_000.0},
+            {"kind": "perp", "underlying": "ETH", "size": -100, "entry_price": 3_000.0},
+        ],
+        "margin": "portfolio",
+    }
+    pm = report_of(data).portfolio_margin
+    assert pm.scenario_loss_usd == pytest.approx(120_000.0)
+    assert pm.add_ons_usd == pytest.approx(0.03 * 600_000.0)

@@ -16,8 +16,10 @@ from operators.model import (
     InstrumentRow,
     OraclePrice,
     Order,
+    OrderDenied,
     PartitionStats,
     Rejected,
+    Settlement,
 )
 
 S, B, BIN = pa.string(), pa.bool_(), pa.binary()
@@ -39,7 +41,8 @@ DOCUMENTED: dict[type[msgspec.Struct], list[tuple[str, pa.DataType]]] = {
     ],
     AccountRiskRow: [
         ("account", S), ("ts_event_ms", I64), ("equity", F64), ("im", F64), ("mm", F64),
-        ("health", F64), ("worst_scenario", I32), ("pnl", F64), ("greeks", S),
+        ("health", F64), ("worst_scenario", I32), ("pnl", F64), ("bad_debt_usd", F64),
+        ("margin_mode", S), ("greeks", S),
     ],
     InstrumentRow: [
         ("instrument", S), ("ts_event_ms", I64), ("underlying", S), ("kind", I32),
@@ -49,7 +52,18 @@ DOCUMENTED: dict[type[msgspec.Struct], list[tuple[str, pa.DataType]]] = {
     Order: [
         ("order_id", S), ("kind", S), ("account", S), ("instrument", S), ("size", F64),
         ("price", F64), ("oracle_price", F64), ("bonus_usd", F64), ("reason", S),
-        ("ts_event_ms", I64), ("health", F64), ("worst_scenario", I32),
+        ("ts_event_ms", I64), ("health", F64), ("worst_scenario", I32), ("attempt", I32),
+        ("previous_order_id", S),
+    ],
+    OrderDenied: [
+        ("account", S), ("kind", S), ("instrument", S), ("size", F64), ("reason", S),
+        ("detail", S), ("ts_event_ms", I64),
+    ],
+    Settlement: [
+        ("account", S), ("instrument", S), ("ts_event_ms", I64), ("underlying", S),
+        ("kind", I32), ("strike", F64), ("expiry_ms", I64), ("size", F64),
+        ("settlement_price", F64), ("price_window_end_ms", I64), ("intrinsic", F64),
+        ("value_usd", F64), ("cash_usd", F64),
     ],
 }  # fmt: skip
 
@@ -84,11 +98,13 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
     AccountRiskRow: [
         AccountRiskRow(
             account="0x" + "a" * 40, ts_event_ms=T, equity=8_800.0, im=11_155.0, mm=8_924.0,
-            health=0.986, worst_scenario=21, pnl=-1_200.0, greeks='{"ETH":{"delta":20.0}}',
+            health=0.986, worst_scenario=21, pnl=-1_200.0, bad_debt_usd=0.0,
+            margin_mode="portfolio", greeks='{"ETH":{"delta":20.0}}',
         ),
         AccountRiskRow(
             account="0x" + "b" * 40, ts_event_ms=T, equity=10.0, im=0.0, mm=0.0,
-            health=float("inf"), worst_scenario=0, pnl=0.0, greeks="{}",
+            health=float("inf"), worst_scenario=0, pnl=0.0, bad_debt_usd=12.5,
+            margin_mode="standard", greeks="{}",
         ),
     ],
     InstrumentRow: [
@@ -103,7 +119,31 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
             order_id="f" * 32, kind="liquidation", account="0x" + "a" * 40,
             instrument="0x" + "1" * 64, size=-10.0, price=1_847.6, oracle_price=1_940.0,
             bonus_usd=924.0, reason="equity < MM", ts_event_ms=T, health=0.986,
-            worst_scenario=21,
+            worst_scenario=21, attempt=1, previous_order_id=None,
+        ),
+        Order(
+            order_id="e" * 32, kind="liquidation", account="0x" + "a" * 40,
+            instrument="0x" + "1" * 64, size=-10.0, price=1_847.6, oracle_price=1_940.0,
+            bonus_usd=924.0, reason="retry", ts_event_ms=T + 300_000, health=0.9,
+            worst_scenario=21, attempt=2, previous_order_id="f" * 32,
+        ),
+    ],
+    OrderDenied: [
+        OrderDenied(
+            account="0x" + "a" * 40, kind="liquidation", instrument="", size=None,
+            reason="oracle_not_ok", detail="prices not ok (or held): ETH", ts_event_ms=T,
+        ),
+        OrderDenied(
+            account="0x" + "a" * 40, kind="hedge", instrument="0x" + "1" * 64, size=0.5,
+            reason="within_band", detail="delta 0.5 within +-1", ts_event_ms=T,
+        ),
+    ],
+    Settlement: [
+        Settlement(
+            account="0x" + "a" * 40, instrument="0x" + "2" * 64, ts_event_ms=T,
+            underlying="ETH", kind=2, strike=2_000.0, expiry_ms=T - 1, size=-3.0,
+            settlement_price=2_100.0, price_window_end_ms=T, intrinsic=100.0,
+            value_usd=-300.0, cash_usd=-60.0,
         )
     ],
 }  # fmt: skip

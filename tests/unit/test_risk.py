@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.accounts import E18
+from operators.config import ConfigError, load_config
 from operators.greeks import black76
 from operators.margin import MarginParams
 from operators.model import (
@@ -444,3 +448,343 @@ def test_a_gap_of_years_between_two_prices_gives_two_evaluations_not_one_per_win
     assert shard.ready(PARAMS) == [T0, T0 + years]
     rows = [r for r in _flat(shard.evaluate(PARAMS)) if isinstance(r, AccountRiskRow)]
     assert [r.ts_event_ms for r in rows] == [T0, T0 + years]
+
+
+# --- the money rules ----------------------------------------------------------------------
+
+WBTC, WETH_TOKEN, JUNK = "0x" + "b" * 40, "0x" + "9" * 40, "0x" + "5" * 40
+BTC_PERP = "0x" + "3" * 64
+
+
+def _row(asset: str, end: int, price: float, status: str = "ok", held: bool = False):  # type: ignore[no-untyped-def]
+    return OraclePrice(
+        asset=asset, window_start_ms=end - W, window_end_ms=end, price=price, confidence=1.0,
+        sources=3, status=status, held=held, revision=0,
+    )  # fmt: skip
+
+
+def _run_windows(
+    shard: RiskShard, events: list, windows: list[dict[str, OraclePrice]], p: RiskParams
+) -> list[RiskOut]:
+    """Venue events, then one evaluation per window (asset -> its row)."""
+    last = max(r.window_end_ms for rows in windows for r in rows.values())
+    shard.on_venue(VenueBatch("0-chain.logs", last, False, events), p)
+    outs = []
+    for rows in windows:
+        end = next(iter(rows.values())).window_end_ms
+        items = [*rows.values(), *(OracleProgress(a, end) for a in p.assets)]
+        shard.on_prices(PriceBatch(items))
+        outs.append(shard.evaluate(p))
+    return outs
+
+
+def _deposit(account: str, token: str, amount: int, seq: int, ts: int = T0 - 40_000):  # type: ignore[no-untyped-def]
+    return CollateralMove(account=account, token=token, amount=amount, ts_ms=ts, seq=seq,
+                          removed=False)  # fmt: skip
+
+
+def _trade(account: str, instrument: str, size: float, price: float, seq: int, **kw):  # type: ignore[no-untyped-def]
+    return Fill(
+        account=account, instrument=instrument, size_e18=int(size * E18),
+        price_e18=int(price * E18), liquidator=kw.get("liquidator"),
+        ts_ms=kw.get("ts", T0 - 30_000), seq=seq, removed=kw.get("removed", False),
+    )  # fmt: skip
+
+
+def _perp(instrument: str, underlying: str) -> InstrumentListed:
+    return InstrumentListed(
+        instrument=instrument, underlying=underlying, kind=InstrumentKind.PERP, strike_e18=0,
+        expiry_s=0, ts_ms=T0 - 50_000, seq=1, removed=False,
+    )  # fmt: skip
+
+
+ETH_COLLATERAL = replace_params(
+    assets=("ETH",), collateral={USDC: ("USDC", 6), WETH_TOKEN: ("ETH", 18)}
+)
+
+
+def _eth_backed_long() -> list:
+    # 20 ETH perp long at 2,000 (MM 9,200), backed by 6 WETH (haircut 20 %) and 1,000 USDC
+    a = ACCOUNTS[0]
+    return [
+        _perp(PERP, WETH),
+        _deposit(a, USDC, 1_000 * 10**6, 10),
+        _deposit(a, WETH_TOKEN, 6 * E18, 11),
+        _trade(a, PERP, 20, 2_000, 20),
+    ]
+
+
+def test_eth_collateral_priced_from_a_degraded_row_does_not_trigger_a_liquidation() -> None:
+    # The finding: the oracle gate checked only the positions' underlyings, so a drop on a
+    # degraded row (which prices the ETH collateral too) emitted a liquidation.
+    windows = [{"ETH": _row("ETH", T0, 2_000.0)}, {"ETH": _row("ETH", T0 + W, 1_700.0, "degraded")}]
+    outs = _run_windows(_shard(), _eth_backed_long(), windows, ETH_COLLATERAL)
+    (row,) = outs[1].rows
+    assert row.equity < row.mm  # under maintenance at the degraded price...
+    assert outs[1].orders == []  # ...but no order on it
+    (denied,) = outs[1].denials
+    assert (denied.kind, denied.reason, denied.account) == (
+        "liquidation", "oracle_not_ok", ACCOUNTS[0]
+    )  # fmt: skip
+    assert "ETH" in denied.detail
+    # the same drop on an ok row liquidates
+    ok = [windows[0], {"ETH": _row("ETH", T0 + W, 1_700.0)}]
+    assert _orders(_flat(_run_windows(_shard(), _eth_backed_long(), ok, ETH_COLLATERAL)[1]))
+
+
+def test_collateral_priced_through_a_cross_is_gated_on_the_cross_too() -> None:
+    # a BTC perp long backed by USDC: BTC is priced through ETH (a WBTC/WETH pool), so a
+    # degraded ETH row makes BTC's ok row unusable for orders
+    p = replace_params(
+        assets=("BTC", "ETH"), underlyings={WETH: "ETH", WBTC: "BTC"}, crosses={"BTC": "ETH"}
+    )
+    a = ACCOUNTS[0]
+    events = [_perp(BTC_PERP, WBTC), _deposit(a, USDC, 15_000 * 10**6, 10),
+              _trade(a, BTC_PERP, 1, 60_000, 20)]  # fmt: skip
+    first = {"BTC": _row("BTC", T0, 60_000.0), "ETH": _row("ETH", T0, 2_000.0)}
+    drop = {"BTC": _row("BTC", T0 + W, 50_000.0), "ETH": _row("ETH", T0 + W, 2_000.0, "degraded")}
+    outs = _run_windows(_shard(), events, [first, drop], p)
+    assert outs[1].orders == [] and outs[1].denials[0].reason == "oracle_not_ok"
+    assert "ETH" not in outs[1].denials[0].detail.split(":")[0]  # the detail names BTC
+    drop_ok = {**drop, "ETH": _row("ETH", T0 + W, 2_000.0)}
+    assert _run_windows(_shard(), events, [first, drop_ok], p)[1].orders
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(1_500.0, 2_100.0),
+            st.sampled_from(["ok", "degraded", "stale"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_no_order_is_ever_emitted_while_a_price_the_account_depends_on_is_not_ok(
+    path: list[tuple[float, str, bool]],
+) -> None:
+    windows = [{"ETH": _row("ETH", T0, 2_000.0)}] + [
+        {"ETH": _row("ETH", T0 + (n + 1) * W, price, status, held)}
+        for n, (price, status, held) in enumerate(path)
+    ]
+    p = dataclasses.replace(ETH_COLLATERAL, books={ACCOUNTS[0]: {"ETH": PERP}})
+    outs = _run_windows(_shard(), _eth_backed_long(), windows, p)
+    for rows, out in zip(windows, outs, strict=True):
+        eth = rows["ETH"]
+        if eth.status != "ok" or eth.held:
+            assert out.orders == []
+        keys = [(d.account, d.kind, d.instrument, d.reason) for d in out.denials]
+        assert len(keys) == len(set(keys))
+    # no flood: the same denial is never emitted in two windows in a row (in between,
+    # nothing could have changed its condition)
+    for before, after in itertools.pairwise(outs):
+        again = {(d.account, d.kind, d.instrument, d.reason) for d in before.denials}
+        assert not again & {(d.account, d.kind, d.instrument, d.reason) for d in after.denials}
+
+
+def test_an_unconfigured_collateral_token_is_worth_nothing_and_is_reported() -> None:
+    a = ACCOUNTS[0]
+    events = [*_setup({a: 1}), _deposit(a, JUNK, 10**30, 12)]
+    (out,) = _run_windows(_shard(), events, [{"ETH": _row("ETH", T0, 2_000.0)}], PARAMS)
+    (reject,) = out.rejects
+    assert reject.stage == "venue" and reject.reason.startswith("unknown_collateral:")
+    assert JUNK in reject.reason and reject.topic == "chain.logs" and reject.partition == 0
+    assert out.rows[0].equity == 10_000.0  # the USDC only
+
+
+def test_collateral_asset_without_a_haircut_is_a_configuration_error() -> None:
+    # The finding: a configured collateral token whose asset had no haircut got 0 %.
+    text = '[risk.collateral."' + JUNK + '"]\nasset = "LINK"\ndecimals = 18\n'
+    with pytest.raises(ConfigError, match=r"LINK.*no haircut"):
+        load_config(text)
+    load_config(text + "[risk.margin]\nhaircuts = { LINK = 0.3 }\n")
+
+
+def test_retracted_trade_that_was_never_added_goes_to_the_deadletter_with_stage_venue() -> None:
+    ghost = ACCOUNTS[3]
+    events = [*_setup({ACCOUNTS[0]: 1}), _trade(ghost, PERP, -50, 2_000, 40, removed=True)]
+    prices = [{"ETH": _row("ETH", T0 + i * W, 2_000.0 * (1 + 0.1 * i))} for i in range(3)]
+    outs = _run_windows(_shard(), events, prices, PARAMS)
+    (reject,) = outs[0].rejects
+    assert (reject.stage, reject.reason.split(":")[0]) == ("venue", "retraction_unknown")
+    assert json.loads(reject.raw or b"")["account"] == ghost
+    assert all(r.account != ghost for out in outs for r in out.rows)
+    assert not any(o.account == ghost for out in outs for o in out.orders)
+
+
+def test_trade_of_size_2_pow_255_minus_1_and_a_withdrawal_above_the_balance_are_rejected() -> None:
+    a = ACCOUNTS[0]
+    huge = Fill(account=a, instrument=PERP, size_e18=2**255 - 1, price_e18=2_000 * E18,
+                liquidator=None, ts_ms=T0 - 20_000, seq=30, removed=False)  # fmt: skip
+    withdraw = CollateralMove(account=a, token=USDC, amount=-(10**15), ts_ms=T0 - 20_000,
+                              seq=31, removed=False)  # fmt: skip
+    events = [*_setup({a: 1}), huge, withdraw]
+    (out,) = _run_windows(_shard(), events, [{"ETH": _row("ETH", T0, 2_000.0)}], PARAMS)
+    assert [r.reason.split(":")[0] for r in out.rejects] == [
+        "out_of_bounds", "withdraw_above_balance"
+    ]  # fmt: skip
+    assert out.orders == [] and out.rows[0].equity == 10_000.0 and out.rows[0].health > 1
+
+
+def test_listing_with_strike_0_is_reported_once_and_the_shard_goes_on() -> None:
+    bad = InstrumentListed(instrument=CALL, underlying=WETH, kind=InstrumentKind.CALL,
+                           strike_e18=0, expiry_s=(T0 // 1000) + 86_400, ts_ms=T0 - 50_000,
+                           seq=2, removed=False)  # fmt: skip
+    events = [*_setup({ACCOUNTS[0]: 1}), bad]
+    out = _run_windows(_shard(True), events, [{"ETH": _row("ETH", T0, 2_000.0)}], PARAMS)[0]
+    assert [r.reason.split(":")[0] for r in out.rejects] == ["out_of_bounds"]
+    assert {r.instrument for r in out.instruments} == {PERP}
+    other = _run_windows(_shard(False), events, [{"ETH": _row("ETH", T0, 2_000.0)}], PARAMS)[0]
+    assert other.rejects == []  # every shard gets the listing; one reports it
+
+
+def test_account_with_negative_equity_gets_one_full_close_and_no_repeat_every_window() -> None:
+    # The finding: such an account got a new 100 % liquidation order every window.
+    a = ACCOUNTS[0]
+    prices = [{"ETH": _row("ETH", T0 + i * W, 1_400.0 if i else 2_000.0)} for i in range(8)]
+    p = replace_params(liquidation_timeout_ms=5 * W)
+    outs = _run_windows(_shard(), _setup({a: 20}), prices, p)  # equity 10,000 - 12,000 < 0
+    rows = [r for out in outs for r in out.rows]
+    assert rows[1].bad_debt_usd == pytest.approx(2_000.0) and rows[0].bad_debt_usd == 0.0
+    orders = [o for out in outs for o in out.orders]
+    first, retry = orders
+    assert first.size == -20.0 and "bad debt 2000.00" in first.reason
+    assert (first.ts_event_ms, first.attempt, first.previous_order_id) == (T0 + W, 1, None)
+    # nothing was liquidated: re-sent once after the timeout, linked to the first
+    assert (retry.ts_event_ms, retry.attempt, retry.previous_order_id) == (
+        T0 + 6 * W, 2, first.order_id
+    )  # fmt: skip
+    # denied while in flight: reported once after each order, not every window
+    in_flight = [d.ts_event_ms for out in outs for d in out.denials if d.reason == "in_flight"]
+    assert in_flight == [T0 + 2 * W, T0 + 7 * W]
+
+
+def test_a_liquidation_is_done_when_every_leg_was_liquidated_not_at_the_first_fill() -> None:
+    a = ACCOUNTS[0]
+    p = replace_params(underlyings={WETH: "ETH", WBTC: "ETH"})  # two perps on ETH
+    events = [*_setup({a: 20}), _perp(BTC_PERP, WBTC), _trade(a, BTC_PERP, 10, 2_000, 25),
+              _deposit(a, USDC, 5_000 * 10**6, 26)]  # fmt: skip
+    prices = [{"ETH": _row("ETH", T0 + i * W, 1_400.0 if i else 2_000.0)} for i in range(4)]
+    shard = _shard()
+    out = _run_windows(shard, events, prices[:2], p)[1]
+    legs = {o.instrument: o for o in out.orders}
+    assert set(legs) == {PERP, BTC_PERP}
+    # one leg is liquidated: the order is still in flight, no new one
+    fill = _trade(a, PERP, 20, 1_400, 50, liquidator=ACCOUNTS[1], ts=T0 + W + 1_000)
+    shard.on_venue(VenueBatch("0-chain.logs", T0 + 3 * W, False, [fill]), p)
+    shard.on_prices(PriceBatch([prices[2]["ETH"], OracleProgress("ETH", T0 + 2 * W)]))
+    assert shard.evaluate(p).orders == []
+
+
+def test_margin_mode_is_configurable_with_per_account_overrides() -> None:
+    a, b = ACCOUNTS[:2]
+    events = _setup({a: 20, b: 20})
+    p = replace_params(margin_mode="standard", margin_modes={b: "portfolio"})
+    (out,) = _run_windows(_shard(), events, [{"ETH": _row("ETH", T0, 2_000.0)}], p)
+    rows = {r.account: r for r in out.rows}
+    assert (rows[a].margin_mode, rows[b].margin_mode) == ("standard", "portfolio")
+    assert rows[a].mm == pytest.approx(0.03 * 40_000)  # dYdX MMF 3 % of notional
+    assert rows[b].mm == pytest.approx(0.23 * 40_000)  # the -20 % tail + 3 % add-on
+    cfg = load_config(
+        f'[risk]\nmargin_mode = "standard"\nmargin_modes = {{ "{b}" = "portfolio" }}\n'
+    )
+    assert (cfg.risk.margin_mode, cfg.risk.margin_modes) == ("standard", {b: "portfolio"})
+    with pytest.raises(ConfigError, match="margin_mode"):
+        load_config('[risk]\nmargin_mode = "cross"\n')
+
+
+def _call_book(expiry_ms: int, size: float = 10.0, price: float = 90.0) -> list:
+    book = ACCOUNTS[0]
+    return [
+        *_setup({book: 0}),
+        InstrumentListed(
+            instrument=CALL, underlying=WETH, kind=InstrumentKind.CALL, strike_e18=2_000 * E18,
+            expiry_s=expiry_ms // 1000, ts_ms=T0 - 50_000, seq=2, removed=False,
+        ),
+        _trade(book, CALL, size, price, 30),
+    ]  # fmt: skip
+
+
+def test_expired_in_the_money_call_settles_at_the_expiry_window_price_and_leaves_the_book() -> None:
+    # The finding: an expired ITM call kept moving with the spot, kept delta 1 (and was
+    # hedged) and kept drawing margin.
+    book = ACCOUNTS[0]
+    expiry = T0 + W + 30_000  # inside the window ending at T0 + 2W
+    p = replace_params(books={book: {"ETH": PERP}})
+    prices = [{"ETH": _row("ETH", T0 + i * W, price)}
+              for i, price in enumerate((2_000.0, 2_050.0, 2_100.5, 2_300.0))]  # fmt: skip
+    outs = _run_windows(_shard(True), _call_book(expiry), prices, p)
+    assert all(o.settlements == [] for o in outs[:2])
+    (settled,) = outs[2].settlements
+    assert (settled.account, settled.instrument, settled.size) == (book, CALL, 10.0)
+    assert (settled.settlement_price, settled.price_window_end_ms) == (2_100.5, T0 + 2 * W)
+    assert settled.intrinsic == 100.5 and settled.value_usd == 1_005.0
+    assert settled.cash_usd == 1_005.0 - 900.0  # less the cost, 10 x 90
+    # exact integers: size x (S - K) - cost, in 36 decimals
+    assert shard_cash(p, prices[:3]) == 10 * 100_500_000_000_000_000_000 * E18 - 10 * 90 * E18 * E18
+    assert outs[3].settlements == []
+    after = outs[2]  # settled before the reprice of its evaluation
+    assert {r.instrument for r in after.instruments} == {PERP}  # no Greeks, no price
+    (row,) = after.rows
+    assert json.loads(row.greeks) == {"ETH": {"delta": 0.0, "gamma": 0.0, "vega": 0.0}}
+    assert row.mm == 0.0 and row.equity == 10_000.0 + 105.0
+    assert not any(o.kind == "hedge" for out in outs[2:] for o in out.orders)
+
+
+def shard_cash(p: RiskParams, prices: list) -> int:  # type: ignore[type-arg]
+    shard = _shard()
+    _run_windows(shard, _call_book(T0 + W + 30_000), prices, p)
+    return shard.book.cash[ACCOUNTS[0]]
+
+
+def test_expiry_on_a_degraded_row_waits_for_the_first_ok_row() -> None:
+    expiry = T0 + W + 30_000
+    prices = [
+        {"ETH": _row("ETH", T0, 2_000.0)},
+        {"ETH": _row("ETH", T0 + W, 2_000.0)},
+        {"ETH": _row("ETH", T0 + 2 * W, 2_500.0, "degraded")},
+        {"ETH": _row("ETH", T0 + 3 * W, 1_900.0)},
+    ]
+    outs = _run_windows(_shard(), _call_book(expiry), prices, PARAMS)
+    assert outs[2].settlements == []
+    (settled,) = outs[3].settlements
+    assert (settled.price_window_end_ms, settled.intrinsic, settled.cash_usd) == (
+        T0 + 3 * W, 0.0, -900.0
+    )  # fmt: skip
+
+
+def test_a_retracted_fill_in_a_settled_option_is_settled_back_at_the_same_price() -> None:
+    expiry = T0 + W + 30_000
+    shard = _shard()
+    prices = [{"ETH": _row("ETH", T0 + i * W, 2_100.0)} for i in range(3)]
+    _run_windows(shard, _call_book(expiry), prices, PARAMS)
+    retraction = _trade(ACCOUNTS[0], CALL, 10, 90, 30, removed=True, ts=T0 + 2 * W + 1)
+    shard.on_venue(VenueBatch("0-chain.logs", T0 + 3 * W, False, [retraction]), PARAMS)
+    shard.on_prices(
+        PriceBatch([_row("ETH", T0 + 3 * W, 2_500.0), OracleProgress("ETH", T0 + 3 * W)])
+    )
+    (undone,) = shard.evaluate(PARAMS).settlements
+    assert (undone.size, undone.settlement_price, undone.cash_usd) == (-10.0, 2_100.0, -100.0)
+    assert ACCOUNTS[0] not in shard.book.cash  # back to nothing: the fill never happened
+
+
+def test_hedge_refusals_are_events_once_per_condition() -> None:
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}}, targets={book: {"ETH": 0.1}})
+    prices = [{"ETH": _row("ETH", T0 + i * W, 2_000.0)} for i in range(3)]
+    outs = _run_windows(_shard(), _setup({book: 0}), prices, p)
+    denials = [d for out in outs for d in out.denials]
+    (inside,) = denials  # within the band: reported once, not every window
+    assert (inside.kind, inside.reason, inside.instrument) == ("hedge", "within_band", PERP)
+    assert inside.size == pytest.approx(0.1)
+    missing = replace_params(books={book: {"ETH": "0x" + "7" * 64}})
+    (none,) = [d for out in _run_windows(_shard(), _setup({book: 0}), prices, missing)
+               for d in out.denials]  # fmt: skip
+    assert none.reason == "no_hedge_instrument"
+
+
+def test_a_bad_margin_mode_is_an_error_naming_the_account() -> None:
+    with pytest.raises(ValueError, match=r"margin mode of 0xa+ must be"):
+        replace_params(margin_modes={ACCOUNTS[0]: "cross"})
