@@ -1,5 +1,6 @@
 """Replay into Parquet, stopped mid-run (SIGKILL, Ctrl-C) and resumed under recovery, and
-run again over the finished recovery directory: every dataset holds each row once."""
+run again over the finished recovery directory: every dataset holds each row once. And
+DuckDB reads every dataset as it is."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -185,3 +187,21 @@ def test_recovery_directory_of_another_recording_is_refused_in_one_line(
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"hedgeflow: --recovery-dir {recovery} belongs to another run: "
                                "its recording is '1 file(s), ")  # fmt: skip
+
+
+def test_duckdb_reads_every_dataset_of_a_replay_with_hive_partitioning(
+    replayed: tuple[Path, list[str | Path]],
+) -> None:
+    """The README says DuckDB reads the outputs as they are: the same rows as polars, and
+    the ``date`` partition column."""
+    root, _ = replayed
+    with contextlib.closing(duckdb.connect()) as db:
+        for name in DATASETS:
+            glob = str(root / "whole" / name / "**" / "*.parquet")
+            query = (
+                "SELECT count(*), count(DISTINCT date) FROM read_parquet(?, hive_partitioning = 1)"
+            )
+            count, days = db.execute(query, [glob]).fetchone() or (None, None)
+            expected = _dataset(root / "whole", name)
+            assert count == expected.height > 0, name
+            assert days == expected["date"].n_unique(), name
