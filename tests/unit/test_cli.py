@@ -9,7 +9,9 @@ import pytest
 
 from connectors.recording import write_recording
 from flows.cli import main
+from flows.cli.runner import claim_recovery, config_digest
 from flows.cli.summary import summary_text
+from operators.config import ConfigError, load_config
 from operators.model import RawMessage
 
 COMMANDS = ["demo", "broker", "topics", "run", "ingest", "replay", "record", "publish", "generate",
@@ -195,3 +197,58 @@ def test_greeks_csv_prints_rows_and_flags_bad_ones(
 def test_run_risk_without_a_venue_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "risk", "--brokers", "127.0.0.1:9"]) == 2
     assert "run risk needs risk.venue" in capsys.readouterr().err
+
+
+def test_recovery_directory_refuses_another_run_naming_the_field(tmp_path: Path) -> None:
+    recovery = tmp_path / "recovery"
+    identity = {"stage": "replay", "recording": "1 file(s), 10 bytes", "config": "sha256 ab"}
+
+    assert claim_recovery(recovery, identity) is False  # new: initialised
+    assert claim_recovery(recovery, identity) is True  # the same run: resumed
+    with pytest.raises(ConfigError, match=r"belongs to another run: its config is 'sha256 ab', "
+                       r"this run's is 'sha256 cd'; give a new directory"):  # fmt: skip
+        claim_recovery(recovery, {**identity, "config": "sha256 cd"})
+    with pytest.raises(ConfigError, match=r"its stage is 'replay', this run's is 'run oracle'"):
+        claim_recovery(recovery, {**identity, "stage": "run oracle"})
+
+
+def test_recovery_directory_without_its_identity_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "part-0.sqlite3").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"is not empty and has no hedgeflow-recovery\.json"):
+        claim_recovery(tmp_path, {"stage": "replay"})
+
+
+def test_config_digest_ignores_run_and_sees_the_rest() -> None:
+    base = load_config(None)
+    assert config_digest(base) == config_digest(load_config("[run]\nbatch_size = 7\n"))
+    assert config_digest(base) != config_digest(load_config("[risk]\nshards = 5\n"))
+
+
+def test_replay_sends_conflicting_offsets_to_the_deadletter_and_counts_unnamed_topics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The findings: duplicate offsets with different content were accepted silently (and
+    which copy won depended on row order); rows of topics the configuration does not name
+    were dropped without a word."""
+    quote = b'{"source": "s", "base": "ETH", "quote": "USD", "bid": 1, "ask": 2, "ts": %d}'
+    ts = [1_700_000_000_000 + n for n in range(5)]
+    rows = [RawMessage("dex.quotes", 0, n, t, b"s", quote % t) for n, t in enumerate(ts)]
+    conflict = RawMessage("dex.quotes", 0, 2, 1_700_000_000_002, b"s", b"another")
+    unnamed = [RawMessage("orders", 0, n, 1_700_000_000_000, None, b"{}") for n in range(3)]
+    write_recording([*rows, conflict, rows[1], *unnamed], tmp_path / "recording.parquet")
+
+    assert (
+        main(["replay", str(tmp_path / "recording.parquet"), "--out", str(tmp_path / "out")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "not replayed: 3 rows of topics the configuration does not name (orders 3)" in out
+    assert "replayed once: 1 identical repeated rows" in out
+    deadletter = pl.read_parquet(tmp_path / "out" / "deadletter" / "**" / "*.parquet")
+    duplicates = deadletter.filter(pl.col("stage") == "recording")
+    assert duplicates["offset"].to_list() == [2, 2]
+    assert sorted(duplicates["raw"].to_list()) == sorted([conflict.value, rows[2].value])
+    assert duplicates["reason"][0] == (
+        "duplicate_offset: 2 different copies of dex.quotes[0] offset 2; none is replayed"
+    )
+    stats = pl.read_parquet(tmp_path / "out" / "partition_stats" / "**" / "*.parquet")
+    assert stats["messages"].max() == 4, "offsets 0, 1, 3, 4"
