@@ -51,13 +51,15 @@ def _claim(args: argparse.Namespace, identity: dict[str, str]) -> None:
     """Before the first run of a stage: claim ``--recovery-dir`` for ``identity``, and
     refuse an ``--out`` that holds datasets unless this run resumes the one that wrote
     them. Children of a multi-process run skip this (their parent did it)."""
-    from flows.cli.runner import claim_recovery, refuse_earlier_outputs
+    from flows.cli.runner import IDENTITY_FILE, claim_recovery, refuse_earlier_outputs
 
     if args.process_id is not None:
         return
-    resuming = args.recovery_dir is not None and claim_recovery(args.recovery_dir, identity)
-    if not resuming:
-        refuse_earlier_outputs(args.out)
+    recovery: Path | None = args.recovery_dir
+    if recovery is None or not (recovery / IDENTITY_FILE).is_file():
+        refuse_earlier_outputs(args.out)  # before a new recovery directory is made
+    if recovery is not None:
+        claim_recovery(recovery, identity)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -481,7 +483,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exited:  # --help, or a usage error already printed in one line
+        return exited.code if isinstance(exited.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
