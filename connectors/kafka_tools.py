@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from connectors.recording import write_recording
@@ -29,11 +30,29 @@ from operators.model import RawMessage
 
 RECORDING_NAME = "recording.parquet"
 """The file :func:`record` writes under its output directory."""
+CONNECT_TIMEOUT_S = 30.0
+"""How long a tool or a stage waits for the brokers at start (:func:`check_brokers`), s."""
 STALL_TIMEOUT_S = 30.0
 """How long :func:`record` waits for data, in s, while a partition is short of its end."""
 _POLL_MS = 200
 _POLL_RECORDS = 10_000
 _TOPIC_EXISTS = 36
+
+
+def check_brokers(brokers: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ``ConnectionError`` unless a broker of ``brokers`` answers a metadata request
+    within ``timeout_s`` seconds. Call it before anything that would retry forever (the
+    Kafka clients do, logging each refused connection)."""
+    if not timeout_s > 0:
+        msg = f"timeout_s must be > 0 s; got {timeout_s!r}"
+        raise ValueError(msg)
+    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 0})  # no retry lines
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        why = exc.args[0].str()
+        msg = f"cannot reach a Kafka broker at {brokers} within {timeout_s:g} s: {why}"
+        raise ConnectionError(msg) from None
 
 
 def create_topics(brokers: str, names: list[str], partitions: int) -> None:

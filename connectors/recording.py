@@ -15,12 +15,19 @@ them), so a row without valid ones (an empty ``topic``, a ``partition`` outside
 0..2**31-1, an ``offset`` below 0, a value of the wrong type or width) cannot become a
 message. Loading fails with one line naming the file, the problem and the first row
 (the line of a JSONL file) that has it; fix or drop the row and load again.
+
+A topic partition holds one message per offset, so a recording that repeats an offset is
+resolved on reading (:func:`read_recording`): identical copies count once, and an offset
+recorded with different contents is left out with every copy, since nothing tells which
+one the topic held.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -96,12 +103,58 @@ def recording_files(path: Path) -> list[Path]:
 def load_recording(path: Path) -> pl.DataFrame:
     """Load the recording at ``path`` (a file or a directory) as one frame.
 
-    The frame has exactly the columns and dtypes of :data:`SCHEMA` and is sorted by
-    ``(topic, partition, offset)``. Integer columns of another width are cast; extra
-    columns (or JSON fields) are ignored.
+    The frame has exactly the columns and dtypes of :data:`SCHEMA`, one row per offset,
+    sorted by ``(topic, partition, offset)``. Integer columns of another width are cast;
+    extra columns (or JSON fields) are ignored. Repeated offsets are resolved as
+    :func:`read_recording` says.
     """
+    return read_recording(path).rows
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recording as read: its messages, and the offsets it repeats."""
+
+    rows: pl.DataFrame
+    """One row per offset, sorted by ``(topic, partition, offset)``."""
+    conflicting: pl.DataFrame
+    """Every copy of each offset recorded with different contents (left out of ``rows``),
+    sorted by all columns: neither frame depends on the order of the rows read."""
+    identical: int
+    """Copies dropped because an identical row of the same offset was kept."""
+
+
+def read_recording(path: Path) -> Recording:
+    """Read the recording at ``path`` (a file or a directory) and resolve repeated offsets."""
     frames = [_read_file(file) for file in recording_files(path)]
-    return pl.concat(frames, how="vertical").sort(["topic", "partition", "offset"])
+    frame = pl.concat(frames, how="vertical")
+    unique = frame.unique(maintain_order=True)
+    coordinates = ["topic", "partition", "offset"]
+    repeated = unique.select(pl.struct(coordinates).is_duplicated()).to_series()
+    return Recording(
+        rows=unique.filter(~repeated).sort(coordinates, maintain_order=True),
+        conflicting=unique.filter(repeated).sort(list(COLUMNS)),
+        identical=frame.height - unique.height,
+    )
+
+
+def recording_fingerprint(path: Path) -> str:
+    """What identifies the recording at ``path`` without reading it all: its file count,
+    total size, and a hash of each file's name (relative to ``path``), size, and first and
+    last 64 KiB."""
+    digest = hashlib.sha256()
+    files = recording_files(path)
+    total = 0
+    for file in files:
+        size = file.stat().st_size
+        total += size
+        name = file.name if file == path else str(file.relative_to(path))
+        digest.update(f"{name}\0{size}\0".encode())
+        with file.open("rb") as f:
+            digest.update(f.read(65_536))
+            f.seek(max(size - 65_536, 0))
+            digest.update(f.read(65_536))
+    return f"{len(files)} file(s), {total} bytes, sha256 {digest.hexdigest()[:16]}"
 
 
 def iter_messages(df: pl.DataFrame) -> Iterator[RawMessage]:
@@ -179,9 +232,13 @@ def _json_row(m: RawMessage) -> dict[str, object]:
 
 
 def _read_file(path: Path) -> pl.DataFrame:
-    if path.suffix == ".parquet":
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path)
+    try:
         return _read_parquet(path)
-    return _read_jsonl(path)
+    except (pl.exceptions.PolarsError, OSError, pa.ArrowException) as exc:
+        msg = f"{path}: expected a Parquet file; {str(exc).splitlines()[0]}"
+        raise ValueError(msg) from None
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:

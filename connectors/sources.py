@@ -2,12 +2,16 @@
 
 Both name a partition ``"<partition>-<topic>"`` (Bytewax's Kafka naming), both end a
 finite input with an ``eof`` batch, and both resume from the next offset after a crash.
-Batching keeps Bytewax's per-item cost off the per-message path.
+A partition whose ``eof`` batch was emitted before the snapshot it resumes from emits
+nothing again: downstream state already holds it, and a second one would repeat the rows
+it triggers (``partition_stats``). Batching keeps Bytewax's per-item cost off the
+per-message path.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +35,7 @@ class _RecordingPartition(StatefulSourcePartition[RawBatch, int]):
         self.rows = rows
         self.batch_size = batch_size
         self.pos = resume_at
-        self.done = False
+        self.done = resume_at >= rows.height  # the position reaches the end with eof only
 
     def next_batch(self) -> list[RawBatch]:
         if self.done:
@@ -83,11 +87,21 @@ class RecordingSource(FixedPartitionedSource[RawBatch, int]):
         return _RecordingPartition(for_part, rows, self.batch_size, resume_state or 0)
 
 
-class _KafkaBatchPartition(StatefulSourcePartition[RawBatch, int | None]):
-    def __init__(self, part: str, inner: StatefulSourcePartition):
+@dataclass(frozen=True)
+class KafkaPosition:
+    """A Kafka input partition's recovery state."""
+
+    offset: int | None
+    """The next offset to read (Bytewax's ``KafkaSource`` state)."""
+    ended: bool
+    """Whether the partition's ``eof`` batch was emitted (``until_end`` only)."""
+
+
+class _KafkaBatchPartition(StatefulSourcePartition[RawBatch, KafkaPosition]):
+    def __init__(self, part: str, inner: StatefulSourcePartition, ended: bool):
         self.part = part
         self.inner = inner
-        self.ended = False
+        self.ended = ended
 
     def next_batch(self) -> list[RawBatch]:
         if self.ended:
@@ -101,8 +115,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[RawBatch, int | None]):
             return []
         return [RawBatch(self.part, [_raw(m) for m in polled])]
 
-    def snapshot(self) -> int | None:
-        return self.inner.snapshot()
+    def snapshot(self) -> KafkaPosition:
+        return KafkaPosition(self.inner.snapshot(), self.ended)
 
     def close(self) -> None:
         self.inner.close()
@@ -113,11 +127,13 @@ def _raw(m: KafkaSourceMessage) -> RawMessage:
     return RawMessage(m.topic or "", m.partition or 0, m.offset or 0, timestamp_ms, m.key, m.value)
 
 
-class KafkaBatchSource(FixedPartitionedSource[RawBatch, int | None]):
+class KafkaBatchSource(FixedPartitionedSource[RawBatch, KafkaPosition]):
     """Bytewax's Kafka source (assigned partitions, offsets in recovery state), batched.
 
-    ``until_end`` stops each partition at the end it finds (``tail=False``). A consumer
-    error stops the flow (resume it under recovery); bad messages are the decoder's job.
+    ``until_end`` stops each partition at the end it finds (``tail=False``). A partition
+    that had ended in the run a recovery directory holds stays ended: a re-run reads
+    nothing more from it (give a new recovery directory to read further). A consumer error
+    stops the flow (resume it under recovery); bad messages are the decoder's job.
     """
 
     def __init__(self, brokers: list[str], topics: list[str], batch_size: int, until_end: bool):
@@ -130,10 +146,15 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int | None]):
         return self.inner.list_parts()
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: int | None
+        self, step_id: str, for_part: str, resume_state: KafkaPosition | None
     ) -> _KafkaBatchPartition:
-        if resume_state is not None:
-            log.info("resuming %s at offset %d", for_part, resume_state)
-        return _KafkaBatchPartition(
-            for_part, self.inner.build_part(step_id, for_part, resume_state)
-        )
+        if resume_state is None:
+            resume_state = KafkaPosition(None, ended=False)
+        elif resume_state.ended:
+            log.info(
+                "%s had ended at offset %s; nothing more is read", for_part, resume_state.offset
+            )
+        else:
+            log.info("resuming %s at offset %s", for_part, resume_state.offset)
+        inner = self.inner.build_part(step_id, for_part, resume_state.offset)
+        return _KafkaBatchPartition(for_part, inner, resume_state.ended)

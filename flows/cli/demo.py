@@ -8,6 +8,9 @@ Part 1, the oracle on market data:
 4. run the oracle flow from Kafka until the end of the input;
 5. print the per-asset summary of the Parquet outputs (under ``OUT/``).
 
+The datasets of an earlier demo under ``OUT/`` and ``OUT/chain/`` are removed first, so
+the summary counts this run alone.
+
 Part 2, the risk engine on a real chain (Anvil):
 1. ``hedgeflow devchain --scenario --record``: the venue, pools and feed, an hour of
    trading for 50 accounts with a crash, recorded as ``ingest`` publishes it;
@@ -22,6 +25,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -105,7 +109,16 @@ def _chain_part(chain_dir: Path) -> tuple[Config, list[RawMessage]]:
     return cfg, renamed
 
 
+def remove_datasets(out_dir: Path) -> None:
+    """Remove the hive datasets (subdirectories holding ``date=*/``) directly under
+    ``out_dir``; other files and directories stay."""
+    for dataset in sorted(p for p in out_dir.iterdir() if p.is_dir() and any(p.glob("date=*"))):
+        log.info("removing %s of an earlier demo", dataset)
+        shutil.rmtree(dataset)
+
+
 def _run_part(brokers: str, cfg: Config, messages: list[RawMessage], out_dir: Path) -> int:
+    remove_datasets(out_dir)
     topics = list(msgspec.structs.asdict(cfg.topics).values())
     create_topics(brokers, topics, PARTITIONS)
     params = stage_params(cfg)

@@ -166,6 +166,8 @@ ASSETS: dict[str, AssetModel] = {
     ),
 }
 
+MAX_MINUTES = 10_080.0
+"""The longest run generated (one week): every message is held in memory."""
 _QUOTE_SOURCES = (
     # name, quote symbol, half-spread (fraction of mid)
     ("binance", "USDT", 0.5e-4),
@@ -185,7 +187,7 @@ class GenerateParams:
     start_ms: int = 1_683_028_800_000
     """Start of the run (default 2023-05-02 12:00:00 UTC), ms."""
     minutes: float = 60.0
-    """Length of the run, minutes."""
+    """Length of the run, minutes, at most ``MAX_MINUTES``."""
     assets: tuple[str, ...] = ("ETH", "BTC", "LINK")
     """Assets to simulate, from ``ASSETS``."""
     start_prices: dict[str, float] = field(default_factory=dict)
@@ -231,7 +233,7 @@ class GenerateParams:
             raise ValueError(msg)
         checks = {
             "seed": self.seed >= 0,
-            "minutes": self.minutes > 0,
+            "minutes": 0 < self.minutes <= MAX_MINUTES,
             "v3_pools_per_asset": self.v3_pools_per_asset >= 0,
             "v2_pools_per_asset": self.v2_pools_per_asset >= 0,
             "swaps_per_block": self.swaps_per_block >= 0,

@@ -7,7 +7,9 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 
@@ -20,6 +22,8 @@ log = logging.getLogger("hedgeflow")
 def _config(path: Path | None) -> Config:
     if path is None:
         return load_config(None)
+    if path.is_dir():
+        raise ConfigError(f"--config: expected a TOML file; got {str(path)!r}, a directory")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -29,6 +33,35 @@ def _config(path: Path | None) -> Config:
 
 def _brokers(text: str) -> list[str]:
     return [b.strip() for b in text.split(",") if b.strip()]
+
+
+def _reach(args: argparse.Namespace) -> None:
+    """Stop with a one-line error unless ``--brokers`` answers within ``--broker-timeout``."""
+    from connectors.kafka_tools import check_brokers
+
+    check_brokers(args.brokers, args.broker_timeout)
+
+
+def _stage_identity(args: argparse.Namespace, stage: str, **inputs: str) -> dict[str, str]:
+    from flows.cli.runner import config_digest
+
+    return {"stage": stage, **inputs, "config": config_digest(args.cfg),
+            "out": str(args.out.resolve())}  # fmt: skip
+
+
+def _claim(args: argparse.Namespace, identity: dict[str, str]) -> None:
+    """Before the first run of a stage: claim ``--recovery-dir`` for ``identity``, and
+    refuse an ``--out`` that holds datasets unless this run resumes the one that wrote
+    them. Children of a multi-process run skip this (their parent did it)."""
+    from flows.cli.runner import IDENTITY_FILE, claim_recovery, refuse_earlier_outputs
+
+    if args.process_id is not None:
+        return
+    recovery: Path | None = args.recovery_dir
+    if recovery is None or not (recovery / IDENTITY_FILE).is_file():
+        refuse_earlier_outputs(args.out)  # before a new recovery directory is made
+    if recovery is not None:
+        claim_recovery(recovery, identity)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -46,8 +79,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import create_topics
 
+    _reach(args)
     topics = list(msgspec.structs.asdict(args.cfg.topics).values())
-    create_topics(args.brokers, topics, args.partitions)
+    try:
+        create_topics(args.brokers, topics, args.partitions)
+    except ValueError as exc:  # an existing topic with fewer partitions
+        raise ConfigError(str(exc)) from None
     for name in topics:
         print(name)
     return 0
@@ -60,6 +97,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     params: StageParams = args.params
     if args.stage == "risk" and params.risk is None:
         raise ConfigError("run risk needs risk.venue (the MarginVenue address); got none")
+    _reach(args)
+    topics = params.cfg.topics
+    inputs = [topics.chain_logs, topics.dex_quotes]
+    if args.stage == "risk":
+        inputs.append(topics.oracle_prices)
+    _claim(args, _stage_identity(args, f"run {args.stage}", topics=",".join(inputs)))
     brokers = _brokers(args.brokers)
     code = run(
         lambda: kafka_flow(brokers, params, args.out, args.until_end, args.stage),
@@ -91,6 +134,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     chain_id, head = probe(cfg.chain.rpc_url, cfg.chain.rpc_timeout_s)
     log.info("node %s: chain %d, head block %d", cfg.chain.rpc_url, chain_id, head)
     brokers = None if args.dry_run else _brokers(args.brokers)
+    if brokers is not None:
+        _reach(args)
+    if args.recovery_dir is not None:
+        from flows.cli.runner import claim_recovery, config_digest
+
+        identity = {"stage": "ingest", "chain_id": str(chain_id),
+                    "topic": cfg.topics.chain_logs, "config": config_digest(cfg)}  # fmt: skip
+        claim_recovery(args.recovery_dir, identity)
     return run(
         lambda: ingest_flow(params, brokers, args.from_block, args.to_block),
         epoch_interval_s=cfg.run.epoch_interval_s,
@@ -99,11 +150,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from connectors.recording import recording_fingerprint
+    from flows.cli.replay_input import ReplayInput, check_recording, write_rejects
     from flows.cli.runner import run
     from flows.dataflows import replay_flow
 
     params: StageParams = args.params
     started = time.monotonic()
+    checked = ReplayInput({}, [], 0)
+    if args.process_id is None:
+        topics = {params.cfg.topics.chain_logs, params.cfg.topics.dex_quotes}
+        checked = check_recording(args.recording, topics)
+        _claim(
+            args, _stage_identity(args, "replay", recording=recording_fingerprint(args.recording))
+        )
+        write_rejects(checked.rejects, args.out)
     code = run(
         lambda: replay_flow(args.recording, args.out, params),
         processes=args.processes,
@@ -116,7 +177,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         log.info("replay finished in %.1f s", time.monotonic() - started)
         from flows.cli.summary import print_summary
 
-        print_summary(args.out)
+        print_summary(args.out, unread=checked.unread, identical=checked.identical)
     return code
 
 
@@ -124,20 +185,36 @@ def cmd_record(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import record
     from flows.cli.runner import message_counter
 
-    count = record(args.brokers, args.topics, args.out, progress=message_counter("record"))
+    _reach(args)
+    try:
+        count = record(args.brokers, args.topics, args.out, progress=message_counter("record"))
+    except ValueError as exc:  # a topic that does not exist
+        raise ConfigError(str(exc)) from None
     log.info("recorded %d messages to %s", count, args.out)
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.kafka_tools import publish
-    from connectors.recording import iter_messages, load_recording
+    from connectors.recording import iter_messages, read_recording
     from flows.cli.runner import message_counter
 
-    frame = load_recording(args.recording)
+    try:
+        read = read_recording(args.recording)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if read.conflicting.height:
+        log.warning(
+            "%d rows repeat offsets with different contents and are not published (replay "
+            "sends them to the deadletter)", read.conflicting.height,
+        )  # fmt: skip
+    if read.identical:
+        log.warning("%d identical repeated rows are published once", read.identical)
+    _reach(args)
     count = publish(
-        iter_messages(frame), args.brokers, speed=args.speed, progress=message_counter("publish")
-    )
+        iter_messages(read.rows), args.brokers, speed=args.speed,
+        progress=message_counter("publish"),
+    )  # fmt: skip
     log.info("published %d messages", count)
     return 0
 
@@ -146,12 +223,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from connectors.recording import write_recording
     from flows.cli.generate import FAULTS, GenerateParams, generate
 
-    params = GenerateParams(
-        seed=args.seed,
-        minutes=args.minutes,
-        partitions=args.partitions,
-        faults=frozenset() if args.no_faults else FAULTS,
-    )
+    try:
+        params = GenerateParams(
+            seed=args.seed,
+            minutes=args.minutes,
+            partitions=args.partitions,
+            faults=frozenset() if args.no_faults else FAULTS,
+        )
+    except ValueError as exc:  # a value beyond what the generator takes
+        raise ConfigError(f"generate: {exc}") from None
     generated = generate(params)
     args.out.mkdir(parents=True, exist_ok=True)
     count = write_recording(generated.messages, args.out / "recording.parquet")
@@ -172,10 +252,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_greeks(args: argparse.Namespace) -> int:
     from flows.cli.greeks_csv import greeks_csv
 
-    with args.input.open(newline="") as src:
+    # utf-8-sig: spreadsheets save CSV with a byte-order mark, which is not part of "kind"
+    with args.input.open(newline="", encoding="utf-8-sig") as src:
         try:
             errors = greeks_csv(src, sys.stdout)
-        except ValueError as exc:  # the header lacks or adds columns
+        except ValueError as exc:  # the header lacks or adds columns, or the text is not UTF-8
             print(f"hedgeflow: {args.input}: {exc}", file=sys.stderr)
             return 2
     if errors:
@@ -209,8 +290,50 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``hedgeflow: COMMAND: argument --flag: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"hedgeflow: {self.prog.removeprefix('hedgeflow ')}: {message}\n")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _above_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite; got {text!r}")
+    return value
+
+
+def _input_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not there"
+        raise argparse.ArgumentTypeError(f"expected a file; got {text!r}, {what}")
+    return path
+
+
+_POSITIVE_INT = _int_at_least(1)
+_NON_NEGATIVE_INT = _int_at_least(0)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hedgeflow",
         description="Streaming oracle, risk and execution for on-chain derivatives.",
     )
@@ -225,10 +348,21 @@ def _parser() -> argparse.ArgumentParser:
             )
         return c
 
+    def brokers(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
+        broker_timeout(c)
+
+    def broker_timeout(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--broker-timeout", type=_above_zero, default=30.0, metavar="S",
+            help="give up when no broker answers within S seconds at start (default 30)",
+        )  # fmt: skip
+
     def workers(c: argparse.ArgumentParser) -> None:
         c.add_argument(
-            "--processes", type=int, default=1, help="worker processes on this machine (default 1)"
-        )
+            "--processes", type=_POSITIVE_INT, default=1,
+            help="worker processes on this machine (default 1)",
+        )  # fmt: skip
         c.add_argument(
             "--recovery-dir", type=Path, help="enable Bytewax recovery, state in this directory"
         )
@@ -241,8 +375,10 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_broker)
 
     c = command("topics", "Create every topic of the configuration.")
-    c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
-    c.add_argument("--partitions", type=int, default=2, help="partitions per topic (default 2)")
+    brokers(c)
+    c.add_argument(
+        "--partitions", type=_POSITIVE_INT, default=2, help="partitions per topic (default 2)"
+    )
     c.set_defaults(func=cmd_topics)
 
     c = command("run", "Run a stage from Kafka; keeps running unless --until-end.")
@@ -252,7 +388,7 @@ def _parser() -> argparse.ArgumentParser:
         help="oracle: chain.logs and dex.quotes to oracle.prices; risk: the venue's events, "
         "option quotes and oracle.prices to orders (needs risk.venue)",
     )
-    c.add_argument("--brokers", required=True, help="bootstrap servers, host:port[,host:port]")
+    brokers(c)
     c.add_argument(
         "--out", type=Path, default=Path("out"), help="Parquet output directory (default out/)"
     )
@@ -263,8 +399,13 @@ def _parser() -> argparse.ArgumentParser:
     c = command("ingest", "Follow an EVM node and publish its logs to chain.logs.")
     c.add_argument("--rpc", help="JSON-RPC URL of the node (default: chain.rpc_url)")
     c.add_argument("--brokers", help="bootstrap servers (required unless --dry-run)")
-    c.add_argument("--from-block", type=int, help="cold start here (default: head - backfill)")
-    c.add_argument("--to-block", type=int, help="stop after this block (default: follow forever)")
+    broker_timeout(c)
+    c.add_argument(
+        "--from-block", type=_NON_NEGATIVE_INT, help="cold start here (default: head - backfill)"
+    )
+    c.add_argument(
+        "--to-block", type=_NON_NEGATIVE_INT, help="stop after this block (default: follow forever)"
+    )
     c.add_argument("--dry-run", action="store_true", help="print what would be published")
     c.add_argument("--recovery-dir", type=Path, help="enable Bytewax recovery, state here")
     c.set_defaults(func=cmd_ingest)
@@ -276,7 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_replay)
 
     c = command("record", "Write Kafka topics to a recording (Parquet).", False)
-    c.add_argument("--brokers", required=True, help="bootstrap servers")
+    brokers(c)
     c.add_argument("--topics", nargs="+", required=True, help="topics to record")
     c.add_argument("--out", type=Path, required=True, help="output directory")
     c.set_defaults(func=cmd_record)
@@ -285,17 +426,21 @@ def _parser() -> argparse.ArgumentParser:
         "publish", "Put a recording back onto Kafka, keeping partitions, order, timestamps.", False
     )
     c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
-    c.add_argument("--brokers", required=True, help="bootstrap servers")
+    brokers(c)
     c.add_argument(
-        "--speed", type=float, help="pace at X times real time (default: as fast as possible)"
+        "--speed", type=_above_zero, help="pace at X times real time (default: as fast as possible)"
     )
     c.set_defaults(func=cmd_publish)
 
     c = command("generate", "Write a synthetic recording and the configuration for it.", False)
     c.add_argument("--out", type=Path, required=True, help="output directory")
-    c.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    c.add_argument("--minutes", type=float, default=60.0, help="event time covered (default 60)")
-    c.add_argument("--partitions", type=int, default=2, help="partitions per topic (default 2)")
+    c.add_argument("--seed", type=_NON_NEGATIVE_INT, default=7, help="random seed (default 7)")
+    c.add_argument(
+        "--minutes", type=_above_zero, default=60.0, help="event time covered (default 60)"
+    )
+    c.add_argument(
+        "--partitions", type=_POSITIVE_INT, default=2, help="partitions per topic (default 2)"
+    )
     c.add_argument("--no-faults", action="store_true", help="leave out the injected faults")
     c.set_defaults(func=cmd_generate)
 
@@ -308,14 +453,16 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_demo)
 
     c = command("greeks", "Price and Greeks (Black-76 or BSM) of each CSV row, to stdout.", False)
-    c.add_argument("input", type=Path, help="CSV with columns kind,model,S,K,T,r,q,sigma")
+    c.add_argument("input", type=_input_file, help="CSV with columns kind,model,S,K,T,r,q,sigma")
     c.set_defaults(func=cmd_greeks)
 
     c = command(
         "margin", "Margin, health, worst scenarios and Greeks of a portfolio, as JSON.", False
     )
-    c.add_argument("input", type=Path, help="portfolio JSON (see README, Margin what-if)")
-    c.add_argument("--worst", type=int, default=5, help="worst scenarios to list (default 5)")
+    c.add_argument("input", type=_input_file, help="portfolio JSON (see README, Margin what-if)")
+    c.add_argument(
+        "--worst", type=_POSITIVE_INT, default=5, help="worst scenarios to list (default 5)"
+    )
     c.set_defaults(func=cmd_margin)
 
     c = command(
@@ -323,8 +470,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", type=Path, default=Path("out/devchain"), help="output directory")
     c.add_argument("--scenario", action="store_true", help="run the seeded market scenario")
-    c.add_argument("--seed", type=int, default=7, help="scenario seed (default 7)")
-    c.add_argument("--accounts", type=int, default=50, help="trading accounts (default 50)")
+    c.add_argument("--seed", type=_NON_NEGATIVE_INT, default=7, help="scenario seed (default 7)")
+    c.add_argument(
+        "--accounts", type=_POSITIVE_INT, default=50, help="trading accounts (default 50)"
+    )
     c.add_argument("--keep-running", action="store_true", help="keep the node up until Ctrl-C")
     c.add_argument("--record", action="store_true", help="write the logs to OUT/recording.parquet")
     c.set_defaults(func=cmd_devchain)
@@ -336,7 +485,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exited:  # --help, or a usage error already printed in one line
+        return exited.code if isinstance(exited.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -347,8 +499,6 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "config"):
             args.cfg = _config(args.config)
             args.params = stage_params(args.cfg)  # checks the cross-references too
-        if getattr(args, "processes", 1) < 1:
-            raise ConfigError(f"--processes must be >= 1; got {args.processes}")
         if args.command == "ingest" and not (args.dry_run or args.brokers):
             raise ConfigError("ingest needs --brokers (or --dry-run)")
     except (ConfigError, OSError) as exc:
@@ -356,6 +506,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, ConnectionError) as exc:  # e.g. a missing file
+    except (ConfigError, FileNotFoundError, ConnectionError, TimeoutError) as exc:
         print(f"hedgeflow: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a dataflow (runner handles Ctrl-C inside one)
+        from flows.cli.runner import INTERRUPTED
+
+        resume = (
+            " (resume it with the same --recovery-dir)"
+            if getattr(args, "recovery_dir", None)
+            else ""
+        )
+        print(f"hedgeflow: {args.command}: interrupted{resume}", file=sys.stderr)
+        return INTERRUPTED

@@ -6,6 +6,8 @@ With ``processes > 1`` the command re-runs itself N times with ``--process-id`` 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -13,18 +15,27 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 from bytewax._bytewax import cli_main
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from flows.state import snapshots
+from operators.config import Config, ConfigError, RunConfig
 
 log = logging.getLogger("hedgeflow")
 
 RECOVERY_PARTITIONS = 4
 """SQLite partitions in a new recovery directory; any worker count can resume from them."""
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), the shell's convention."""
+IDENTITY_FILE = "hedgeflow-recovery.json"
+"""What a recovery directory belongs to (``claim_recovery``), in the directory itself."""
 
 
 def wait_for_interrupt() -> None:
@@ -61,17 +72,64 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def recovery_config(directory: Path | None) -> RecoveryConfig | None:
-    """Bytewax recovery in ``directory``, created with its partitions on first use."""
-    if directory is None:
-        return None
-    if not any(directory.glob("part-*.sqlite3")):
-        directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, RECOVERY_PARTITIONS)
-        log.info(
-            "initialised recovery directory %s (%d partitions)", directory, RECOVERY_PARTITIONS
+def config_digest(cfg: Config) -> str:
+    """A hash of the configuration without ``[run]`` (batch size and epoch length may
+    change between a run and its resume; nothing else may)."""
+    fixed = msgspec.structs.replace(cfg, run=RunConfig())
+    return "sha256 " + hashlib.sha256(msgspec.json.encode(fixed)).hexdigest()[:16]
+
+
+def claim_recovery(directory: Path, identity: Mapping[str, str]) -> bool:
+    """Make ``directory`` the recovery directory of ``identity`` (its stage, input,
+    configuration and output), or check that it is; return whether it held a run already.
+
+    The identity is written to :data:`IDENTITY_FILE` when the directory is created. A
+    directory made for another identity, or a non-empty one without that file, is a
+    ``ConfigError`` naming the first field that differs.
+    """
+    path = directory / IDENTITY_FILE
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            msg = f"--recovery-dir {directory}: expected a JSON object in {IDENTITY_FILE}; {exc}"
+            raise ConfigError(msg) from None
+        for key in sorted(set(recorded) | set(identity)):
+            if recorded.get(key) != identity.get(key):
+                msg = (
+                    f"--recovery-dir {directory} belongs to another run: its {key} is "
+                    f"{recorded.get(key)!r}, this run's is {identity.get(key)!r}; give a new "
+                    "directory"
+                )
+                raise ConfigError(msg)
+    elif directory.exists() and any(directory.iterdir()):
+        msg = (
+            f"--recovery-dir {directory} is not empty and has no {IDENTITY_FILE}; expected a "
+            "new directory or one that hedgeflow made"
         )
-    return RecoveryConfig(str(directory))
+        raise ConfigError(msg)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(identity), indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+    if any(directory.glob("part-*.sqlite3")):
+        return True
+    init_db_dir(directory, RECOVERY_PARTITIONS)
+    log.info("initialised recovery directory %s (%d partitions)", directory, RECOVERY_PARTITIONS)
+    return False
+
+
+def refuse_earlier_outputs(out_dir: Path) -> None:
+    """A ``ConfigError`` when ``out_dir`` holds datasets (Parquet files in a subdirectory):
+    rows of two runs in one dataset cannot be told apart."""
+    found = sorted({p.relative_to(out_dir).parts[0] for p in out_dir.glob("*/**/*.parquet")})
+    if found:
+        msg = (
+            f"--out {out_dir} holds datasets of an earlier run ({', '.join(found)}); give a "
+            "new or empty directory, or resume that run with its --recovery-dir"
+        )
+        raise ConfigError(msg)
 
 
 def run(
@@ -85,19 +143,28 @@ def run(
 ) -> int:
     """Run the dataflow ``build()`` makes; return the exit code.
 
-    ``process_id`` and ``addresses`` are set only in the children of a multi-process run.
+    ``recovery_dir``, if given, must have been claimed (``claim_recovery``); without it
+    the flow keeps no state snapshots. ``process_id`` and ``addresses`` are set only in
+    the children of a multi-process run.
     """
     epoch = timedelta(seconds=epoch_interval_s)
+    recovery = None if recovery_dir is None else RecoveryConfig(str(recovery_dir))
+
+    def flow() -> Dataflow:
+        with snapshots(recovery is not None):
+            return build()
+
     if process_id is not None:  # a child of a multi-process run
         assert addresses is not None
         cli_main(
-            build(), process_id=process_id, addresses=addresses.split(";"),
-            epoch_interval=epoch, recovery_config=recovery_config(recovery_dir),
+            flow(), process_id=process_id, addresses=addresses.split(";"),
+            epoch_interval=epoch, recovery_config=recovery,
         )  # fmt: skip
         return 0
-    recovery = recovery_config(recovery_dir)
     if processes == 1:
-        cli_main(build(), epoch_interval=epoch, recovery_config=recovery)
+        dataflow = flow()
+        with _interrupt_ends_process(recovery is not None):
+            cli_main(dataflow, epoch_interval=epoch, recovery_config=recovery)
         return 0
     addrs = ";".join(f"127.0.0.1:{p}" for p in free_ports(processes))
     child_args = [*sys.argv[1:], "--addresses", addrs, "--process-id"]
@@ -113,5 +180,27 @@ def run(
     except KeyboardInterrupt:
         for c in children:
             os.killpg(c.pid, signal.SIGTERM)
-        codes = [c.wait() for c in children]
+        for c in children:
+            c.wait()
+        raise
     return max(codes, key=abs)
+
+
+@contextmanager
+def _interrupt_ends_process(recovery: bool) -> Iterator[None]:
+    """While a dataflow runs here, Ctrl-C ends the process at once with one line on stderr
+    and exit status :data:`INTERRUPTED`. Bytewax 0.21.1 has no clean stop: a
+    ``KeyboardInterrupt`` inside it is a Rust panic and two tracebacks, and it writes
+    nothing more either way. The outputs are then those of a kill: a run under recovery
+    resumes from its last snapshot and writes each row once."""
+    after = "; run it again with the same --recovery-dir to resume" if recovery else ""
+
+    def stop(signum: int, frame: object) -> None:
+        print(f"hedgeflow: interrupted{after}", file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

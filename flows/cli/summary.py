@@ -25,8 +25,19 @@ def latest_prices(out_dir: Path) -> pl.DataFrame:
     )
 
 
-def summary_text(out_dir: Path) -> str:
-    """Per asset: windows, price range and status counts; rejects by stage and reason."""
+def summary_text(out_dir: Path, unread: dict[str, int] | None = None, identical: int = 0) -> str:
+    """Per asset: windows, price range and status counts; rejects by stage and reason.
+
+    ``unread`` (rows per topic the configuration does not name) and ``identical``
+    (repeated rows replayed once) come from the replay's check of its recording. An
+    ``out_dir`` that does not exist or holds no dataset is a ``FileNotFoundError``.
+    """
+    if not out_dir.is_dir():
+        msg = f"expected an output directory; got {str(out_dir)!r}, which does not exist"
+        raise FileNotFoundError(msg)
+    if not any(out_dir.glob("*/**/*.parquet")):
+        msg = f"expected datasets (Parquet files) under {str(out_dir)!r}; found none"
+        raise FileNotFoundError(msg)
     lines = [f"hedgeflow summary of {out_dir}"]
     prices = latest_prices(out_dir)
     if prices.height:
@@ -65,6 +76,14 @@ def summary_text(out_dir: Path) -> str:
             f"observations, {last['retractions'].sum()} retractions, {last['skipped'].sum()} "
             f"skipped (unregistered or not a price), {last['rejected'].sum()} rejected"
         )
+    if unread:
+        named = ", ".join(f"{topic} {n}" for topic, n in sorted(unread.items()))
+        lines.append(
+            f"not replayed: {sum(unread.values())} rows of topics the configuration does "
+            f"not name ({named})"
+        )
+    if identical:
+        lines.append(f"replayed once: {identical} identical repeated rows")
     risk = _dataset(out_dir, "account_risk")
     if risk is not None:
         orders = _dataset(out_dir, "orders")
@@ -115,5 +134,5 @@ def summary_text(out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def print_summary(out_dir: Path) -> None:
-    print(summary_text(out_dir), flush=True)
+def print_summary(out_dir: Path, unread: dict[str, int] | None = None, identical: int = 0) -> None:
+    print(summary_text(out_dir, unread, identical), flush=True)

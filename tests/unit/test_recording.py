@@ -1,4 +1,5 @@
-"""Recordings: Parquet and JSONL round trips, directories, and what bad files report."""
+"""Recordings: Parquet and JSONL round trips, directories, what bad files report, and
+repeated offsets."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.recording import (
     SCHEMA,
     iter_messages,
     load_recording,
+    read_recording,
     recording_files,
+    recording_fingerprint,
     write_recording,
 )
 from operators.model import RawMessage
@@ -235,3 +240,99 @@ def test_jsonl_field_of_wrong_type_names_its_line(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"field 'partition' must be Int32: .* \(line 3\)$"):
         load_recording(path)
+
+
+def test_jsonl_bad_row_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    good = {"topic": "chain.logs", "partition": 0, "offset": 1, "timestamp_ms": 5}
+    lines = [json.dumps(good), "", json.dumps({**good, "partition": "zz"})]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"r\.jsonl: .*field 'partition'.* \(line 3\)$"):
+        load_recording(path)
+
+
+def test_jsonl_line_that_is_not_json_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    good = {"topic": "chain.logs", "partition": 0, "offset": 1, "timestamp_ms": 5}
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"r\.jsonl: .* \(line 2\)$"):
+        load_recording(path)
+
+
+def test_file_that_is_not_parquet_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "r.parquet"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"r\.parquet: expected a Parquet file"):
+        load_recording(path)
+
+
+DUP = RawMessage("chain.logs", 0, 5, 1_700_000_000_000, b"k", b"first")
+
+
+def test_identical_copies_of_an_offset_are_kept_once_and_counted(tmp_path: Path) -> None:
+    write_recording([DUP, *MESSAGES, DUP, DUP], tmp_path / "r.parquet")
+    read = read_recording(tmp_path / "r.parquet")
+    assert list(iter_messages(read.rows)) == sorted(
+        [*MESSAGES, DUP], key=lambda m: (m.topic, m.partition, m.offset)
+    )
+    assert read.identical == 2
+    assert read.conflicting.height == 0
+
+
+def test_duplicate_offsets_with_different_content_are_left_out_with_every_copy(
+    tmp_path: Path,
+) -> None:
+    other = RawMessage("chain.logs", 0, 5, 1_700_000_000_000, b"k", b"second")
+    write_recording([DUP, *MESSAGES, other, DUP], tmp_path / "r.parquet")
+    read = read_recording(tmp_path / "r.parquet")
+    assert list(iter_messages(read.rows)) == SORTED
+    assert list(iter_messages(read.conflicting)) == [DUP, other]  # sorted by all columns
+    assert read.identical == 1
+
+
+_messages = st.lists(
+    st.builds(
+        RawMessage,
+        topic=st.sampled_from(["chain.logs", "dex.quotes"]),
+        partition=st.integers(0, 1),
+        offset=st.integers(0, 3),
+        timestamp_ms=st.just(1_700_000_000_000),
+        key=st.none() | st.sampled_from([b"a", b"b"]),
+        value=st.sampled_from([b"x", b"y"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(messages=_messages, order=st.randoms(use_true_random=False))
+def test_repeated_offsets_resolve_the_same_whatever_the_row_order(
+    tmp_path_factory: pytest.TempPathFactory, messages: list[RawMessage], order: object
+) -> None:
+    import random
+
+    assert isinstance(order, random.Random)
+    shuffled = messages[:]
+    order.shuffle(shuffled)
+    directory = tmp_path_factory.mktemp("dups")
+    write_recording(messages, directory / "a.parquet")
+    write_recording(shuffled, directory / "b.jsonl")
+    a, b = read_recording(directory / "a.parquet"), read_recording(directory / "b.jsonl")
+
+    assert a.rows.equals(b.rows) and a.conflicting.equals(b.conflicting)
+    assert a.identical == b.identical == len(messages) - len(set(messages))
+    coordinates = [(m.topic, m.partition, m.offset) for m in iter_messages(a.rows)]
+    assert len(coordinates) == len(set(coordinates)), "one row per offset"
+    contents = {}
+    for m in set(messages):
+        contents.setdefault((m.topic, m.partition, m.offset), set()).add(m)
+    assert set(iter_messages(a.rows)) == {next(iter(c)) for c in contents.values() if len(c) == 1}
+
+
+def test_fingerprint_changes_with_the_contents_not_with_the_place(tmp_path: Path) -> None:
+    write_recording(MESSAGES, tmp_path / "a" / "r.parquet")
+    write_recording(MESSAGES, tmp_path / "b" / "r.parquet")
+    write_recording(MESSAGES[:-1], tmp_path / "c" / "r.parquet")
+    a, b, c = (recording_fingerprint(tmp_path / d / "r.parquet") for d in "abc")
+    assert a == b != c
+    assert recording_fingerprint(tmp_path / "a").startswith("1 file(s), ")
