@@ -91,7 +91,7 @@ def _bad_arguments(tmp: Path) -> list[tuple[list[str], str]]:
         (["replay", str(tmp / "none.parquet"), *out], "none.parquet"),
         (["replay", str(recording), *out, "--processes", "0"], "argument --processes: must be"),
         (["replay", str(recording), *out, "--config", str(tmp)], "--config: expected a TOML file"),
-        (["replay", str(recording), *out, "--config", str(latin1)], "configuration is not UTF-8 text"),
+        (["replay", str(recording), *out, "--config", str(latin1)], "not UTF-8 text"),
         (["ingest", "--from-block", "-1", "--dry-run"], "argument --from-block: must be >= 0"),
         (["devchain", "--accounts", "0"], "argument --accounts: must be >= 1"),
         (["summary", str(tmp / "missing")], "which does not exist"),
