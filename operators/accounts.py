@@ -29,6 +29,7 @@ from __future__ import annotations
 import zlib
 from array import array
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,8 @@ import scipy.sparse as sp
 
 from operators.units import E18, InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed
+
+K = TypeVar("K")
 
 MAX_UNITS = 10**15
 """Bound on sizes (contracts), prices and notionals (USD), and collateral amounts (whole
@@ -181,7 +184,7 @@ class Book:
             size, cost = self.size.pop(key, 0), self.cost.pop(key, 0)
             paid = size * intrinsic_e18
             row = self.accounts[account]
-            total = _add_cash(self.cash, account, paid - cost)
+            total = _add(self.cash, account, paid - cost)
             self._cash[row] = total / E18 / E18
             self._positions.set(row, instrument, (0.0, 0.0))
             if size:
@@ -309,16 +312,8 @@ class _Slots:
         return rows[keep], cols[keep], [v[keep] for v in values]
 
 
-def _add_cash(cash: dict[str, int], account: str, amount: int) -> int:
-    total = cash.get(account, 0) + amount
-    if total:
-        cash[account] = total
-    else:
-        cash.pop(account, None)
-    return total
-
-
-def _add(book: dict[tuple[str, str], int], key: tuple[str, str], amount: int) -> int:
+def _add(book: dict[K, int], key: K, amount: int) -> int:
+    """Add ``amount`` to ``book[key]``; a total of 0 leaves the book. The new total."""
     total = book.get(key, 0) + amount
     if total:
         book[key] = total
