@@ -7,14 +7,18 @@ published, or passed without a row, the window ending at T (``OracleProgress``, 
 follows the asset's rows in the same ``PriceBatch`` or on the same topic partition). It
 then applies the venue events before T in chain order, takes each asset's price of the
 window ending at T, and reprices the whole shard at once (``operators.margin.reprice``:
-one sparse product).
-So live, replay and any number of workers give the same rows and orders.
+one sparse product). Only window ends that carry a price row or follow a venue event are
+evaluated, so a gap of any length costs nothing. Live, replay and any number of workers
+give the same rows and orders.
 
 Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
-more than ``risk_change`` (or at least every ``risk_interval_ms``), a liquidation order
-for each account below maintenance that has none in flight (on ``ok`` prices only), and
-a hedge order for each book outside its band. Order ids are a hash of what triggered
-them, so a replay or a resumed run produces the same ids.
+more than ``risk_change`` (or at least every ``risk_interval_ms``); a liquidation order
+for each account below maintenance that has none in flight, and a hedge order for each
+book outside its band, only while every price the account depends on is ``ok``; an
+``OrderDenied`` when an expected order is refused (once per condition); a ``Settlement``
+for each option position at expiry. Order ids are a hash of what triggered them, so a
+replay or a resumed run produces the same ids; a retry carries ``attempt`` and
+``previous_order_id``.
 """
 
 from __future__ import annotations
