@@ -29,6 +29,7 @@ changes is published again with ``revision`` + 1.
 from __future__ import annotations
 
 import bisect
+import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -91,12 +92,49 @@ class Carry:
     jump_up: bool = False
 
 
+class WindowObservations:
+    """One window's observations by id (``obs_id``).
+
+    It pickles as the bytes it pickled to last until it changes, so a snapshot pickles
+    only the windows whose observations changed since the last one (a replay holds many
+    open windows that a slower partition keeps from closing), not every window again."""
+
+    __slots__ = ("by_id", "frozen")
+
+    def __init__(self, by_id: dict[str, Observation] | None = None, frozen: bytes | None = None):
+        self.by_id: dict[str, Observation] = {} if by_id is None else by_id
+        self.frozen = frozen
+
+    def add(self, o: Observation) -> None:
+        self.by_id[o.obs_id] = o
+        self.frozen = None
+
+    def discard(self, obs_id: str) -> bool:
+        """Remove observation ``obs_id``; ``False`` when there was none."""
+        if self.by_id.pop(obs_id, None) is None:
+            return False
+        self.frozen = None
+        return True
+
+    def values(self) -> Iterable[Observation]:
+        return self.by_id.values()
+
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        if self.frozen is None:
+            self.frozen = pickle.dumps(self.by_id, protocol=pickle.HIGHEST_PROTOCOL)
+        return _thaw, (self.frozen,)
+
+
+def _thaw(frozen: bytes) -> WindowObservations:
+    return WindowObservations(pickle.loads(frozen), frozen)
+
+
 @dataclass
 class ClosedWindow:
     """A closed window kept for corrections: its inputs, its row, the carry after it."""
 
     index: int
-    obs: dict[str, Observation]
+    obs: WindowObservations
     row: OraclePrice | None
     carry: Carry
 
@@ -197,7 +235,7 @@ class AssetOracle:
     def __init__(self, asset: str, parts: tuple[str, ...]):
         self.asset = asset
         self.clock = Watermarks(parts)
-        self.open: dict[int, dict[str, Observation]] = {}
+        self.open: dict[int, WindowObservations] = {}
         self.pending: dict[int, list[Retraction]] = {}
         self.history: list[ClosedWindow] = []
         self.base = Carry()
@@ -218,7 +256,7 @@ class AssetOracle:
                     # Only from a partition that was idle when the window closed.
                     self._correct(item, index, p, prices, rejects)
                     continue
-                self.open.setdefault(index, {})[item.obs_id] = item
+                self.open.setdefault(index, WindowObservations()).add(item)
             else:
                 self._retract(item, p, prices, rejects)
         self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
@@ -269,7 +307,7 @@ class AssetOracle:
     def _close(
         self, index: int, p: OracleParams, prices: list[OraclePrice], rejects: list[Rejected]
     ) -> None:
-        obs = self.open.pop(index, {})
+        obs = self.open.pop(index, None) or WindowObservations()
         self.carry, row = fold(self.asset, self.carry, index, obs.values(), p)
         self.history.append(ClosedWindow(index, obs, row, self.carry))
         if len(self.history) > p.correction_windows:
@@ -286,12 +324,12 @@ class AssetOracle:
         if index in self.open or self.next_index is None or index >= self.next_index:
             if r.late:  # its partition saw the window end: publish it, then correct it
                 self.pending.setdefault(index, []).append(r)
-            elif self.open.get(index, {}).pop(r.obs_id, None) is None:
+            elif index not in self.open or not self.open[index].discard(r.obs_id):
                 self._reject(r, "retraction_unknown: no observation with this id", rejects)
             return
         for pos, closed in enumerate(self.history):
             if closed.index == index:
-                if closed.obs.pop(r.obs_id, None) is None:
+                if not closed.obs.discard(r.obs_id):
                     self._reject(r, "retraction_unknown: no observation with this id", rejects)
                 else:
                     self._refold(pos, p, prices)
@@ -317,8 +355,9 @@ class AssetOracle:
             return
         pos = bisect.bisect_left([c.index for c in self.history], index)
         if pos == len(self.history) or self.history[pos].index != index:  # a skipped window
-            self.history.insert(pos, ClosedWindow(index, {}, None, self.history[pos - 1].carry))
-        self.history[pos].obs[o.obs_id] = o
+            carry = self.history[pos - 1].carry
+            self.history.insert(pos, ClosedWindow(index, WindowObservations(), None, carry))
+        self.history[pos].obs.add(o)
         self._refold(pos, p, prices)
 
     def _refold(self, changed_from: int, p: OracleParams, prices: list[OraclePrice]) -> None:
