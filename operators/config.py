@@ -34,7 +34,8 @@ class ConfigError(ValueError):
 class _Strict(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
-    pass
+    """A configuration table: frozen, strict about its keys, written without its defaults.
+    msgspec applies ``kw_only`` to a class's own fields only, so every table sets it too."""
 
 
 def _require(ok: bool, msg: str) -> None:
@@ -84,7 +85,7 @@ class TopicsConfig(_Strict, frozen=True, kw_only=True):
         _require(len(set(names.values())) == len(names), f"topic names must differ; got {names!r}")
 
 
-class TokenConfig(_Strict, frozen=True):
+class TokenConfig(_Strict, frozen=True, kw_only=True):
     """An ERC-20 token: its decimals and the oracle asset it stands for (WETH -> ETH)."""
 
     decimals: int
@@ -215,7 +216,7 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
             )
 
 
-class RunConfig(_Strict, frozen=True):
+class RunConfig(_Strict, frozen=True, kw_only=True):
     """Engine settings."""
 
     batch_size: int = 1000
@@ -278,7 +279,7 @@ class ChainConfig(_Strict, frozen=True, kw_only=True):
             )
 
 
-class CollateralToken(_Strict, frozen=True):
+class CollateralToken(_Strict, frozen=True, kw_only=True):
     """A collateral token: the asset that prices it (oracle or peg) and its decimals."""
 
     asset: str
@@ -288,7 +289,7 @@ class CollateralToken(_Strict, frozen=True):
         _require(0 <= self.decimals <= 36, f"decimals must be in 0..36; got {self.decimals!r}")
 
 
-class InstrumentConfig(_Strict, frozen=True):
+class InstrumentConfig(_Strict, frozen=True, kw_only=True):
     """An instrument listed by configuration (besides the venue's ``InstrumentListed``):
     ``kind`` an ``InstrumentKind`` (0 spot, 1 perp, 2 call, 3 put); strike in USD; expiry
     in Unix seconds."""

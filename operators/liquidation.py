@@ -307,7 +307,7 @@ def liquidation_orders(
     return out
 
 
-class HedgeParams(Params, frozen=True):
+class HedgeParams(Params, frozen=True, kw_only=True):
     """The hedging band (Whalley-Wilmott) of a book.
 
     Half-width in contracts of the underlying, around the delta target:

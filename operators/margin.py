@@ -63,7 +63,8 @@ def fail(name: str, value: object, expected: str) -> NoReturn:
 class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Model parameters: frozen and keyword-only. They are also the configuration's
     ``[risk.margin]``, ``[risk.liquidation]`` and ``[risk.hedge]`` tables
-    (``operators.config``), where an unknown key or a bad value fails naming its path."""
+    (``operators.config``), where an unknown key or a bad value fails naming its path.
+    msgspec applies ``kw_only`` to a class's own fields only, so every subclass sets it too."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Instruments:
         return int(self.kind.shape[0])
 
 
-class LiquidityTier(Params, frozen=True):
+class LiquidityTier(Params, frozen=True, kw_only=True):
     """A dYdX v4 liquidity tier: margin fractions of perp and spot notional.
 
     Integer math as dYdX does it (``protocol/x/perpetuals/types/liquidity_tier.go``): ppm
