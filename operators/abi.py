@@ -69,15 +69,15 @@ CHAINLINK_EVENTS: dict[str, str] = {
 VENUE_INSTRUMENT_LISTED = "0xa2298e9dfff8bc89f11d9f2eaf6e43916cf2fe31fbd3e1237cb8031059c97210"
 VENUE_DEPOSIT = "0x5548c837ab068cf56a2c2479df0882a4922fd203edb7517321831d95078c5f62"
 VENUE_WITHDRAW = "0x9b1bfa7fa9ee420a16e124f794c35ac9f90472acc99140eb2f6447c714cad8eb"
-VENUE_TRADE = "0xd25531f4efc8efc4a6a07c407fdde31c96c2273be81f9267dab8646ba752531d"
-VENUE_LIQUIDATED = "0x57e6ad80f77fcf3d71fcb1be7f6317003065c51e099e7334cd545029943b6138"
+VENUE_TRADE = "0xfa3b928b8bead45fac3fbe4e651c337f15b40b866f7a3bd73076f272b2dc14d2"
+VENUE_LIQUIDATED = "0x8203e416171313dcd4bea99b5da517922cde690d8fe844e7331de9f1a38c55cc"
 
 VENUE_EVENTS: dict[str, str] = {
     VENUE_INSTRUMENT_LISTED: "InstrumentListed(bytes32,address,uint8,uint256,uint64)",
     VENUE_DEPOSIT: "Deposit(address,address,uint256)",
     VENUE_WITHDRAW: "Withdraw(address,address,uint256)",
-    VENUE_TRADE: "Trade(address,bytes32,int256,uint256)",
-    VENUE_LIQUIDATED: "Liquidated(address,address,bytes32,int256,uint256)",
+    VENUE_TRADE: "Trade(address,bytes32,int256,uint256,bytes32)",
+    VENUE_LIQUIDATED: "Liquidated(address,address,bytes32,int256,uint256,bytes32)",
     "0x81e020344174972c59f6c11a8f6c90b141866214e3d9b544d030f0b532f5a10f":
         "LiquidatorSet(address,bool)",
 }  # fmt: skip

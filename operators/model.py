@@ -235,7 +235,8 @@ class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="record"):
-    """One order leg for the execution sink; ``order_id`` is derived from its trigger.
+    """One order leg for the execution sink; ``order_id`` is derived from its trigger: a
+    ``bytes32`` as ``0x`` and 64 hex digits, the ``orderId`` the venue call carries and emits.
 
     On the ``orders`` topic the JSON carries ``"record": "order"`` (``OrderDenied``:
     ``"denial"``), so a consumer tells the two apart.

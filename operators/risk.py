@@ -18,7 +18,9 @@ book outside its band, only while every price the account depends on is ``ok``; 
 ``OrderDenied`` when an expected order is refused (once per condition); a ``Settlement``
 for each option position at expiry. Order ids are a hash of what triggered them, so a
 replay or a resumed run produces the same ids; a retry carries ``attempt`` and
-``previous_order_id``.
+``previous_order_id``. An order is in flight until the venue events that carry its id
+(``Fill.order_id``) fill every leg, or until ``liquidation_timeout_s``; an event without an
+id fills the leg in its account and instrument.
 """
 
 from __future__ import annotations
@@ -188,8 +190,12 @@ def _greeks_json(names: list[str], greeks: list[FloatArray]) -> str:
 
 
 def order_id(*trigger: object) -> str:
-    """A deterministic id: SHA-256 of what triggered the order, hex, 32 characters."""
-    return hashlib.sha256("|".join(map(str, trigger)).encode()).hexdigest()[:32]
+    """A deterministic id: SHA-256 of what triggered the order, as ``0x`` and 64 hex digits.
+
+    It is the ``bytes32 orderId`` the venue's ``trade`` and ``liquidate`` take and emit, so
+    the id of the ``orders`` topic is the one on chain, where ``Fill.order_id`` reads it.
+    """
+    return "0x" + hashlib.sha256("|".join(map(str, trigger)).encode()).hexdigest()
 
 
 class RiskShard:
@@ -326,13 +332,19 @@ class RiskShard:
         return reason
 
     def _filled(self, fill: Fill) -> None:
-        """A fill of the account: a ``Liquidated`` one completes its liquidation's leg in
-        that instrument, a trade completes its hedge in it."""
+        """A fill of the account: a ``Liquidated`` one completes its liquidation's leg, a
+        trade completes its hedge. A fill with an order id completes the leg of that id and
+        no other (a fill of another order in the same account and instrument leaves ours in
+        flight); a fill without one (a liquidation by someone else, a trade no order drove)
+        completes the leg in its instrument."""
         what = "liquidation" if fill.liquidator is not None else fill.instrument
         sent = self.in_flight.get((fill.account, what))
         if sent is None:
             return
-        sent.pending.discard(fill.instrument)
+        if fill.order_id is None:
+            sent.pending.discard(fill.instrument)
+        else:
+            sent.pending -= {i for i, leg in sent.legs.items() if leg == fill.order_id}
         if not sent.pending:
             del self.in_flight[(fill.account, what)]
             self.timed_out.pop((fill.account, what), None)

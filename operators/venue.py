@@ -8,7 +8,8 @@ Every event is checked as strictly as an observation, by the rules the venue's c
 enforces and the bounds of ``operators.bounds``: a kind of ``InstrumentKind``; spot and
 perps with no strike and no expiry, options with ``PRICE_MIN..PRICE_MAX`` USD of strike
 and an expiry in 2009..2100; deposits and withdrawals of ``1..AMOUNT_MAX`` (uint128);
-trades and liquidations of ``0 < |size| <= SIZE_MAX`` at ``PRICE_MIN..PRICE_MAX`` USD;
+trades and liquidations of ``0 < |size| <= SIZE_MAX`` at ``PRICE_MIN..PRICE_MAX`` USD, with
+any ``bytes32`` order id (zero for none);
 every indexed id and address a 32-byte word. A log that breaks one is a ``Rejected`` with
 stage ``venue`` (``invalid_field``, ``bad_topic``, ``bad_quantity``, ...).
 """
@@ -34,8 +35,8 @@ _SHAPES = {  # topic0 -> (topics, data words)
     abi.VENUE_INSTRUMENT_LISTED: (3, 3),
     abi.VENUE_DEPOSIT: (3, 1),
     abi.VENUE_WITHDRAW: (3, 1),
-    abi.VENUE_TRADE: (3, 2),
-    abi.VENUE_LIQUIDATED: (4, 2),
+    abi.VENUE_TRADE: (3, 3),
+    abi.VENUE_LIQUIDATED: (4, 3),
 }
 
 
@@ -71,13 +72,16 @@ class CollateralMove(msgspec.Struct, frozen=True, kw_only=True):
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True):
     """A trade, or a liquidation when ``liquidator`` is set: signed size and price, both in
-    18 decimals."""
+    18 decimals. ``order_id`` is the ``bytes32`` id of the order it executes, as ``0x`` and
+    64 lower-case hex digits (``Order.order_id``), or ``None`` when the venue call carried
+    bytes32(0): a trade no order drove."""
 
     account: str
     instrument: str
     size_e18: int
     price_e18: int
     liquidator: str | None
+    order_id: str | None
     ts_ms: int
     seq: int
     removed: bool
@@ -169,6 +173,7 @@ def _event(log: RpcLog) -> VenueEvent | None:
         size_e18=size,
         price_e18=price,
         liquidator=None if trade else abi.address_of(indexed[1]),
+        order_id=_id(words[2]) if words[2] else None,
         ts_ms=ts_ms,
         seq=seq,
         removed=log.removed,
@@ -176,7 +181,7 @@ def _event(log: RpcLog) -> VenueEvent | None:
 
 
 def _id(word: int) -> str:
-    """An instrument id (bytes32) as 0x and 64 lower-case hex digits."""
+    """An instrument or order id (bytes32) as 0x and 64 lower-case hex digits."""
     return abi.int_topic(word)
 
 

@@ -90,6 +90,9 @@ LIQUIDATIONS = 3
 """Accounts liquidated after the crash: those with the largest long perp positions."""
 WITHDRAW_FRACTION = 0.1
 """Share of accounts that withdraw half of their USDC at the end."""
+NO_ORDER = bytes(32)
+"""The ``orderId`` of a venue call that no order drives (the scenario's trades and its
+scripted liquidations, whose accounts hedgeflow does not order for): bytes32(0)."""
 _CALL_GAS = 150_000
 """Gas limit of a scenario call (each uses under 100k)."""
 _MAX_TXS_PER_BLOCK = 150
@@ -337,7 +340,8 @@ class _Scenario:
         size = size if self.rng.random() < 0.5 else -size
         key = (account, inst.id)
         self.positions[key] = self.positions.get(key, 0.0) + size
-        self._send("trades", account, self.venue, "trade", [inst.id, _e18(size), _e18(price)])
+        args = [inst.id, _e18(size), _e18(price), NO_ORDER]
+        self._send("trades", account, self.venue, "trade", args)
 
     def _liquidate(self, step: int) -> None:
         perp = self.instruments[1].id
@@ -350,7 +354,7 @@ class _Scenario:
             if size <= 0:
                 break
             self.positions[(account, perp)] = 0.0
-            args = [Web3.to_checksum_address(account), perp, -_e18(size), price]
+            args = [Web3.to_checksum_address(account), perp, -_e18(size), price, NO_ORDER]
             self._send("liquidations", self.deployed.liquidator, self.venue, "liquidate", args)
 
     def _withdraw(self) -> None:

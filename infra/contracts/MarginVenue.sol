@@ -18,13 +18,16 @@ contract MarginVenue {
     );
     event Deposit(address indexed account, address indexed token, uint256 amount);
     event Withdraw(address indexed account, address indexed token, uint256 amount);
-    event Trade(address indexed account, bytes32 indexed instrument, int256 size, uint256 price);
+    event Trade(
+        address indexed account, bytes32 indexed instrument, int256 size, uint256 price, bytes32 orderId
+    );
     event Liquidated(
         address indexed account,
         address indexed liquidator,
         bytes32 indexed instrument,
         int256 size,
-        uint256 price
+        uint256 price,
+        bytes32 orderId
     );
     event LiquidatorSet(address indexed liquidator, bool allowed);
 
@@ -84,19 +87,29 @@ contract MarginVenue {
         emit Withdraw(msg.sender, token, amount);
     }
 
-    function trade(bytes32 instrument, int256 size, uint256 price) external {
+    /// @notice Trade `size` at `price` for the caller. `orderId` is the id of the order this
+    /// trade executes (bytes32(0) for a trade no order drives): it is emitted, so that anyone
+    /// can check from the chain alone that no order executed twice.
+    function trade(bytes32 instrument, int256 size, uint256 price, bytes32 orderId) external {
         require(listed[instrument], "MarginVenue: not listed");
         require(size != 0 && price > 0, "MarginVenue: zero size or price");
-        emit Trade(msg.sender, instrument, size, price);
+        emit Trade(msg.sender, instrument, size, price, orderId);
     }
 
     /// @notice Trade `size` for `account` at `price`, against the caller; liquidators only.
     /// `size` is the trade applied to the account: negative closes (part of) a long.
-    function liquidate(address account, bytes32 instrument, int256 size, uint256 price) external {
+    /// `orderId` is the id of the liquidation order's leg (bytes32(0) for none).
+    function liquidate(
+        address account,
+        bytes32 instrument,
+        int256 size,
+        uint256 price,
+        bytes32 orderId
+    ) external {
         require(isLiquidator[msg.sender], "MarginVenue: not a liquidator");
         require(listed[instrument], "MarginVenue: not listed");
         require(size != 0 && price > 0, "MarginVenue: zero size or price");
-        emit Liquidated(account, msg.sender, instrument, size, price);
+        emit Liquidated(account, msg.sender, instrument, size, price, orderId);
     }
 
     function setLiquidator(address liquidator, bool allowed) external onlyOwner {

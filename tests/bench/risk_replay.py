@@ -57,7 +57,7 @@ def venue_messages(accounts: int, trades: int, minutes: float, seed: int) -> lis
     ):  # fmt: skip
         price = 1_830 if what == 0 else 40
         logs.append((int(ts), [abi.VENUE_TRADE, abi.address_topic(owners[who]), ids[what]],
-                     [int(size * E18), price * E18]))  # fmt: skip
+                     [int(size * E18), price * E18, 0]))  # fmt: skip
     out = []
     for n, (ts, topics, words) in enumerate(logs):
         log = {"address": VENUE, "topics": topics, "data": abi.encode_data(*words),

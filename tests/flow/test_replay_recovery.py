@@ -51,7 +51,7 @@ def _venue(accounts: int, trades: int, seed: int) -> list[RawMessage]:
         size = int(rng.normal(0, 2) * E18)
         price = (1_830 if what == 0 else 40) * E18
         logs.append((int(ts), [abi.VENUE_TRADE, abi.address_topic(owners[who]), ids[what]],
-                     [size, price]))  # fmt: skip
+                     [size, price, 0]))  # fmt: skip
     out = []
     for n, (ts, topics, words) in enumerate(logs):
         log = {"address": VENUE, "topics": topics, "data": abi.encode_data(*words),

@@ -59,7 +59,7 @@ def _chain() -> list[RawMessage]:
         deposit = [abi.VENUE_DEPOSIT, abi.address_topic(account), abi.address_topic(USDC)]
         msgs.append(_venue_log(len(msgs), T0 - 40_000, deposit, [10_000 * 10**6]))
         trade = [abi.VENUE_TRADE, abi.address_topic(account), PERP]
-        msgs.append(_venue_log(len(msgs), T0 - 30_000, trade, [size * E18, 2_000 * E18]))
+        msgs.append(_venue_log(len(msgs), T0 - 30_000, trade, [size * E18, 2_000 * E18, 0]))
     return msgs
 
 
@@ -146,7 +146,7 @@ def test_venue_events_the_books_refuse_and_denials_come_out_of_the_risk_stage() 
     ghost = "0x" + "9" * 40
     retraction = _venue_log(
         len(_chain()), T0 - 20_000, [abi.VENUE_TRADE, abi.address_topic(ghost), PERP],
-        [5 * E18, 2_000 * E18],
+        [5 * E18, 2_000 * E18, 0],
     )  # fmt: skip
     log = json.loads(retraction.value or b"")
     retraction = msgspec.structs.replace(

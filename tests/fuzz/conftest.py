@@ -113,9 +113,11 @@ def _venue_seeds(ts_s: int) -> list[Seed]:
         _venue_log([abi.VENUE_INSTRUMENT_LISTED, call, token], [2, 2_000 * e18, ts_s + 1], 2, ts_s),
         _venue_log([abi.VENUE_DEPOSIT, account, token], [10_000 * e18], 3, ts_s),
         _venue_log([abi.VENUE_WITHDRAW, account, token], [1_000 * e18], 4, ts_s),
-        _venue_log([abi.VENUE_TRADE, account, perp], [5 * e18, 1_850 * e18], 5, ts_s),
-        _venue_log([abi.VENUE_TRADE, account, call], [-2 * e18, 90 * e18], 6, ts_s),
-        _venue_log([abi.VENUE_LIQUIDATED, account, account, perp], [-e18, 1_800 * e18], 7, ts_s),
+        _venue_log([abi.VENUE_TRADE, account, perp], [5 * e18, 1_850 * e18, 0], 5, ts_s),
+        _venue_log([abi.VENUE_TRADE, account, call], [-2 * e18, 90 * e18, 0xC0FFEE], 6, ts_s),
+        _venue_log(
+            [abi.VENUE_LIQUIDATED, account, account, perp], [-e18, 1_800 * e18, 2**256 - 1], 7, ts_s
+        ),
     ]
     return [Seed(CHAIN_LOGS, VENUE.encode(), log) for log in logs]
 

@@ -114,8 +114,8 @@ def _messages(data: st.DataObject, fuzz: Any) -> list[RawMessage]:
         logs(VENUE, abi.VENUE_INSTRUMENT_LISTED, 3, 3),
         logs(VENUE, abi.VENUE_DEPOSIT, 3, 1),
         logs(VENUE, abi.VENUE_WITHDRAW, 3, 1),
-        logs(VENUE, abi.VENUE_TRADE, 3, 2),
-        logs(VENUE, abi.VENUE_LIQUIDATED, 4, 2),
+        logs(VENUE, abi.VENUE_TRADE, 3, 3),
+        logs(VENUE, abi.VENUE_LIQUIDATED, 4, 3),
     )
     kinds = st.one_of(
         log.map(lambda v: ("chain.logs", v["address"].encode(), v)),

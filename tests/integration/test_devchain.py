@@ -34,6 +34,7 @@ from operators.decode import Decoder
 from operators.model import Observation, RawMessage
 from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
 from operators.registry import PoolSource, Registry
+from operators.risk import order_id
 from operators.venue import CollateralMove, Fill, InstrumentListed, decode_venue
 
 GAS = 200_000
@@ -184,8 +185,9 @@ def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
 
     first = _call(devnode, deployed.deployer, venue, "list", [cs(weth), 2, strike, expiry])
     _call(devnode, trader, venue, "deposit", [cs(usdc), 25_000 * 10**6])
-    _call(devnode, trader, venue, "trade", [option, -3 * 10**18, 155 * 10**18])
-    liquidation = [cs(trader), option, 10**18, 160 * 10**18]
+    _call(devnode, trader, venue, "trade", [option, -3 * 10**18, 155 * 10**18, bytes(32)])
+    leg = order_id("liquidation", trader, 1_900_000_000_000, option)  # a risk order's leg id
+    liquidation = [cs(trader), option, 10**18, 160 * 10**18, bytes.fromhex(leg[2:])]
     _call(devnode, deployed.liquidator, venue, "liquidate", liquidation)
     _call(devnode, trader, venue, "withdraw", [cs(usdc), 5_000 * 10**6])
     data = venue.encode_abi("liquidate", args=liquidation)
@@ -197,10 +199,10 @@ def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
                               "kind": 2, "strike": strike, "expiry": expiry}),
         ("Deposit", {"account": cs(trader), "token": cs(usdc), "amount": 25_000 * 10**6}),
         ("Trade", {"account": cs(trader), "instrument": bytes.fromhex(option[2:]),
-                   "size": -3 * 10**18, "price": 155 * 10**18}),
+                   "size": -3 * 10**18, "price": 155 * 10**18, "orderId": bytes(32)}),
         ("Liquidated", {"account": cs(trader), "liquidator": cs(deployed.liquidator),
                         "instrument": bytes.fromhex(option[2:]), "size": 10**18,
-                        "price": 160 * 10**18}),
+                        "price": 160 * 10**18, "orderId": bytes.fromhex(leg[2:])}),
         ("Withdraw", {"account": cs(trader), "token": cs(usdc), "amount": 5_000 * 10**6}),
     ]  # fmt: skip
     assert len(logs) == len(events)
@@ -229,7 +231,9 @@ def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
         -3 * 10**18,
         155 * 10**18,
     )
+    assert trade.order_id is None  # bytes32(0): no order drove it
     assert isinstance(liquidated, Fill) and liquidated.liquidator == deployed.liquidator
+    assert liquidated.order_id == leg  # the order id went on chain and comes back
     assert isinstance(withdraw, CollateralMove) and withdraw.amount == -5_000 * 10**6
     assert not receipt(devnode.rpc_url, not_liquidator).ok
     assert venue.functions.instrumentId(cs(weth), 2, strike, expiry).call().hex() == option[2:]

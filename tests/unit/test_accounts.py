@@ -25,6 +25,7 @@ fills = st.builds(
     size_e18=st.integers(-10 * E18, 10 * E18),
     price_e18=st.integers(1, 5_000 * E18),
     liquidator=st.none(),
+    order_id=st.none(),
     ts_ms=st.just(0),
     seq=st.integers(0, 100),
     removed=st.just(False),
@@ -72,7 +73,7 @@ def test_retracting_events_undoes_them_exactly(kept: list, orphaned: list) -> No
 def _fill(size_e18: int, price_e18: int = 2_000 * E18, seq: int = 1 << 20) -> Fill:
     return Fill(
         account=ACCOUNTS[0], instrument=INSTRUMENTS[0], size_e18=size_e18, price_e18=price_e18,
-        liquidator=None, ts_ms=0, seq=seq, removed=False,
+        liquidator=None, order_id=None, ts_ms=0, seq=seq, removed=False,
     )  # fmt: skip
 
 
@@ -202,6 +203,7 @@ def test_pnl_is_size_times_mark_minus_cost_after_partial_close() -> None:
                 size_e18=2 * E18,
                 price_e18=100 * E18,
                 liquidator=None,
+                order_id=None,
                 ts_ms=0,
                 seq=1,
                 removed=False,
@@ -212,6 +214,7 @@ def test_pnl_is_size_times_mark_minus_cost_after_partial_close() -> None:
                 size_e18=-1 * E18,
                 price_e18=130 * E18,
                 liquidator=None,
+                order_id=None,
                 ts_ms=0,
                 seq=2,
                 removed=False,
@@ -233,6 +236,7 @@ def test_positions_matrix_has_one_row_per_account_and_signed_units() -> None:
                 size_e18=3 * E18,
                 price_e18=E18,
                 liquidator=None,
+                order_id=None,
                 ts_ms=0,
                 seq=1,
                 removed=False,
@@ -243,6 +247,7 @@ def test_positions_matrix_has_one_row_per_account_and_signed_units() -> None:
                 size_e18=-E18 // 2,
                 price_e18=E18,
                 liquidator=None,
+                order_id=None,
                 ts_ms=0,
                 seq=2,
                 removed=False,

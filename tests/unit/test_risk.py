@@ -24,7 +24,7 @@ from operators.model import (
     Order,
     PriceBatch,
 )
-from operators.risk import RiskOut, RiskParams, RiskShard
+from operators.risk import RiskOut, RiskParams, RiskShard, order_id
 from operators.units import InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 
@@ -72,6 +72,7 @@ def _setup(longs: dict[str, int]) -> list:
                 size_e18=size * E18,
                 price_e18=2_000 * E18,
                 liquidator=None,
+                order_id=None,
                 ts_ms=T0 - 30_000,
                 seq=20 + n,
                 removed=False,
@@ -175,6 +176,7 @@ def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
             size_e18=50 * E18,
             price_e18=80 * E18,
             liquidator=None,
+            order_id=None,
             ts_ms=T0 - 20_000,
             seq=30,
             removed=False,
@@ -211,6 +213,7 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
             size_e18=50 * E18,
             price_e18=80 * E18,
             liquidator=None,
+            order_id=None,
             ts_ms=T0 - 20_000,
             seq=30,
             removed=False,
@@ -221,6 +224,7 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
             size_e18=-E18,
             price_e18=2_000 * E18,
             liquidator=None,
+            order_id=None,
             ts_ms=T0 + W + 1_000,
             seq=40,
             removed=False,
@@ -415,6 +419,7 @@ def test_instrument_delta_is_per_unit_of_spot_like_the_account_delta_at_a_nonzer
             size_e18=E18,
             price_e18=100 * E18,
             liquidator=None,
+            order_id=None,
             ts_ms=T0 - 30_000,
             seq=20,
             removed=False,
@@ -487,7 +492,8 @@ def _trade(account: str, instrument: str, size: float, price: float, seq: int, *
     return Fill(
         account=account, instrument=instrument, size_e18=int(size * E18),
         price_e18=int(price * E18), liquidator=kw.get("liquidator"),
-        ts_ms=kw.get("ts", T0 - 30_000), seq=seq, removed=kw.get("removed", False),
+        order_id=kw.get("order_id"), ts_ms=kw.get("ts", T0 - 30_000), seq=seq,
+        removed=kw.get("removed", False),
     )  # fmt: skip
 
 
@@ -617,7 +623,8 @@ def test_retracted_trade_that_was_never_added_goes_to_the_deadletter_with_stage_
 def test_trade_of_size_2_pow_255_minus_1_and_a_withdrawal_above_the_balance_are_rejected() -> None:
     a = ACCOUNTS[0]
     huge = Fill(account=a, instrument=PERP, size_e18=2**255 - 1, price_e18=2_000 * E18,
-                liquidator=None, ts_ms=T0 - 20_000, seq=30, removed=False)  # fmt: skip
+                liquidator=None, order_id=None, ts_ms=T0 - 20_000, seq=30,
+                removed=False)  # fmt: skip
     withdraw = CollateralMove(account=a, token=USDC, amount=-(10**15), ts_ms=T0 - 20_000,
                               seq=31, removed=False)  # fmt: skip
     events = [*_setup({a: 1}), huge, withdraw]
@@ -676,6 +683,49 @@ def test_a_liquidation_is_done_when_every_leg_was_liquidated_not_at_the_first_fi
     shard.on_venue(VenueBatch("0-chain.logs", T0 + 3 * W, False, [fill]), p)
     shard.on_prices(PriceBatch([prices[2]["ETH"], OracleProgress("ETH", T0 + 2 * W)]))
     assert shard.evaluate(p).orders == []
+
+
+def test_a_liquidation_leg_is_cleared_by_the_liquidated_event_of_its_id_not_another() -> None:
+    a = ACCOUNTS[0]
+    p = replace_params(underlyings={WETH: "ETH", WBTC: "ETH"})  # two perps on ETH
+    events = [*_setup({a: 20}), _perp(BTC_PERP, WBTC), _trade(a, BTC_PERP, 10, 2_000, 25),
+              _deposit(a, USDC, 5_000 * 10**6, 26)]  # fmt: skip
+    prices = [{"ETH": _row("ETH", T0 + i * W, 1_400.0 if i else 2_000.0)} for i in range(5)]
+    shard = _shard()
+    legs = {o.instrument: o.order_id for o in _run_windows(shard, events, prices[:2], p)[1].orders}
+    assert set(legs) == {PERP, BTC_PERP}
+    sent = shard.in_flight[(a, "liquidation")]
+
+    def liquidated(window: int, order_id: str) -> RiskOut:
+        fill = _trade(a, PERP, -1, 1_400, 50 + window, liquidator=ACCOUNTS[1],
+                      order_id=order_id, ts=T0 + (window - 1) * W + 1_000)  # fmt: skip
+        shard.on_venue(VenueBatch("0-chain.logs", T0 + window * W, False, [fill]), p)
+        row = prices[window]["ETH"]
+        shard.on_prices(PriceBatch([row, OracleProgress("ETH", row.window_end_ms)]))
+        return shard.evaluate(p)
+
+    # another order's liquidation of the same account in the same instrument: ours stays
+    assert liquidated(2, order_id("liquidation", a, "elsewhere", PERP)).orders == []
+    assert shard.in_flight[(a, "liquidation")] is sent and sent.pending == {PERP, BTC_PERP}
+    # the id says which leg was filled, whatever the instrument of the event
+    assert liquidated(3, legs[BTC_PERP]).orders == [] and sent.pending == {PERP}
+    liquidated(4, legs[PERP])
+    assert shard.in_flight.get((a, "liquidation")) is not sent
+
+
+def test_a_hedge_is_completed_by_the_trade_of_its_id_not_by_another_trade() -> None:
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}})
+    prices = [_price(T0 + i * W, 2_000.0) for i in range(4)]
+    hedge_id = order_id("hedge", book, T0, PERP)  # the hedge the book gets at T0
+    for traded, expected in [
+        (order_id("hedge", book, 0, PERP), [T0]),
+        (hedge_id, [T0, T0 + 2 * W]),
+    ]:
+        fill = _trade(book, PERP, -1, 2_000, 40, order_id=traded, ts=T0 + W + 1_000)
+        orders = _orders(_run(_shard(), [*_call_book(T0 + 30 * 86_400_000), fill], prices, p))
+        assert orders[0].order_id == hedge_id
+        assert [o.ts_event_ms for o in orders] == expected
 
 
 def test_margin_mode_is_configurable_with_per_account_overrides() -> None:

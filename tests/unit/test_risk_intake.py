@@ -45,7 +45,7 @@ def test_listing_goes_to_every_shard_and_a_trade_to_its_account_shard() -> None:
     routed = _routed(
         RiskIntake("0-chain.logs"),
         _venue_log(0, T0, [abi.VENUE_INSTRUMENT_LISTED, instrument, ACCOUNT_TOPIC], [1, 0, 0]),
-        _venue_log(1, T0, [abi.VENUE_TRADE, ACCOUNT_TOPIC, instrument], [10**18, 2 * 10**21]),
+        _venue_log(1, T0, [abi.VENUE_TRADE, ACCOUNT_TOPIC, instrument], [10**18, 2 * 10**21, 0]),
     )
     assert sorted(routed) == list(shard_keys(4))
     assert all(isinstance(events[0], InstrumentListed) for events in routed.values())

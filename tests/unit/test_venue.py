@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators import abi
 from operators.model import RawMessage, Rejected
+from operators.risk import order_id as order_id_of
 from operators.units import InstrumentKind
 from operators.venue import Fill, InstrumentListed, decode_venue
 
@@ -77,13 +80,14 @@ def _listed(kind: int, strike: int, expiry: int) -> RawMessage:
         (_listed(0, 0, 1_767_225_600), "spot and perps have no strike"),
         (_log([abi.VENUE_DEPOSIT, ACCOUNT_TOPIC, ACCOUNT_TOPIC], [0]), "amount 0"),
         (_log([abi.VENUE_WITHDRAW, ACCOUNT_TOPIC, ACCOUNT_TOPIC], [2**128]), "amount"),
-        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [2**255 - 1, E18]), "size"),
-        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [0, E18]), "size 0"),
-        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [E18, 0]), "price 0"),
-        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [E18, 2**256 - 1]), "price"),
+        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [2**255 - 1, E18, 0]), "size"),
+        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [0, E18, 0]), "size 0"),
+        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [E18, 0, 0]), "price 0"),
+        (_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [E18, 2**256 - 1, 0]), "price"),
         (
             _log(
-                [abi.VENUE_LIQUIDATED, ACCOUNT_TOPIC, ACCOUNT_TOPIC, INSTRUMENT], [-(2**255), E18]
+                [abi.VENUE_LIQUIDATED, ACCOUNT_TOPIC, ACCOUNT_TOPIC, INSTRUMENT],
+                [-(2**255), E18, 0],
             ),
             "size",
         ),
@@ -115,7 +119,7 @@ def test_instrument_listed_with_strike_0_for_an_option_goes_to_the_deadletter_wi
 
 
 def test_venue_trade_with_an_instrument_topic_that_is_not_a_word_is_rejected() -> None:
-    msg = _log([abi.VENUE_TRADE, ACCOUNT_TOPIC, "0xcd"], [E18, E18])
+    msg = _log([abi.VENUE_TRADE, ACCOUNT_TOPIC, "0xcd"], [E18, E18, 0])
     rejected = decode_venue(msg, VENUE)
     assert isinstance(rejected, Rejected) and rejected.reason.startswith("bad_topic: ")
 
@@ -124,6 +128,41 @@ def test_venue_events_within_the_bounds_decode() -> None:
     listed = decode_venue(_listed(2, 2_000 * E18, 1_767_225_600), VENUE)
     assert isinstance(listed, InstrumentListed) and listed.instrument == INSTRUMENT
     trade = decode_venue(
-        _log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [-E18, 90 * E18]), VENUE
+        _log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [-E18, 90 * E18, 0]), VENUE
     )
     assert isinstance(trade, Fill) and (trade.size_e18, trade.price_e18) == (-E18, 90 * E18)
+    assert trade.order_id is None  # bytes32(0): a trade no order drove
+
+
+LIQUIDATOR = "0x" + "ef" * 20
+
+
+def test_a_liquidation_encoded_with_the_abi_encoders_decodes_to_the_same_fields() -> None:
+    order_id = order_id_of("liquidation", "0x" + "ab" * 20, 1_767_225_600_000, INSTRUMENT)
+    topics = [abi.VENUE_LIQUIDATED, ACCOUNT_TOPIC, abi.address_topic(LIQUIDATOR), INSTRUMENT]
+    fill = decode_venue(_log(topics, [-3 * E18, 1_800 * E18, int(order_id, 16)]), VENUE)
+    assert fill == Fill(
+        account="0x" + "ab" * 20, instrument=INSTRUMENT, size_e18=-3 * E18,
+        price_e18=1_800 * E18, liquidator=LIQUIDATOR, order_id=order_id,
+        ts_ms=0x6450FFEF * 1000, seq=1 << 20, removed=False,
+    )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(word=st.integers(0, 2**256 - 1), liquidation=st.booleans())
+def test_the_order_id_survives_encode_then_decode_for_any_256_bit_value(
+    word: int, liquidation: bool
+) -> None:
+    if liquidation:
+        topics = [abi.VENUE_LIQUIDATED, ACCOUNT_TOPIC, abi.address_topic(LIQUIDATOR), INSTRUMENT]
+    else:
+        topics = [abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT]
+    fill = decode_venue(_log(topics, [E18, 90 * E18, word]), VENUE)
+    assert isinstance(fill, Fill)
+    assert fill.order_id == (None if word == 0 else abi.int_topic(word))
+    assert fill.order_id is None or int(fill.order_id, 16) == word
+
+
+def test_a_trade_with_the_old_two_word_layout_goes_to_the_deadletter() -> None:
+    rejected = decode_venue(_log([abi.VENUE_TRADE, ACCOUNT_TOPIC, INSTRUMENT], [E18, E18]), VENUE)
+    assert isinstance(rejected, Rejected) and rejected.reason.startswith("bad_data_length: ")
