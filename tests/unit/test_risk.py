@@ -81,6 +81,31 @@ def _setup(longs: dict[str, int]) -> list:
     return events
 
 
+def _trade(account: str, instrument: str, size: float, price: float, seq: int, **kw):  # type: ignore[no-untyped-def]
+    return Fill(
+        account=account, instrument=instrument, size_e18=int(size * E18),
+        price_e18=int(price * E18), liquidator=kw.get("liquidator"),
+        order_id=kw.get("order_id"), ts_ms=kw.get("ts", T0 - 30_000), seq=seq,
+        removed=kw.get("removed", False),
+    )  # fmt: skip
+
+
+def _call(expiry_ms: int) -> InstrumentListed:
+    """The ETH call at 2,000 expiring at ``expiry_ms``."""
+    return InstrumentListed(
+        instrument=CALL, underlying=WETH, kind=InstrumentKind.CALL, strike_e18=2_000 * E18,
+        expiry_s=expiry_ms // 1000, ts_ms=T0 - 50_000, seq=2, removed=False,
+    )  # fmt: skip
+
+
+def _call_book(expiry_ms: int, size: float = 10.0, price: float = 90.0) -> list:
+    """The first account's book: flat in the perp, ``size`` calls bought at ``price``."""
+    return [*_setup({ACCOUNTS[0]: 0}), _call(expiry_ms), _trade(ACCOUNTS[0], CALL, size, price, 30)]
+
+
+DAYS_30 = 30 * 86_400_000
+
+
 def _price(end: int, price: float, status: str = "ok") -> OraclePrice:
     return OraclePrice(
         asset="ETH", window_start_ms=end - W, window_end_ms=end, price=price, confidence=1.0,
@@ -157,31 +182,7 @@ def test_order_ids_repeat_on_replay() -> None:
 def test_band_breach_gives_one_hedge_order_for_the_book() -> None:
     book = ACCOUNTS[0]
     p = replace_params(books={book: {"ETH": PERP}})
-    expiry_s = (T0 + 30 * 86_400_000) // 1000  # a 30-day call
-    events = [
-        *_setup({book: 0}),
-        InstrumentListed(
-            instrument=CALL,
-            underlying=WETH,
-            kind=InstrumentKind.CALL,
-            strike_e18=2_000 * E18,
-            expiry_s=expiry_s,
-            ts_ms=T0 - 50_000,
-            seq=2,
-            removed=False,
-        ),
-        Fill(
-            account=book,
-            instrument=CALL,
-            size_e18=50 * E18,
-            price_e18=80 * E18,
-            liquidator=None,
-            order_id=None,
-            ts_ms=T0 - 20_000,
-            seq=30,
-            removed=False,
-        ),
-    ]
+    events = _call_book(T0 + DAYS_30, size=50, price=80)  # a 30-day call
     orders = _orders(_run(_shard(), events, [_price(T0, 2_000.0)], p))
     (hedge,) = orders
     assert hedge.kind == "hedge" and hedge.instrument == PERP and hedge.size < -10  # ~ -0.5 * 50
@@ -194,42 +195,8 @@ def replace_params(**changes: object) -> RiskParams:
 def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> None:
     book = ACCOUNTS[0]
     p = replace_params(books={book: {"ETH": PERP}})
-    expiry_s = (T0 + 30 * 86_400_000) // 1000
-    events = [
-        *_setup({book: 0}),
-        InstrumentListed(
-            instrument=CALL,
-            underlying=WETH,
-            kind=InstrumentKind.CALL,
-            strike_e18=2_000 * E18,
-            expiry_s=expiry_s,
-            ts_ms=T0 - 50_000,
-            seq=2,
-            removed=False,
-        ),
-        Fill(
-            account=book,
-            instrument=CALL,
-            size_e18=50 * E18,
-            price_e18=80 * E18,
-            liquidator=None,
-            order_id=None,
-            ts_ms=T0 - 20_000,
-            seq=30,
-            removed=False,
-        ),
-        Fill(
-            account=book,
-            instrument=PERP,
-            size_e18=-E18,
-            price_e18=2_000 * E18,
-            liquidator=None,
-            order_id=None,
-            ts_ms=T0 + W + 1_000,
-            seq=40,
-            removed=False,
-        ),  # a partial fill
-    ]
+    partial_fill = _trade(book, PERP, -1, 2_000, 40, ts=T0 + W + 1_000)
+    events = [*_call_book(T0 + DAYS_30, size=50, price=80), partial_fill]
     prices = [_price(T0 + i * W, 2_000.0) for i in range(4)]
     orders = _orders(_run(_shard(), events, prices, p))
     # One order at T0; none at T0 + W (in flight); the fill clears it: a new one at T0 + 2W.
@@ -237,20 +204,7 @@ def test_hedge_stays_in_flight_until_the_book_trades_the_hedge_instrument() -> N
 
 
 def test_reporting_shard_writes_each_instrument_with_its_vol_source() -> None:
-    expiry_s = (T0 + 30 * 86_400_000) // 1000
-    events = [
-        *_setup({ACCOUNTS[0]: 1}),
-        InstrumentListed(
-            instrument=CALL,
-            underlying=WETH,
-            kind=InstrumentKind.CALL,
-            strike_e18=2_000 * E18,
-            expiry_s=expiry_s,
-            ts_ms=T0 - 50_000,
-            seq=2,
-            removed=False,
-        ),
-    ]
+    events = [*_setup({ACCOUNTS[0]: 1}), _call(T0 + DAYS_30)]
     out = _run(_shard(reports_instruments=True), events, [_price(T0, 2_000.0)])
     rows = {r.instrument: r for r in out if isinstance(r, InstrumentRow)}
     perp, call = rows[PERP], rows[CALL]
@@ -486,15 +440,6 @@ def _run_windows(
 def _deposit(account: str, token: str, amount: int, seq: int, ts: int = T0 - 40_000):  # type: ignore[no-untyped-def]
     return CollateralMove(account=account, token=token, amount=amount, ts_ms=ts, seq=seq,
                           removed=False)  # fmt: skip
-
-
-def _trade(account: str, instrument: str, size: float, price: float, seq: int, **kw):  # type: ignore[no-untyped-def]
-    return Fill(
-        account=account, instrument=instrument, size_e18=int(size * E18),
-        price_e18=int(price * E18), liquidator=kw.get("liquidator"),
-        order_id=kw.get("order_id"), ts_ms=kw.get("ts", T0 - 30_000), seq=seq,
-        removed=kw.get("removed", False),
-    )  # fmt: skip
 
 
 def _perp(instrument: str, underlying: str) -> InstrumentListed:
@@ -743,18 +688,6 @@ def test_margin_mode_is_configurable_with_per_account_overrides() -> None:
     assert (cfg.risk.margin_mode, cfg.risk.margin_modes) == ("standard", {b: "portfolio"})
     with pytest.raises(ConfigError, match="margin_mode"):
         load_config('[risk]\nmargin_mode = "cross"\n')
-
-
-def _call_book(expiry_ms: int, size: float = 10.0, price: float = 90.0) -> list:
-    book = ACCOUNTS[0]
-    return [
-        *_setup({book: 0}),
-        InstrumentListed(
-            instrument=CALL, underlying=WETH, kind=InstrumentKind.CALL, strike_e18=2_000 * E18,
-            expiry_s=expiry_ms // 1000, ts_ms=T0 - 50_000, seq=2, removed=False,
-        ),
-        _trade(book, CALL, size, price, 30),
-    ]  # fmt: skip
 
 
 def test_expired_in_the_money_call_settles_at_the_expiry_window_price_and_leaves_the_book() -> None:
