@@ -396,6 +396,113 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
         )
 
 
+class OrdersConfig(_Strict, frozen=True, kw_only=True):
+    """How the risk stage's orders reach the executor (``orders`` topic)."""
+
+    secret_file: str = ""
+    """A file holding the shared HMAC-SHA256 secret (at least 32 bytes) that signs every
+    order on the topic (``operators.order_auth``); empty: orders go out unsigned, and an
+    executor refuses them. The secret never sits in the configuration itself."""
+    valid_for_s: float = 120.0
+    """An order's deadline (``Order.valid_until_ms``), after its event time, s."""
+
+    def __post_init__(self) -> None:
+        _durations(self, "valid_for_s")
+
+
+class ExecutionConfig(_Strict, frozen=True, kw_only=True):
+    """The executor (``hedgeflow execute``): one process per signing key."""
+
+    signers: list[str] = msgspec.field(default_factory=list)
+    """The executors' addresses (lower-case hex). With signers listed, the risk stage reads
+    ``fills`` and waits for each signer's progress there before it evaluates past it."""
+    liquidator: str = ""
+    """The address that sends the liquidation orders; hedges go from the book's own key."""
+    chain_id: int = 0
+    """The chain the executor acts on; it refuses to start against any other (required)."""
+    gas_limit: int = 300_000
+    """Gas limit of one venue call."""
+    max_fee_gwei: float = 500.0
+    """Cap on ``maxFeePerGas``, gwei: a fee suggestion above it is cut to it."""
+    priority_fee_percentile: float = 50.0
+    """The ``eth_feeHistory`` reward percentile taken as the priority fee."""
+    fee_history_blocks: int = 10
+    """Blocks of ``eth_feeHistory`` the fee suggestion reads."""
+    replace_after_blocks: int = 3
+    """A transaction pending this many blocks is replaced with higher fees."""
+    max_replacements: int = 5
+    """Replacements of one order's transaction at most."""
+    fee_bump_ppm: int = 125_000
+    """The least raise of both fee fields in a replacement, ppm (12.5%; geth needs 10%)."""
+    max_in_flight: int = 4
+    """Unfinished transactions per signer at most; further orders wait."""
+    confirmations: int = 2
+    """A receipt is final this many blocks deep, or at the ``finalized`` tag."""
+    poll_interval_s: float = 0.5
+    """How often the executor polls the topic and the chain when idle, s."""
+    rpc_timeout_s: float = 10.0
+    """Timeout of one JSON-RPC request, s."""
+    max_order_notional_usd: float = 5_000_000.0
+    """Largest notional of one order (|size| x the underlying's oracle price), USD."""
+    max_hourly_notional_usd: float = 50_000_000.0
+    """Largest notional per asset over the last hour, USD."""
+    max_submits_per_s: float = 20.0
+    """Transactions a signer sends per second at most (replacements included)."""
+    price_band_bps: float = 200.0
+    """Largest distance of an order's oracle price from the latest ``oracle.prices`` row
+    of its asset, bps."""
+    oracle_heartbeat_s: float = 300.0
+    """The latest oracle row of an order's asset must be younger than this, s."""
+    stale_oracle_halt_s: float = 900.0
+    """An asset's oracle stale (not ``ok``, or older than the heartbeat) this long trips
+    the signer to HALTED, s."""
+    max_error_rate: float = 0.5
+    """Share of failed outcomes (reverted, simulation refusals) among the last
+    ``error_window`` orders that trips the signer to HALTED."""
+    error_window: int = 20
+    """Orders the error rate is taken over."""
+    max_gas_per_hour_eth: float = 1.0
+    """Fees paid per rolling hour that trip the signer to HALTED, ETH."""
+
+    def __post_init__(self) -> None:
+        for key in ("signers",):
+            for address in getattr(self, key):
+                _require(_is_address(address), f"{key} holds {address!r}, not an address")
+        _require(
+            self.liquidator == "" or _is_address(self.liquidator),
+            f"liquidator must be a lower-case hex address; got {self.liquidator!r}",
+        )
+        _require(self.chain_id >= 0, f"chain_id must be >= 0; got {self.chain_id!r}")
+        for key in (
+            "gas_limit", "fee_history_blocks", "replace_after_blocks", "max_in_flight",
+            "error_window", "fee_bump_ppm",
+        ):  # fmt: skip
+            _require(getattr(self, key) >= 1, f"{key} must be >= 1; got {getattr(self, key)!r}")
+        for key in ("max_replacements", "confirmations"):
+            _require(getattr(self, key) >= 0, f"{key} must be >= 0; got {getattr(self, key)!r}")
+        _require(
+            self.fee_bump_ppm >= 100_000,
+            f"fee_bump_ppm must be >= 100000 (geth refuses a smaller raise); "
+            f"got {self.fee_bump_ppm!r}",
+        )
+        _require(
+            0 <= self.priority_fee_percentile <= 100,
+            f"priority_fee_percentile must be in 0..100; got {self.priority_fee_percentile!r}",
+        )
+        _require(
+            0 < self.max_error_rate <= 1,
+            f"max_error_rate must be in (0, 1]; got {self.max_error_rate!r}",
+        )
+        for key in (
+            "max_fee_gwei", "max_order_notional_usd", "max_hourly_notional_usd",
+            "max_submits_per_s", "price_band_bps", "max_gas_per_hour_eth",
+        ):  # fmt: skip
+            _require(getattr(self, key) > 0, f"{key} must be > 0; got {getattr(self, key)!r}")
+        _durations(
+            self, "poll_interval_s", "rpc_timeout_s", "oracle_heartbeat_s", "stale_oracle_halt_s"
+        )
+
+
 class Config(_Strict, frozen=True, kw_only=True):
     """The whole configuration file."""
 
@@ -404,6 +511,8 @@ class Config(_Strict, frozen=True, kw_only=True):
     chain: ChainConfig = msgspec.field(default_factory=ChainConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     run: RunConfig = msgspec.field(default_factory=RunConfig)
+    orders: OrdersConfig = msgspec.field(default_factory=OrdersConfig)
+    execution: ExecutionConfig = msgspec.field(default_factory=ExecutionConfig)
 
 
 def parse_config(data: dict[str, Any]) -> Config:

@@ -6,7 +6,7 @@ Unix epoch, in event time (block timestamp or quote ``ts``), never wall-clock ti
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -254,6 +254,14 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="r
     ts_event_ms: int
     health: float
     worst_scenario: Int32
+    asset: str
+    """The underlying's asset, whose ``oracle.prices`` row the executor's price band reads."""
+    position: float
+    """The account's position in ``instrument`` before this order (signed, units of the
+    underlying): the order reduces risk when ``|position + size| < |position|``."""
+    valid_until_ms: int
+    """The order's deadline (``ts_event_ms`` + ``orders.valid_for_s``): past it, at the
+    chain's head time, the executor cancels it and reports it ``expired``."""
     attempt: Int32 = 1
     """1 for a first order; a re-send after ``liquidation_timeout_s`` counts on."""
     previous_order_id: str | None = None
@@ -309,3 +317,60 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
     cash_usd: float
     """size x intrinsic - the position's cost: the cash the account gets (its realised
     P&L on the position)."""
+
+
+ExecutionState = Literal["sent", "replaced", "mined", "reverted", "denied", "expired", "conflict"]
+"""The states of an order in the executor, in the order they can follow each other."""
+FINAL_STATES: frozenset[str] = frozenset({"reverted", "denied", "expired", "conflict"})
+"""States after which nothing more happens to an order; ``mined`` is final once ``final``."""
+
+
+class Execution(msgspec.Struct, frozen=True, kw_only=True, tag="execution", tag_field="record"):
+    """One state change of an order in the executor: the ``fills`` topic (keyed by
+    account) and the Parquet dataset ``executions/``.
+
+    ``state``: ``sent`` (a transaction was signed and broadcast; again after a reorg
+    took it out), ``replaced`` (a transaction with higher fees, or a cancel, took the
+    nonce's place), ``mined`` (included; ``final`` once ``execution.confirmations`` deep or
+    finalized), ``reverted`` (included and failed, or its simulation reverted: then no
+    transaction), ``denied`` (refused before signing: ``code`` and ``detail`` say why),
+    ``expired`` (``valid_until_ms`` passed first) or ``conflict`` (another transaction
+    spent the nonce; the signer halts). Wei amounts are decimal strings (they exceed
+    64 bits).
+    """
+
+    order_id: str
+    seq: Int32
+    """The change's number for this order, from 1: consumers order and dedupe by it."""
+    state: ExecutionState
+    final: bool
+    """Nothing more will happen to the order."""
+    account: str
+    kind: str
+    instrument: str
+    signer: str
+    ts_event_ms: int
+    """The chain's head time when the executor saw the change (block timestamp, ms)."""
+    tx_hash: str | None = None
+    nonce: int | None = None
+    block_number: int | None = None
+    block_hash: str | None = None
+    gas_used: int | None = None
+    fee_paid_wei: str | None = None
+    """gas used x effective gas price, wei, for an included transaction."""
+    max_fee_per_gas_wei: str | None = None
+    max_priority_fee_per_gas_wei: str | None = None
+    code: str = ""
+    """Why, for ``denied``, ``reverted``, ``expired`` and ``conflict``: a short code."""
+    detail: str = ""
+    """The revert reason, or more words on the code."""
+
+
+class ExecutionProgress(
+    msgspec.Struct, frozen=True, kw_only=True, tag="progress", tag_field="record"
+):
+    """A signer's progress on ``fills``, sent to every partition: every state change it
+    will report with ``ts_event_ms`` <= ``through_ms`` is on the topic before this."""
+
+    signer: str
+    through_ms: int
