@@ -36,9 +36,10 @@ _COLUMN_TYPES: dict[type[msgspec.inspect.Type], pa.DataType] = {
 def arrow_schema(record: type[msgspec.Struct]) -> pa.Schema:
     """The Parquet schema of a record type: one nullable column per field, in field order.
 
-    str -> string, int -> int64, float -> float64, bool -> bool, bytes -> binary, and
-    ``X | None`` as X. A field ``Annotated`` with ``msgspec.Meta(extra={"arrow": name})``
-    (``operators.model.Int32``: ``"int32"``) takes the pyarrow type of that alias.
+    str (and a ``Literal`` of strings) -> string, int -> int64, float -> float64, bool ->
+    bool, bytes -> binary, and ``X | None`` as X. A field ``Annotated`` with
+    ``msgspec.Meta(extra={"arrow": name})`` (``operators.model.Int32``: ``"int32"``) takes
+    the pyarrow type of that alias.
 
     >>> class Row(msgspec.Struct):
     ...     asset: str
@@ -63,6 +64,8 @@ def _column_type(t: msgspec.inspect.Type, where: str) -> pa.DataType:
         types = [u for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
         if len(types) == 1:
             return _column_type(types[0], where)
+    if isinstance(t, msgspec.inspect.LiteralType) and all(isinstance(v, str) for v in t.values):
+        return pa.string()
     column = _COLUMN_TYPES.get(type(t))
     if column is None:
         msg = f"{where}: expected str, int, float, bool or bytes (or one of them | None); got {t}"
@@ -75,6 +78,22 @@ def partition_day(day_number: int) -> str:
     clamped to the days a date can hold, 0001-01-01..9999-12-31."""
     ordinal = min(max(_EPOCH_DAY + day_number, date.min.toordinal()), date.max.toordinal())
     return date.fromordinal(ordinal).isoformat()
+
+
+def write_day_files(
+    directory: Path, name: str, rows: list[dict[str, Any]], schema: pa.Schema, time_field: str
+) -> None:
+    """Write ``rows`` as ``directory/date=YYYY-MM-DD/<name>.parquet``, one file per UTC day
+    of ``time_field`` (ms), each replacing any earlier file of that name atomically."""
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:  # days beyond a date's range share the first or the last
+        by_day.setdefault(partition_day(row[time_field] // _DAY_MS), []).append(row)
+    for day, day_rows in sorted(by_day.items()):
+        path = directory / f"date={day}" / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(pa.Table.from_pylist(day_rows, schema=schema), tmp)
+        tmp.replace(path)
 
 
 class _ParquetPartition(StatefulSinkPartition[Any, int]):
@@ -99,15 +118,8 @@ class _ParquetPartition(StatefulSinkPartition[Any, int]):
     def _flush(self) -> None:
         if not self.rows:
             return
-        by_day: dict[str, list[dict[str, Any]]] = {}
-        for row in self.rows:  # days beyond a date's range share the first or the last
-            by_day.setdefault(partition_day(row[self.time_field] // _DAY_MS), []).append(row)
-        for day, rows in sorted(by_day.items()):
-            path = self.directory / f"date={day}" / f"part-{self.part}-{self.seq:08d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), tmp)
-            tmp.replace(path)
+        name = f"part-{self.part}-{self.seq:08d}"
+        write_day_files(self.directory, name, self.rows, self.schema, self.time_field)
         self.rows = []
         self.seq += 1
 

@@ -283,6 +283,20 @@ def cmd_devchain(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_execute(args: argparse.Namespace) -> int:
+    from flows.cli.execute import cmd_execute as execute
+
+    if not (args.halt or args.resume or args.reduce_only):
+        _reach(args)
+    return execute(args)
+
+
+def cmd_keystore(args: argparse.Namespace) -> int:
+    from flows.cli.execute import cmd_keystore as keystore
+
+    return keystore(args)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from flows.cli.summary import print_summary
 
@@ -477,6 +491,50 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-running", action="store_true", help="keep the node up until Ctrl-C")
     c.add_argument("--record", action="store_true", help="write the logs to OUT/recording.parquet")
     c.set_defaults(func=cmd_devchain)
+
+    c = command(
+        "execute",
+        "Run the executor for one signing key: orders from the orders topic become signed "
+        "venue transactions, sent once; outcomes go to fills and executions/.",
+    )
+    brokers(c)
+    c.add_argument(
+        "--keystore", type=_input_file, required=True, help="encrypted key (Web3 Secret Storage)"
+    )
+    c.add_argument(
+        "--passphrase-file", type=Path,
+        help="file holding the keystore passphrase (default: $HEDGEFLOW_KEYSTORE_PASSPHRASE)",
+    )  # fmt: skip
+    c.add_argument("--rpc", help="JSON-RPC URL of the node (default: chain.rpc_url)")
+    c.add_argument("--out", type=Path, default=Path("out"), help="output directory (default out/)")
+    c.add_argument(
+        "--state", type=Path,
+        help="the signer's SQLite state file (default OUT/executor/<address>.sqlite)",
+    )  # fmt: skip
+    c.add_argument(
+        "--partitions", type=lambda t: [int(p) for p in t.split(",")], metavar="P[,P...]",
+        help="orders partitions to read (default: all)",
+    )  # fmt: skip
+    switch = c.add_mutually_exclusive_group()
+    switch.add_argument("--halt", action="store_true", help="kill switch: set HALTED and exit")
+    switch.add_argument("--resume", action="store_true", help="set ACTIVE and exit")
+    switch.add_argument(
+        "--reduce-only", action="store_true", help="set REDUCING (risk-reducing orders only), exit"
+    )
+    c.add_argument("--reason", default="operator", help="why, recorded with --halt/--resume")
+    c.set_defaults(func=cmd_execute)
+
+    c = command("keystore", "Write an encrypted keystore (scrypt) and print its address.", False)
+    c.add_argument("--out", type=Path, required=True, help="the keystore file to create")
+    c.add_argument(
+        "--passphrase-file", type=Path,
+        help="file holding the passphrase (default: $HEDGEFLOW_KEYSTORE_PASSPHRASE)",
+    )  # fmt: skip
+    c.add_argument(
+        "--dev-account", type=_NON_NEGATIVE_INT, metavar="N",
+        help="Anvil's public dev account N instead of a new random key (dev chain only)",
+    )  # fmt: skip
+    c.set_defaults(func=cmd_keystore)
 
     c = command("summary", "Print the per-asset summary of an output directory.", False)
     c.add_argument("out", type=Path, help="the output directory of a run")

@@ -1,0 +1,623 @@
+"""The executor: orders from the ``orders`` topic become signed transactions, sent once.
+
+One process per signing key. Per order (the steps of issue 9, DESIGN.md "Execution"):
+
+1. take it from the topic: verify its HMAC tag (``operators.order_auth``; a bad one goes to
+   the deadletter), skip denials and other signers' orders, drop an id already seen, and
+   queue it; the queue entry and the topic offset commit together;
+2. run the pre-trade checks (``operators.pretrade``) and the trading state; a refusal is
+   an ``Execution`` in state ``denied`` (or ``expired``) with its code;
+3. simulate the venue call with ``eth_call``; a revert is ``reverted`` with the reason,
+   and nothing is signed;
+4. in one database transaction: take the next nonce, sign, store the raw transaction and
+   its hash, and the ``sent`` outcome (the outbox);
+5. broadcast the stored bytes.
+
+Then, on every new head, each unfinished order is followed (``_follow``): a receipt is
+recorded (``mined``/``reverted``, final once ``confirmations`` deep or finalized); a
+nonce spent by a transaction that is not ours is a ``conflict`` that halts the signer; a
+transaction the node forgot is broadcast again, byte for byte; one pending for
+``replace_after_blocks`` is replaced with both fees raised (``operators.fees.bumped``);
+past its deadline it is replaced by a 0-value self-transfer and the order ``expired``; a
+block reorged out puts its transaction back to pending and broadcasts it again. After a
+crash, the same following reconciles every attempt before anything new is signed. The
+executor never signs a second transaction for a nonce it cannot account for.
+
+Every outcome goes to the outbox in the transaction that caused it, and from there to
+``fills`` (keyed by account), ``executions/`` and, for refused messages, the deadletter;
+after each head the signer's progress (``ExecutionProgress``) goes to every ``fills``
+partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from eth_account.signers.local import LocalAccount
+from operators.fees import Fees, bumped, suggest_fees
+from operators.pretrade import OracleView, Pretrade, TradingState
+
+from connectors.executor_chain import ChainClient, Head, Receipt
+from connectors.executor_kafka import ExecutorKafka
+from connectors.executor_store import Attempt, ExecutorStore, StoredOrder
+from connectors.failpoints import failpoint
+from connectors.parquet_sink import arrow_schema, write_day_files
+from operators import oracle_topic
+from operators.config import Config
+from operators.model import (
+    Execution,
+    ExecutionProgress,
+    OraclePrice,
+    Order,
+    RawMessage,
+    Rejected,
+)
+from operators.order_auth import AuthError, decode_verified
+from operators.venue_calls import acts_for, venue_calldata
+
+log = logging.getLogger("hedgeflow.executor")
+
+STAGE = "executor"
+CANCEL_GAS = 21_000
+"""Gas of the 0-value self-transfer that cancels an expired order's transaction."""
+MAX_BACKOFF_S = 10.0
+_EXECUTIONS = arrow_schema(Execution)
+_REJECTS = arrow_schema(Rejected)
+_order_decoder = msgspec.json.Decoder(Order)
+
+
+class _Record(msgspec.Struct, frozen=True):
+    record: str = ""
+
+
+_record_decoder = msgspec.json.Decoder(_Record)
+
+
+class Executor:
+    """One signer's executor; :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        *,
+        cfg: Config,
+        account: LocalAccount,
+        store: ExecutorStore,
+        chain: ChainClient,
+        kafka: ExecutorKafka,
+        fills_partitions: int,
+        secret: bytes,
+        out_dir: Path,
+    ):
+        self.cfg = cfg
+        self.ex = cfg.execution
+        self.account = account
+        self.signer = account.address.lower()
+        self.store = store
+        self.chain = chain
+        self.kafka = kafka
+        self.fills_partitions = fills_partitions
+        self.secret = secret
+        self.out_dir = out_dir
+        self.venue = cfg.risk.venue
+        self.cap_wei = int(self.ex.max_fee_gwei * 10**9)
+        saved = store.get("pretrade")
+        self.pretrade = (
+            Pretrade(self.ex)
+            if saved is None
+            else Pretrade.from_builtins(self.ex, msgspec.json.decode(saved))
+        )
+        self.oracle: dict[str, OracleView] = {
+            asset: msgspec.json.decode(row, type=OracleView)
+            for asset, row in store.oracle_rows().items()
+        }
+        self.now_ms = int(store.get("now_ms") or 0)
+        self.head: Head | None = None
+        self.finalized = -1
+        self.progress_ms = -1
+        self.counts: dict[str, int] = {}
+
+    # the loop --------------------------------------------------------------------------
+    def run(self, stop: threading.Event, idle: Callable[[], None] | None = None) -> None:
+        """Follow the chain and the topic until ``stop``; back off while the node or the
+        brokers cannot be reached (no nonce is taken meanwhile). ``idle`` is called after
+        each pass that found nothing to do (tests use it to end the run)."""
+        backoff = self.ex.poll_interval_s
+        while not stop.is_set():
+            try:
+                busy = self.step()
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                log.warning(
+                    "cannot reach the node or the brokers (%s); retrying in %.1f s",
+                    _short(exc),
+                    backoff,
+                )
+                stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            backoff = self.ex.poll_interval_s
+            if not busy:
+                if idle is not None:
+                    idle()
+                stop.wait(self.ex.poll_interval_s)
+
+    def step(self) -> bool:
+        """One pass: a new head if any, the topic's new records, the queue, the outbox.
+        True if it did anything."""
+        head = self.chain.head()
+        busy = False
+        if self.head is None or head.hash != self.head.hash:
+            self._on_head(head)
+            busy = True
+        messages = self.kafka.poll(0.0 if busy else min(self.ex.poll_interval_s, 0.2))
+        if messages:
+            self._take(messages)
+            busy = True
+        busy |= self._dispatch()
+        self._flush()
+        return busy
+
+    def trading_state(self) -> TradingState:
+        return TradingState(self.store.get("trading_state") or TradingState.ACTIVE)
+
+    # a new head: follow every unfinished order -----------------------------------------
+    def _on_head(self, head: Head) -> None:
+        self.head = head
+        self.now_ms = max(self.now_ms, head.timestamp * 1000)
+        self.finalized = self.chain.finalized()
+        for stored in self.store.unfinished_orders():
+            if stored.nonce is not None:
+                self._follow(stored, head)
+        trip = self.pretrade.trip(self.now_ms, self.oracle)
+        if trip is not None and self.trading_state() != TradingState.HALTED:
+            self._halt(*trip)
+        with self.store.transaction():
+            self.store.put("now_ms", str(self.now_ms))
+            self.store.put("head", str(head.number))
+
+    def _follow(self, stored: StoredOrder, head: Head) -> None:
+        attempts = self.store.attempts(stored.order_id)
+        mined = next((a for a in attempts if a.state == "mined"), None)
+        if mined is not None:
+            self._check_mined(stored, mined, head)
+            return
+        pending = [a for a in attempts if a.state == "pending"]
+        spent = self.chain.nonce(self.signer, "latest") > (stored.nonce or 0)
+        for a in reversed(pending):  # read after the nonce: a receipt cannot slip between
+            receipt = self.chain.receipt(a.tx_hash)
+            if receipt is not None:
+                failpoint("after_receipt")
+                self._included(stored, a, attempts, receipt, head)
+                return
+        if spent:
+            self._conflict(stored, head)
+            return
+        latest = pending[-1]
+        if not self.chain.knows(latest.tx_hash):
+            log.warning(
+                "order %s: the node lost %s; sending the same bytes again",
+                stored.order_id,
+                latest.tx_hash,
+            )
+            self._broadcast(latest)
+        if self.trading_state() == TradingState.HALTED:
+            return  # halted: nothing more is signed, replacements included
+        order = _order_decoder.decode(stored.body)
+        replacements = len(attempts) - 1
+        if self.now_ms > order.valid_until_ms and not latest.cancel:
+            self._replace(stored, order, latest, cancel=True, head=head)
+        elif (
+            head.number - latest.sent_block >= self.ex.replace_after_blocks
+            and replacements < self.ex.max_replacements
+        ):
+            self._replace(stored, order, latest, cancel=latest.cancel, head=head)
+
+    def _check_mined(self, stored: StoredOrder, a: Attempt, head: Head) -> None:
+        assert a.block_number is not None
+        if self.chain.block_hash(a.block_number) != a.block_hash:
+            receipt = self.chain.receipt(a.tx_hash)
+            if receipt is None:
+                log.warning(
+                    "order %s: block %d was reorged out; sending %s again",
+                    stored.order_id,
+                    a.block_number,
+                    a.tx_hash,
+                )
+                moved = msgspec.structs.replace(
+                    a,
+                    state="pending",
+                    block_number=None,
+                    block_hash=None,
+                    status=None,
+                    gas_used=None,
+                    fee_paid_wei=None,
+                    sent_block=head.number,
+                )
+                with self.store.transaction():
+                    self.store.put_attempt(moved)
+                    self._report(
+                        stored,
+                        "sent",
+                        final=False,
+                        attempt=moved,
+                        detail=f"reorged out of block {a.block_number}; sent again",
+                    )
+                self._broadcast(moved)
+                return
+            a = self._record_receipt(
+                stored, a, receipt, detail=f"reorged into block {receipt.block_number}"
+            )
+        depth = head.number - (a.block_number or 0)
+        if depth >= self.ex.confirmations or (a.block_number or 0) <= self.finalized:
+            with self.store.transaction():
+                self._report(
+                    stored, self._outcome(a), final=True, attempt=a, detail=stored_detail(a)
+                )
+
+    def _included(
+        self, stored: StoredOrder, a: Attempt, attempts: list[Attempt], receipt: Receipt, head: Head
+    ) -> None:
+        with self.store.transaction():
+            for other in attempts:
+                if other.tx_hash != a.tx_hash and other.state == "pending":
+                    self.store.put_attempt(msgspec.structs.replace(other, state="replaced"))
+            a = self._record_receipt(stored, a, receipt)
+            self.pretrade.record_fee(a.fee_paid_wei or 0, self.now_ms)
+            if not a.cancel:
+                self.pretrade.record_outcome(failed=a.status != 1)
+            self.store.put("pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode())
+        self._check_mined(stored, a, head)
+
+    def _record_receipt(
+        self, stored: StoredOrder, a: Attempt, r: Receipt, detail: str = ""
+    ) -> Attempt:
+        """Store a receipt and report the inclusion (not final yet)."""
+        a = msgspec.structs.replace(
+            a, state="mined", block_number=r.block_number, block_hash=r.block_hash,
+            status=r.status, gas_used=r.gas_used, fee_paid_wei=r.gas_used * r.effective_gas_price,
+        )  # fmt: skip
+        if a.status == 0 and not a.cancel:
+            order = _order_decoder.decode(stored.body)
+            detail = self.chain.replay_reason(
+                self.signer, self.venue, venue_calldata(order), self.ex.gas_limit, r.block_number
+            )
+        with self.store.transaction() if not self.store.db.in_transaction else _nothing():
+            self.store.put_attempt(a)
+            self._report(stored, self._outcome(a), final=False, attempt=a, detail=detail)
+        return a
+
+    def _conflict(self, stored: StoredOrder, head: Head) -> None:
+        detail = (
+            f"nonce {stored.nonce} was spent by a transaction that is not this executor's "
+            f"(chain nonce {self.chain.nonce(self.signer, 'latest')} at block {head.number})"
+        )
+        log.error("order %s: CONFLICT: %s; halting the signer", stored.order_id, detail)
+        with self.store.transaction():
+            self._report(stored, "conflict", final=True, code="nonce_conflict", detail=detail)
+        self._halt("nonce_conflict", detail)
+
+    # the queue ---------------------------------------------------------------------------
+    def _take(self, messages: list[RawMessage]) -> None:
+        """Queue the new orders of a poll, refuse the bad ones, keep the newest oracle rows;
+        all with the offsets in one transaction."""
+        topics = self.cfg.topics
+        offsets: dict[str, int] = {}
+        with self.store.transaction():
+            for m in messages:
+                offsets[f"{m.partition}-{m.topic}"] = m.offset + 1
+                if m.topic == topics.oracle_prices:
+                    self._oracle_row(m)
+                elif m.topic == topics.orders:
+                    self._order_message(m)
+            for part, offset in offsets.items():
+                self.store.put_offset(part, offset)
+
+    def _oracle_row(self, m: RawMessage) -> None:
+        item = oracle_topic.decode(m)
+        if not isinstance(item, OraclePrice):
+            return  # progress; the oracle's junk is the risk stage's to deadletter
+        view = OracleView(
+            price=item.price,
+            status="held" if item.held else item.status,
+            window_end_ms=item.window_end_ms,
+        )
+        old = self.oracle.get(item.asset)
+        if old is None or view.window_end_ms >= old.window_end_ms:
+            self.oracle[item.asset] = view
+            self.store.put_oracle_row(item.asset, msgspec.json.encode(view).decode())
+
+    def _order_message(self, m: RawMessage) -> None:
+        value = m.value or b""
+        try:
+            if _record_decoder.decode(value).record == "denial":
+                return
+        except msgspec.DecodeError:
+            pass  # decode_verified says what is wrong with it
+        try:
+            order = decode_verified(value, self.secret)
+        except AuthError as exc:
+            self._count("refused_" + exc.code)
+            log.warning("refused %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
+            rejected = Rejected.of(STAGE, f"{exc.code}: {exc.detail}", m)
+            self.store.add_outbox(
+                self.cfg.topics.deadletter, STAGE.encode(), msgspec.json.encode(rejected)
+            )
+            return
+        if not acts_for(order, self.signer, self.ex.liquidator):
+            self._count("other_signers")
+            return
+        if self.store.order(order.order_id) is not None:
+            self._count("duplicates")
+            log.info("order %s seen before: dropped", order.order_id)
+            return
+        body = msgspec.json.encode(order).decode()
+        self.store.put_order(
+            StoredOrder(
+                order_id=order.order_id, body=body, state="queued", final=False, seq=0, nonce=None
+            )
+        )
+        self._count("orders")
+
+    def _dispatch(self) -> bool:
+        """Check, simulate, sign and send the queued orders while the signer has room."""
+        queued = [s for s in self.store.unfinished_orders() if s.nonce is None]
+        in_flight = sum(
+            1
+            for s in self.store.unfinished_orders()
+            if s.nonce is not None and s.state in ("sent", "replaced")
+        )
+        self.kafka.hold_orders(in_flight + len(queued) >= self.ex.max_in_flight)
+        if self.head is None or not queued:
+            return False
+        for stored in queued:
+            order = _order_decoder.decode(stored.body)
+            denial = self.pretrade.check(
+                order, self.trading_state(), self.oracle.get(order.asset), self.now_ms
+            )
+            if denial is not None:
+                state = "expired" if denial.code == "expired" else "denied"
+                with self.store.transaction():
+                    self._report(stored, state, final=True, code=denial.code, detail=denial.detail)
+                continue
+            if in_flight >= self.ex.max_in_flight:
+                break
+            try:
+                data = venue_calldata(order)
+            except ValueError as exc:
+                with self.store.transaction():
+                    self._report(
+                        stored, "denied", final=True, code="invalid_order", detail=str(exc)
+                    )
+                continue
+            reason = self.chain.simulate(self.signer, self.venue, data, self.ex.gas_limit)
+            if reason is not None:
+                with self.store.transaction():
+                    self.pretrade.record_outcome(failed=True)
+                    self.store.put(
+                        "pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode()
+                    )
+                    self._report(
+                        stored, "reverted", final=True, code="simulation_reverted", detail=reason
+                    )
+                continue
+            fees = suggest_fees(
+                self.chain.fee_history(self.ex.fee_history_blocks, self.ex.priority_fee_percentile),
+                self.cap_wei,
+            )
+            nonce = int(self.store.get("next_nonce") or 0)
+            self._sign_and_send(
+                stored, order, nonce, self.venue, data, self.ex.gas_limit, fees, cancel=False
+            )
+            in_flight += 1
+        return True
+
+    def _replace(
+        self, stored: StoredOrder, order: Order, latest: Attempt, cancel: bool, head: Head
+    ) -> None:
+        previous = Fees(
+            max_fee_per_gas=latest.max_fee_per_gas,
+            max_priority_fee_per_gas=latest.max_priority_fee_per_gas,
+        )
+        suggested = suggest_fees(
+            self.chain.fee_history(self.ex.fee_history_blocks, self.ex.priority_fee_percentile),
+            self.cap_wei,
+        )
+        fees = bumped(previous, suggested, self.ex.fee_bump_ppm, self.cap_wei)
+        if fees is None:
+            log.warning(
+                "order %s: cannot raise fees above the cap of %s gwei; waiting",
+                stored.order_id,
+                self.ex.max_fee_gwei,
+            )
+            return
+        assert latest.nonce is not None
+        if cancel:
+            self._sign_and_send(
+                stored, order, latest.nonce, self.signer, "0x", CANCEL_GAS, fees, cancel=True
+            )
+        else:
+            self._sign_and_send(
+                stored,
+                order,
+                latest.nonce,
+                self.venue,
+                venue_calldata(order),
+                self.ex.gas_limit,
+                fees,
+                cancel=False,
+            )
+
+    def _sign_and_send(
+        self,
+        stored: StoredOrder,
+        order: Order,
+        nonce: int,
+        to: str,
+        data: str,
+        gas: int,
+        fees: Fees,
+        cancel: bool,
+    ) -> None:
+        assert self.head is not None
+        tx = {
+            "type": 2, "chainId": self.ex.chain_id, "nonce": nonce, "to": _checksum(to),
+            "value": 0, "data": data, "gas": gas, "maxFeePerGas": fees.max_fee_per_gas,
+            "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+        }  # fmt: skip
+        signed = self.account.sign_transaction(tx)
+        failpoint("after_sign")
+        first = stored.nonce is None
+        attempt = Attempt(
+            tx_hash="0x" + signed.hash.hex().removeprefix("0x"), order_id=stored.order_id,
+            nonce=nonce, raw=bytes(signed.raw_transaction), max_fee_per_gas=fees.max_fee_per_gas,
+            max_priority_fee_per_gas=fees.max_priority_fee_per_gas, cancel=cancel, state="pending",
+            sent_block=self.head.number,
+        )  # fmt: skip
+        with self.store.transaction():
+            self.store.put_attempt(attempt)
+            if first:
+                self.store.put("next_nonce", str(nonce + 1))
+                self.pretrade.record_submit(order, self.now_ms)
+            else:
+                self.pretrade.record_replacement(self.now_ms)
+            self.store.put("pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode())
+            stored.nonce = nonce
+            detail = "cancel: the deadline passed" if cancel else ""
+            self._report(
+                stored, "sent" if first else "replaced", final=False, attempt=attempt, detail=detail
+            )
+        failpoint("after_persist")
+        self._broadcast(attempt)
+        failpoint("after_send")
+
+    def _broadcast(self, a: Attempt) -> None:
+        refused = self.chain.send_raw(a.raw)
+        if refused is not None:
+            log.warning(
+                "the node refused %s (nonce %d): %s; the next head tells what happened",
+                a.tx_hash,
+                a.nonce,
+                refused,
+            )
+
+    # outcomes ------------------------------------------------------------------------------
+    def _outcome(self, a: Attempt) -> str:
+        if a.cancel:
+            return "expired"
+        return "mined" if a.status == 1 else "reverted"
+
+    def _report(
+        self, stored: StoredOrder, state: str, *, final: bool, attempt: Attempt | None = None,
+        code: str = "", detail: str = "",
+    ) -> None:  # fmt: skip
+        """Record a state change of ``stored`` and put it in the outbox (inside a transaction)."""
+        order = _order_decoder.decode(stored.body)
+        stored.state, stored.final, stored.seq = state, final, stored.seq + 1
+        a = attempt
+        execution = Execution(
+            order_id=order.order_id, seq=stored.seq, state=state, final=final,  # type: ignore[arg-type]
+            account=order.account, kind=order.kind, instrument=order.instrument,
+            signer=self.signer, ts_event_ms=self.now_ms,
+            tx_hash=None if a is None else a.tx_hash, nonce=None if a is None else a.nonce,
+            block_number=None if a is None else a.block_number,
+            block_hash=None if a is None else a.block_hash,
+            gas_used=None if a is None else a.gas_used,
+            fee_paid_wei=None if a is None or a.fee_paid_wei is None else str(a.fee_paid_wei),
+            max_fee_per_gas_wei=None if a is None else str(a.max_fee_per_gas),
+            max_priority_fee_per_gas_wei=None if a is None else str(a.max_priority_fee_per_gas),
+            code=code or (state if state in ("expired", "reverted") and a is not None else ""),
+            detail=detail,
+        )  # fmt: skip
+        self.store.put_order(stored)
+        self.store.add_outbox(
+            self.cfg.topics.fills, order.account.encode(), msgspec.json.encode(execution)
+        )
+        self._count(state if not final or state != "mined" else "final")
+        log.info(
+            "order %s: %s%s%s",
+            order.order_id,
+            state,
+            " (final)" if final else "",
+            f": {detail}" if detail else "",
+        )
+
+    def _halt(self, code: str, detail: str) -> None:
+        log.error(
+            "trading state HALTED (%s): %s; resume with `hedgeflow execute --resume`", code, detail
+        )
+        with self.store.transaction():
+            set_trading_state(self.store, TradingState.HALTED, f"{code}: {detail}")
+
+    def _flush(self) -> None:
+        """Publish the outbox to Kafka and Parquet, then drop it; then the progress."""
+        while rows := self.store.outbox():
+            executions, rejects = [], []
+            for _, topic, key, body in rows:
+                self.kafka.produce(topic, key, body)
+                if topic == self.cfg.topics.fills:
+                    executions.append(
+                        msgspec.structs.asdict(msgspec.json.decode(body, type=Execution))
+                    )
+                else:
+                    rejects.append(msgspec.structs.asdict(msgspec.json.decode(body, type=Rejected)))
+            self.kafka.flush()
+            name = f"signer-{self.signer}-{rows[0][0]:012d}"
+            if executions:
+                write_day_files(
+                    self.out_dir / "executions", name, executions, _EXECUTIONS, "ts_event_ms"
+                )
+            if rejects:
+                write_day_files(
+                    self.out_dir / "deadletter", name, rejects, _REJECTS, "timestamp_ms"
+                )
+            with self.store.transaction():
+                self.store.drop_outbox(rows[-1][0])
+        through = self.now_ms - 1  # every change at an earlier time is on the topic
+        if through > self.progress_ms:
+            progress = msgspec.json.encode(
+                ExecutionProgress(signer=self.signer, through_ms=through)
+            )
+            for p in range(self.fills_partitions):
+                self.kafka.produce(
+                    self.cfg.topics.fills, self.signer.encode(), progress, partition=p
+                )
+            self.kafka.flush()
+            self.progress_ms = through
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+
+def set_trading_state(store: ExecutorStore, state: TradingState, reason: str) -> None:
+    """Set the signer's trading state (inside a transaction); it holds across restarts."""
+    store.put("trading_state", state.value)
+    store.put("trading_reason", reason)
+
+
+def stored_detail(a: Attempt) -> str:
+    return f"{a.gas_used} gas in block {a.block_number}"
+
+
+def _checksum(address: str) -> str:
+    from web3 import Web3
+
+    return Web3.to_checksum_address(address)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+__all__ = ["Executor", "set_trading_state", "time"]

@@ -1,0 +1,109 @@
+"""The executor's Kafka side: it reads ``orders`` and ``oracle.prices`` by assignment,
+from offsets it keeps in its own state file, and writes ``fills`` and ``deadletter``.
+
+Assignment rather than a consumer group: on Tansu a group reads at about 3k msg/s and takes
+about 20 s to join (DESIGN.md), and the offsets must commit in the same SQLite transaction
+as what they caused. The producer is idempotent, so each partition keeps the order of
+what one executor wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from operators.model import RawMessage
+
+_POLL_RECORDS = 500
+FLUSH_TIMEOUT_S = 30.0
+
+
+class ExecutorKafka:
+    """Consumer of ``inputs`` (topic -> partitions) from ``offsets`` (``<partition>-<topic>``
+    -> next offset; the beginning when absent), and producer of outcomes."""
+
+    def __init__(
+        self,
+        brokers: str,
+        client_id: str,
+        inputs: Mapping[str, list[int]],
+        offsets: Mapping[str, int],
+        pausable: str,
+    ):
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": client_id,  # required by the client; no group is joined
+                "client.id": client_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "log_level": 3,
+            }
+        )
+        self.assigned = [
+            TopicPartition(topic, p, offsets.get(f"{p}-{topic}", OFFSET_BEGINNING))
+            for topic, parts in inputs.items()
+            for p in parts
+        ]
+        self.consumer.assign(self.assigned)
+        self.pausable = [tp for tp in self.assigned if tp.topic == pausable]
+        self.paused = False
+        self.producer = Producer(
+            {"bootstrap.servers": brokers, "client.id": client_id, "enable.idempotence": True}
+        )
+        self.errors: list[str] = []
+
+    def poll(self, timeout_s: float) -> list[RawMessage]:
+        """The next records of the assigned partitions (possibly none), in offset order
+        per partition."""
+        out = []
+        for m in self.consumer.consume(_POLL_RECORDS, timeout_s):
+            error = m.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise ConnectionError(f"reading {m.topic()}[{m.partition()}]: {error.str()}")
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None
+            out.append(RawMessage(topic, partition, offset, m.timestamp()[1], m.key(), m.value()))
+        return out
+
+    def hold_orders(self, hold: bool) -> None:
+        """Stop (or go on) reading ``orders`` while the signer has no room in flight."""
+        if hold != self.paused:
+            (self.consumer.pause if hold else self.consumer.resume)(self.pausable)
+            self.paused = hold
+
+    def produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value, key, partition=-1 if partition is None else partition,
+                    on_delivery=self._delivered,
+                )  # fmt: skip
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self) -> None:
+        """Wait until every produced record is acknowledged; ``ConnectionError`` if one
+        failed or the brokers did not answer."""
+        left = self.producer.flush(FLUSH_TIMEOUT_S)
+        errors, self.errors = self.errors, []
+        if left or errors:
+            raise ConnectionError(f"producing outcomes: {left} unacknowledged; {errors[:3]}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def _delivered(self, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            self.errors.append(f"{msg.topic()}[{msg.partition()}]: {error.str()}")

@@ -1,0 +1,58 @@
+"""The venue call that executes an order: ``MarginVenue.liquidate`` or ``MarginVenue.trade``.
+
+- a ``liquidation`` leg: ``liquidate(account, instrument, size, price, orderId)``, sent
+  from the liquidator's key;
+- a ``hedge`` leg: ``trade(instrument, size, price, orderId)``, sent from the book's own key
+  (the book is the signer's account).
+
+Sizes and prices go on chain with 18 decimals (``infra/contracts/MarginVenue.sol``),
+rounded to the nearest unit from the float's shortest decimal text, so a size of 0.1 is
+exactly 10**17.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from operators.abi import encode_word
+from operators.model import Order
+
+TRADE_SELECTOR = "ec973367"
+"""keccak256("trade(bytes32,int256,uint256,bytes32)")[:4] (tests/unit/test_venue_calls.py)."""
+LIQUIDATE_SELECTOR = "38e49151"
+"""keccak256("liquidate(address,bytes32,int256,uint256,bytes32)")[:4]."""
+
+
+def e18(value: float) -> int:
+    """``value`` in units of 1e-18, rounded half to even from its shortest decimal text."""
+    return int((Decimal(repr(value)) * 10**18).to_integral_value(ROUND_HALF_EVEN))
+
+
+def venue_calldata(order: Order) -> str:
+    """The ``data`` of the venue call that executes ``order``, ``0x`` and hex digits;
+    ``ValueError`` for an order of another kind, or one the venue would refuse (zero size,
+    price <= 0)."""
+    size, price = e18(order.size), e18(order.price)
+    if size == 0 or price <= 0:
+        msg = f"order {order.order_id}: size {order.size!r} and price {order.price!r} must be > 0"
+        raise ValueError(msg)
+    words = [int(order.instrument, 16), size, price, int(order.order_id, 16)]
+    if order.kind == "liquidation":
+        return (
+            "0x"
+            + LIQUIDATE_SELECTOR
+            + "".join(encode_word(w) for w in [int(order.account, 16), *words])
+        )
+    if order.kind == "hedge":
+        return "0x" + TRADE_SELECTOR + "".join(encode_word(w) for w in words)
+    raise ValueError(
+        f"order {order.order_id}: kind must be liquidation or hedge; got {order.kind!r}"
+    )
+
+
+def acts_for(order: Order, signer: str, liquidator: str) -> bool:
+    """Whether ``signer`` (lower-case hex) sends ``order``: the liquidator its liquidations,
+    a book its own hedges."""
+    if order.kind == "liquidation":
+        return signer == liquidator
+    return order.kind == "hedge" and order.account == signer
