@@ -3,9 +3,10 @@
 Start-up refuses, with one line naming the key or the value, whatever would make the
 executor act wrongly: no ``execution.chain_id``, Anvil's public dev keys off the dev
 chain, no venue or order secret, a signer not in ``execution.signers`` (all before it
-contacts anything), a node on another chain, or a state file of another signer or chain. The key comes only from an encrypted keystore (Web3
-Secret Storage, scrypt), its passphrase from ``HEDGEFLOW_KEYSTORE_PASSPHRASE`` or a file;
-neither is ever logged.
+contacts anything), a node on another chain, or a state file of another signer or chain.
+
+The key comes only from an encrypted keystore (Web3 Secret Storage, scrypt), its
+passphrase from ``HEDGEFLOW_KEYSTORE_PASSPHRASE`` or a file; neither is ever logged.
 """
 
 from __future__ import annotations
