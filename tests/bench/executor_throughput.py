@@ -104,8 +104,11 @@ def main() -> None:
             published = order_times(env, consumers[env.topics.orders], len(burst))
             sent = sent_times(env, consumers[env.topics.fills], {o.order_id for o in burst}, 600)
             span_s = (max(sent.values()) - min(published.values())) / 1000
-            print(f"executor burst: {len(burst)} orders signed and sent in {span_s:.2f} s: "
-                  f"{len(burst) / span_s:,.0f} orders/s (one signer, max_in_flight {args.in_flight})")  # fmt: skip
+            rate = len(burst) / span_s
+            print(
+                f"executor burst: {len(burst)} orders signed and sent in {span_s:.2f} s: "
+                f"{rate:,.0f} orders/s (one signer, max_in_flight {args.in_flight})"
+            )
 
             steady = [env.order(1 + args.orders + i) for i in range(int(args.rate * args.seconds))]
             for o in steady:
@@ -114,12 +117,13 @@ def main() -> None:
             published = order_times(env, consumers[env.topics.orders], len(steady))
             sent = sent_times(env, consumers[env.topics.fills], {o.order_id for o in steady}, 600)
             latency = np.array([sent[o.order_id] - published[o.order_id] for o in steady])
-            print(f"executor latency, orders topic to transaction sent, {len(steady)} orders at "
-                  f"{args.rate:g}/s: p50 {np.percentile(latency, 50):.0f} ms, "
-                  f"p99 {np.percentile(latency, 99):.0f} ms, max {latency.max():.0f} ms")  # fmt: skip
+            p50, p99 = np.percentile(latency, [50, 99])
             print(
-                f"audit of the chain: {env.audit([o.order_id for o in [warm, *burst, *steady]]) or 'no violations'}"
+                f"executor latency, orders topic to transaction sent, {len(steady)} orders at "
+                f"{args.rate:g}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {latency.max():.0f} ms"
             )
+            violations = env.audit([o.order_id for o in [warm, *burst, *steady]])
+            print(f"audit of the chain: {violations or 'no violations'}")
         finally:
             env.close()
 
