@@ -85,10 +85,25 @@ def test_parse_fee_history_reads_json_rpc_hex_and_integers() -> None:
 
     history = parse_fee_history(result)
 
-    assert history == FeeHistory(
-        base_fee_per_gas=[10**9, 10**9 + 1, 10**9 + 2], reward=[[0], [7]]
-    )
+    assert history == FeeHistory(base_fee_per_gas=[10**9, 10**9 + 1, 10**9 + 2], reward=[[0], [7]])
     assert history.next_base_fee == 10**9 + 2
+
+
+ANVIL_FEE_HISTORY = {
+    "baseFeePerGas": ["0x3b9aca00", "0x3b9aca00", "0x34d327ff"],
+    "gasUsedRatio": [0.0, 0.045014266666666664],
+    "baseFeePerBlobGas": ["0x1", "0x1", "0x1"],
+    "blobGasUsedRatio": [0.0, 0.0],
+    "oldestBlock": "0x0",
+    "reward": [["0x0"], ["0x3b9aca00"]],
+}
+"""``eth_feeHistory(4, "latest", [50.0])`` as Anvil 1.7.1 answered it two blocks after
+genesis (the deployment block): an empty block's tip is 0."""
+
+
+def test_anvil_fee_history_gives_twice_the_next_base_fee_plus_the_higher_middle_tip() -> None:
+    fees = suggest_fees(parse_fee_history(ANVIL_FEE_HISTORY), CAP)
+    assert fees == Fees(max_fee_per_gas=2 * 0x34D327FF + 10**9, max_priority_fee_per_gas=10**9)
 
 
 @pytest.mark.parametrize(
