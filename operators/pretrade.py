@@ -133,12 +133,6 @@ class Pretrade:
     """The pre-trade checks and trip conditions of one signer; pure, time passed in."""
 
     def __init__(self, cfg: ExecutionConfig):
-        if cfg.max_submits_per_s < 1:
-            msg = (
-                f"execution.max_submits_per_s must be >= 1 (submits per 1000 ms window); "
-                f"got {cfg.max_submits_per_s!r}"
-            )
-            raise ValueError(msg)
         self.cfg = cfg
         self._heartbeat_ms = round(cfg.oracle_heartbeat_s * 1000)
         self._stale_halt_ms = round(cfg.stale_oracle_halt_s * 1000)
