@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -27,6 +28,7 @@ from operators.model import (
     PriceBatch,
 )
 from operators.risk import RiskOut, RiskParams, RiskShard, order_id
+from operators.stages import stage_params
 from operators.units import InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 
@@ -809,6 +811,22 @@ def test_a_hedge_order_carries_the_books_position_in_the_hedge_instrument() -> N
     events = [*_call_book(T0 + DAYS_30, size=50, price=80), _trade(book, PERP, 3, 2_000, 31)]
     (hedge,) = _orders(_run(_shard(), events, [_price(T0, 2_000.0)], p))
     assert (hedge.asset, hedge.position, hedge.valid_until_ms) == ("ETH", 3.0, T0 + 120_000)
+
+
+@pytest.mark.parametrize("secret", [None, b"too short"])
+def test_a_missing_or_short_order_secret_stops_the_start_naming_the_key(
+    secret: bytes | None, tmp_path: Path
+) -> None:
+    path = tmp_path / "orders.secret"
+    if secret is not None:
+        path.write_bytes(secret)
+    cfg = load_config(f'[orders]\nsecret_file = "{path}"\n')
+    with pytest.raises(ValueError, match=r"orders.secret_file"):
+        stage_params(cfg)
+    path.write_bytes(b"s" * 32)
+    params = stage_params(cfg)
+    assert params.order_secret == b"s" * 32
+    assert "s" * 32 not in repr(params)  # never in a log of the parameters
 
 
 # --- the executors' outcomes (fills) ------------------------------------------------------
