@@ -221,7 +221,7 @@ def order_id(*trigger: object) -> str:
 
 class RiskShard:
     """The state of one shard (one key): its book, instruments, prices and clocks, fed
-    by the venue's input partitions ``parts``.
+    by the input partitions ``parts`` it gates on (the venue's, and ``fills``' when read).
 
     ``reports_instruments``: this shard writes the ``InstrumentRow``s (every shard prices
     the same instruments; one reports them).
@@ -917,8 +917,8 @@ def risk_step(
     params: RiskParams,
     parts: tuple[str, ...],
 ) -> tuple[RiskShard, RiskOut]:
-    """The keyed step of a shard (one key per shard) over the venue's partitions ``parts``;
-    the first shard reports the instruments."""
+    """The keyed step of a shard (one key per shard) over the gated partitions ``parts``
+    (the venue's, and ``fills``' when read); the first shard reports the instruments."""
     shard, batch = item
     if state is None:
         state = RiskShard(parts, reports_instruments=shard == shard_key(0))
