@@ -256,6 +256,10 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="r
     worst_scenario: Int32
     asset: str
     """The underlying's asset, whose ``oracle.prices`` row the executor's price band reads."""
+    underlying_price: float
+    """The asset's oracle price the order was computed from, USD: the executor checks it
+    against the latest ``oracle.prices`` row (its price band) and sizes the notional with
+    it (``oracle_price`` is the instrument's own value: an option's premium)."""
     position: float
     """The account's position in ``instrument`` before this order (signed, units of the
     underlying): the order reduces risk when ``|position + size| < |position|``."""

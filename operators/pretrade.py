@@ -12,8 +12,8 @@ Checks, in this order; the first that fails is the order's :class:`Denial`:
    does not reduce, i.e. not ``|position + size| < |position|``;
 3. ``no_oracle``: no ``oracle.prices`` row seen for the order's asset; ``oracle_not_ok``:
    its status is not ``ok``; ``oracle_stale``: ``now_ms - window_end_ms`` > the heartbeat;
-4. ``price_band``: ``|order.oracle_price / row.price - 1| x 1e4`` > ``price_band_bps``;
-5. ``notional``: ``|size| x order.oracle_price`` > ``max_order_notional_usd``;
+4. ``price_band``: ``|order.underlying_price / row.price - 1| x 1e4`` > ``price_band_bps``;
+5. ``notional``: ``|size| x order.underlying_price`` > ``max_order_notional_usd``;
 6. ``hourly_notional``: the asset's notional submitted in the rolling hour, this order's
    included, > ``max_hourly_notional_usd``;
 7. ``submit_rate``: the submits (replacements included) in the rolling 1000 ms already
@@ -125,8 +125,9 @@ def reduces(order: Order) -> bool:
 
 
 def notional_usd(order: Order) -> float:
-    """``|size| x oracle_price``: the order's notional, USD."""
-    return abs(order.size) * order.oracle_price
+    """``|size| x underlying_price``: the order's notional in the underlying, USD (an
+    option's too: its premium is ``oracle_price``)."""
+    return abs(order.size) * order.underlying_price
 
 
 class Pretrade:
@@ -177,8 +178,8 @@ class Pretrade:
             return Denial(
                 code=DenialCode.NOTIONAL,
                 detail=(
-                    f"notional |{order.size:g}| x {order.oracle_price:g} = {notional:.2f} USD > "
-                    f"{cap:.2f} USD"
+                    f"notional |{order.size:g}| x {order.underlying_price:g} = "
+                    f"{notional:.2f} USD > {cap:.2f} USD"
                 ),
             )
         self._evict(now_ms)
@@ -317,14 +318,15 @@ class Pretrade:
                 ),
             )
         distance_bps = (
-            abs(order.oracle_price / view.price - 1) * 1e4 if view.price > 0 else math.nan
+            abs(order.underlying_price / view.price - 1) * 1e4 if view.price > 0 else math.nan
         )
         if not distance_bps <= self.cfg.price_band_bps:
             return Denial(
                 code=DenialCode.PRICE_BAND,
                 detail=(
-                    f"{order.asset}: order price {order.oracle_price:g} is {distance_bps:.1f} bps "
-                    f"from the oracle's {view.price:g} > {self.cfg.price_band_bps:g} bps"
+                    f"{order.asset}: the order's underlying price {order.underlying_price:g} "
+                    f"is {distance_bps:.1f} bps from the oracle's {view.price:g} > "
+                    f"{self.cfg.price_band_bps:g} bps"
                 ),
             )
         return None

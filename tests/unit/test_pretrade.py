@@ -62,6 +62,7 @@ def _order(
         health=0.9,
         worst_scenario=0,
         asset=asset,
+        underlying_price=oracle_price,
         position=position,
         valid_until_ms=valid_until_ms,
     )
@@ -419,3 +420,13 @@ def test_state_round_trips_through_json_and_checks_the_same_after_a_restart() ->
     assert restored.trip(NOW + 3, {}) == pretrade.trip(NOW + 3, {})
     assert restored.trip(NOW + 900_004, {}) == pretrade.trip(NOW + 900_004, {})
     assert restored.trip(NOW + 900_004, {}) is not None
+
+
+def test_option_leg_when_its_premium_is_far_from_spot_then_the_band_reads_the_underlying() -> None:
+    # The demo's finding: every option leg was denied price_band, its premium (oracle_price)
+    # compared with the underlying's oracle row.
+    option = msgspec.structs.replace(_order(oracle_price=2_000.0), price=95.0, oracle_price=90.0)
+    view = OracleView(price=2_000.0, status="ok", window_end_ms=NOW - 1_000)
+    assert Pretrade(CFG).check(option, TradingState.ACTIVE, view, NOW) is None
+    moved = msgspec.structs.replace(option, underlying_price=2_100.0)
+    assert _code(Pretrade(CFG).check(moved, TradingState.ACTIVE, view, NOW)) == "price_band"
