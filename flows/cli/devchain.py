@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,11 +264,18 @@ class Scenario:
     """Sends the scenario's transactions, one block per step, and checks their receipts.
 
     ``steps`` price steps (one block each) after the listing and deposit blocks; each block
-    is mined at least ``pace_s`` seconds (wall clock) after the one before.
+    is mined at least ``pace_s`` seconds (wall clock) after the one before, and
+    ``on_block()`` is called after each (the demo checks its processes there).
     """
 
     def __init__(
-        self, chain: DevChain, seed: int, accounts: int, steps: int = STEPS, pace_s: float = 0.0
+        self,
+        chain: DevChain,
+        seed: int,
+        accounts: int,
+        steps: int = STEPS,
+        pace_s: float = 0.0,
+        on_block: Callable[[], None] | None = None,
     ) -> None:
         if not 0 <= pace_s < math.inf:
             raise ConfigError(f"pace_s must be >= 0 s; got {pace_s!r}")
@@ -278,6 +285,7 @@ class Scenario:
         self.steps = steps
         self.path, self.crash_at = price_path(seed, steps)
         self.pace_s = pace_s
+        self.on_block = on_block
         self.instruments = instruments()
         self.accounts = [a.lower() for a in rpc(self.url, "eth_accounts")][2 : 2 + accounts]
         registry = Registry.from_config(chain.cfg.oracle)
@@ -434,6 +442,8 @@ class Scenario:
             raise RuntimeError(msg)
         self.others += len(receipts) - len(self.pending)
         self.pending = []
+        if self.on_block is not None:
+            self.on_block()
 
 
 class _Receipt(msgspec.Struct, frozen=True):
