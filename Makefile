@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python tests/bench/margin_reprice.py
 	$(BIN)/python tests/bench/liquidation_crash.py
 	$(BIN)/python tests/bench/risk_replay.py
+	PYTHONPATH=. $(BIN)/python tests/bench/executor_throughput.py
 
 clean:
 	rm -rf $(VENV) node_modules out .pytest_cache .mypy_cache .ruff_cache

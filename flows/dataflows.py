@@ -7,7 +7,10 @@
     demo:        Kafka chain.logs, dex.quotes      --> oracle --> risk   (one dataflow)
 
 Every stage also sends its rejects to the deadletter topic and ``deadletter/``. The risk
-stage runs where the configuration names a venue (``risk.venue``).
+stage runs where the configuration names a venue (``risk.venue``). With executors
+configured (``execution.signers``), the risk stage also reads ``fills`` (a recording's
+fills, in replay, when it holds some): its partitions are inputs of the risk stage's gate,
+never of the oracle.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ def replay_flow(recording: Path, out_dir: Path, params: StageParams) -> Dataflow
     flow = Dataflow("hedgeflow_replay")
     topics = params.cfg.topics
     source = RecordingSource(
-        recording, params.cfg.run.batch_size, {topics.chain_logs, topics.dex_quotes}
+        recording,
+        params.cfg.run.batch_size,
+        {topics.chain_logs, topics.dex_quotes, *_fills(params)},
     )
     _all_stages(op.input("recording", flow, source), params, source.list_parts(), out_dir, None)
     return flow
@@ -49,6 +54,8 @@ def kafka_flow(
     inputs = [topics.chain_logs, topics.dex_quotes]
     if stages == "risk":
         inputs.append(topics.oracle_prices)
+    if stages != "oracle":
+        inputs.extend(_fills(params))
     source = KafkaBatchSource(brokers, inputs, params.cfg.run.batch_size, until_end)
     raw = op.input("kafka", flow, source)
     parts = source.list_parts()
@@ -59,9 +66,9 @@ def kafka_flow(
         write_oracle(oracle, params.cfg, out_dir, brokers)
         write_deadletter(oracle.rejects, params.cfg, out_dir, brokers)
     else:
-        venue_parts = [p for p in parts if p.split("-", 1)[1] != topics.oracle_prices]
-        risk = risk_stage(raw, params, venue_parts)
-        write_risk(risk, params.cfg, out_dir, brokers)
+        gate_parts = [p for p in parts if p.split("-", 1)[1] != topics.oracle_prices]
+        risk = risk_stage(raw, params, gate_parts)
+        write_risk(risk, params, out_dir, brokers)
         write_deadletter(risk.rejects, params.cfg, out_dir, brokers)
     return flow
 
@@ -70,11 +77,21 @@ def _all_stages(
     raw: Stream[RawBatch], params: StageParams, parts: list[str], out_dir: Path,
     brokers: list[str] | None,
 ) -> None:  # fmt: skip
-    oracle = oracle_stage(raw, params, parts)
+    fills = set(_fills(params))
+    chain = raw
+    if fills:
+        chain = op.filter("oracle_inputs", raw, lambda b: b.topic not in fills)
+    oracle = oracle_stage(chain, params, [p for p in parts if p.split("-", 1)[1] not in fills])
     write_oracle(oracle, params.cfg, out_dir, brokers)
     rejects = oracle.rejects
     if params.risk is not None:
         risk = risk_stage(raw, params, parts, oracle.published)
-        write_risk(risk, params.cfg, out_dir, brokers)
+        write_risk(risk, params, out_dir, brokers)
         rejects = op.merge("all_rejects", rejects, risk.rejects)
     write_deadletter(rejects, params.cfg, out_dir, brokers)
+
+
+def _fills(params: StageParams) -> list[str]:
+    """The ``fills`` topic when the risk stage reads it (a venue and executors configured)."""
+    cfg = params.cfg
+    return [cfg.topics.fills] if params.risk is not None and cfg.execution.signers else []

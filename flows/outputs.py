@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from bytewax.dataflow import Stream
 from connectors.parquet_sink import ParquetSink, arrow_schema
 from flows.oracle import OracleStreams
 from flows.risk import RiskStreams
-from operators import oracle_topic
+from operators import oracle_topic, order_auth
 from operators.config import Config
 from operators.model import (
     AccountRiskRow,
@@ -29,6 +31,7 @@ from operators.model import (
     Rejected,
     Settlement,
 )
+from operators.stages import StageParams
 
 log = logging.getLogger("hedgeflow.progress")
 
@@ -40,6 +43,16 @@ def _row(item: msgspec.Struct) -> dict[str, Any]:
 def _to_kafka(item: tuple[str, msgspec.Struct]) -> KafkaSinkMessage[bytes, bytes]:
     key, value = item
     return KafkaSinkMessage(key.encode(), msgspec.json.encode(value))
+
+
+def _decision_to_kafka(
+    item: tuple[str, Order | OrderDenied], *, secret: bytes | None
+) -> KafkaSinkMessage[bytes, bytes]:
+    """An order, signed when there is a ``secret``, or a denial (never signed)."""
+    key, value = item
+    if isinstance(value, Order) and secret is not None:
+        return KafkaSinkMessage(key.encode(), order_auth.encode_signed(value, secret))
+    return _to_kafka(item)
 
 
 def _published_to_kafka(item: tuple[str, PriceBatch]) -> list[KafkaSinkMessage[bytes, bytes]]:
@@ -63,11 +76,15 @@ def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[s
         )
 
 
-def write_risk(out: RiskStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
+def write_risk(
+    out: RiskStreams, params: StageParams, out_dir: Path, brokers: list[str] | None
+) -> None:
     """Send account risk to ``account_risk/``, instruments to ``instruments/``, settlements
     to ``settlements/``, orders to ``orders/`` and denied orders to ``order_denials/``;
     orders and denials to the ``orders`` topic (keyed by account, JSON tagged by its
-    ``record`` field: ``order`` or ``denial``)."""
+    ``record`` field: ``order`` or ``denial``), each order signed with ``auth`` when
+    ``orders.secret_file`` is set (``operators.order_auth``)."""
+    cfg = params.cfg
     _parquet("risk_parquet", out.rows, out_dir, "account_risk", AccountRiskRow, "ts_event_ms")
     _parquet("orders_parquet", out.orders, out_dir, "orders", Order, "ts_event_ms")
     _parquet("denials_parquet", out.denials, out_dir, "order_denials", OrderDenied, "ts_event_ms")
@@ -79,7 +96,8 @@ def write_risk(out: RiskStreams, cfg: Config, out_dir: Path, brokers: list[str] 
     )
     if brokers:
         decisions = op.merge("orders_and_denials", out.orders, out.denials)
-        _kafka("orders_kafka", decisions, brokers, cfg.topics.orders)
+        encode = functools.partial(_decision_to_kafka, secret=params.order_secret)
+        _kafka("orders_kafka", decisions, brokers, cfg.topics.orders, encode)
 
 
 def write_deadletter(
@@ -104,8 +122,14 @@ def _parquet(
     op.output(step, stream, sink)
 
 
-def _kafka(step: str, stream: Stream[Any], brokers: list[str], topic: str) -> None:
-    op.output(step, op.map(f"{step}_encode", stream, _to_kafka), KafkaSink(brokers, topic))
+def _kafka(
+    step: str,
+    stream: Stream[Any],
+    brokers: list[str],
+    topic: str,
+    encode: Callable[[Any], KafkaSinkMessage[bytes, bytes]] = _to_kafka,
+) -> None:
+    op.output(step, op.map(f"{step}_encode", stream, encode), KafkaSink(brokers, topic))
 
 
 def log_progress(stats: Stream[tuple[str, PartitionStats]], every_s: float = 5.0) -> None:

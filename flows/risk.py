@@ -1,5 +1,6 @@
-"""The risk stage: the venue's events and option quotes (``chain.logs``, ``dex.quotes``)
-and the oracle's prices and progress in; account risk, instruments and orders out.
+"""The risk stage: the venue's events and option quotes (``chain.logs``, ``dex.quotes``),
+the oracle's prices and progress, and the executors' outcomes (``fills``, when signers are
+configured) in; account risk, instruments and orders out.
 
     raw batches --key by input partition--> risk intake (venue events, quotes, prices)
         --key by shard--> risk shard (books, vols, margin, liquidations, hedges)
@@ -55,8 +56,9 @@ def risk_stage(
     parts: list[str],
     oracle: Stream[tuple[str, PriceBatch]] | None = None,
 ) -> RiskStreams:
-    """Add the risk shards to ``raw``'s dataflow. ``parts`` names the input partitions of
-    ``chain.logs`` and ``dex.quotes``; ``oracle`` is the oracle stage's ``published``
+    """Add the risk shards to ``raw``'s dataflow. ``parts`` names the input partitions the
+    shards gate on (``chain.logs``, ``dex.quotes``, and ``fills`` when read); ``oracle`` is
+    the oracle stage's ``published``
     stream when it runs in the same dataflow (else ``raw`` holds ``oracle.prices``)."""
     assert params.risk_intake is not None and params.risk is not None
     intake = functools.partial(risk_intake_step, params=params.risk_intake)

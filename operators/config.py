@@ -447,7 +447,8 @@ class ExecutionConfig(_Strict, frozen=True, kw_only=True):
     max_hourly_notional_usd: float = 50_000_000.0
     """Largest notional per asset over the last hour, USD."""
     max_submits_per_s: float = 20.0
-    """Transactions a signer sends per second at most (replacements included)."""
+    """Transactions a signer sends per rolling 1000 ms at most, floored (replacements
+    included); >= 1."""
     price_band_bps: float = 200.0
     """Largest distance of an order's oracle price from the latest ``oracle.prices`` row
     of its asset, bps."""
@@ -495,9 +496,14 @@ class ExecutionConfig(_Strict, frozen=True, kw_only=True):
         )
         for key in (
             "max_fee_gwei", "max_order_notional_usd", "max_hourly_notional_usd",
-            "max_submits_per_s", "price_band_bps", "max_gas_per_hour_eth",
+            "price_band_bps", "max_gas_per_hour_eth",
         ):  # fmt: skip
             _require(getattr(self, key) > 0, f"{key} must be > 0; got {getattr(self, key)!r}")
+        _require(
+            self.max_submits_per_s >= 1,
+            f"max_submits_per_s must be >= 1 (submits per 1000 ms window); "
+            f"got {self.max_submits_per_s!r}",
+        )
         _durations(
             self, "poll_interval_s", "rpc_timeout_s", "oracle_heartbeat_s", "stale_oracle_halt_s"
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import msgspec
 
+from operators.config import ConfigError
 from operators.model import Order
 
 MIN_SECRET_BYTES = 32
@@ -54,17 +55,17 @@ class AuthError(ValueError):
 
 def load_secret(path: str | Path) -> bytes:
     """The shared secret in ``path`` (its bytes, surrounding whitespace stripped);
-    ``ValueError`` naming the file when it is missing or shorter than 32 bytes."""
+    ``ConfigError`` naming the key and the file when it is missing or shorter than 32 bytes."""
     try:
         secret = Path(path).read_bytes().strip()
     except OSError as exc:
-        raise ValueError(f"orders.secret_file {str(path)!r} cannot be read: {exc}") from None
+        raise ConfigError(f"orders.secret_file {str(path)!r} cannot be read: {exc}") from None
     if len(secret) < MIN_SECRET_BYTES:
         msg = (
             f"orders.secret_file {str(path)!r} must hold at least {MIN_SECRET_BYTES} bytes; "
             f"got {len(secret)}"
         )
-        raise ValueError(msg)
+        raise ConfigError(msg)
     return secret
 
 

@@ -21,6 +21,14 @@ replay or a resumed run produces the same ids; a retry carries ``attempt`` and
 ``previous_order_id``. An order is in flight until the venue events that carry its id
 (``Fill.order_id``) fill every leg, or until ``liquidation_timeout_s``; an event without an
 id fills the leg in its account and instrument.
+
+With executors configured, their outcomes (``Execution``, from the ``fills`` partitions,
+gated like the venue's events) end legs too: a final outcome other than ``mined``
+(``reverted``, ``denied``, ``expired``, ``conflict``) ends its leg unfilled, and once no
+leg is left pending the order is retried at the next evaluation (``attempt`` + 1, as after
+a timeout) instead of after the timeout. A ``mined`` outcome changes nothing: the venue's
+``Fill`` of the same id fills the leg, and the book with it. Outcomes of ids not in flight
+(an older attempt's, a repeat) and non-final ones are ignored.
 """
 
 from __future__ import annotations
@@ -46,7 +54,9 @@ from operators.liquidation import (
     liquidation_orders,
 )
 from operators.model import (
+    FINAL_STATES,
     AccountRiskRow,
+    Execution,
     InstrumentRow,
     OptionQuote,
     OraclePrice,
@@ -59,7 +69,14 @@ from operators.model import (
 )
 from operators.units import E18, YEAR_MS, InstrumentKind
 from operators.venue import STAGE as VENUE_STAGE
-from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch, VenueEvent
+from operators.venue import (
+    CollateralMove,
+    Fill,
+    InstrumentListed,
+    ShardEvent,
+    VenueBatch,
+    VenueEvent,
+)
 from operators.vol import (
     EwmaVol,
     QuotedIv,
@@ -92,13 +109,15 @@ class RiskOut:
 
 @dataclass
 class InFlight:
-    """An order sent and not done: when, its attempt, its legs (instrument -> order id) and
-    the legs not yet filled."""
+    """An order sent and not done: when, its attempt, its legs (instrument -> order id),
+    the legs not yet done, and the legs whose order ended unfilled (a final outcome of the
+    executor: reverted, denied, expired, conflict)."""
 
     sent_ms: int
     attempt: int
     legs: dict[str, str]
     pending: set[str]
+    failed: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +154,8 @@ class RiskParams:
     instruments: dict[str, InstrumentListed] = field(default_factory=dict)
     """Instruments listed by configuration; the venue's own listings take precedence."""
     liquidation_timeout_ms: int = 300_000
+    valid_for_ms: int = 120_000
+    """An order's deadline after its event time (``Order.valid_until_ms``)."""
     risk_change: float = 0.01
     risk_min_interval_ms: int = 0
     risk_interval_ms: int = 3_600_000
@@ -200,7 +221,7 @@ def order_id(*trigger: object) -> str:
 
 class RiskShard:
     """The state of one shard (one key): its book, instruments, prices and clocks, fed
-    by the venue's input partitions ``parts``.
+    by the input partitions ``parts`` it gates on (the venue's, and ``fills``' when read).
 
     ``reports_instruments``: this shard writes the ``InstrumentRow``s (every shard prices
     the same instruments; one reports them).
@@ -210,7 +231,7 @@ class RiskShard:
         self.reports_instruments = reports_instruments
         self.book = Book()
         self.instruments: dict[str, InstrumentListed] = {}
-        self.pending: list[tuple[int, int, str, VenueEvent | OptionQuote]] = []
+        self.pending: list[tuple[int, int, str, ShardEvent]] = []
         """A heap of (event time, arrival, input partition, event) not yet applied."""
         self.arrived = 0
         self.quotes: dict[str, OptionQuote] = {}
@@ -245,12 +266,13 @@ class RiskShard:
     # --- inputs ---------------------------------------------------------------------
 
     def on_venue(self, batch: VenueBatch, p: RiskParams) -> None:
-        """Take venue events and option quotes, and their partition's watermark; each
-        event is due at the end of its window."""
+        """Take venue events and option quotes (or a ``fills`` partition's outcomes), and
+        their partition's watermark; each event is due at the end of its window."""
         for event in batch.events:
-            heapq.heappush(self.pending, (event.ts_ms, self.arrived, batch.part, event))
+            ts_ms = event.ts_event_ms if isinstance(event, Execution) else event.ts_ms
+            heapq.heappush(self.pending, (ts_ms, self.arrived, batch.part, event))
             self.arrived += 1
-            self.due.add((event.ts_ms // p.window_ms + 1) * p.window_ms)
+            self.due.add((ts_ms // p.window_ms + 1) * p.window_ms)
         self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
 
     def on_prices(self, batch: PriceBatch) -> None:
@@ -287,9 +309,10 @@ class RiskShard:
         return out
 
     def _apply_until(self, t: int, p: RiskParams, out: RiskOut) -> None:
-        """Apply the events before ``t``: quotes by time, venue events in chain order; the
-        events the book refuses go to ``out.rejects`` (a listing's: from the reporting
-        shard only, as every shard gets it)."""
+        """Apply the events before ``t``: quotes by time, venue events in chain order, then
+        the executors' outcomes by (time, order id, seq); the events the book refuses go to
+        ``out.rejects`` (a listing's: from the reporting shard only, as every shard gets
+        it)."""
         due = []
         while self.pending and self.pending[0][0] < t:
             _, _, part, event = heapq.heappop(self.pending)
@@ -297,7 +320,7 @@ class RiskShard:
         quotes = [e for _, e in due if isinstance(e, OptionQuote)]
         for quote in sorted(quotes, key=_quote_order):
             self.quotes[quote.instrument] = quote
-        venue = [(part, e) for part, e in due if not isinstance(e, OptionQuote)]
+        venue = [(part, e) for part, e in due if not isinstance(e, OptionQuote | Execution)]
         for part, event in sorted(venue, key=lambda pe: (pe[1].seq, pe[1].removed)):
             if isinstance(event, InstrumentListed):
                 reason = self._list(event)
@@ -317,6 +340,9 @@ class RiskShard:
                 out.rejects.append(_rejected(part, event, reason))
             if isinstance(event, Fill) and not event.removed:
                 self._filled(event)
+        outcomes = [e for _, e in due if isinstance(e, Execution)]
+        for outcome in sorted(outcomes, key=lambda e: (e.ts_event_ms, e.order_id, e.seq)):
+            self._executed(outcome)
 
     def _list(self, event: InstrumentListed) -> str | None:
         """Add or retract a listing; or say why not."""
@@ -345,9 +371,33 @@ class RiskShard:
             sent.pending.discard(fill.instrument)
         else:
             sent.pending -= {i for i, leg in sent.legs.items() if leg == fill.order_id}
-        if not sent.pending:
-            del self.in_flight[(fill.account, what)]
-            self.timed_out.pop((fill.account, what), None)
+        self._settle_legs((fill.account, what), sent)
+
+    def _executed(self, outcome: Execution) -> None:
+        """An executor's outcome: a final one other than ``mined`` ends its leg unfilled.
+        Ids not in flight (an older attempt's, a repeat) and other outcomes change nothing;
+        ``mined`` is the venue ``Fill``'s to handle (``_filled``)."""
+        if not outcome.final or outcome.state not in FINAL_STATES:
+            return
+        what = "liquidation" if outcome.kind == "liquidation" else outcome.instrument
+        sent = self.in_flight.get((outcome.account, what))
+        if sent is None:
+            return
+        ended = {i for i in sent.pending if sent.legs[i] == outcome.order_id}
+        sent.pending -= ended
+        sent.failed |= ended
+        self._settle_legs((outcome.account, what), sent)
+
+    def _settle_legs(self, key: tuple[str, str], sent: InFlight) -> None:
+        """Once no leg of ``sent`` is pending, it is no longer in flight: done when every
+        leg was filled, else retried at the next evaluation as after a timeout."""
+        if sent.pending:
+            return
+        del self.in_flight[key]
+        if sent.failed:
+            self.timed_out[key] = sent
+        else:
+            self.timed_out.pop(key, None)
 
     def _advance_prices(self, t: int, p: RiskParams) -> None:
         """Take each asset's row of the window ending at ``t``; feed ``ok`` ones to its EWMA."""
@@ -751,6 +801,9 @@ class RiskShard:
                     ts_event_ms=tick.t,
                     health=order.health,
                     worst_scenario=int(tick.ar.worst[r]),
+                    asset=tick.names[tick.inst.underlying[leg.instrument]],
+                    position=float(tick.positions[r, leg.instrument]),
+                    valid_until_ms=tick.t + p.valid_for_ms,
                     attempt=attempt,
                     previous_order_id=previous.get(instrument),
                 )
@@ -836,6 +889,9 @@ class RiskShard:
                 ts_event_ms=tick.t,
                 health=float(tick.ar.health[row]),
                 worst_scenario=int(tick.ar.worst[row]),
+                asset=asset,
+                position=float(mine[tick.columns[instrument]]),
+                valid_until_ms=tick.t + p.valid_for_ms,
                 attempt=attempt,
                 previous_order_id=previous.get(instrument),
             )
@@ -861,8 +917,8 @@ def risk_step(
     params: RiskParams,
     parts: tuple[str, ...],
 ) -> tuple[RiskShard, RiskOut]:
-    """The keyed step of a shard (one key per shard) over the venue's partitions ``parts``;
-    the first shard reports the instruments."""
+    """The keyed step of a shard (one key per shard) over the gated partitions ``parts``
+    (the venue's, and ``fills``' when read); the first shard reports the instruments."""
     shard, batch = item
     if state is None:
         state = RiskShard(parts, reports_instruments=shard == shard_key(0))

@@ -13,6 +13,16 @@ order the oracle decided them (``operators.oracle_topic``); they go to every sha
 that order as one ``PriceBatch``. The shard's gate on the oracle's progress makes its
 evaluations independent of when they arrive.
 
+A partition of ``fills`` (read when ``execution.signers`` is set) carries the executors'
+outcomes and progress (``operators.fills_topic``). Its watermark is the minimum over the
+configured signers of the latest ``ExecutionProgress.through_ms`` seen on it (-1 until
+every signer has been heard): by the topic's contract, every outcome at or before it has
+arrived. An outcome goes to its account's shard like a venue event, at its
+``ts_event_ms`` (at the watermark, if behind it), and the watermark to every shard
+whenever it enters a new window; the shard's gate then takes outcomes at the same
+evaluation whenever they arrive. An outcome or a progress record of a signer not
+configured would escape the gate: it goes to the deadletter.
+
 Messages of other stages' input that do not decode (a malformed pool log, a bad quote)
 are the oracle's to report: here they are skipped. The venue's bad logs and bad
 ``oracle.prices`` messages go to the deadletter.
@@ -25,12 +35,14 @@ from dataclasses import dataclass, field
 import msgspec
 from msgspec.structs import replace
 
-from operators import oracle_topic
+from operators import fills_topic, oracle_topic
 from operators.abi import AbiError, block_time_ms
 from operators.accounts import shard_keys, shard_of
 from operators.clock import PartitionClock, implausible
 from operators.decode import option_quote
 from operators.model import (
+    Execution,
+    ExecutionProgress,
     OptionQuote,
     OraclePrice,
     OracleProgress,
@@ -40,13 +52,14 @@ from operators.model import (
     Rejected,
 )
 from operators.venue import STAGE as VENUE_STAGE
-from operators.venue import InstrumentListed, VenueBatch, VenueEvent, decode_venue
+from operators.venue import InstrumentListed, ShardEvent, VenueBatch, VenueEvent, decode_venue
 
 
 @dataclass(frozen=True, kw_only=True)
 class RiskIntakeParams:
-    """The venue (address), the shard count, the input topics; times in ms (the event-time
-    bounds as the oracle intake's, ``operators.clock.implausible``)."""
+    """The venue (address), the shard count, the input topics, the executors' signers
+    (addresses; empty: ``fills`` is not read); times in ms (the event-time bounds as the
+    oracle intake's, ``operators.clock.implausible``)."""
 
     venue: str
     shards: int
@@ -57,6 +70,8 @@ class RiskIntakeParams:
     chain_logs: str
     dex_quotes: str
     oracle_prices: str
+    fills: str
+    signers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,10 +105,16 @@ class RiskIntake:
 
     part: str
     clock: PartitionClock = field(default_factory=PartitionClock)
+    """A ``fills`` partition's clock is its progress: ``newest_ms`` is the minimum over the
+    signers of their ``through_ms``, once every one has been heard."""
+    signers: dict[str, int] = field(default_factory=dict)
+    """On a ``fills`` partition: signer -> its latest ``through_ms`` seen (ms)."""
 
     def on_batch(self, batch: RawBatch, p: RiskIntakeParams) -> RiskIntakeOut:
         """Decode a batch in offset order and route what it holds."""
         rejects: list[Rejected] = []
+        if batch.topic == p.fills:
+            return self._on_fills(batch, p)
         if batch.topic == p.oracle_prices:
             prices: list[OraclePrice | OracleProgress] = []
             for msg in batch.messages:
@@ -107,7 +128,7 @@ class RiskIntake:
                     prices.append(item)
             return RiskIntakeOut([], PriceBatch(prices) if prices else None, rejects)
 
-        routed: dict[str, list[VenueEvent | OptionQuote]] = {}
+        routed: dict[str, list[ShardEvent]] = {}
         venue_key = p.venue.encode()
         for msg in batch.messages:
             try:
@@ -130,11 +151,61 @@ class RiskIntake:
         ]
         return RiskIntakeOut(venue, None, rejects)
 
+    def _on_fills(self, batch: RawBatch, p: RiskIntakeParams) -> RiskIntakeOut:
+        """Take a ``fills`` batch: outcomes to their account's shard, the signers' progress
+        into the partition's watermark."""
+        rejects: list[Rejected] = []
+        routed: dict[str, list[ShardEvent]] = {}
+        for msg in batch.messages:
+            try:
+                item = fills_topic.decode(msg)
+                bad = item if isinstance(item, Rejected) else self._take_fill(item, msg, p, routed)
+            except Exception as exc:  # a bug: the message goes to the deadletter, the flow on
+                bad = Rejected.of(fills_topic.STAGE, _internal(exc), msg)
+            if bad is not None:
+                rejects.append(bad)
+        wm, marker = self.clock.report(0, p.window_ms, batch.eof)
+        broker = self.clock.broker_ms
+        venue = [
+            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), broker))
+            for shard in shard_keys(p.shards)
+            if shard in routed or marker
+        ]
+        return RiskIntakeOut(venue, None, rejects)
+
+    def _take_fill(
+        self,
+        item: Execution | ExecutionProgress,
+        msg: RawMessage,
+        p: RiskIntakeParams,
+        routed: dict[str, list[ShardEvent]],
+    ) -> Rejected | None:
+        """Route an outcome, or take a signer's progress; a ``Rejected`` when its signer is
+        not configured or its time is implausible (then it moves nothing)."""
+        if item.signer not in p.signers:
+            reason = f"unknown_signer: {item.signer} is not in execution.signers"
+            return Rejected.of(fills_topic.STAGE, reason, msg)
+        ts_ms = item.through_ms if isinstance(item, ExecutionProgress) else item.ts_event_ms
+        implausible_ts = implausible(ts_ms, msg.timestamp_ms, p.max_future_ms)
+        if implausible_ts is not None:
+            return Rejected.of(fills_topic.STAGE, implausible_ts, msg)
+        self.clock.heard(msg.timestamp_ms)
+        if isinstance(item, ExecutionProgress):
+            self.signers[item.signer] = max(self.signers.get(item.signer, -1), item.through_ms)
+            if all(s in self.signers for s in p.signers):
+                self.clock.advance(min(self.signers[s] for s in p.signers))
+            return None
+        wm = self.clock.watermark_ms(0)
+        if item.ts_event_ms <= wm:
+            item = replace(item, ts_event_ms=wm + 1)
+        routed.setdefault(shard_of(item.account, p.shards), []).append(item)
+        return None
+
     def _stamp(
         self,
         msg: RawMessage,
         p: RiskIntakeParams,
-        routed: dict[str, list[VenueEvent | OptionQuote]],
+        routed: dict[str, list[ShardEvent]],
         rejects: list[Rejected],
     ) -> None:
         """Advance the clock by a message that is not the venue's; route an option quote."""
@@ -164,7 +235,7 @@ class RiskIntake:
         event: VenueEvent | OptionQuote,
         msg: RawMessage,
         p: RiskIntakeParams,
-        routed: dict[str, list[VenueEvent | OptionQuote]],
+        routed: dict[str, list[ShardEvent]],
         rejects: list[Rejected],
     ) -> None:
         """Route an event to its account's shard (a listing or an option quote to all); an

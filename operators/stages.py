@@ -2,18 +2,20 @@
 
 ``stage_params`` is the one place where configuration becomes what the cores read: the
 source registry (built and cross-checked here, so a dangling reference stops the program
-at start-up), the decoder, and the intake, oracle and risk parameters.
+at start-up), the decoder, the intake, oracle and risk parameters, and the secret that
+signs the orders (read here, so a missing or short ``orders.secret_file`` stops it too).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from operators.config import Config
 from operators.decode import Decoder
 from operators.intake import IntakeParams
 from operators.oracle import OracleParams
+from operators.order_auth import load_secret
 from operators.registry import Registry
 from operators.risk import RiskParams
 from operators.risk_intake import RiskIntakeParams
@@ -24,7 +26,8 @@ from operators.venue import InstrumentListed
 @dataclass(frozen=True, kw_only=True)
 class StageParams:
     """The configuration and everything built from it. ``risk_intake`` and ``risk`` are
-    ``None`` when no venue is configured (``risk.venue`` empty)."""
+    ``None`` when no venue is configured (``risk.venue`` empty); ``order_secret`` is
+    ``None`` when ``orders.secret_file`` is empty (orders go out unsigned)."""
 
     cfg: Config
     registry: Registry
@@ -33,6 +36,7 @@ class StageParams:
     oracle: OracleParams
     risk_intake: RiskIntakeParams | None
     risk: RiskParams | None
+    order_secret: bytes | None = field(default=None, repr=False)
 
 
 def stage_params(cfg: Config) -> StageParams:
@@ -71,6 +75,7 @@ def stage_params(cfg: Config) -> StageParams:
         ),
         risk_intake=_risk_intake(cfg) if cfg.risk.venue else None,
         risk=_risk(cfg, registry) if cfg.risk.venue else None,
+        order_secret=load_secret(cfg.orders.secret_file) if cfg.orders.secret_file else None,
     )
 
 
@@ -86,6 +91,8 @@ def _risk_intake(cfg: Config) -> RiskIntakeParams:
         chain_logs=topics.chain_logs,
         dex_quotes=topics.dex_quotes,
         oracle_prices=topics.oracle_prices,
+        fills=topics.fills,
+        signers=tuple(cfg.execution.signers),
     )
 
 
@@ -121,6 +128,7 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
             for i, c in risk.instruments.items()
         },
         liquidation_timeout_ms=ms(risk.liquidation_timeout_s),
+        valid_for_ms=ms(cfg.orders.valid_for_s),
         risk_change=risk.risk_change,
         risk_min_interval_ms=ms(risk.risk_min_interval_s),
         risk_interval_ms=ms(risk.risk_interval_s),

@@ -21,7 +21,7 @@ import msgspec
 from operators import abi
 from operators.bounds import AMOUNT_MAX, EXPIRY_MAX_S, PRICE_MAX, PRICE_MIN, SIZE_MAX
 from operators.decode import DecodeError, RpcLog, json_error
-from operators.model import OptionQuote, RawMessage, Rejected
+from operators.model import Execution, OptionQuote, RawMessage, Rejected
 from operators.units import E18, InstrumentKind
 
 STAGE = "venue"
@@ -88,16 +88,19 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
 
 
 VenueEvent = InstrumentListed | CollateralMove | Fill
+ShardEvent = VenueEvent | OptionQuote | Execution
+"""What an input partition sends a risk shard, to apply in event time."""
 
 
 class VenueBatch(msgspec.Struct, frozen=True):
-    """What one input partition sends one risk shard: venue events and option quotes, the
-    partition's watermark and its newest broker timestamp (ms)."""
+    """What one input partition sends one risk shard: venue events and option quotes (or,
+    from a ``fills`` partition, the executor's outcomes), the partition's watermark and its
+    newest broker timestamp (ms)."""
 
     part: str
     watermark_ms: int
     eof: bool
-    events: list[VenueEvent | OptionQuote]
+    events: list[ShardEvent]
     broker_ms: int = -1
 
 

@@ -1,11 +1,12 @@
 """``hedgeflow execute`` and ``hedgeflow keystore``: the executor process and its key.
 
-Start-up refuses, with one line naming the key or the value, anything that would make the
-executor act wrongly: no ``execution.chain_id``, a node on another chain, Anvil's public
-dev keys off the dev chain, no order secret, a signer not in ``execution.signers``, or a
-state file of another signer or chain. The key comes only from an encrypted keystore (Web3
-Secret Storage, scrypt), its passphrase from ``HEDGEFLOW_KEYSTORE_PASSPHRASE`` or a file;
-neither is ever logged.
+Start-up refuses, with one line naming the key or the value, whatever would make the
+executor act wrongly: no ``execution.chain_id``, Anvil's public dev keys off the dev
+chain, no venue or order secret, a signer not in ``execution.signers`` (all before it
+contacts anything), a node on another chain, or a state file of another signer or chain.
+
+The key comes only from an encrypted keystore (Web3 Secret Storage, scrypt), its
+passphrase from ``HEDGEFLOW_KEYSTORE_PASSPHRASE`` or a file; neither is ever logged.
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from operators.pretrade import TradingState
 
 from connectors.anvil import ANVIL_MNEMONIC, CHAIN_ID
 from connectors.executor import Executor, set_trading_state
 from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
-from connectors.kafka_tools import topic_partitions
+from connectors.kafka_tools import check_brokers, topic_partitions
 from operators.config import Config, ConfigError
 from operators.order_auth import load_secret
+from operators.pretrade import Pretrade, TradingState
 
 log = logging.getLogger("hedgeflow.execute")
 
@@ -112,19 +113,15 @@ def state_path(out_dir: Path, signer: str, given: Path | None) -> Path:
     return given if given is not None else out_dir / "executor" / f"{signer}.sqlite"
 
 
-def check_start(cfg: Config, signer: str, node_chain_id: int) -> None:
-    """Refuse a start that would act on the wrong chain, with a public key, or unseen."""
+def check_config(cfg: Config, signer: str) -> None:
+    """Refuse a configuration the executor cannot act on safely, naming the key."""
     ex = cfg.execution
     if ex.chain_id == 0:
         raise ConfigError("execution.chain_id must name the chain the executor acts on; got 0")
-    if node_chain_id != ex.chain_id:
-        raise ConfigError(
-            f"execution.chain_id is {ex.chain_id}, but the node is on chain {node_chain_id}"
-        )
     if signer in dev_addresses() and ex.chain_id != CHAIN_ID:
         raise ConfigError(
             f"--keystore holds one of Anvil's public dev keys ({signer}); they sign only on the "
-            f"dev chain {CHAIN_ID}, not on chain {ex.chain_id}"
+            f"dev chain {CHAIN_ID}, not on execution.chain_id {ex.chain_id}"
         )
     if not cfg.risk.venue:
         raise ConfigError("risk.venue must name the venue the executor calls; got ''")
@@ -136,6 +133,15 @@ def check_start(cfg: Config, signer: str, node_chain_id: int) -> None:
         raise ConfigError(
             f"execution.signers must list this executor's address {signer} (the risk stage "
             f"waits for each listed signer's progress); got {ex.signers!r}"
+        )
+
+
+def check_chain(cfg: Config, node_chain_id: int) -> None:
+    """Refuse a node on another chain than ``execution.chain_id``."""
+    if node_chain_id != cfg.execution.chain_id:
+        raise ConfigError(
+            f"execution.chain_id is {cfg.execution.chain_id}, but the node is on chain "
+            f"{node_chain_id}"
         )
 
 
@@ -172,14 +178,21 @@ def cmd_execute(args: argparse.Namespace) -> int:
         }[command]
         with store.transaction():
             set_trading_state(store, state, f"manual: {args.reason}")
+            saved = store.get("pretrade")
+            if state != TradingState.HALTED and saved is not None:  # trip windows start afresh
+                pretrade = Pretrade.from_builtins(cfg.execution, json.loads(saved))
+                pretrade.resume()
+                store.put("pretrade", json.dumps(pretrade.to_builtins()))
         print(f"{signer}: trading state {state.value.upper()} ({store.path})")
         return 0
+    check_config(cfg, signer)
     account = unlock(keystore, passphrase(args.passphrase_file))
     secret = load_secret(cfg.orders.secret_file)
+    check_brokers(args.brokers, args.broker_timeout)
     chain = ChainClient(
         cfg.chain.rpc_url if args.rpc is None else args.rpc, cfg.execution.rpc_timeout_s
     )
-    check_start(cfg, signer, chain.chain_id())
+    check_chain(cfg, chain.chain_id())
     check_store(store, signer, cfg.execution.chain_id)
     first_nonce(store, chain, signer)
     topics = cfg.topics

@@ -286,8 +286,6 @@ def cmd_devchain(args: argparse.Namespace) -> int:
 def cmd_execute(args: argparse.Namespace) -> int:
     from flows.cli.execute import cmd_execute as execute
 
-    if not (args.halt or args.resume or args.reduce_only):
-        _reach(args)
     return execute(args)
 
 

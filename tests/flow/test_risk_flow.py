@@ -8,16 +8,27 @@ from pathlib import Path
 
 import bytewax.operators as op
 import msgspec
+import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from connectors.recording import write_recording
+from flows.dataflows import replay_flow
 from flows.oracle import oracle_stage
 from flows.risk import risk_stage
-from operators import abi
+from operators import abi, fills_topic
 from operators.accounts import E18
-from operators.config import load_config
-from operators.model import AccountRiskRow, Order, RawBatch, RawMessage
+from operators.config import ExecutionConfig, load_config
+from operators.model import (
+    AccountRiskRow,
+    Execution,
+    ExecutionProgress,
+    Order,
+    RawBatch,
+    RawMessage,
+)
+from operators.risk import order_id
 from operators.stages import stage_params
 
 T0 = 1_700_000_040_000
@@ -173,3 +184,66 @@ def test_venue_events_the_books_refuse_and_denials_come_out_of_the_risk_stage() 
     # in_flight denial each, not one per window
     in_flight = [d for _, d in denials if d.reason == "in_flight"]
     assert sorted(d.account for d in in_flight) == sorted(a for a, s in ACCOUNTS.items() if s == 20)
+
+
+# --- replay with the executors' outcomes (fills) ------------------------------------------
+
+SIGNER = "0x" + "5e" * 20
+FILLS_CFG = stage_params(
+    msgspec.structs.replace(
+        CFG.cfg,
+        execution=ExecutionConfig(signers=[SIGNER]),
+        run=msgspec.structs.replace(CFG.cfg.run, batch_size=4),
+    )
+)
+DROP_MS = T0 + 180_000
+"""The first window fully at 1,940: one liquidation order per 20 ETH long."""
+
+
+def _fills() -> list[RawMessage]:
+    """Two fills partitions: the signer's progress every 30 s to both, and the first
+    account's order reverted 10 s after it was sent."""
+    account = next(iter(ACCOUNTS))
+    reverted = Execution(
+        order_id=order_id("liquidation", account, DROP_MS, PERP), seq=1, state="reverted",
+        final=True, account=account, kind="liquidation", instrument=PERP, signer=SIGNER,
+        ts_event_ms=DROP_MS + 10_000, code="reverted", detail="simulation reverted",
+    )  # fmt: skip
+    items: dict[int, list[tuple[int, Execution | ExecutionProgress]]] = {0: [], 1: []}
+    for through in range(T0 - 60_000, T0 + 330_000, 30_000):
+        if through == DROP_MS + 30_000:
+            items[1].append((reverted.ts_event_ms, reverted))
+        for partition in items:
+            progress = ExecutionProgress(signer=SIGNER, through_ms=through)
+            items[partition].append((through, progress))
+    return [
+        RawMessage("fills", p, n, ts, account.encode(), fills_topic.encode(item))
+        for p, rows in items.items()
+        for n, (ts, item) in enumerate(rows)
+    ]
+
+
+def _replay_orders(tmp_path: Path, workers: int) -> pl.DataFrame:
+    recording = tmp_path / "recording.parquet"
+    if not recording.exists():
+        write_recording([*_chain(), *_quotes(), *_fills()], recording)
+    out = tmp_path / f"out-{workers}"
+    cluster_main(replay_flow(recording, out, FILLS_CFG), [], 0, worker_count_per_proc=workers)
+    stats = pl.read_parquet(out / "partition_stats" / "**/*.parquet", hive_partitioning=True)
+    assert set(stats["part"]) == {"0-chain.logs", "0-dex.quotes"}, "the oracle never reads fills"
+    frame = pl.read_parquet(out / "orders" / "**/*.parquet", hive_partitioning=True)
+    return frame.select(Order.__struct_fields__).sort("ts_event_ms", "order_id")
+
+
+def test_replay_with_fills_retries_a_reverted_order_at_once_with_1_or_2_workers(
+    tmp_path: Path,
+) -> None:
+    one = _replay_orders(tmp_path, 1)
+    assert one.equals(_replay_orders(tmp_path, 2))
+    assert one.filter(pl.col("ts_event_ms") == DROP_MS).height == 3
+    # the reverted order is sent again at the next window, not after the 5 min timeout
+    account = next(iter(ACCOUNTS))
+    (retry,) = one.filter(pl.col("attempt") == 2).to_dicts()
+    assert (retry["account"], retry["ts_event_ms"], retry["previous_order_id"]) == (
+        account, DROP_MS + 60_000, order_id("liquidation", account, DROP_MS, PERP)
+    )  # fmt: skip

@@ -3,12 +3,14 @@
 
 Corpus: the 681 real mainnet logs (``tests/resources``, their pools and feeds registered),
 a generated recording (``flows.cli.generate``: pool and feed logs, quotes), and made-up
-venue logs, option quotes, progress markers and ``oracle.prices`` messages.
+venue logs, option quotes, progress markers, ``oracle.prices`` messages and the executor's
+``fills`` (an outcome and a progress record of a configured signer).
 
 The harness runs messages, per input partition and in offset order, through the cores
 exactly as the flows do: the oracle intake (``PartitionIntake.on_batch``) and the oracle
 (``AssetOracle.on_batch``) for ``chain.logs`` and ``dex.quotes``; the risk intake
-(``RiskIntake.on_batch``, which decodes the venue's logs) for those and ``oracle.prices``.
+(``RiskIntake.on_batch``, which decodes the venue's logs) for those, ``oracle.prices`` and
+``fills``.
 It counts the exceptions that escape a core, the ones the per-message guard caught
 (``internal_error`` rejects: a bug found all the same), and checks the deadletter: every
 message the intake counts as rejected is there once, with its coordinates.
@@ -28,11 +30,13 @@ import msgspec
 import pytest
 
 from flows.cli.generate import FAULTS, GenerateParams, generate
-from operators import abi, oracle_topic
+from operators import abi, fills_topic, oracle_topic
 from operators.config import load_config
 from operators.intake import PartitionIntake
 from operators.model import (
     AssetBatch,
+    Execution,
+    ExecutionProgress,
     OraclePrice,
     OracleProgress,
     RawBatch,
@@ -45,7 +49,8 @@ from operators.stages import stage_params
 from operators.venue import decode_venue
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-CHAIN_LOGS, DEX_QUOTES, ORACLE_PRICES = "chain.logs", "dex.quotes", "oracle.prices"
+CHAIN_LOGS, DEX_QUOTES, ORACLE_PRICES, FILLS = "chain.logs", "dex.quotes", "oracle.prices", "fills"
+SIGNER = "0x" + "51" * 20
 VENUE = "0x" + "77" * 20
 ACCOUNT = "0x" + "ab" * 20
 UNDERLYING = "0x" + "c0" * 20
@@ -133,7 +138,19 @@ def _other_seeds(ts_s: int) -> list[Seed]:
         price=1_850.25, confidence=1.5, sources=3, status="ok", held=False, revision=0,
     )  # fmt: skip
     prices = [oracle_topic.encode(price), oracle_topic.encode(OracleProgress("ETH", ts_s * 1000))]
+    reverted = Execution(
+        order_id="0x" + "0d" * 32, seq=3, state="reverted", final=True, account=ACCOUNT,
+        kind="liquidation", instrument=abi.int_topic(0xCA11), signer=SIGNER,
+        ts_event_ms=ts_s * 1000, tx_hash="0x" + "7a" * 32, nonce=4, block_number=17_000_000,
+        block_hash="0x" + "b1" * 32, gas_used=30_000, fee_paid_wei=str(3 * 10**14),
+        max_fee_per_gas_wei=str(2 * 10**10), max_priority_fee_per_gas_wei="1000000000",
+        code="reverted", detail="MarginVenue: not listed",
+    )  # fmt: skip
+    fills = [fills_topic.encode(reverted), fills_topic.encode(
+        ExecutionProgress(signer=SIGNER, through_ms=ts_s * 1000)
+    )]  # fmt: skip
     return [
+        *(Seed(FILLS, ACCOUNT.encode(), json.loads(f)) for f in fills),
         Seed(DEX_QUOTES, b"deribit", option),
         Seed(CHAIN_LOGS, b"progress:0", {"progress": True, "blockTimestamp": ts_s}, marker=True),
         *(Seed(ORACLE_PRICES, b"ETH", json.loads(p)) for p in prices),
@@ -159,6 +176,7 @@ def corpus() -> tuple[list[Seed], str]:
     ts_s = 1_683_029_999
     seeds += _venue_seeds(ts_s) + _other_seeds(ts_s)
     toml = generated.config_toml + MAINNET_SOURCES_TOML + f'\n[risk]\nvenue = "{VENUE}"\n'
+    toml += f'\n[execution]\nsigners = ["{SIGNER}"]\n'
     return seeds, toml
 
 
@@ -354,7 +372,7 @@ class Harness:
         for m in messages:
             parts.setdefault(f"{m.partition}-{m.topic}", []).append(m)
         tally.messages += sum(len(ms) for ms in parts.values())
-        oracle_parts = tuple(p for p in parts if not p.endswith(ORACLE_PRICES))
+        oracle_parts = tuple(p for p in parts if not p.endswith((ORACLE_PRICES, FILLS)))
         oracles = {a: AssetOracle(a, oracle_parts) for a in self.params.registry.assets}
         for part, msgs in parts.items():
             risk = RiskIntake(part)
@@ -412,6 +430,8 @@ class Harness:
             try:
                 if batch.topic == p.oracle_prices:
                     alone: object = oracle_topic.decode(m)
+                elif batch.topic == p.fills:
+                    alone = fills_topic.decode(m)
                 elif batch.topic == p.chain_logs and m.key == p.venue.encode():
                     alone = decode_venue(m, p.venue)
                 else:

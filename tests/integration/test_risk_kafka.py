@@ -1,6 +1,7 @@
 """The stages deployed separately on the real broker, against replay, on a chain recorded
 from Anvil: ``run oracle`` and ``run risk`` as their own processes, with their own process
-counts, joined by the ``oracle.prices`` topic, give replay's rows exactly."""
+counts, joined by the ``oracle.prices`` topic, give replay's rows exactly; the orders on the
+``orders`` topic are replay's, each signed with the shared secret."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import polars as pl
 import pytest
 
 from connectors.broker import EmbeddedBroker
-from connectors.kafka_tools import create_topics, publish
+from connectors.kafka_tools import create_topics, publish, record
 from connectors.recording import iter_messages, load_recording, write_recording
 from flows.cli.devchain import devchain
-from operators.model import RawMessage
+from operators import order_auth
+from operators.model import Order, RawMessage
 
+SECRET = b"a shared secret of at least 32 bytes, for the test"
 KEYS = ("chain_logs", "dex_quotes", "oracle_prices", "orders", "fills", "deadletter")
 DATASETS = {
     "oracle_prices": ["asset", "window_start_ms", "revision"],
@@ -43,18 +46,21 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[RawMessa
 
 def _deployment(
     broker: EmbeddedBroker, chain: tuple[Path, list[RawMessage]], root: Path
-) -> tuple[Path, list[RawMessage]]:
-    """Its own uuid-named topics with the recording published; its configuration."""
+) -> tuple[Path, dict[str, str], list[RawMessage]]:
+    """Its own uuid-named topics with the recording published; its configuration (orders
+    signed with the secret in ``root / "orders.secret"``) and topics."""
     chain_dir, messages = chain
     tag = uuid.uuid4().hex[:8]
     topics = {k: f"{k}.{tag}" for k in KEYS}
     config = root / "risk.toml"
     table = "".join(f'{k} = "{v}"\n' for k, v in topics.items())
-    config.write_text((chain_dir / "devchain.toml").read_text() + f"\n[topics]\n{table}")
+    (root / "orders.secret").write_bytes(SECRET)
+    orders = f'\n[orders]\nsecret_file = "{root / "orders.secret"}"\n'
+    config.write_text((chain_dir / "devchain.toml").read_text() + f"\n[topics]\n{table}" + orders)
     recorded = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in messages]
     create_topics(broker.bootstrap, list(topics.values()), 2)
     publish(recorded, broker.bootstrap)
-    return config, recorded
+    return config, topics, recorded
 
 
 @pytest.mark.parametrize(("oracle_processes", "risk_processes"), [(2, 1), (1, 2)])
@@ -66,7 +72,7 @@ def test_stages_deployed_separately_give_the_rows_of_replay(
     oracle_processes: int,
     risk_processes: int,
 ) -> None:
-    config, recorded = _deployment(broker, chain, tmp_path)
+    config, topics, recorded = _deployment(broker, chain, tmp_path)
     write_recording(recorded, tmp_path / "recording.parquet")
     replay = tmp_path / "replay"
     hedgeflow("replay", tmp_path / "recording.parquet", "--out", replay, "--config", config)
@@ -85,6 +91,19 @@ def test_stages_deployed_separately_give_the_rows_of_replay(
     assert _read(oracle, "oracle_prices").equals(expected["oracle_prices"])
     for name in ("orders", "account_risk", "instruments", "order_denials"):
         assert _read(risk, name).equals(expected[name]), name
+    # every order on the topic verifies under the shared secret, and equals its Parquet row
+    record(broker.bootstrap, [topics["orders"]], tmp_path / "topic")
+    values = [
+        m.value or b""
+        for m in iter_messages(load_recording(tmp_path / "topic" / "recording.parquet"))
+    ]
+    on_topic = [order_auth.decode_verified(v, SECRET) for v in values if b'"record":"order"' in v]
+    denials = [v for v in values if b'"record":"denial"' in v]
+    assert len(on_topic) + len(denials) == len(values) and b'"auth"' not in b"".join(denials)
+    rows = expected["orders"].select(Order.__struct_fields__).sort("order_id").to_dicts()
+    assert (
+        sorted((msgspec.structs.asdict(o) for o in on_topic), key=lambda o: o["order_id"]) == rows
+    )
     liquidations = expected["orders"].filter(pl.col("kind") == "liquidation")
     # one order in flight per account: no two orders of an account within the timeout
     gaps = liquidations.group_by("account").agg(pl.col("ts_event_ms").unique().sort().diff().min())

@@ -52,8 +52,8 @@ DOCUMENTED: dict[type[msgspec.Struct], list[tuple[str, pa.DataType]]] = {
     Order: [
         ("order_id", S), ("kind", S), ("account", S), ("instrument", S), ("size", F64),
         ("price", F64), ("oracle_price", F64), ("bonus_usd", F64), ("reason", S),
-        ("ts_event_ms", I64), ("health", F64), ("worst_scenario", I32), ("attempt", I32),
-        ("previous_order_id", S),
+        ("ts_event_ms", I64), ("health", F64), ("worst_scenario", I32), ("asset", S),
+        ("position", F64), ("valid_until_ms", I64), ("attempt", I32), ("previous_order_id", S),
     ],
     OrderDenied: [
         ("account", S), ("kind", S), ("instrument", S), ("size", F64), ("reason", S),
@@ -119,13 +119,15 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
             order_id="f" * 32, kind="liquidation", account="0x" + "a" * 40,
             instrument="0x" + "1" * 64, size=-10.0, price=1_847.6, oracle_price=1_940.0,
             bonus_usd=924.0, reason="equity < MM", ts_event_ms=T, health=0.986,
-            worst_scenario=21, attempt=1, previous_order_id=None,
+            worst_scenario=21, asset="ETH", position=20.0, valid_until_ms=T + 120_000,
+            attempt=1, previous_order_id=None,
         ),
         Order(
             order_id="e" * 32, kind="liquidation", account="0x" + "a" * 40,
             instrument="0x" + "1" * 64, size=-10.0, price=1_847.6, oracle_price=1_940.0,
             bonus_usd=924.0, reason="retry", ts_event_ms=T + 300_000, health=0.9,
-            worst_scenario=21, attempt=2, previous_order_id="f" * 32,
+            worst_scenario=21, asset="ETH", position=10.0,
+            valid_until_ms=T + 420_000, attempt=2, previous_order_id="f" * 32,
         ),
     ],
     OrderDenied: [

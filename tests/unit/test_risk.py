@@ -6,7 +6,9 @@ import dataclasses
 import itertools
 import json
 import math
+from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from operators.greeks import black76
 from operators.margin import MarginParams
 from operators.model import (
     AccountRiskRow,
+    Execution,
     InstrumentRow,
     OptionQuote,
     OraclePrice,
@@ -25,6 +28,7 @@ from operators.model import (
     PriceBatch,
 )
 from operators.risk import RiskOut, RiskParams, RiskShard, order_id
+from operators.stages import stage_params
 from operators.units import InstrumentKind
 from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 
@@ -771,3 +775,282 @@ def test_hedge_refusals_are_events_once_per_condition() -> None:
 def test_a_bad_margin_mode_is_an_error_naming_the_account() -> None:
     with pytest.raises(ValueError, match=r"margin mode of 0xa+ must be"):
         replace_params(margin_modes={ACCOUNTS[0]: "cross"})
+
+
+# --- the orders' own fields ---------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-40, 40).filter(bool), min_size=1, max_size=3),
+    st.integers(-30, 30),
+    st.floats(1_000.0, 3_000.0),
+    st.integers(0, 20_000),
+)
+def test_every_liquidation_leg_reduces_its_position_and_says_what_it_holds(
+    perps: list[int], calls: int, price: float, usdc: int
+) -> None:
+    # up to three accounts in the perp, the first with calls too; any move of the price
+    accounts = dict(zip(ACCOUNTS, perps, strict=False))
+    events = [*_setup(accounts), _call(T0 + DAYS_30)]
+    if calls:
+        events.append(_trade(ACCOUNTS[0], CALL, calls, 90, 30))
+    events.append(_deposit(ACCOUNTS[1], USDC, usdc * 10**6, 31))
+    p = replace_params(valid_for_ms=90_000)
+    orders = _orders(_run(_shard(), events, [_price(T0, 2_000.0), _price(T0 + W, price)], p))
+    held = {(a, PERP): float(size) for a, size in accounts.items()} | {(ACCOUNTS[0], CALL): calls}
+    for o in orders:
+        assert abs(o.position + o.size) < abs(o.position)
+        assert o.position == held[(o.account, o.instrument)]
+        assert (o.asset, o.valid_until_ms) == ("ETH", o.ts_event_ms + 90_000)
+
+
+def test_a_hedge_order_carries_the_books_position_in_the_hedge_instrument() -> None:
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}})
+    events = [*_call_book(T0 + DAYS_30, size=50, price=80), _trade(book, PERP, 3, 2_000, 31)]
+    (hedge,) = _orders(_run(_shard(), events, [_price(T0, 2_000.0)], p))
+    assert (hedge.asset, hedge.position, hedge.valid_until_ms) == ("ETH", 3.0, T0 + 120_000)
+
+
+@pytest.mark.parametrize("secret", [None, b"too short"])
+def test_a_missing_or_short_order_secret_stops_the_start_naming_the_key(
+    secret: bytes | None, tmp_path: Path
+) -> None:
+    path = tmp_path / "orders.secret"
+    if secret is not None:
+        path.write_bytes(secret)
+    cfg = load_config(f'[orders]\nsecret_file = "{path}"\n')
+    with pytest.raises(ValueError, match=r"orders.secret_file"):
+        stage_params(cfg)
+    path.write_bytes(b"s" * 32)
+    params = stage_params(cfg)
+    assert params.order_secret == b"s" * 32
+    assert "s" * 32 not in repr(params)  # never in a log of the parameters
+
+
+# --- the executors' outcomes (fills) ------------------------------------------------------
+
+FILLS = ("0-fills", "1-fills")
+SIGNER = "0x" + "5e" * 20
+
+
+def _outcome(order: Order, state: str, ts: int, *, final: bool = True, seq: int = 2) -> Execution:
+    return Execution(
+        order_id=order.order_id, seq=seq, state=state, final=final,  # type: ignore[arg-type]
+        account=order.account, kind=order.kind, instrument=order.instrument, signer=SIGNER,
+        ts_event_ms=ts,
+    )  # fmt: skip
+
+
+def _gated() -> RiskShard:
+    return RiskShard(("0-chain.logs", *FILLS))
+
+
+def _first_liquidation(shard: RiskShard, p: RiskParams = PARAMS) -> Order:
+    """A 20 ETH long, 1,940 at T0 + W: its liquidation order (10 ETH), with the venue's and
+    the fills partitions' watermarks at T0 + W."""
+    shard.on_venue(VenueBatch("0-chain.logs", T0 + W, False, _setup({ACCOUNTS[0]: 20})), p)
+    for part in FILLS:
+        shard.on_venue(VenueBatch(part, T0 + W, False, []), p)
+    out = []
+    for k, price in enumerate([2_000.0, 1_940.0]):
+        shard.on_prices(PriceBatch([_price(T0 + k * W, price), OracleProgress("ETH", T0 + k * W)]))
+        out += _orders(_flat(shard.evaluate(p)))
+    (first,) = out
+    return first
+
+
+def _window(shard: RiskShard, k: int, fills: list, venue: list | None = None) -> RiskOut:
+    """Window ``k``: ``fills`` on the first fills partition, ``venue`` on the chain's, every
+    watermark to T0 + k W, the price at 1,940."""
+    shard.on_venue(VenueBatch("0-chain.logs", T0 + k * W, False, venue or []), PARAMS)
+    shard.on_venue(VenueBatch(FILLS[0], T0 + k * W, False, fills), PARAMS)
+    shard.on_venue(VenueBatch(FILLS[1], T0 + k * W, False, []), PARAMS)
+    shard.on_prices(PriceBatch([_price(T0 + k * W, 1_940.0), OracleProgress("ETH", T0 + k * W)]))
+    return shard.evaluate(PARAMS)
+
+
+def test_a_reverted_liquidation_is_ordered_again_at_the_next_evaluation_as_attempt_2() -> None:
+    shard = _gated()
+    first = _first_liquidation(shard)
+    (retry,) = _window(shard, 2, [_outcome(first, "reverted", T0 + W + 5_000)]).orders
+    assert (retry.ts_event_ms, retry.attempt, retry.previous_order_id) == (
+        T0 + 2 * W, 2, first.order_id
+    )  # fmt: skip
+    assert retry.order_id != first.order_id and retry.size == first.size
+    # without the outcome it waits for the timeout (5 windows), denied as in flight
+    shard = _gated()
+    _first_liquidation(shard)
+    out = _window(shard, 2, [])
+    assert out.orders == [] and [d.reason for d in out.denials] == ["in_flight"]
+
+
+@pytest.mark.parametrize("state", ["denied", "expired", "conflict"])
+def test_every_final_failure_clears_the_order_in_flight(state: str) -> None:
+    shard = _gated()
+    first = _first_liquidation(shard)
+    (retry,) = _window(shard, 2, [_outcome(first, state, T0 + W + 5_000)]).orders
+    assert retry.attempt == 2
+
+
+@pytest.mark.parametrize(
+    ("state", "final"), [("sent", False), ("replaced", False), ("mined", False)]
+)
+def test_an_outcome_that_is_not_final_leaves_the_order_in_flight(state: str, final: bool) -> None:
+    shard = _gated()
+    first = _first_liquidation(shard)
+    assert _window(shard, 2, [_outcome(first, state, T0 + W + 5_000, final=final)]).orders == []
+    assert shard.in_flight[(ACCOUNTS[0], "liquidation")].pending == {PERP}
+
+
+def test_a_repeated_final_outcome_gives_one_retry_not_two() -> None:
+    shard = _gated()
+    first = _first_liquidation(shard)
+    reverted = _outcome(first, "reverted", T0 + W + 5_000)
+    (retry,) = _window(shard, 2, [reverted, reverted]).orders
+    # delivered again later: the first attempt is no longer in flight, the retry is
+    assert _window(shard, 3, [_outcome(first, "reverted", T0 + 2 * W + 1, seq=3)]).orders == []
+    assert shard.in_flight[(ACCOUNTS[0], "liquidation")].legs == {PERP: retry.order_id}
+
+
+def test_an_outcome_of_an_order_id_not_in_flight_is_ignored() -> None:
+    shard = _gated()
+    first = _first_liquidation(shard)
+    other = msgspec.structs.replace(first, order_id=order_id("liquidation", "elsewhere"))
+    assert _window(shard, 2, [_outcome(other, "reverted", T0 + W + 5_000)]).orders == []
+    assert shard.in_flight[(ACCOUNTS[0], "liquidation")].pending == {PERP}
+
+
+def test_a_final_mined_outcome_leaves_the_leg_to_the_venue_fill_and_repeats_harmlessly() -> None:
+    shard = _gated()
+    first = _first_liquidation(shard)
+    mined = _outcome(first, "mined", T0 + W + 5_000)
+    # mined before the venue's Liquidated event was seen: still in flight, no new order
+    assert _window(shard, 2, [mined]).orders == []
+    assert shard.in_flight[(ACCOUNTS[0], "liquidation")].pending == {PERP}
+    fill = _trade(ACCOUNTS[0], PERP, first.size, first.price, 60, liquidator=ACCOUNTS[1],
+                  order_id=first.order_id, ts=T0 + 2 * W + 1_000)  # fmt: skip
+    _window(shard, 3, [mined], [fill])
+    assert (ACCOUNTS[0], "liquidation") not in shard.in_flight
+    assert (ACCOUNTS[0], "liquidation") not in shard.timed_out  # done, not to be retried
+    before = shard.book.positions({PERP: 0}).toarray().tolist()
+    _window(shard, 4, [mined, _outcome(first, "mined", T0 + 3 * W + 1, seq=9)])
+    assert shard.book.positions({PERP: 0}).toarray().tolist() == before
+
+
+def test_a_failed_leg_waits_for_the_other_legs_before_the_order_is_retried() -> None:
+    # two perps on ETH: one leg reverted while the other may still be mined; re-sizing
+    # the whole account then could liquidate twice
+    a = ACCOUNTS[0]
+    p = replace_params(underlyings={WETH: "ETH", WBTC: "ETH"})
+    events = [*_setup({a: 20}), _perp(BTC_PERP, WBTC), _trade(a, BTC_PERP, 10, 2_000, 25),
+              _deposit(a, USDC, 5_000 * 10**6, 26)]  # fmt: skip
+    shard = _gated()
+    shard.on_venue(VenueBatch("0-chain.logs", T0 + W, False, events), p)
+    for part in FILLS:
+        shard.on_venue(VenueBatch(part, T0 + W, False, []), p)
+    for k, price in enumerate([2_000.0, 1_400.0]):
+        shard.on_prices(
+            PriceBatch([_row("ETH", T0 + k * W, price), OracleProgress("ETH", T0 + k * W)])
+        )
+        legs = {o.instrument: o for o in shard.evaluate(p).orders}
+    assert set(legs) == {PERP, BTC_PERP}
+
+    def window(k: int, fills: list, venue: list) -> RiskOut:
+        shard.on_venue(VenueBatch("0-chain.logs", T0 + k * W, False, venue), p)
+        for part, batch in zip(FILLS, (fills, []), strict=True):
+            shard.on_venue(VenueBatch(part, T0 + k * W, False, batch), p)
+        row = _row("ETH", T0 + k * W, 1_400.0)
+        shard.on_prices(PriceBatch([row, OracleProgress("ETH", T0 + k * W)]))
+        return shard.evaluate(p)
+
+    assert window(2, [_outcome(legs[PERP], "reverted", T0 + W + 1)], []).orders == []
+    fill = _trade(a, BTC_PERP, legs[BTC_PERP].size, 1_400, 60, liquidator=ACCOUNTS[1],
+                  order_id=legs[BTC_PERP].order_id, ts=T0 + 2 * W + 1)  # fmt: skip
+    (retry,) = window(3, [], [fill]).orders
+    assert (retry.instrument, retry.attempt, retry.previous_order_id) == (
+        PERP, 2, legs[PERP].order_id
+    )  # fmt: skip
+
+
+def test_evaluation_waits_for_every_fills_partition_too() -> None:
+    shard = _gated()
+    shard.on_venue(VenueBatch("0-chain.logs", T0, False, _setup({ACCOUNTS[0]: 20})), PARAMS)
+    shard.on_venue(VenueBatch(FILLS[0], T0, False, []), PARAMS)
+    shard.on_prices(PriceBatch([_price(T0, 2_000.0), OracleProgress("ETH", T0)]))
+    assert _flat(shard.evaluate(PARAMS)) == []  # the second fills partition has not passed T0
+    shard.on_venue(VenueBatch(FILLS[1], T0, False, []), PARAMS)
+    assert [r.ts_event_ms for r in _flat(shard.evaluate(PARAMS))] == [T0]
+
+
+OUTCOMES = st.lists(
+    st.tuples(
+        st.sampled_from(ACCOUNTS[:3]),
+        st.integers(1, 5),  # the window of the order
+        st.sampled_from(["sent", "reverted", "expired", "mined"]),
+        st.sampled_from(FILLS),
+        st.integers(1, W - 1),  # its time after the order, ms
+    ),
+    max_size=8,
+)
+
+
+def _partitions(outcomes: list[tuple[str, int, str, str, int]]) -> dict[str, list]:
+    """Each input partition's batches in its own order: the venue's, two fills partitions'
+    (outcomes of the orders the shard may send, mined ones with their venue fill), the
+    oracle's; seven windows of a drop to 1,940 and below."""
+    prices = [2_000.0, 1_940.0, 1_940.0, 1_900.0, 1_940.0, 1_880.0, 1_900.0]
+    chain: list[list] = [[] for _ in prices]
+    fills: dict[str, list[list]] = {part: [[] for _ in prices] for part in FILLS}
+    chain[0] = _setup({a: 20 for a in ACCOUNTS[:3]})
+    for n, (account, k, state, part, after) in enumerate(outcomes):
+        ts = T0 + k * W + after
+        sent = Order(
+            order_id=order_id("liquidation", account, T0 + k * W, PERP), kind="liquidation",
+            account=account, instrument=PERP, size=-5.0, price=1_900.0, oracle_price=1_940.0,
+            bonus_usd=0.0, reason="", ts_event_ms=T0 + k * W, health=0.9, worst_scenario=0,
+            asset="ETH", position=20.0, valid_until_ms=ts,
+        )  # fmt: skip
+        fills[part][k + 1].append(_outcome(sent, state, ts, seq=n + 1))
+        if state == "mined":
+            chain[k + 1].append(_trade(account, PERP, -5, 1_900, 100 + n, liquidator=ACCOUNTS[3],
+                                       order_id=sent.order_id, ts=ts))  # fmt: skip
+    last = len(prices) - 1
+    out: dict[str, list] = {
+        part: [VenueBatch(part, T0 + k * W, k == last, events) for k, events in enumerate(batches)]
+        for part, batches in {"0-chain.logs": chain, **fills}.items()
+    }
+    out["prices"] = [
+        PriceBatch([_price(T0 + k * W, price), OracleProgress("ETH", T0 + k * W)])
+        for k, price in enumerate(prices)
+    ]
+    return out
+
+
+def _feed(parts: dict[str, list], order: list[str]) -> list:
+    """Feed the partitions' batches to a new shard, interleaved as ``order`` says (each
+    partition's own order kept); everything it gives, in order."""
+    shard, queues, got = _gated(), {part: list(batches) for part, batches in parts.items()}, []
+    for part in order:
+        batch = queues[part].pop(0)
+        if isinstance(batch, PriceBatch):
+            shard.on_prices(batch)
+        else:
+            shard.on_venue(batch, PARAMS)
+        out = shard.evaluate(PARAMS)
+        got += [*_flat(out), *out.denials]
+    return got
+
+
+@settings(max_examples=40, deadline=None)
+@given(OUTCOMES, st.data())
+def test_outputs_are_the_same_whatever_the_interleaving_of_fills_venue_and_price_batches(
+    outcomes: list[tuple[str, int, str, str, int]], data: st.DataObject
+) -> None:
+    parts = _partitions(outcomes)
+    in_turn = [part for _ in parts["prices"] for part in parts]
+    interleaved = data.draw(st.permutations(in_turn))
+    expected = _feed(parts, in_turn)
+    assert _orders(expected), "the drop liquidates"
+    assert _feed(parts, interleaved) == expected

@@ -3,6 +3,7 @@ prices to every shard, one clock per partition."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import msgspec
@@ -10,9 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators import abi, oracle_topic, risk_intake
+from operators import abi, fills_topic, oracle_topic, risk_intake
 from operators.accounts import shard_keys, shard_of
-from operators.model import OptionQuote, OraclePrice, OracleProgress, RawBatch, RawMessage
+from operators.model import (
+    Execution,
+    ExecutionProgress,
+    OptionQuote,
+    OraclePrice,
+    OracleProgress,
+    RawBatch,
+    RawMessage,
+)
 from operators.risk_intake import RiskIntake, RiskIntakeParams
 from operators.venue import Fill, InstrumentListed
 
@@ -22,7 +31,7 @@ T0 = 1_700_000_040_000
 PARAMS = RiskIntakeParams(
     venue=VENUE, shards=4, window_ms=60_000, lateness_ms=10_000, max_future_ms=60_000,
     max_quote_delay_ms=600_000,
-    chain_logs="chain.logs", dex_quotes="dex.quotes", oracle_prices="oracle.prices",
+    chain_logs="chain.logs", dex_quotes="dex.quotes", oracle_prices="oracle.prices", fills="fills",
 )  # fmt: skip
 ACCOUNT_TOPIC = abi.address_topic(ACCOUNT)
 DEPOSIT = [abi.VENUE_DEPOSIT, ACCOUNT_TOPIC, ACCOUNT_TOPIC]
@@ -163,3 +172,103 @@ def test_exception_while_decoding_one_oracle_price_is_an_internal_error_reject(
     (rejected,) = out.rejects
     assert (rejected.stage, rejected.offset) == ("oracle_prices", 4)
     assert rejected.reason == "internal_error: OverflowError: int too large"
+
+
+# --- fills: the executors' outcomes and progress ----------------------------------------
+
+SIGNERS = ("0x" + "51" * 20, "0x" + "52" * 20)
+FILLS_PARAMS = dataclasses.replace(PARAMS, signers=SIGNERS)
+
+
+def _fills_msg(offset: int, item: Execution | ExecutionProgress, broker_ms: int = T0) -> RawMessage:
+    return RawMessage("fills", 0, offset, broker_ms, ACCOUNT.encode(), fills_topic.encode(item))
+
+
+def _outcome(ts_ms: int, signer: str = SIGNERS[0], state: str = "reverted") -> Execution:
+    return Execution(
+        order_id="0x" + "0f" * 32, seq=2, state=state, final=True, account=ACCOUNT,  # type: ignore[arg-type]
+        kind="liquidation", instrument="0x" + "22" * 32, signer=signer, ts_event_ms=ts_ms,
+    )  # fmt: skip
+
+
+def _progress(signer: str, through_ms: int) -> ExecutionProgress:
+    return ExecutionProgress(signer=signer, through_ms=through_ms)
+
+
+def _fills(intake: RiskIntake, *msgs: RawMessage) -> risk_intake.RiskIntakeOut:
+    return intake.on_batch(RawBatch(intake.part, list(msgs)), FILLS_PARAMS)
+
+
+def test_an_outcome_goes_to_its_accounts_shard_and_progress_waits_for_every_signer() -> None:
+    intake = RiskIntake("0-fills")
+    out = _fills(intake, _fills_msg(0, _outcome(T0)), _fills_msg(1, _progress(SIGNERS[0], T0)))
+    # one signer heard of two: the partition has not passed anything yet
+    assert {b.watermark_ms for _, b in out.venue} == {-1}
+    assert [(s, b.events) for s, b in out.venue if b.events] == [
+        (shard_of(ACCOUNT, 4), [_outcome(T0)])
+    ]
+    out = _fills(intake, _fills_msg(2, _progress(SIGNERS[1], T0 + 90_000), T0 + 90_000))
+    # both heard: the minimum of their progress, to every shard (a new window)
+    assert [(s, b.watermark_ms) for s, b in out.venue] == [(s, T0) for s in shard_keys(4)]
+    out = _fills(intake, _fills_msg(3, _progress(SIGNERS[0], T0 + 200_000), T0 + 200_000))
+    assert {b.watermark_ms for _, b in out.venue} == {T0 + 90_000}
+
+
+def test_an_outcome_behind_its_partitions_progress_takes_effect_after_it() -> None:
+    intake = RiskIntake("0-fills")
+    _fills(intake, *(_fills_msg(n, _progress(s, T0)) for n, s in enumerate(SIGNERS)))
+    out = _fills(intake, _fills_msg(2, _outcome(T0 - 5_000)))
+    ((_, batch),) = out.venue
+    assert [e.ts_event_ms for e in batch.events] == [T0 + 1]
+
+
+def test_fills_of_an_unconfigured_signer_or_an_implausible_time_go_to_the_deadletter() -> None:
+    stranger = "0x" + "99" * 20
+    intake = RiskIntake("0-fills")
+    out = _fills(
+        intake,
+        _fills_msg(0, _outcome(T0, signer=stranger)),
+        _fills_msg(1, _progress(stranger, T0)),
+        _fills_msg(2, _progress(SIGNERS[0], T0 + 7_200_000)),  # 2 h past its broker
+        _fills_msg(3, _outcome(T0 + 7_200_000)),
+        RawMessage("fills", 0, 4, T0, None, b'{"record": "progress"'),
+    )
+    reasons = [(r.stage, r.offset, r.reason.split(":")[0]) for r in out.rejects]
+    assert reasons == [
+        ("fills", 0, "unknown_signer"), ("fills", 1, "unknown_signer"),
+        ("fills", 2, "invalid_ts"), ("fills", 3, "invalid_ts"), ("fills", 4, "invalid_json"),
+    ]  # fmt: skip
+    assert [b.events for _, b in out.venue] == [[]] * 4  # the first report, nothing routed
+    assert intake.signers == {} and intake.clock.broker_ms == -1
+
+
+def test_exception_while_decoding_one_fill_is_an_internal_error_reject(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def buggy(msg: RawMessage):
+        raise OverflowError("int too large")
+
+    monkeypatch.setattr(fills_topic, "decode", buggy)
+    out = _fills(RiskIntake("0-fills"), _fills_msg(4, _outcome(T0)))
+    (rejected,) = out.rejects
+    assert (rejected.stage, rejected.offset) == ("fills", 4)
+    assert rejected.reason == "internal_error: OverflowError: int too large"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(SIGNERS), st.integers(0, 600_000)), max_size=12))
+def test_a_fills_partitions_watermark_is_the_least_of_its_signers_progress_and_never_falls(
+    progress: list[tuple[str, int]],
+) -> None:
+    intake = RiskIntake("0-fills")
+    reported = -1
+    for n, (signer, ahead) in enumerate(progress):
+        out = _fills(intake, _fills_msg(n, _progress(signer, T0 + ahead), T0 + 600_000))
+        for _, batch in out.venue:
+            assert batch.watermark_ms >= reported
+            reported = batch.watermark_ms
+        latest: dict[str, int] = {}
+        for s, a in progress[: n + 1]:
+            latest[s] = max(latest.get(s, -1), T0 + a)
+        expected = min(latest.values()) if len(latest) == len(SIGNERS) else -1
+        assert intake.clock.watermark_ms(0) == expected
