@@ -59,7 +59,7 @@ def summary_text(
         if not d.is_dir():
             msg = f"expected an output directory; got {str(d)!r}, which does not exist"
             raise FileNotFoundError(msg)
-    if not any(d.glob("*/**/*.parquet") for d in dirs):
+    if not any(any(d.glob("*/**/*.parquet")) for d in dirs):
         msg = f"expected datasets (Parquet files) under {str(out_dir)!r}; found none"
         raise FileNotFoundError(msg)
     lines = [f"hedgeflow summary of {', '.join(str(d) for d in dirs)}"]

@@ -23,7 +23,7 @@ SHORT = LoopParams(seed=1, accounts=40, steps=60, pace_s=0.2)
 puts 3 of them under maintenance."""
 
 
-def test_loop_when_the_crash_leaves_accounts_under_maintenance_then_every_liquidation_on_chain_is_a_hedgeflow_order_once(
+def test_loop_after_the_crash_each_liquidation_on_chain_is_a_hedgeflow_order_once(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     params = dataclasses.replace(SHORT, topic_prefix=f"loop-{uuid.uuid4().hex[:8]}")
