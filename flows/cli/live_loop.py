@@ -120,8 +120,6 @@ class LoopResult:
     """The output directories of ``run oracle``, ``run risk`` and ``execute``."""
     liquidations: list[Fill]
     """The venue's ``Liquidated`` events, read back from the chain."""
-    head: int
-    """The chain's last block."""
 
 
 def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
@@ -143,13 +141,15 @@ def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
             "execute": ["execute", *common, "--keystore", str(keystore),
                         "--passphrase-file", str(passphrase), "--out", str(stage_dirs[2])],
         }  # fmt: skip
-        children = [_Child(name, argv, out_dir / "logs") for name, argv in commands.items()]
+        children: list[_Child] = []
 
         def check_children() -> None:
             for child in children:
                 child.check()
 
         try:
+            for name, argv in commands.items():
+                children.append(_Child(name, argv, out_dir / "logs"))
             _wait_for_first_messages(brokers, [cfg.topics.chain_logs, cfg.topics.fills], children)
             scenario = Scenario(
                 chain, params.seed, params.accounts, params.steps, params.pace_s, check_children
@@ -169,7 +169,7 @@ def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
         "loop done in %.1f s: blocks up to %d, %d Liquidated events on chain",
         time.monotonic() - started, last, len(liquidations),
     )  # fmt: skip
-    return LoopResult(cfg=cfg, stage_dirs=stage_dirs, liquidations=liquidations, head=last)
+    return LoopResult(cfg=cfg, stage_dirs=stage_dirs, liquidations=liquidations)
 
 
 def loop_config(chain: DevChain, out_dir: Path, topic_prefix: str) -> Config:

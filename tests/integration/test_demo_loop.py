@@ -19,8 +19,8 @@ from flows.cli.live_loop import LoopParams, live_loop
 from flows.cli.summary import read_dataset, summary_text
 
 SHORT = LoopParams(seed=1, accounts=40, steps=60, pace_s=0.2)
-"""40 accounts for an hour's worth of trades in 60 blocks: the crash (seed 1, at step 31)
-puts 3 of them under maintenance."""
+"""40 accounts make an hour's worth of trades in 60 blocks; the crash (seed 1, at step 31)
+puts some of them under maintenance (3 in a replay of the scenario alone)."""
 
 
 def test_loop_after_the_crash_each_liquidation_on_chain_is_a_hedgeflow_order_once(
