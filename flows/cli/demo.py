@@ -11,13 +11,14 @@ Part 1, the oracle on market data:
 The datasets of an earlier demo under ``OUT/`` and ``OUT/chain/`` are removed first, so
 the summary counts this run alone.
 
-Part 2, the risk engine on a real chain (Anvil):
-1. ``hedgeflow devchain --scenario --record``: the venue, pools and feed, an hour of
-   trading for 50 accounts with a crash, recorded as ``ingest`` publishes it;
-2. publish that recording to the same broker under ``devchain.*`` topics, with the first
-   trading account as a hedged book;
-3. run the oracle and risk flows from Kafka until the end; print the summary (accounts,
-   liquidations, hedges, worst health) of the outputs under ``OUT/chain/``.
+Part 2, the whole loop on a real chain (Anvil), each stage its own process
+(``flows.cli.live_loop``): the dev-chain scenario (an hour of trading for 50 accounts
+with a crash, paced), ``hedgeflow ingest`` following the node live, ``run oracle``, ``run
+risk`` with the first trading account as a hedged book, and ``execute`` with the
+liquidator's key, whose liquidations land on the chain and come back through ingest;
+then the summary under ``OUT/chain/``: accounts, orders, what the executor did with them
+(sent, mined, reverted, denied, expired, conflict; fees) and whose the venue's
+``Liquidated`` events are.
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ import msgspec
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish
-from connectors.recording import iter_messages, load_recording, write_recording
-from flows.cli.devchain import devchain
+from connectors.recording import write_recording
 from flows.cli.generate import GenerateParams, generate
+from flows.cli.live_loop import LoopParams, live_loop
 from flows.cli.runner import message_counter, run
 from flows.cli.summary import print_summary
 from flows.dataflows import kafka_flow
-from operators.config import Config, TopicsConfig, config_toml, load_config
+from operators.config import Config
 from operators.model import RawMessage
 from operators.stages import stage_params
-from operators.units import InstrumentKind
-from operators.venue import Fill, InstrumentListed, decode_venue
 
 log = logging.getLogger("hedgeflow.demo")
 
@@ -58,7 +57,7 @@ def mainnet_logs() -> tuple[dict[str, Any], ...]:
     return tuple(json.loads(line) for line in gzip.decompress(data).splitlines() if line)
 
 
-def demo(out_dir: Path) -> int:
+def demo(out_dir: Path, loop: LoopParams | None = None) -> int:
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     generated = generate(GenerateParams(seed=7, partitions=PARTITIONS, extra_logs=mainnet_logs()))
@@ -67,46 +66,21 @@ def demo(out_dir: Path) -> int:
     count = write_recording(generated.messages, out_dir / "recording.parquet")
     log.info("recording: %d messages, faults injected %s", count, generated.faults)
 
-    chain_dir = out_dir / "chain"
-    devchain(chain_dir, scenario=True, seed=7, accounts=50, keep_running=False, record=True)
-    chain_cfg, chain_messages = _chain_part(chain_dir)
-
     with EmbeddedBroker() as broker:
         log.info("broker: Tansu on %s", broker.bootstrap)
-        for part_cfg, messages, part_dir in (
-            (cfg, generated.messages, out_dir),
-            (chain_cfg, chain_messages, chain_dir),
-        ):
-            code = _run_part(broker.bootstrap, part_cfg, messages, part_dir)
-            if code != 0:
-                return code
-    print_summary(out_dir)
-    print_summary(chain_dir)
-    log.info("demo finished in %.1f s; outputs under %s", time.monotonic() - started, out_dir)
+        code = _run_part(broker.bootstrap, cfg, generated.messages, out_dir)
+        if code != 0:
+            return code
+        print_summary(out_dir)
+        part_1_s = time.monotonic() - started
+        log.info("part 1 finished in %.1f s; part 2: the loop on Anvil", part_1_s)
+        result = live_loop(broker.bootstrap, out_dir / "chain", loop or LoopParams())
+    print_summary(*result.stage_dirs, liquidations=result.liquidations)
+    log.info(
+        "demo finished in %.1f s (part 1 %.1f s, part 2 %.1f s); outputs under %s",
+        time.monotonic() - started, part_1_s, time.monotonic() - started - part_1_s, out_dir,
+    )  # fmt: skip
     return 0
-
-
-def _chain_part(chain_dir: Path) -> tuple[Config, list[RawMessage]]:
-    """The devchain recording under ``devchain.*`` topics, and its configuration with the
-    first trader's book hedged in the perp."""
-    chain_cfg = load_config((chain_dir / "devchain.toml").read_text())
-    recorded = list(iter_messages(load_recording(chain_dir / "recording.parquet")))
-    events = [decode_venue(m, chain_cfg.risk.venue) for m in recorded]
-    perp = next(
-        e.instrument
-        for e in events
-        if isinstance(e, InstrumentListed) and e.kind == InstrumentKind.PERP
-    )
-    trader = next(e.account for e in events if isinstance(e, Fill))
-    names = [f.name for f in msgspec.structs.fields(TopicsConfig)]
-    topics = TopicsConfig(**{name: f"devchain.{name.replace('_', '.')}" for name in names})
-    books = {trader: {"ETH": perp}}
-    cfg = msgspec.structs.replace(
-        chain_cfg, topics=topics, risk=msgspec.structs.replace(chain_cfg.risk, books=books)
-    )
-    (chain_dir / "demo.toml").write_text(config_toml(cfg))
-    renamed = [msgspec.structs.replace(m, topic=topics.chain_logs) for m in recorded]
-    return cfg, renamed
 
 
 def remove_datasets(out_dir: Path) -> None:

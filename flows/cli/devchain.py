@@ -7,11 +7,17 @@
 4. with ``scenario``, run a seeded scenario, one block per step: list instruments (spot,
    perp, calls and puts on ETH), deposit collateral for every account, then for an hour
    of 12 s blocks move the ETH price along a random path with a crash of about 25%
-   (V3 swaps, V2 syncs, Chainlink answers) while the accounts trade; after the crash the
-   liquidator liquidates the largest longs; then some accounts withdraw.
+   (V3 swaps, V2 syncs, Chainlink answers) while the accounts trade; then some accounts
+   withdraw. The scenario liquidates nobody: the crash leaves accounts under maintenance
+   margin, for hedgeflow's risk stage to order and its executor to liquidate (``hedgeflow
+   demo`` runs that loop). The liquidator's key (account 1) sends nothing here.
 
-The chain is the same, block hashes included, for the same seed and account count: the
-genesis time is fixed and every block is mined at a set timestamp.
+The scenario's transactions are the same, and so is the chain, block hashes included, for
+the same seed, account count and step count: the genesis time is fixed and every block is
+mined at a set timestamp. Automine is off; each block includes whatever else the pool
+holds (the executor's transactions, in the demo), whose own blocks then depend on when
+they were sent. With ``pace_s`` each block is mined at least that long (wall clock) after
+the one before, so that a live pipeline keeps up.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ import msgspec
 import numpy as np
 from web3 import Web3
 
-from connectors.anvil import DevNode, Receipt, mine, rpc, send_transaction, set_automine
+from connectors.anvil import DevNode, mine, rpc, send_transaction, set_automine
 from connectors.chain_source import chain_messages
 from connectors.contracts import (
     DEV_TOKENS,
@@ -56,7 +64,7 @@ GENESIS_TIMESTAMP = 1_767_225_600
 BLOCK_TIME_S = 12
 """Seconds between the scenario's blocks, as on mainnet."""
 STEPS = 300
-"""Price steps of the scenario, one block each: an hour of 12 s blocks."""
+"""Price steps of the scenario by default, one block each: an hour of 12 s blocks."""
 START_PRICE = 3000.0
 """ETH in USD at the start."""
 STEP_VOL = 0.0015
@@ -86,17 +94,16 @@ STRIKES = (0.8, 0.9, 1.0, 1.1, 1.2)
 """Option strikes, fractions of the start price (rounded to 100 USD)."""
 EXPIRIES_DAYS = (7, 30, 90)
 """Option expiries, days after genesis at 08:00 UTC."""
-LIQUIDATIONS = 3
-"""Accounts liquidated after the crash: those with the largest long perp positions."""
 WITHDRAW_FRACTION = 0.1
 """Share of accounts that withdraw half of their USDC at the end."""
 NO_ORDER = bytes(32)
-"""The ``orderId`` of a venue call that no order drives (the scenario's trades and its
-scripted liquidations, whose accounts hedgeflow does not order for): bytes32(0)."""
+"""The ``orderId`` of a venue call that no order drives (the scenario's trades):
+bytes32(0)."""
 _CALL_GAS = 150_000
 """Gas limit of a scenario call (each uses under 100k)."""
 _MAX_TXS_PER_BLOCK = 150
-"""Transactions per block at most (150 x 150k gas fits Anvil's 30M block gas limit)."""
+"""The scenario's transactions per block at most (150 x 150k gas fits Anvil's 30M block
+gas limit, with room for an executor's few transactions of 300k)."""
 
 
 def devchain(
@@ -116,11 +123,41 @@ def devchain(
     the prices, account 1 liquidates). With ``keep_running`` the node stays up, its RPC
     URL printed, until Ctrl-C or SIGTERM; its chain is then saved in ``OUT/state.json``.
     """
+    with dev_chain(out_dir, accounts) as chain:
+        if scenario:
+            Scenario(chain, seed, accounts).run()
+        if record:
+            record_chain(chain, out_dir / "recording.parquet")
+        if keep_running:
+            _serve(chain.node)
+    log.info("node stopped; its chain is saved in %s", out_dir / "state.json")
+    return 0
+
+
+@dataclass(frozen=True)
+class DevChain:
+    """A started dev node with the contracts deployed, and the configuration that reads
+    them (``chain`` follows the node)."""
+
+    node: DevNode
+    deployed: Deployed
+    cfg: Config
+
+    @property
+    def rpc_url(self) -> str:
+        return self.node.rpc_url
+
+
+@contextmanager
+def dev_chain(out_dir: Path, accounts: int) -> Iterator[DevChain]:
+    """Start Anvil with ``accounts`` trading accounts (and the deployer and liquidator),
+    deploy, write ``OUT/devchain.toml`` and ``OUT/deployed.json``; stop the node on exit,
+    its chain saved in ``OUT/state.json`` (a fresh chain each time)."""
     if accounts < 1:
         raise ConfigError(f"accounts must be >= 1; got {accounts!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out_dir / "state.json", out_dir / "anvil.log"
-    for stale in (state_path, log_path):  # a fresh chain each run
+    for stale in (state_path, log_path):
         stale.unlink(missing_ok=True)
     node = DevNode(
         accounts=accounts + 2,
@@ -142,19 +179,20 @@ def devchain(
         (out_dir / "deployed.json").write_bytes(msgspec.json.format(msgspec.json.encode(info)))
         print(out_dir / "devchain.toml")
         print(out_dir / "deployed.json")
-        if scenario:
-            _Scenario(node.rpc_url, deployed, cfg, seed, accounts).run()
-        if record:
-            head = _head(node.rpc_url)
-            messages = chain_messages(
-                node.rpc_url, deployed.contracts, deployed.block, head, cfg.topics.chain_logs, 2
-            )
-            count = write_recording(messages, out_dir / "recording.parquet")
-            log.info("recorded %d logs to %s", count, out_dir / "recording.parquet")
-        if keep_running:
-            _serve(node)
-    log.info("node stopped; its chain is saved in %s", state_path)
-    return 0
+        yield DevChain(node, deployed, cfg)
+
+
+def record_chain(chain: DevChain, path: Path, topic: str = "chain.logs") -> int:
+    """Write the logs of every deployed contract, from the deployment to the head, to the
+    recording ``path`` as ``hedgeflow ingest`` publishes them (2 partitions of ``topic``);
+    the count written."""
+    messages = chain_messages(
+        chain.rpc_url, chain.deployed.contracts, chain.deployed.block, head(chain.rpc_url),
+        topic, 2,
+    )  # fmt: skip
+    count = write_recording(messages, path)
+    log.info("recorded %d logs to %s", count, path)
+    return count
 
 
 def _serve(node: DevNode) -> None:
@@ -192,17 +230,21 @@ def instruments() -> list[Instrument]:
     ]
 
 
-def price_path(seed: int) -> tuple[np.ndarray, int]:
-    """ETH in USD at each step (``STEPS + 1`` values) and the step the crash starts.
+def price_path(seed: int, steps: int = STEPS) -> tuple[np.ndarray, int]:
+    """ETH in USD at each step (``steps + 1`` values) and the step the crash starts.
 
     A driftless log random walk; the crash falls by ``CRASH`` over ``CRASH_BLOCKS`` blocks,
     starting somewhere in the middle third.
     """
+    if steps < 3 * CRASH_BLOCKS:
+        raise ConfigError(
+            f"steps must be >= {3 * CRASH_BLOCKS} (room for the crash); got {steps!r}"
+        )
     rng = np.random.default_rng([seed, 1])
-    steps = rng.normal(0.0, STEP_VOL, STEPS)
-    crash_at = int(rng.integers(STEPS // 3, 2 * STEPS // 3))
-    steps[crash_at : crash_at + CRASH_BLOCKS] += math.log(1 - CRASH) / CRASH_BLOCKS
-    path = START_PRICE * np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
+    moves = rng.normal(0.0, STEP_VOL, steps)
+    crash_at = int(rng.integers(steps // 3, 2 * steps // 3))
+    moves[crash_at : crash_at + CRASH_BLOCKS] += math.log(1 - CRASH) / CRASH_BLOCKS
+    path = START_PRICE * np.exp(np.concatenate([[0.0], np.cumsum(moves)]))
     return path, crash_at
 
 
@@ -218,35 +260,54 @@ def _e18(value: float) -> int:
     return round(value * 1e6) * (E18 // 10**6)
 
 
-class _Scenario:
-    """Sends the scenario's transactions, one block per step, and checks every receipt."""
+class Scenario:
+    """Sends the scenario's transactions, one block per step, and checks their receipts.
+
+    ``steps`` price steps (one block each) after the listing and deposit blocks; each block
+    is mined at least ``pace_s`` seconds (wall clock) after the one before, and
+    ``on_block()`` is called after each (the demo checks its processes there).
+    """
 
     def __init__(
-        self, rpc_url: str, deployed: Deployed, cfg: Config, seed: int, accounts: int
+        self,
+        chain: DevChain,
+        seed: int,
+        accounts: int,
+        steps: int = STEPS,
+        pace_s: float = 0.0,
+        on_block: Callable[[], None] | None = None,
     ) -> None:
-        self.url = rpc_url
-        self.deployed = deployed
+        if not 0 <= pace_s < math.inf:
+            raise ConfigError(f"pace_s must be >= 0 s; got {pace_s!r}")
+        self.url = chain.rpc_url
+        self.deployed = chain.deployed
         self.rng = np.random.default_rng([seed, 2])
-        self.path, self.crash_at = price_path(seed)
+        self.steps = steps
+        self.path, self.crash_at = price_path(seed, steps)
+        self.pace_s = pace_s
+        self.on_block = on_block
         self.instruments = instruments()
-        self.accounts = [a.lower() for a in rpc(rpc_url, "eth_accounts")][2 : 2 + accounts]
-        registry = Registry.from_config(cfg.oracle)
-        v3, v2 = registry.by_address[deployed.v3_pool], registry.by_address[deployed.v2_pair]
+        self.accounts = [a.lower() for a in rpc(self.url, "eth_accounts")][2 : 2 + accounts]
+        registry = Registry.from_config(chain.cfg.oracle)
+        v3 = registry.by_address[chain.deployed.v3_pool]
+        v2 = registry.by_address[chain.deployed.v2_pair]
         assert isinstance(v3, PoolSource) and isinstance(v2, PoolSource)
         self.v3, self.v2 = v3, v2
         w3 = Web3()
-        self.venue = bind(w3, "MarginVenue", deployed.venue)
-        self.pool = bind(w3, "TestUniswapV3Pool", deployed.v3_pool)
-        self.pair = bind(w3, "TestUniswapV2Pair", deployed.v2_pair)
-        self.feed = bind(w3, "TestAggregator", deployed.feed)
+        self.venue = bind(w3, "MarginVenue", chain.deployed.venue)
+        self.pool = bind(w3, "TestUniswapV3Pool", chain.deployed.v3_pool)
+        self.pair = bind(w3, "TestUniswapV2Pair", chain.deployed.v2_pair)
+        self.feed = bind(w3, "TestAggregator", chain.deployed.feed)
         self.block_ts = GENESIS_TIMESTAMP + BLOCK_TIME_S  # the deployment block's
         self.pending: list[str] = []
         self.counts: dict[str, int] = {}
-        self.positions: dict[tuple[str, str], float] = {}
+        self.others = 0
+        """Transactions in the scenario's blocks that it did not send (the executor's)."""
         self.usdc: dict[str, int] = {}
         self.sqrt_price = 0
         self.feed_price = 0.0
         self.feed_step = 0
+        self.next_block_at = 0.0
 
     def run(self) -> None:
         started = time.monotonic()
@@ -258,34 +319,32 @@ class _Scenario:
                 [*args, _e18(inst.strike), inst.expiry],
             )  # fmt: skip
         self._move_prices(0)
-        self._mine()
+        self.mine()
         log.info("listed %d instruments; prices set", len(self.instruments))
         for account in self.accounts:
             if len(self.pending) > _MAX_TXS_PER_BLOCK - 2:  # a deposit sends up to 2
-                self._mine()
+                self.mine()
             self._deposit(account)
-        self._mine()
+        self.mine()
         log.info("deposits for %d accounts", len(self.accounts))
-        trades_per_step = TRADES_PER_ACCOUNT * len(self.accounts) / STEPS
-        liquidate_at = self.crash_at + CRASH_BLOCKS
-        for step in range(1, STEPS + 1):
+        trades_per_step = TRADES_PER_ACCOUNT * len(self.accounts) / self.steps
+        for step in range(1, self.steps + 1):
             self._move_prices(step)
-            room = _MAX_TXS_PER_BLOCK - 3 - LIQUIDATIONS  # 3 price updates at most
+            room = _MAX_TXS_PER_BLOCK - 3  # 3 price updates at most
             for _ in range(min(int(self.rng.poisson(trades_per_step)), room)):
                 self._trade(step)
-            if step == liquidate_at:
-                self._liquidate(step)
-            self._mine()
-            if step % 50 == 0 or step in (self.crash_at, liquidate_at):
+            self.mine()
+            if step % 50 == 0 or step in (self.crash_at, self.crash_at + CRASH_BLOCKS):
                 log.info(
-                    "step %d/%d: ETH %.2f USD, block %d, %d transactions",
-                    step, STEPS, self.path[step], _head(self.url), sum(self.counts.values()),
+                    "step %d/%d: ETH %.2f USD, block %d, %d transactions, %d others",
+                    step, self.steps, self.path[step], head(self.url), sum(self.counts.values()),
+                    self.others,
                 )  # fmt: skip
         self._withdraw()
         log.info(
-            "scenario done in %.1f s: blocks up to %d, crash at step %d; %s",
-            time.monotonic() - started, _head(self.url), self.crash_at,
-            ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())),
+            "scenario done in %.1f s: blocks up to %d, crash at step %d; %s; %d others",
+            time.monotonic() - started, head(self.url), self.crash_at,
+            ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())), self.others,
         )  # fmt: skip
 
     def _move_prices(self, step: int) -> None:
@@ -338,36 +397,20 @@ class _Scenario:
             years = (inst.expiry - self.block_ts) / YEAR_S
             price = max(option_price(spot, inst.strike, years, inst.kind), 0.01)
         size = size if self.rng.random() < 0.5 else -size
-        key = (account, inst.id)
-        self.positions[key] = self.positions.get(key, 0.0) + size
         args = [inst.id, _e18(size), _e18(price), NO_ORDER]
         self._send("trades", account, self.venue, "trade", args)
-
-    def _liquidate(self, step: int) -> None:
-        perp = self.instruments[1].id
-        longs = sorted(
-            ((size, account) for (account, inst), size in self.positions.items() if inst == perp),
-            reverse=True,
-        )
-        price = _e18(float(self.path[step]))
-        for size, account in longs[:LIQUIDATIONS]:
-            if size <= 0:
-                break
-            self.positions[(account, perp)] = 0.0
-            args = [Web3.to_checksum_address(account), perp, -_e18(size), price, NO_ORDER]
-            self._send("liquidations", self.deployed.liquidator, self.venue, "liquidate", args)
 
     def _withdraw(self) -> None:
         """Some accounts withdraw half of their USDC, in the blocks after the last step."""
         count = max(1, int(len(self.accounts) * WITHDRAW_FRACTION))
         for index in self.rng.choice(len(self.accounts), size=count, replace=False):
             if len(self.pending) >= _MAX_TXS_PER_BLOCK:
-                self._mine()
+                self.mine()
             account = self.accounts[int(index)]
             amount = self.usdc[account] // 2
             self._send("withdrawals", account, self.venue, "withdraw",
                        [self._token("USDC"), amount])  # fmt: skip
-        self._mine()
+        self.mine()
 
     def _token(self, symbol: str) -> str:
         return Web3.to_checksum_address(DEV_TOKENS[symbol].address)
@@ -378,21 +421,38 @@ class _Scenario:
         self.pending.append(send_transaction(self.url, sender, to, data, gas=_CALL_GAS))
         self.counts[what] = self.counts.get(what, 0) + 1
 
-    def _mine(self) -> None:
-        """Mine the pending transactions into one block, 12 s after the last; check them."""
+    def mine(self) -> None:
+        """Mine what the pool holds into one block, 12 s after the last and at least
+        ``pace_s`` after it on the wall clock; each of the scenario's transactions must be
+        in it and succeed (others may be there too)."""
+        time.sleep(max(0.0, self.next_block_at - time.monotonic()))
         self.block_ts += BLOCK_TIME_S
         mine(self.url, timestamp=self.block_ts)
-        receipts = msgspec.convert(rpc(self.url, "eth_getBlockReceipts", ["latest"]), list[Receipt])
-        failed = [r for r in receipts if not r.ok]
-        if len(receipts) != len(self.pending) or failed:
+        self.next_block_at = time.monotonic() + self.pace_s
+        raw = rpc(self.url, "eth_getBlockReceipts", ["latest"])
+        receipts = {r.transactionHash: r for r in msgspec.convert(raw, list[_Receipt])}
+        missing = [h for h in self.pending if h not in receipts]
+        failed = [h for h in self.pending if h in receipts and receipts[h].status != "0x1"]
+        if missing or failed:
             msg = (
-                f"block at {self.block_ts}: {len(receipts)} receipts for "
-                f"{len(self.pending)} transactions sent, {len(failed)} failed"
+                f"block at {self.block_ts}: of {len(self.pending)} transactions sent, "
+                f"{len(missing)} not included (first {missing[:1]}), {len(failed)} failed "
+                f"(first {failed[:1]})"
             )
             raise RuntimeError(msg)
+        self.others += len(receipts) - len(self.pending)
         self.pending = []
+        if self.on_block is not None:
+            self.on_block()
 
 
-def _head(rpc_url: str) -> int:
+class _Receipt(msgspec.Struct, frozen=True):
+    """The fields of a block's receipt that the scenario checks."""
+
+    transactionHash: str
+    status: str
+
+
+def head(rpc_url: str) -> int:
     """The node's latest block number."""
     return quantity(rpc(rpc_url, "eth_blockNumber"), "blockNumber")

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from operators.venue import Fill
 
-def _dataset(out_dir: Path, name: str) -> pl.DataFrame | None:
-    if not any((out_dir / name).glob("**/*.parquet")):
-        return None
-    return pl.read_parquet(out_dir / name / "**/*.parquet", hive_partitioning=True)
+WEI_PER_ETH = 10**18
+EXECUTION_STATES = ("mined", "reverted", "denied", "expired", "conflict")
+"""The final states of an order in ``executions/`` (``operators.model.Execution``)."""
 
 
-def latest_prices(out_dir: Path) -> pl.DataFrame:
+def read_dataset(name: str, *dirs: Path) -> pl.DataFrame | None:
+    """The rows of dataset ``name`` under each of ``dirs`` (the output directories of one
+    run's stages, each with its own ``--out``), or None if there are none."""
+    frames = [
+        pl.read_parquet(d / name / "**/*.parquet", hive_partitioning=True)
+        for d in dirs
+        if any((d / name).glob("**/*.parquet"))
+    ]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
+
+def latest_prices(*dirs: Path) -> pl.DataFrame:
     """``oracle_prices/`` with only the latest revision of each (asset, window)."""
-    prices = _dataset(out_dir, "oracle_prices")
+    prices = read_dataset("oracle_prices", *dirs)
     if prices is None:
         return pl.DataFrame()
     return (
@@ -25,21 +37,33 @@ def latest_prices(out_dir: Path) -> pl.DataFrame:
     )
 
 
-def summary_text(out_dir: Path, unread: dict[str, int] | None = None, identical: int = 0) -> str:
-    """Per asset: windows, price range and status counts; rejects by stage and reason.
+def summary_text(
+    out_dir: Path,
+    *more: Path,
+    unread: dict[str, int] | None = None,
+    identical: int = 0,
+    liquidations: Sequence[Fill] | None = None,
+) -> str:
+    """Per asset: windows, price range and status counts; risk, orders and their
+    executions; rejects by stage and reason. The datasets of ``out_dir`` and ``more`` (the
+    stages of one run) are read together.
 
     ``unread`` (rows per topic the configuration does not name) and ``identical``
-    (repeated rows replayed once) come from the replay's check of its recording. An
-    ``out_dir`` that does not exist or holds no dataset is a ``FileNotFoundError``.
+    (repeated rows replayed once) come from the replay's check of its recording;
+    ``liquidations``, the venue's ``Liquidated`` events read from the chain, are matched
+    with ``orders/``. An ``out_dir`` that does not exist or holds no dataset is a
+    ``FileNotFoundError``.
     """
-    if not out_dir.is_dir():
-        msg = f"expected an output directory; got {str(out_dir)!r}, which does not exist"
-        raise FileNotFoundError(msg)
-    if not any(out_dir.glob("*/**/*.parquet")):
+    dirs = (out_dir, *more)
+    for d in dirs:
+        if not d.is_dir():
+            msg = f"expected an output directory; got {str(d)!r}, which does not exist"
+            raise FileNotFoundError(msg)
+    if not any(any(d.glob("*/**/*.parquet")) for d in dirs):
         msg = f"expected datasets (Parquet files) under {str(out_dir)!r}; found none"
         raise FileNotFoundError(msg)
-    lines = [f"hedgeflow summary of {out_dir}"]
-    prices = latest_prices(out_dir)
+    lines = [f"hedgeflow summary of {', '.join(str(d) for d in dirs)}"]
+    prices = latest_prices(*dirs)
     if prices.height:
         per_asset = (
             prices.group_by("asset")
@@ -68,7 +92,7 @@ def summary_text(out_dir: Path, unread: dict[str, int] | None = None, identical:
             )
     else:
         lines.append("oracle prices: none")
-    stats = _dataset(out_dir, "partition_stats")
+    stats = read_dataset("partition_stats", *dirs)
     if stats is not None:
         last = stats.sort("messages").group_by("part").last()
         lines.append(
@@ -84,28 +108,28 @@ def summary_text(out_dir: Path, unread: dict[str, int] | None = None, identical:
         )
     if identical:
         lines.append(f"replayed once: {identical} identical repeated rows")
-    risk = _dataset(out_dir, "account_risk")
+    risk = read_dataset("account_risk", *dirs)
     if risk is not None:
-        orders = _dataset(out_dir, "orders")
+        orders = read_dataset("orders", *dirs)
         if orders is None:
             orders = pl.DataFrame(schema={"kind": pl.String, "account": pl.String})
-        liquidations = orders.filter(pl.col("kind") == "liquidation")
+        legs = orders.filter(pl.col("kind") == "liquidation")
         hedges = orders.filter(pl.col("kind") == "hedge")
         worst = risk.sort("health").row(0, named=True)
         lines.append(
-            f"risk: {risk['account'].n_unique()} accounts; {liquidations.height} liquidation "
-            f"order legs for {liquidations['account'].n_unique()} accounts; {hedges.height} "
+            f"risk: {risk['account'].n_unique()} accounts; {legs.height} liquidation "
+            f"order legs for {legs['account'].n_unique()} accounts; {hedges.height} "
             f"hedge orders; worst health {worst['health']:.4f} ({worst['account']} at "
             f"{worst['ts_event_ms']} ms)"
         )
-        denials = _dataset(out_dir, "order_denials")
+        denials = read_dataset("order_denials", *dirs)
         if denials is not None and denials.height:
             by_reason = denials.group_by("kind", "reason").len().sort("kind", "reason")
             counts = ", ".join(
                 f"{r['kind']} {r['reason']} {r['len']}" for r in by_reason.iter_rows(named=True)
             )
             lines.append(f"order denials: {denials.height} ({counts})")
-        settlements = _dataset(out_dir, "settlements")
+        settlements = read_dataset("settlements", *dirs)
         if settlements is not None and settlements.height:
             lines.append(
                 f"settlements: {settlements.height} positions in "
@@ -118,7 +142,12 @@ def summary_text(out_dir: Path, unread: dict[str, int] | None = None, identical:
                 f"bad debt: {bad_debt.sum():.2f} USD over {(bad_debt > 0).sum()} accounts "
                 "(latest row of each)"
             )
-    rejects = _dataset(out_dir, "deadletter")
+    executions = read_dataset("executions", *dirs)
+    if executions is not None:
+        lines += execution_lines(executions)
+    if liquidations is not None:
+        lines.append(liquidation_line(liquidations, read_dataset("orders", *dirs)))
+    rejects = read_dataset("deadletter", *dirs)
     if rejects is not None and rejects.height:
         by_reason = (
             rejects.with_columns(pl.col("reason").str.split(":").list.first().alias("code"))
@@ -134,5 +163,55 @@ def summary_text(out_dir: Path, unread: dict[str, int] | None = None, identical:
     return "\n".join(lines)
 
 
-def print_summary(out_dir: Path, unread: dict[str, int] | None = None, identical: int = 0) -> None:
-    print(summary_text(out_dir, unread, identical), flush=True)
+def execution_lines(executions: pl.DataFrame) -> list[str]:
+    """What the executor did with the orders it took: per order its latest state, orders
+    sent (a transaction signed and broadcast), the fees paid, and the refusals by code."""
+    latest = executions.sort("seq").group_by("order_id").last()
+    final = latest.filter(pl.col("final"))
+    states = dict(final.group_by("state").len().iter_rows())
+    sent = executions.filter(pl.col("state") == "sent")["order_id"].n_unique()
+    fees_wei = sum(int(f) for f in latest["fee_paid_wei"].drop_nulls())
+    counts = ", ".join(f"{state} {states.get(state, 0)}" for state in EXECUTION_STATES)
+    signers = ", ".join(sorted(executions["signer"].unique()))
+    lines = [
+        f"executions: {latest.height} orders taken by {signers}; sent {sent}, {counts}, "
+        f"unfinished {latest.height - final.height}; fees paid {fees_wei / WEI_PER_ETH:.6f} ETH"
+    ]
+    refused = final.filter(pl.col("state").is_in(["denied", "reverted", "expired", "conflict"]))
+    if refused.height:
+        by_code = refused.group_by("state", "code").len().sort("state", "code")
+        codes = ", ".join(
+            f"{r['state']} {r['code']} {r['len']}" for r in by_code.iter_rows(named=True)
+        )
+        lines.append(f"execution refusals and failures: {codes}")
+    return lines
+
+
+def liquidation_line(liquidations: Sequence[Fill], orders: pl.DataFrame | None) -> str:
+    """Whose the venue's ``Liquidated`` events on chain are: each should carry the id of a
+    liquidation order in ``orders/``, and no id should appear twice."""
+    known = (
+        set() if orders is None else set(orders.filter(pl.col("kind") == "liquidation")["order_id"])
+    )
+    ids = [f.order_id for f in liquidations if not f.removed]
+    ours = [i for i in ids if i is not None and i in known]
+    twice = len(ids) - len(set(ids))
+    liquidators = ", ".join(sorted({f.liquidator or "" for f in liquidations})) or "none"
+    return (
+        f"on chain: {len(ids)} Liquidated events (by {liquidators}); {len(ours)} carry the id "
+        f"of a hedgeflow liquidation order, {len(ids) - len(ours)} carry none or another; "
+        f"{twice} ids twice"
+    )
+
+
+def print_summary(
+    out_dir: Path,
+    *more: Path,
+    unread: dict[str, int] | None = None,
+    identical: int = 0,
+    liquidations: Sequence[Fill] | None = None,
+) -> None:
+    text = summary_text(
+        out_dir, *more, unread=unread, identical=identical, liquidations=liquidations
+    )
+    print(text, flush=True)

@@ -28,7 +28,7 @@ from connectors.contracts import (
     feed_answer,
     instrument_id,
 )
-from flows.cli.devchain import devchain
+from flows.cli.devchain import Scenario, dev_chain, devchain, head
 from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, RawMessage
@@ -334,6 +334,9 @@ def test_devchain_when_scenario_then_config_addresses_and_a_crash_on_chain(
     with DevNode(state_path=tmp_path / "state.json", accounts=8) as node:
         oracle_logs = [log for a in registry.by_address for log in _logs(node, a, 0)]
         venue_logs = _logs(node, deployed.venue, 0)
+        liquidator_nonce = rpc(
+            node.rpc_url, "eth_getTransactionCount", [deployed.liquidator, "latest"]
+        )
     prices = [o.price for o in _decode(registry, oracle_logs) if isinstance(o, Observation)]
     venue = bind(Web3(), "MarginVenue", deployed.venue)
     names = [_venue_event(venue, log)["event"] for log in venue_logs]
@@ -343,7 +346,57 @@ def test_devchain_when_scenario_then_config_addresses_and_a_crash_on_chain(
     assert 2000 < min(prices) < 2600  # ...and crashes by about 25%
     assert names.count("InstrumentListed") == 32
     assert names.count("Deposit") >= 6
-    assert {"Trade", "Liquidated", "Withdraw"} <= set(names)
+    assert {"Trade", "Withdraw"} <= set(names)
+    # the liquidations are left to hedgeflow: the liquidator's key has sent nothing
+    assert "Liquidated" not in names and liquidator_nonce == "0x0"
+
+
+def test_scenario_when_paced_or_joined_by_outside_transactions_then_its_own_chain_is_the_same(
+    tmp_path: Path,
+) -> None:
+    """The pace changes the wall clock only (the same blocks, hashes included); another
+    sender's transactions (as the executor's) join the scenario's blocks and leave the
+    scenario's own transactions as they were, block by block."""
+
+    def run(out: Path, pace_s: float, outside: bool) -> list[dict[str, Any]]:
+        with dev_chain(out, accounts=4) as chain:
+            scenario = Scenario(chain, seed=3, accounts=4, steps=30, pace_s=pace_s)
+            if outside:
+                feed = bind(Web3(), "TestAggregator", chain.deployed.feed)
+                data = feed.encode_abi("update", args=[1])
+                mine = scenario.mine
+
+                def mine_with_an_outside_transaction() -> None:
+                    send_transaction(
+                        chain.rpc_url, chain.deployed.liquidator, feed.address, data, gas=GAS
+                    )
+                    mine()
+
+                scenario.mine = mine_with_an_outside_transaction  # type: ignore[method-assign]
+            scenario.run()
+            last = head(chain.rpc_url)
+            blocks = [
+                rpc(chain.rpc_url, "eth_getBlockByNumber", [hex(n), True]) for n in range(last + 1)
+            ]
+        assert scenario.others == (len(blocks) - 2 if outside else 0)  # not genesis, deploy
+        return blocks
+
+    def own(blocks: list[dict[str, Any]], liquidator: str) -> list[tuple[str, ...]]:
+        return [
+            (block["number"], block["timestamp"], tx["from"], tx["to"], tx["nonce"], tx["input"])
+            for block in blocks
+            for tx in block["transactions"]
+            if tx["from"] != liquidator
+        ]
+
+    plain = run(tmp_path / "plain", 0.0, outside=False)
+    paced = run(tmp_path / "paced", 0.01, outside=False)
+    joined = run(tmp_path / "joined", 0.0, outside=True)
+
+    assert [b["hash"] for b in paced] == [b["hash"] for b in plain]
+    liquidator = json.loads((tmp_path / "plain" / "deployed.json").read_text())["liquidator"]
+    assert own(joined, liquidator) == own(plain, liquidator)
+    assert len(own(plain, liquidator)) > 30
 
 
 def _web3_log(log: dict) -> dict:
