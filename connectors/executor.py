@@ -175,12 +175,30 @@ class Executor:
         for stored in self.store.unfinished_orders():
             if stored.nonce is not None:
                 self._follow(stored, head)
+        self._note_resume()
         trip = self.pretrade.trip(self.now_ms, self.oracle)
         if trip is not None and self.trading_state() != TradingState.HALTED:
             self._halt(*trip)
         with self.store.transaction():
             self.store.put("now_ms", str(self.now_ms))
             self.store.put("head", str(head.number))
+
+    def _note_resume(self) -> None:
+        """A signer seen HALTED and now not was resumed by hand (``--resume``, while the
+        executor ran or not): the trip windows start afresh (``Pretrade.resume``), or what
+        tripped it would trip it again at this head."""
+        halted = self.trading_state() == TradingState.HALTED
+        if halted == (self.store.get("halted_seen") == "1"):
+            return
+        with self.store.transaction():
+            self.store.put("halted_seen", "1" if halted else "0")
+            if not halted:
+                self.pretrade.resume()
+                self.store.put(
+                    "pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode()
+                )
+        if not halted:
+            log.info("resumed by hand: the error, gas and oracle trip windows start afresh")
 
     def _follow(self, stored: StoredOrder, head: Head) -> None:
         attempts = self.store.attempts(stored.order_id)
@@ -598,6 +616,7 @@ class Executor:
         )
         with self.store.transaction():
             set_trading_state(self.store, TradingState.HALTED, f"{code}: {detail}")
+            self.store.put("halted_seen", "1")
 
     def _flush(self) -> None:
         """Publish the outbox to Kafka and Parquet, then drop it; then the progress."""

@@ -18,7 +18,7 @@ import pytest
 from connectors.broker import EmbeddedBroker
 from connectors.contracts import DEV_TOKENS, instrument_id
 from operators.order_auth import encode_signed
-from tests.integration.executor_env import SECRET, ExecutorEnv, wait_final, wait_for
+from tests.integration.executor_env import SECRET, ExecutorEnv, mine_seen, wait_final, wait_for
 
 MakeEnv = Callable[..., ExecutorEnv]
 
@@ -198,3 +198,40 @@ def test_an_order_for_an_unlisted_instrument_reverts_in_simulation_and_sends_not
     assert env.attempts(unlisted.order_id) == []
     assert_exactly_once(env, [unlisted.order_id, good.order_id], executed=[good.order_id])
     assert len(env.signer_txs()) == 1
+
+
+def test_a_resume_after_an_error_rate_trip_holds_at_the_next_block_and_across_a_restart(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1, error_window=2, max_error_rate=0.5)
+    env.publish_price()
+    unlisted = instrument_id(DEV_TOKENS["USDC"].address, 1, 0, 0)
+    bad = [env.order(n, instrument=unlisted) for n in range(4)]
+    good = [env.order(n) for n in range(10, 12)]
+    env.start_executor()
+    env.publish_orders(bad[:2])
+    wait_final(env, [o.order_id for o in bad[:2]])
+    mine_seen(env)  # the trip is checked at each head
+    assert env.store_value("trading_state") == "halted"
+    assert (env.store_value("trading_reason") or "").startswith("error_rate: 2 of the last 2")
+
+    assert env.cli("--resume").returncode == 0
+    mine_seen(env)
+    assert env.store_value("trading_state") == "active"
+    env.publish_orders(good[:1])
+    assert wait_final(env, [good[0].order_id])[good[0].order_id].state == "mined"
+
+    env.publish_orders(bad[2:])  # trips again, and is resumed while the executor is down
+    wait_final(env, [o.order_id for o in bad[2:]])
+    mine_seen(env)
+    assert env.store_value("trading_state") == "halted"
+    assert env.stop_executor() == 0
+    assert env.cli("--resume").returncode == 0
+    env.start_executor()
+    mine_seen(env)
+    assert env.store_value("trading_state") == "active"
+    env.publish_orders(good[1:])
+    assert wait_final(env, [good[1].order_id])[good[1].order_id].state == "mined"
+
+    ids = [o.order_id for o in bad + good]
+    assert_exactly_once(env, ids, executed=[o.order_id for o in good])
