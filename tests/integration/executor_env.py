@@ -21,15 +21,19 @@ from typing import Any
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from eth_account import Account
 from web3 import Web3
 
 from connectors.anvil import DevNode, mine, receipt, rpc, send_transaction, set_automine
 from connectors.chain_audit import signer_txs
 from connectors.chain_source import Rpc
 from connectors.contracts import DEV_TOKENS, bind, deploy, instrument_id
+from connectors.executor import Executor
+from connectors.executor_chain import ChainClient
+from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import create_topics
-from flows.cli.execute import dev_keys, write_keystore
+from flows.cli.execute import check_store, dev_keys, first_nonce, write_keystore
 from operators import oracle_topic
 from operators.config import (
     Config,
@@ -97,6 +101,7 @@ class ExecutorEnv:
         self.cfg_path.write_text(config_toml(self.cfg))
         self.out = tmp / "out"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.in_process: Executor | None = None
         self.first_block = int(rpc(self.url, "eth_blockNumber"), 16)
         self.first_nonce = self.nonce()
         self.producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
@@ -261,6 +266,25 @@ class ExecutorEnv:
         )  # fmt: skip
         return self.proc
 
+    def executor_in_process(self) -> Executor:
+        """The executor of this set-up in this process, as ``hedgeflow execute`` builds it,
+        to drive pass by pass (``Executor.step``); :meth:`close` closes it."""
+        store = ExecutorStore(self.out / "executor" / f"{self.signer}.sqlite")
+        chain = ChainClient(self.url, 10.0)
+        check_store(store, self.signer, self.cfg.execution.chain_id)
+        first_nonce(store, chain, self.signer)
+        topics = self.topics
+        kafka = ExecutorKafka(
+            self.brokers, f"test-executor-{uuid.uuid4().hex[:8]}",
+            {topics.orders: [0, 1], topics.oracle_prices: [0, 1]}, store.offsets(),
+            pausable=topics.orders,
+        )  # fmt: skip
+        self.in_process = Executor(
+            cfg=self.cfg, account=Account.from_key(dev_keys(2)[1]), store=store, chain=chain,
+            kafka=kafka, fills_partitions=2, secret=SECRET, out_dir=self.out,
+        )  # fmt: skip
+        return self.in_process
+
     def stop_executor(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -293,6 +317,9 @@ class ExecutorEnv:
     def close(self) -> None:
         if self.proc is not None:
             self.stop_executor()
+        if self.in_process is not None:
+            self.in_process.kafka.close()
+            self.in_process.store.close()
         self.node.stop()
         self.producer.flush(10)
 

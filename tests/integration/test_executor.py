@@ -235,3 +235,34 @@ def test_a_resume_after_an_error_rate_trip_holds_at_the_next_block_and_across_a_
 
     ids = [o.order_id for o in bad + good]
     assert_exactly_once(env, ids, executed=[o.order_id for o in good])
+
+
+def test_an_order_waiting_for_room_in_flight_leaves_the_executor_idle(make_env: MakeEnv) -> None:
+    env = make_env(max_in_flight=1, replace_after_blocks=50)
+    env.publish_price()
+    env.automine(False)
+    first, second = env.order(0), env.order(1)
+    env.publish_orders([first, second])
+    executor = env.executor_in_process()
+
+    def taken() -> bool:
+        return (
+            bool(env.attempts(first.order_id))
+            and env.store_value("head") is not None
+            and (executor.store.order(second.order_id) is not None)
+        )
+
+    for _ in range(200):  # a guard: each pass polls for at most 0.2 s
+        if taken():
+            break
+        executor.step()
+    assert taken()
+
+    assert executor.step() is False  # the second order waits for room: no work, no spin
+    assert env.attempts(second.order_id) == []
+    env.mine()  # the first is mined: room for the second
+    for _ in range(10):
+        executor.step()
+        if env.attempts(second.order_id):
+            break
+    assert [a.nonce for a in env.attempts(second.order_id)] == [env.first_nonce + 1]
