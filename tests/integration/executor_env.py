@@ -53,6 +53,17 @@ SECRET = b"s" * 48
 REPO = Path(__file__).resolve().parents[2]
 
 
+_KEYSTORE: list[bytes] = []
+
+
+def _liquidator_keystore(tmp: Path) -> bytes:
+    """The liquidator's keystore file, encrypted once per test session (scrypt: 0.6 s)."""
+    if not _KEYSTORE:
+        write_keystore(tmp / "first-liquidator.json", dev_keys(2)[1], PASSPHRASE)
+        _KEYSTORE.append((tmp / "first-liquidator.json").read_bytes())
+    return _KEYSTORE[0]
+
+
 def hedgeflow(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
@@ -84,7 +95,7 @@ class ExecutorEnv:
         (tmp / "secret").write_bytes(SECRET)
         (tmp / "passphrase").write_text(PASSPHRASE + "\n")
         self.keystore = tmp / "liquidator.json"
-        write_keystore(self.keystore, dev_keys(2)[1], PASSPHRASE)
+        self.keystore.write_bytes(_liquidator_keystore(tmp))
         self.cfg = Config(
             topics=self.topics,
             risk=RiskConfig(venue=self.deployed.venue),
@@ -364,4 +375,4 @@ def wait_for(
             )
         if mine:
             rpc(env.url, "evm_mine", [])
-        time.sleep(0.2)
+        time.sleep(0.1)

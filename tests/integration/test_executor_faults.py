@@ -125,6 +125,32 @@ def test_a_stuck_transaction_is_replaced_with_both_fees_raised_and_one_version_i
     assert len(env.signer_txs()) == 1
 
 
+@pytest.mark.parametrize("point", ["after_sign", "after_persist", "after_send"])
+def test_a_crash_while_replacing_a_stuck_transaction_then_a_restart_mines_one_version(
+    make_env: MakeEnv, point: str
+) -> None:
+    env = make_env(confirmations=1, replace_after_blocks=2, max_replacements=3)
+    env.publish_price()
+    env.automine(False)
+    crashing = env.start_executor(failpoint=f"{point}@2")  # the 2nd pass: the replacement
+    order = env.order(0)
+    env.publish_orders([order])
+    wait_state(env, order.order_id, "sent")
+    sent = env.states(order.order_id)[0]
+    assert sent.max_fee_per_gas_wei is not None
+
+    env.set_next_base_fee(8 * int(sent.max_fee_per_gas_wei))
+    wait_for("the crash", lambda: crashing.poll() is not None, env, mine=True)
+    assert crashing.wait() == FAILPOINT_EXIT
+    env.proc = None
+    env.start_executor()
+    final = wait_final(env, [order.order_id])[order.order_id]
+
+    assert final.state == "mined"
+    assert_exactly_once(env, [order.order_id], executed=[order.order_id])
+    assert len(env.signer_txs()) == 1
+
+
 def test_a_dropped_transaction_is_broadcast_again_byte_for_byte_and_mined(
     make_env: MakeEnv,
 ) -> None:
