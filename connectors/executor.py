@@ -36,11 +36,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from eth_account.signers.local import LocalAccount
-from operators.fees import Fees, bumped, suggest_fees
-from operators.pretrade import OracleView, Pretrade, TradingState
 
 from connectors.executor_chain import ChainClient, Head, Receipt
 from connectors.executor_kafka import ExecutorKafka
@@ -49,6 +48,7 @@ from connectors.failpoints import failpoint
 from connectors.parquet_sink import arrow_schema, write_day_files
 from operators import oracle_topic
 from operators.config import Config
+from operators.fees import Fees, bumped, suggest_fees
 from operators.model import (
     Execution,
     ExecutionProgress,
@@ -58,6 +58,7 @@ from operators.model import (
     Rejected,
 )
 from operators.order_auth import AuthError, decode_verified
+from operators.pretrade import OracleView, Pretrade, TradingState
 from operators.venue_calls import acts_for, venue_calldata
 
 log = logging.getLogger("hedgeflow.executor")
@@ -120,6 +121,8 @@ class Executor:
         self.finalized = -1
         self.progress_ms = -1
         self.counts: dict[str, int] = {}
+        self.waiting_nonce: int | None = None
+        """The nonce the executor waits to sign at until the node holds every one below."""
 
     # the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event, idle: Callable[[], None] | None = None) -> None:
@@ -172,12 +175,30 @@ class Executor:
         for stored in self.store.unfinished_orders():
             if stored.nonce is not None:
                 self._follow(stored, head)
+        self._note_resume()
         trip = self.pretrade.trip(self.now_ms, self.oracle)
         if trip is not None and self.trading_state() != TradingState.HALTED:
             self._halt(*trip)
         with self.store.transaction():
             self.store.put("now_ms", str(self.now_ms))
             self.store.put("head", str(head.number))
+
+    def _note_resume(self) -> None:
+        """A signer seen HALTED and now not was resumed by hand (``--resume``, while the
+        executor ran or not): the trip windows start afresh (``Pretrade.resume``), or what
+        tripped it would trip it again at this head."""
+        halted = self.trading_state() == TradingState.HALTED
+        if halted == (self.store.get("halted_seen") == "1"):
+            return
+        with self.store.transaction():
+            self.store.put("halted_seen", "1" if halted else "0")
+            if not halted:
+                self.pretrade.resume()
+                self.store.put(
+                    "pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode()
+                )
+        if not halted:
+            log.info("resumed by hand: the error, gas and oracle trip windows start afresh")
 
     def _follow(self, stored: StoredOrder, head: Head) -> None:
         attempts = self.store.attempts(stored.order_id)
@@ -194,16 +215,14 @@ class Executor:
                 self._included(stored, a, attempts, receipt, head)
                 return
         if spent:
-            self._conflict(stored, head)
+            self._conflict(
+                stored,
+                f"nonce {stored.nonce} was spent by a transaction that is not this executor's "
+                f"(chain nonce {self.chain.nonce(self.signer, 'latest')} at block {head.number})",
+            )
             return
         latest = pending[-1]
-        if not self.chain.knows(latest.tx_hash):
-            log.warning(
-                "order %s: the node lost %s; sending the same bytes again",
-                stored.order_id,
-                latest.tx_hash,
-            )
-            self._broadcast(latest)
+        self._resend_if_lost(stored.order_id, latest)
         if self.trading_state() == TradingState.HALTED:
             return  # halted: nothing more is signed, replacements included
         order = _order_decoder.decode(stored.body)
@@ -290,11 +309,32 @@ class Executor:
             self._report(stored, self._outcome(a), final=False, attempt=a, detail=detail)
         return a
 
-    def _conflict(self, stored: StoredOrder, head: Head) -> None:
-        detail = (
-            f"nonce {stored.nonce} was spent by a transaction that is not this executor's "
-            f"(chain nonce {self.chain.nonce(self.signer, 'latest')} at block {head.number})"
-        )
+    def _resend_if_lost(self, order_id: str, a: Attempt) -> None:
+        """Broadcast ``a``'s stored bytes again if the node does not hold it."""
+        if not self.chain.knows(a.tx_hash):
+            log.warning(
+                "order %s: the node lost %s; sending the same bytes again", order_id, a.tx_hash
+            )
+            self._broadcast(a)
+
+    def _nonce_gap(self, nonce: int) -> int:
+        """Before signing at ``nonce``: how many of the signer's nonces below it the node
+        holds no transaction for (> 0: wait), or minus how many at or above it it holds
+        transactions for that this executor did not sign (< 0: a conflict). A transaction of
+        ours the node lost is sent again first (a node restarted without its pool, or
+        another node behind the same URL), so no transaction is signed behind a gap."""
+        pending = self.chain.nonce(self.signer, "pending")
+        if pending < nonce:
+            for stored in self.store.unfinished_orders():
+                if stored.nonce is None:
+                    continue
+                waiting = [a for a in self.store.attempts(stored.order_id) if a.state == "pending"]
+                if waiting:
+                    self._resend_if_lost(stored.order_id, waiting[-1])
+            pending = self.chain.nonce(self.signer, "pending")
+        return nonce - pending
+
+    def _conflict(self, stored: StoredOrder, detail: str) -> None:
         log.error("order %s: CONFLICT: %s; halting the signer", stored.order_id, detail)
         with self.store.transaction():
             self._report(stored, "conflict", final=True, code="nonce_conflict", detail=detail)
@@ -363,7 +403,8 @@ class Executor:
         self._count("orders")
 
     def _dispatch(self) -> bool:
-        """Check, simulate, sign and send the queued orders while the signer has room."""
+        """Check, simulate, sign and send the queued orders while the signer has room. True
+        if it reported or sent anything (an order waiting for room is no work)."""
         queued = [s for s in self.store.unfinished_orders() if s.nonce is None]
         in_flight = sum(
             1
@@ -373,6 +414,7 @@ class Executor:
         self.kafka.hold_orders(in_flight + len(queued) >= self.ex.max_in_flight)
         if self.head is None or not queued:
             return False
+        done = False
         for stored in queued:
             order = _order_decoder.decode(stored.body)
             denial = self.pretrade.check(
@@ -382,6 +424,7 @@ class Executor:
                 state = "expired" if denial.code == "expired" else "denied"
                 with self.store.transaction():
                     self._report(stored, state, final=True, code=denial.code, detail=denial.detail)
+                done = True
                 continue
             if in_flight >= self.ex.max_in_flight:
                 break
@@ -392,7 +435,30 @@ class Executor:
                     self._report(
                         stored, "denied", final=True, code="invalid_order", detail=str(exc)
                     )
+                done = True
                 continue
+            nonce = int(self.store.get("next_nonce") or 0)
+            gap = self._nonce_gap(nonce)
+            if gap < 0:
+                self._conflict(
+                    stored,
+                    f"nonce {nonce} is taken: the node holds {nonce - gap} transactions of "
+                    f"{self.signer} (pending), and this executor signed {nonce}",
+                )
+                done = True
+                continue
+            if gap > 0:
+                if self.waiting_nonce != nonce:
+                    log.warning(
+                        "the node holds no transaction of %s for %d of the nonces below %d; "
+                        "signing nothing new until it does",
+                        self.signer,
+                        gap,
+                        nonce,
+                    )
+                    self.waiting_nonce = nonce
+                return done
+            done = True
             reason = self.chain.simulate(self.signer, self.venue, data, self.ex.gas_limit)
             if reason is not None:
                 with self.store.transaction():
@@ -408,12 +474,11 @@ class Executor:
                 self.chain.fee_history(self.ex.fee_history_blocks, self.ex.priority_fee_percentile),
                 self.cap_wei,
             )
-            nonce = int(self.store.get("next_nonce") or 0)
             self._sign_and_send(
                 stored, order, nonce, self.venue, data, self.ex.gas_limit, fees, cancel=False
             )
             in_flight += 1
-        return True
+        return done
 
     def _replace(
         self, stored: StoredOrder, order: Order, latest: Attempt, cancel: bool, head: Head
@@ -463,7 +528,7 @@ class Executor:
         cancel: bool,
     ) -> None:
         assert self.head is not None
-        tx = {
+        tx: dict[str, Any] = {
             "type": 2, "chainId": self.ex.chain_id, "nonce": nonce, "to": _checksum(to),
             "value": 0, "data": data, "gas": gas, "maxFeePerGas": fees.max_fee_per_gas,
             "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
@@ -551,6 +616,7 @@ class Executor:
         )
         with self.store.transaction():
             set_trading_state(self.store, TradingState.HALTED, f"{code}: {detail}")
+            self.store.put("halted_seen", "1")
 
     def _flush(self) -> None:
         """Publish the outbox to Kafka and Parquet, then drop it; then the progress."""

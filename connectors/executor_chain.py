@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from operators.fees import FeeHistory, parse_fee_history
 
 from connectors.chain_source import Rpc, RpcError
+from operators.fees import FeeHistory, parse_fee_history
 
 ERROR_SELECTOR = "08c379a0"
 """``Error(string)``: the ABI form of a ``require`` message."""

@@ -7,8 +7,9 @@ It holds everything the executor must not forget across a crash:
 - ``attempts``: every transaction it signed, one row per signature: the order, the nonce,
   the raw signed bytes, the hash, the fees, and what the chain said (``pending``,
   ``mined``, ``replaced``);
-- ``meta``: the signer, the chain id, the next nonce, the trading state and why, the
-  pre-trade windows, the newest head seen;
+- ``meta``: the signer, the chain id, the next nonce, the trading state and why (and
+  whether the executor has seen it halted, so a manual resume restarts the trip windows),
+  the pre-trade windows, the newest head seen;
 - ``offsets``: the next offset to read of each input partition (``orders``,
   ``oracle.prices``), so the executor reads by assignment, without a consumer group;
 - ``oracle``: the newest ``oracle.prices`` row per asset;

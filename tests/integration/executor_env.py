@@ -20,28 +20,56 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from eth_account import Account
 from web3 import Web3
 
-from connectors.anvil import DevNode, receipt, rpc, send_transaction
+from connectors.anvil import DevNode, mine, receipt, rpc, send_transaction, set_automine
 from connectors.chain_audit import signer_txs
 from connectors.chain_source import Rpc
 from connectors.contracts import DEV_TOKENS, bind, deploy, instrument_id
+from connectors.executor import Executor
+from connectors.executor_chain import ChainClient
+from connectors.executor_kafka import ExecutorKafka
+from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import create_topics
-from flows.cli.execute import dev_keys, write_keystore
+from flows.cli.execute import check_store, dev_keys, first_nonce, write_keystore
 from operators import oracle_topic
-from operators.config import Config, ExecutionConfig, OrdersConfig, RiskConfig, TopicsConfig, config_toml
+from operators.config import (
+    Config,
+    ExecutionConfig,
+    OrdersConfig,
+    RiskConfig,
+    TopicsConfig,
+    config_toml,
+)
 from operators.exactly_once import audit
-from operators.model import Execution, OraclePrice, Order
+from operators.model import Execution, ExecutionProgress, OraclePrice, Order, RawMessage, Rejected
 from operators.order_auth import encode_signed
 
+_fills_decoder = msgspec.json.Decoder(Execution | ExecutionProgress)
 PASSPHRASE = "correct horse battery staple"
 SECRET = b"s" * 48
 REPO = Path(__file__).resolve().parents[2]
 
 
+_KEYSTORE: list[bytes] = []
+
+
+def _liquidator_keystore(tmp: Path) -> bytes:
+    """The liquidator's keystore file, encrypted once per test session (scrypt: 0.6 s)."""
+    if not _KEYSTORE:
+        write_keystore(tmp / "first-liquidator.json", dev_keys(2)[1], PASSPHRASE)
+        _KEYSTORE.append((tmp / "first-liquidator.json").read_bytes())
+    return _KEYSTORE[0]
+
+
 def hedgeflow(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env={**os.environ, **(env or {})}, **kw
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        **kw,
     )
 
 
@@ -67,45 +95,69 @@ class ExecutorEnv:
         (tmp / "secret").write_bytes(SECRET)
         (tmp / "passphrase").write_text(PASSPHRASE + "\n")
         self.keystore = tmp / "liquidator.json"
-        write_keystore(self.keystore, dev_keys(2)[1], PASSPHRASE)
+        self.keystore.write_bytes(_liquidator_keystore(tmp))
         self.cfg = Config(
             topics=self.topics,
             risk=RiskConfig(venue=self.deployed.venue),
             orders=OrdersConfig(secret_file=str(tmp / "secret")),
             execution=ExecutionConfig(
-                signers=[self.signer], liquidator=self.signer, chain_id=self.deployed.chain_id,
-                poll_interval_s=0.1, **execution,
-            ),  # fmt: skip
+                signers=[self.signer],
+                liquidator=self.signer,
+                chain_id=self.deployed.chain_id,
+                poll_interval_s=0.1,
+                **execution,
+            ),
         )
         self.cfg_path = tmp / "hedgeflow.toml"
         self.cfg_path.write_text(config_toml(self.cfg))
         self.out = tmp / "out"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.in_process: Executor | None = None
         self.first_block = int(rpc(self.url, "eth_blockNumber"), 16)
-        from confluent_kafka import Producer
-
+        self.first_nonce = self.nonce()
         self.producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
 
     # the chain ---------------------------------------------------------------------------
     def call(self, sender: str, fn: str, args: list[Any]) -> None:
         data = self.venue.encode_abi(fn, args=args)
-        assert receipt(self.url, send_transaction(self.url, sender, self.venue.address, data, gas=300_000)).ok
+        assert receipt(
+            self.url, send_transaction(self.url, sender, self.venue.address, data, gas=300_000)
+        ).ok
 
     def head_ms(self) -> int:
         return int(rpc(self.url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16) * 1000
 
-    def audit(self, order_ids: list[str]) -> list[str]:
-        """The exactly-once violations the chain shows for the signer since deployment."""
+    def mine(self, blocks: int = 1, timestamp: int | None = None) -> None:
+        mine(self.url, blocks, timestamp=timestamp)
+
+    def automine(self, enabled: bool) -> None:
+        set_automine(self.url, enabled)
+
+    def head_number(self) -> int:
+        return int(rpc(self.url, "eth_blockNumber"), 16)
+
+    def nonce(self, tag: str = "latest") -> int:
+        """The signer's transaction count at ``tag``."""
+        return int(rpc(self.url, "eth_getTransactionCount", [self.signer, tag]), 16)
+
+    def set_next_base_fee(self, wei: int) -> None:
+        rpc(self.url, "anvil_setNextBlockBaseFeePerGas", [hex(wei)])
+
+    def signer_txs(self) -> list[Any]:
+        """The signer's mined transactions since the set-up (``connectors.chain_audit``)."""
         chain = Rpc(self.url, 10.0)
-        last = int(rpc(self.url, "eth_blockNumber"), 16)
-        txs = signer_txs(chain, self.signer, self.deployed.venue, self.first_block, last)
-        return audit(txs, order_ids, self.signer)
+        return signer_txs(
+            chain, self.signer, self.deployed.venue, self.first_block + 1, self.head_number()
+        )
+
+    def audit(self, order_ids: list[str]) -> list[str]:
+        """The exactly-once violations the chain shows for the signer since the set-up: an
+        order id twice, an unknown one, a gap or a repeat in the nonces from the first."""
+        return audit(self.signer_txs(), order_ids, self.signer, self.first_nonce)
 
     def venue_order_ids(self) -> list[str]:
-        chain = Rpc(self.url, 10.0)
-        last = int(rpc(self.url, "eth_blockNumber"), 16)
-        txs = signer_txs(chain, self.signer, self.deployed.venue, self.first_block, last)
-        return [t.order_id for t in txs if t.order_id is not None and t.status == 1]
+        """The order ids of the signer's successful venue calls, each as often as on chain."""
+        return [i for t in self.signer_txs() if t.status == 1 for i in t.order_ids]
 
     # the topics --------------------------------------------------------------------------
     def order(self, n: int, **fields: Any) -> Order:
@@ -135,6 +187,85 @@ class ExecutorEnv:
         self.producer.produce(self.topics.oracle_prices, oracle_topic.encode(row), b"ETH")
         assert self.producer.flush(30) == 0
 
+    def read_topic(self, topic: str) -> list[RawMessage]:
+        """Every record of ``topic`` so far, read by assignment (no consumer group)."""
+        consumer = Consumer({
+            "bootstrap.servers": self.brokers, "group.id": "test-" + uuid.uuid4().hex[:8],
+            "enable.auto.commit": False, "enable.partition.eof": True,
+        })  # fmt: skip
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])  # offset 0: the start
+        out, open_parts = [], set(parts)
+        deadline = time.monotonic() + 30
+        while open_parts and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                error = m.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, error.str()
+                    open_parts.discard(m.partition())
+                    continue
+                partition, offset = m.partition(), m.offset()
+                assert partition is not None and offset is not None
+                out.append(
+                    RawMessage(topic, partition, offset, m.timestamp()[1], m.key(), m.value())
+                )
+        consumer.close()
+        assert not open_parts, f"{topic}: partitions {open_parts} did not reach their end"
+        return out
+
+    def fills(self) -> tuple[list[Execution], dict[int, list[ExecutionProgress]]]:
+        """The ``fills`` topic: its executions in topic order, and its progress records by
+        partition."""
+        executions: list[Execution] = []
+        progress: dict[int, list[ExecutionProgress]] = {}
+        for m in self.read_topic(self.topics.fills):
+            item = _fills_decoder.decode(m.value or b"")
+            if isinstance(item, Execution):
+                executions.append(item)
+            else:
+                progress.setdefault(m.partition, []).append(item)
+        return executions, progress
+
+    def deadletter(self) -> list[Rejected]:
+        """The ``deadletter`` topic's records."""
+        return [
+            msgspec.json.decode(m.value or b"", type=Rejected)
+            for m in self.read_topic(self.topics.deadletter)
+        ]
+
+    def deadletter_rows(self) -> list[dict[str, Any]]:
+        """The rows of ``deadletter/``."""
+        import polars as pl
+
+        files = sorted((self.out / "deadletter").glob("date=*/*.parquet"))
+        return pl.concat([pl.read_parquet(f) for f in files]).to_dicts() if files else []
+
+    def store_value(self, key: str) -> str | None:
+        """A value of the executor's state file (``meta``), read while it runs."""
+        store = ExecutorStore(self.out / "executor" / f"{self.signer}.sqlite")
+        try:
+            return store.get(key)
+        finally:
+            store.close()
+
+    def attempts(self, order_id: str) -> list[Any]:
+        """The transactions the executor signed for ``order_id`` (its state file)."""
+        store = ExecutorStore(self.out / "executor" / f"{self.signer}.sqlite")
+        try:
+            return store.attempts(order_id)
+        finally:
+            store.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``hedgeflow execute`` with this set-up's config, keystore and output, and ``args``."""
+        command = [
+            sys.executable, "-m", "flows.cli", "execute", "--config", str(self.cfg_path),
+            "--brokers", self.brokers, "--keystore", str(self.keystore), "--out", str(self.out),
+        ]  # fmt: skip
+        return subprocess.run(
+            [*command, *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
+
     # the executor ------------------------------------------------------------------------
     def start_executor(self, failpoint: str | None = None) -> subprocess.Popen[bytes]:
         env = {"HEDGEFLOW_FAILPOINT": failpoint} if failpoint else {}
@@ -145,6 +276,25 @@ class ExecutorEnv:
             "--rpc", self.url, "--out", str(self.out), env=env, stdout=self.log, stderr=self.log,
         )  # fmt: skip
         return self.proc
+
+    def executor_in_process(self) -> Executor:
+        """The executor of this set-up in this process, as ``hedgeflow execute`` builds it,
+        to drive pass by pass (``Executor.step``); :meth:`close` closes it."""
+        store = ExecutorStore(self.out / "executor" / f"{self.signer}.sqlite")
+        chain = ChainClient(self.url, 10.0)
+        check_store(store, self.signer, self.cfg.execution.chain_id)
+        first_nonce(store, chain, self.signer)
+        topics = self.topics
+        kafka = ExecutorKafka(
+            self.brokers, f"test-executor-{uuid.uuid4().hex[:8]}",
+            {topics.orders: [0, 1], topics.oracle_prices: [0, 1]}, store.offsets(),
+            pausable=topics.orders,
+        )  # fmt: skip
+        self.in_process = Executor(
+            cfg=self.cfg, account=Account.from_key(dev_keys(2)[1]), store=store, chain=chain,
+            kafka=kafka, fills_partitions=2, secret=SECRET, out_dir=self.out,
+        )  # fmt: skip
+        return self.in_process
 
     def stop_executor(self) -> int:
         assert self.proc is not None
@@ -164,6 +314,10 @@ class ExecutorEnv:
         rows = pl.concat([pl.read_parquet(f) for f in files]).to_dicts()
         return [msgspec.convert(r, Execution) for r in rows]
 
+    def states(self, order_id: str) -> list[Execution]:
+        """The state changes of one order in ``executions/``, by ``seq``."""
+        return sorted((e for e in self.executions() if e.order_id == order_id), key=lambda e: e.seq)
+
     def final(self, order_ids: list[str]) -> dict[str, Execution]:
         done = {e.order_id: e for e in self.executions() if e.final}
         return {i: done[i] for i in order_ids if i in done}
@@ -174,15 +328,51 @@ class ExecutorEnv:
     def close(self) -> None:
         if self.proc is not None:
             self.stop_executor()
+        if self.in_process is not None:
+            self.in_process.kafka.close()
+            self.in_process.store.close()
         self.node.stop()
+        self.producer.flush(10)
 
 
-def wait_for(what: str, ok: Callable[[], bool], env: ExecutorEnv, timeout_s: float = 60.0, mine: bool = False) -> None:
+def mine_seen(env: ExecutorEnv, blocks: int = 1, timestamp: int | None = None) -> None:
+    """Mine ``blocks`` blocks one at a time, each followed by the executor (its state file
+    holds that head) before the next."""
+    for _ in range(blocks):
+        env.mine(timestamp=timestamp)
+        number = str(env.head_number())
+        wait_for(
+            f"the executor at block {number}",
+            lambda n=number: env.store_value("head") == n,  # type: ignore[misc]
+            env,
+        )
+
+
+def wait_final(
+    env: ExecutorEnv, order_ids: list[str], mine: bool = True, timeout_s: float = 60.0
+) -> dict[str, Execution]:
+    """Wait until every order in ``order_ids`` is final in ``executions/``, mining a block
+    every pass with ``mine`` (for the confirmations); the final records."""
+    wait_for(
+        f"{order_ids} final",
+        lambda: len(env.final(order_ids)) == len(order_ids),
+        env,
+        timeout_s,
+        mine,
+    )
+    return env.final(order_ids)
+
+
+def wait_for(
+    what: str, ok: Callable[[], bool], env: ExecutorEnv, timeout_s: float = 60.0, mine: bool = False
+) -> None:
     """Wait until ``ok()``, mining a block every pass with ``mine`` (automine off)."""
     deadline = time.monotonic() + timeout_s
     while not ok():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; executor log:\n{env.executor_log()[-3000:]}")
+            raise AssertionError(
+                f"timed out waiting for {what}; executor log:\n{env.executor_log()[-3000:]}"
+            )
         if mine:
             rpc(env.url, "evm_mine", [])
-        time.sleep(0.2)
+        time.sleep(0.1)

@@ -1,0 +1,268 @@
+"""The executor on the real Anvil and the real broker: orders become transactions once.
+
+Every check of exactly-once reads the chain alone (``ExecutorEnv.audit``: no order id twice,
+none unknown, the signer's nonces contiguous), plus the executor's record: every order
+reached a final state in ``executions/``. The faults (crashes, stuck, dropped and reorged
+transactions, conflicts, the node going down, deadlines) are in ``test_executor_faults.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from connectors.broker import EmbeddedBroker
+from connectors.contracts import DEV_TOKENS, instrument_id
+from operators.order_auth import encode_signed
+from tests.integration.executor_env import SECRET, ExecutorEnv, mine_seen, wait_final, wait_for
+
+MakeEnv = Callable[..., ExecutorEnv]
+
+
+@pytest.fixture
+def make_env(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[MakeEnv]:
+    """``make_env(**execution)``: an :class:`ExecutorEnv` with ``execution`` overrides."""
+    made: list[ExecutorEnv] = []
+
+    def make(**execution: Any) -> ExecutorEnv:
+        env = ExecutorEnv(tmp_path / f"env{len(made)}", broker.bootstrap, **execution)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        env.close()
+
+
+def assert_exactly_once(env: ExecutorEnv, order_ids: list[str], executed: list[str]) -> None:
+    """From the chain: no violation, and each of ``executed`` on the venue exactly once (and
+    no other); from ``executions/``: every order in ``order_ids`` final."""
+    assert env.audit(order_ids) == []
+    assert sorted(env.venue_order_ids()) == sorted(executed)
+    assert sorted(env.final(order_ids)) == sorted(order_ids)
+
+
+def test_orders_are_mined_once_each_and_fills_carries_what_executions_holds(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1)
+    env.publish_price()
+    orders = [env.order(n) for n in range(5)]
+    ids = [o.order_id for o in orders]
+    env.start_executor()
+    env.publish_orders(orders)
+
+    final = wait_final(env, ids)
+
+    assert {i: final[i].state for i in ids} == dict.fromkeys(ids, "mined")
+    assert_exactly_once(env, ids, executed=ids)
+    assert len(env.signer_txs()) == len(ids)  # one transaction each
+    assert all([a.state for a in env.attempts(i)] == ["mined"] for i in ids)
+    through = max(e.ts_event_ms for e in final.values())
+
+    def progressed() -> bool:
+        _, progress = env.fills()
+        return sorted(progress) == [0, 1] and all(
+            max(p.through_ms for p in ps) >= through - 1 for ps in progress.values()
+        )
+
+    wait_for("progress past the last change on every fills partition", progressed, env)
+    on_topic, progress = env.fills()
+    key = lambda e: (e.order_id, e.seq)  # noqa: E731
+    assert sorted(on_topic, key=key) == sorted(env.executions(), key=key)
+    assert {p.signer for ps in progress.values() for p in ps} == {env.signer}
+
+
+def test_an_order_delivered_twice_and_again_after_a_restart_is_one_transaction(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1)
+    env.publish_price()
+    a, b, c = (env.order(n) for n in range(3))
+    env.start_executor()
+    env.publish_orders([a, a, b])
+    wait_final(env, [a.order_id, b.order_id])
+    assert env.stop_executor() == 0
+
+    env.start_executor()
+    changed = msgspec.structs.replace(a, size=-2.0)  # the same id, validly signed, other size
+    env.publish_orders([a, changed, c])
+    wait_final(env, [c.order_id])
+
+    ids = [a.order_id, b.order_id, c.order_id]
+    assert_exactly_once(env, ids, executed=ids)
+    assert len(env.attempts(a.order_id)) == 1
+    assert [e.state for e in env.states(a.order_id)] == ["sent", "mined", "mined"]
+    assert env.executor_log().count(f"order {a.order_id} seen before: dropped") == 3
+
+
+def _raw_refusals(env: ExecutorEnv) -> dict[str, bytes]:
+    """One message of each kind the executor must refuse, by the code it refuses it with."""
+    forged = env.order(10)
+    altered = env.order(11)
+    unsigned = env.order(12)
+    signed = encode_signed(altered, SECRET)
+    tampered = signed.replace(b'"size":-1.0', b'"size":-100.0')
+    assert tampered != signed
+    return {
+        "forged": encode_signed(forged, b"another secret of at least 32 bytes!!"),
+        "altered": tampered,
+        "unsigned": msgspec.json.encode(unsigned),
+        "malformed": b'{"record":"order","order_id":7}',
+    }
+
+
+CODES = {"forged": "forged", "altered": "forged", "unsigned": "unsigned", "malformed": "malformed"}
+
+
+def test_forged_unsigned_altered_and_malformed_orders_go_to_the_deadletter_unexecuted(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1)
+    env.publish_price()
+    raw = _raw_refusals(env)
+    good = env.order(0)
+    env.start_executor()
+    env.publish_orders([], raw=list(raw.values()))
+    env.publish_orders([good])
+    wait_final(env, [good.order_id])
+    wait_for("four deadletter rows", lambda: len(env.deadletter_rows()) == 4, env)
+
+    where = {m.value: (m.partition, m.offset) for m in env.read_topic(env.topics.orders)}
+    expected = sorted((CODES[kind], env.topics.orders, *where[v]) for kind, v in raw.items())
+    on_topic = sorted(
+        (r.reason.split(":")[0], r.topic, r.partition, r.offset) for r in env.deadletter()
+    )
+    rows = sorted(
+        (r["reason"].split(":")[0], r["topic"], r["partition"], r["offset"])
+        for r in env.deadletter_rows()
+    )
+    assert on_topic == expected
+    assert rows == expected
+    assert {r.raw for r in env.deadletter()} == set(raw.values())
+    assert_exactly_once(env, [good.order_id], executed=[good.order_id])
+    assert len(env.signer_txs()) == 1
+
+
+def test_the_kill_switch_denies_orders_across_a_restart_until_resumed(make_env: MakeEnv) -> None:
+    env = make_env(confirmations=1)
+    env.publish_price()
+    a, b, c = (env.order(n) for n in range(3))
+    env.start_executor()
+    halt = env.cli("--halt", "--reason", "test")
+    assert halt.returncode == 0, halt.stderr
+    assert "HALTED" in halt.stdout
+    env.publish_orders([a])
+    assert wait_final(env, [a.order_id])[a.order_id].code == "halted"
+
+    assert env.stop_executor() == 0
+    env.start_executor()
+    env.publish_orders([b])
+    denied = wait_final(env, [b.order_id])[b.order_id]
+    assert (denied.state, denied.code) == ("denied", "halted")
+    assert env.store_value("trading_state") == "halted"
+
+    resume = env.cli("--resume")
+    assert resume.returncode == 0, resume.stderr
+    env.publish_orders([c])
+    assert wait_final(env, [c.order_id])[c.order_id].state == "mined"
+
+    ids = [a.order_id, b.order_id, c.order_id]
+    assert_exactly_once(env, ids, executed=[c.order_id])
+    assert [a.state for a in env.attempts(a.order_id) + env.attempts(b.order_id)] == []
+
+
+def test_an_order_for_an_unlisted_instrument_reverts_in_simulation_and_sends_nothing(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1)
+    env.publish_price()
+    unlisted = env.order(0, instrument=instrument_id(DEV_TOKENS["USDC"].address, 1, 0, 0))
+    good = env.order(1)
+    env.start_executor()
+    env.publish_orders([unlisted, good])
+
+    final = wait_final(env, [unlisted.order_id, good.order_id])
+
+    reverted = final[unlisted.order_id]
+    assert (reverted.state, reverted.code, reverted.detail) == (
+        "reverted",
+        "simulation_reverted",
+        "MarginVenue: not listed",
+    )
+    assert reverted.tx_hash is None
+    assert env.attempts(unlisted.order_id) == []
+    assert_exactly_once(env, [unlisted.order_id, good.order_id], executed=[good.order_id])
+    assert len(env.signer_txs()) == 1
+
+
+def test_a_resume_after_an_error_rate_trip_holds_at_the_next_block_and_across_a_restart(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1, error_window=2, max_error_rate=0.5)
+    env.publish_price()
+    unlisted = instrument_id(DEV_TOKENS["USDC"].address, 1, 0, 0)
+    bad = [env.order(n, instrument=unlisted) for n in range(4)]
+    good = [env.order(n) for n in range(10, 12)]
+    env.start_executor()
+    env.publish_orders(bad[:2])
+    wait_final(env, [o.order_id for o in bad[:2]])
+    mine_seen(env)  # the trip is checked at each head
+    assert env.store_value("trading_state") == "halted"
+    assert (env.store_value("trading_reason") or "").startswith("error_rate: 2 of the last 2")
+
+    assert env.cli("--resume").returncode == 0
+    mine_seen(env)
+    assert env.store_value("trading_state") == "active"
+    env.publish_orders(good[:1])
+    assert wait_final(env, [good[0].order_id])[good[0].order_id].state == "mined"
+
+    env.publish_orders(bad[2:])  # trips again, and is resumed while the executor is down
+    wait_final(env, [o.order_id for o in bad[2:]])
+    mine_seen(env)
+    assert env.store_value("trading_state") == "halted"
+    assert env.stop_executor() == 0
+    assert env.cli("--resume").returncode == 0
+    env.start_executor()
+    mine_seen(env)
+    assert env.store_value("trading_state") == "active"
+    env.publish_orders(good[1:])
+    assert wait_final(env, [good[1].order_id])[good[1].order_id].state == "mined"
+
+    ids = [o.order_id for o in bad + good]
+    assert_exactly_once(env, ids, executed=[o.order_id for o in good])
+
+
+def test_an_order_waiting_for_room_in_flight_leaves_the_executor_idle(make_env: MakeEnv) -> None:
+    env = make_env(max_in_flight=1, replace_after_blocks=50)
+    env.publish_price()
+    env.automine(False)
+    first, second = env.order(0), env.order(1)
+    env.publish_orders([first, second])
+    executor = env.executor_in_process()
+
+    def taken() -> bool:
+        return (
+            bool(env.attempts(first.order_id))
+            and env.store_value("head") is not None
+            and (executor.store.order(second.order_id) is not None)
+        )
+
+    for _ in range(200):  # a guard: each pass polls for at most 0.2 s
+        if taken():
+            break
+        executor.step()
+    assert taken()
+
+    assert executor.step() is False  # the second order waits for room: no work, no spin
+    assert env.attempts(second.order_id) == []
+    env.mine()  # the first is mined: room for the second
+    for _ in range(10):
+        executor.step()
+        if env.attempts(second.order_id):
+            break
+    assert [a.nonce for a in env.attempts(second.order_id)] == [env.first_nonce + 1]
