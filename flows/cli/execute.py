@@ -31,7 +31,7 @@ from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import check_brokers, topic_partitions
 from operators.config import Config, ConfigError
 from operators.order_auth import load_secret
-from operators.pretrade import Pretrade, TradingState
+from operators.pretrade import TradingState
 
 log = logging.getLogger("hedgeflow.execute")
 
@@ -178,11 +178,6 @@ def cmd_execute(args: argparse.Namespace) -> int:
         }[command]
         with store.transaction():
             set_trading_state(store, state, f"manual: {args.reason}")
-            saved = store.get("pretrade")
-            if state != TradingState.HALTED and saved is not None:  # trip windows start afresh
-                pretrade = Pretrade.from_builtins(cfg.execution, json.loads(saved))
-                pretrade.resume()
-                store.put("pretrade", json.dumps(pretrade.to_builtins()))
         print(f"{signer}: trading state {state.value.upper()} ({store.path})")
         return 0
     check_config(cfg, signer)

@@ -167,6 +167,7 @@ class ExecutorEnv:
             "account": "0x" + format(0xA11CE + n, "040x"), "instrument": self.perp, "size": -1.0,
             "price": 2500.0, "oracle_price": 2500.0, "bonus_usd": 25.0, "reason": "test",
             "ts_event_ms": now, "health": 0.8, "worst_scenario": 0, "asset": "ETH",
+            "underlying_price": 2500.0,
             "position": 2.0, "valid_until_ms": now + 3_600_000,
         }  # fmt: skip
         return Order(**{**base, **fields})
