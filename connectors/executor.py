@@ -58,7 +58,7 @@ from operators.model import (
     Rejected,
 )
 from operators.order_auth import AuthError, decode_verified
-from operators.pretrade import OracleView, Pretrade, TradingState
+from operators.pretrade import Denial, OracleView, Pretrade, TradingState
 from operators.venue_calls import acts_for, venue_calldata
 
 log = logging.getLogger("hedgeflow.executor")
@@ -172,9 +172,10 @@ class Executor:
         self.head = head
         self.now_ms = max(self.now_ms, head.timestamp * 1000)
         self.finalized = self.chain.finalized()
+        chain_nonce = self.chain.nonce(self.signer, "latest")  # before any receipt is read
         for stored in self.store.unfinished_orders():
             if stored.nonce is not None:
-                self._follow(stored, head)
+                self._follow(stored, head, chain_nonce)
         self._note_resume()
         trip = self.pretrade.trip(self.now_ms, self.oracle)
         if trip is not None and self.trading_state() != TradingState.HALTED:
@@ -199,26 +200,39 @@ class Executor:
                 )
         if not halted:
             log.info("resumed by hand: the error, gas and oracle trip windows start afresh")
+            self._resync_nonce()
 
-    def _follow(self, stored: StoredOrder, head: Head) -> None:
+    def _resync_nonce(self) -> None:
+        """After a resume, take the chain's pending nonce when it is ahead of the next
+        nonce (an outside transaction took nonces while halted): the operator resumed with
+        the conflict seen, and without this every new order would conflict again."""
+        ahead = self.chain.nonce(self.signer, "pending")
+        nonce = int(self.store.get("next_nonce") or 0)
+        if ahead > nonce:
+            log.warning("next nonce %d -> %d, the chain's pending nonce", nonce, ahead)
+            with self.store.transaction():
+                self.store.put("next_nonce", str(ahead))
+
+    def _follow(self, stored: StoredOrder, head: Head, chain_nonce: int) -> None:
+        """Follow one signed order at ``head``; ``chain_nonce`` is the signer's nonce at
+        the head, read before any receipt: an order at or above it cannot have a receipt."""
         attempts = self.store.attempts(stored.order_id)
         mined = next((a for a in attempts if a.state == "mined"), None)
         if mined is not None:
             self._check_mined(stored, mined, head)
             return
         pending = [a for a in attempts if a.state == "pending"]
-        spent = self.chain.nonce(self.signer, "latest") > (stored.nonce or 0)
-        for a in reversed(pending):  # read after the nonce: a receipt cannot slip between
-            receipt = self.chain.receipt(a.tx_hash)
-            if receipt is not None:
-                failpoint("after_receipt")
-                self._included(stored, a, attempts, receipt, head)
-                return
-        if spent:
+        if chain_nonce > (stored.nonce or 0):  # the nonce is spent: by one of ours, or not
+            for a in reversed(pending):
+                receipt = self.chain.receipt(a.tx_hash)
+                if receipt is not None:
+                    failpoint("after_receipt")
+                    self._included(stored, a, attempts, receipt, head)
+                    return
             self._conflict(
                 stored,
                 f"nonce {stored.nonce} was spent by a transaction that is not this executor's "
-                f"(chain nonce {self.chain.nonce(self.signer, 'latest')} at block {head.number})",
+                f"(chain nonce {chain_nonce} at block {head.number})",
             )
             return
         latest = pending[-1]
@@ -417,9 +431,17 @@ class Executor:
         done = False
         for stored in queued:
             order = _order_decoder.decode(stored.body)
+            previous = self._previous(order)
+            if previous is not None and not previous.final:
+                continue  # a re-send waits for the attempt it replaces to end
             denial = self.pretrade.check(
                 order, self.trading_state(), self.oracle.get(order.asset), self.now_ms
             )
+            if denial is None and previous is not None and previous.state == "mined":
+                denial = Denial(
+                    code="superseded",
+                    detail=f"the attempt it replaces, {previous.order_id}, was mined",
+                )
             if denial is not None:
                 state = "expired" if denial.code == "expired" else "denied"
                 with self.store.transaction():
@@ -480,9 +502,19 @@ class Executor:
             in_flight += 1
         return done
 
+    def _previous(self, order: Order) -> StoredOrder | None:
+        """The earlier attempt a re-send replaces (``previous_order_id``), if this signer
+        took it: a re-send runs only once it has ended unmined, so the two never both
+        execute."""
+        if order.previous_order_id is None:
+            return None
+        return self.store.order(order.previous_order_id)
+
     def _replace(
         self, stored: StoredOrder, order: Order, latest: Attempt, cancel: bool, head: Head
     ) -> None:
+        if self.pretrade.rate_denial(self.now_ms) is not None:
+            return  # replacements count against the submit rate: the next head tries again
         previous = Fees(
             max_fee_per_gas=latest.max_fee_per_gas,
             max_priority_fee_per_gas=latest.max_priority_fee_per_gas,

@@ -144,7 +144,7 @@ class LocalServer:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "NO_COLOR": "1"},
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         self._port = port
         atexit.register(self.stop)
@@ -191,7 +191,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies."""
     if sys.platform != "linux":
         return None

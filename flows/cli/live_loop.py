@@ -44,7 +44,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.anvil import rpc
 from connectors.kafka_tools import create_topics
-from connectors.local_server import _die_with_parent
+from connectors.local_server import die_with_parent
 from connectors.recording import iter_messages, load_recording
 from flows.cli.devchain import (
     STEPS,
@@ -340,7 +340,7 @@ class _Child:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flows.cli", *argv],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+                start_new_session=True, preexec_fn=die_with_parent(os.getpid()),
             )  # fmt: skip
         log.info("started %s (pid %d), log %s", name, self.process.pid, self.log_path)
 

@@ -377,3 +377,15 @@ def wait_for(
         if mine:
             rpc(env.url, "evm_mine", [])
         time.sleep(0.1)
+
+
+MakeEnv = Callable[..., ExecutorEnv]
+"""The ``make_env`` fixture (``tests/integration/conftest.py``): ``make_env(**execution)``."""
+
+
+def assert_exactly_once(env: ExecutorEnv, order_ids: list[str], executed: list[str]) -> None:
+    """From the chain: no violation, and each of ``executed`` on the venue exactly once (and
+    no other); from ``executions/``: every order in ``order_ids`` final."""
+    assert env.audit(order_ids) == []
+    assert sorted(env.venue_order_ids()) == sorted(executed)
+    assert sorted(env.final(order_ids)) == sorted(order_ids)

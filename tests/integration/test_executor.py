@@ -8,42 +8,22 @@ transactions, conflicts, the node going down, deadlines) are in ``test_executor_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
-import pytest
 
-from connectors.broker import EmbeddedBroker
 from connectors.contracts import DEV_TOKENS, instrument_id
+from connectors.executor import Executor
 from operators.order_auth import encode_signed
-from tests.integration.executor_env import SECRET, ExecutorEnv, mine_seen, wait_final, wait_for
-
-MakeEnv = Callable[..., ExecutorEnv]
-
-
-@pytest.fixture
-def make_env(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[MakeEnv]:
-    """``make_env(**execution)``: an :class:`ExecutorEnv` with ``execution`` overrides."""
-    made: list[ExecutorEnv] = []
-
-    def make(**execution: Any) -> ExecutorEnv:
-        env = ExecutorEnv(tmp_path / f"env{len(made)}", broker.bootstrap, **execution)
-        made.append(env)
-        return env
-
-    yield make
-    for env in made:
-        env.close()
-
-
-def assert_exactly_once(env: ExecutorEnv, order_ids: list[str], executed: list[str]) -> None:
-    """From the chain: no violation, and each of ``executed`` on the venue exactly once (and
-    no other); from ``executions/``: every order in ``order_ids`` final."""
-    assert env.audit(order_ids) == []
-    assert sorted(env.venue_order_ids()) == sorted(executed)
-    assert sorted(env.final(order_ids)) == sorted(order_ids)
+from tests.integration.executor_env import (
+    SECRET,
+    ExecutorEnv,
+    MakeEnv,
+    assert_exactly_once,
+    mine_seen,
+    wait_final,
+    wait_for,
+)
 
 
 def test_orders_are_mined_once_each_and_fills_carries_what_executions_holds(
@@ -266,3 +246,51 @@ def test_an_order_waiting_for_room_in_flight_leaves_the_executor_idle(make_env: 
         if env.attempts(second.order_id):
             break
     assert [a.nonce for a in env.attempts(second.order_id)] == [env.first_nonce + 1]
+
+
+def _steps_until(executor: Executor, done: Callable[[], bool], passes: int = 100) -> None:
+    for _ in range(passes):  # a guard: each pass polls for at most 0.2 s
+        if done():
+            return
+        executor.step()
+    assert done()
+
+
+def test_a_resend_waits_for_the_attempt_it_replaces_and_is_superseded_when_that_was_mined(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(replace_after_blocks=50)
+    env.publish_price()
+    env.automine(False)
+    first = env.order(0)
+    resend = env.order(1, account=first.account, attempt=2, previous_order_id=first.order_id)
+    env.publish_orders([first, resend])
+    executor = env.executor_in_process()
+    _steps_until(executor, lambda: bool(env.attempts(first.order_id)))
+    _steps_until(executor, lambda: executor.store.order(resend.order_id) is not None)
+    executor.step()
+    assert env.attempts(resend.order_id) == []  # the first is unresolved: nothing signed
+    env.mine(3)
+
+    def final(order_id: str) -> bool:
+        stored = executor.store.order(order_id)
+        return stored is not None and stored.final
+
+    _steps_until(executor, lambda: final(first.order_id) and final(resend.order_id))
+    done = env.final([first.order_id, resend.order_id])
+    assert done[first.order_id].state == "mined"
+    assert (done[resend.order_id].state, done[resend.order_id].code) == ("denied", "superseded")
+    assert_exactly_once(env, [first.order_id, resend.order_id], executed=[first.order_id])
+
+
+def test_a_resend_of_an_attempt_that_ended_unmined_is_sent(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.publish_price()
+    first = env.order(0, instrument="0x" + "ee" * 32)  # not listed: its simulation reverts
+    resend = env.order(1, account=first.account, attempt=2, previous_order_id=first.order_id)
+    env.publish_orders([first, resend])
+    env.start_executor()
+    ids = [first.order_id, resend.order_id]
+    final = wait_final(env, ids)
+    assert (final[first.order_id].state, final[resend.order_id].state) == ("reverted", "mined")
+    assert_exactly_once(env, ids, executed=[resend.order_id])

@@ -9,42 +9,20 @@ depends on timing: a timeout only guards against a hang.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from connectors.anvil import RpcError, reorg, rpc
-from connectors.broker import EmbeddedBroker
 from connectors.failpoints import FAILPOINT_EXIT
-from tests.integration.executor_env import ExecutorEnv, mine_seen, wait_final, wait_for
+from tests.integration.executor_env import (
+    ExecutorEnv,
+    MakeEnv,
+    assert_exactly_once,
+    mine_seen,
+    wait_final,
+    wait_for,
+)
 
-MakeEnv = Callable[..., ExecutorEnv]
 GWEI = 10**9
-
-
-@pytest.fixture
-def make_env(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[MakeEnv]:
-    """``make_env(**execution)``: an :class:`ExecutorEnv` with ``execution`` overrides."""
-    made: list[ExecutorEnv] = []
-
-    def make(**execution: Any) -> ExecutorEnv:
-        env = ExecutorEnv(tmp_path / f"env{len(made)}", broker.bootstrap, **execution)
-        made.append(env)
-        return env
-
-    yield make
-    for env in made:
-        env.close()
-
-
-def assert_exactly_once(env: ExecutorEnv, order_ids: list[str], executed: list[str]) -> None:
-    """From the chain: no violation, and each of ``executed`` on the venue exactly once (and
-    no other); from ``executions/``: every order in ``order_ids`` final."""
-    assert env.audit(order_ids) == []
-    assert sorted(env.venue_order_ids()) == sorted(executed)
-    assert sorted(env.final(order_ids)) == sorted(order_ids)
 
 
 def states(env: ExecutorEnv, order_id: str) -> list[str]:
