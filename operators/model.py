@@ -247,6 +247,10 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="r
     account: str
     instrument: str
     size: float
+    size_e18: str
+    """The size on chain, 18 decimals, as a decimal string (it exceeds 64 bits): for a
+    leg that closes its position, exactly the position negated (the float ``size`` would
+    leave dust); else ``size`` rounded (``units.e18``)."""
     price: float
     oracle_price: float
     bonus_usd: float

@@ -67,7 +67,7 @@ from operators.model import (
     Rejected,
     Settlement,
 )
-from operators.units import E18, YEAR_MS, InstrumentKind
+from operators.units import E18, YEAR_MS, InstrumentKind, e18
 from operators.venue import STAGE as VENUE_STAGE
 from operators.venue import (
     CollateralMove,
@@ -794,6 +794,7 @@ class RiskShard:
                     account=account,
                     instrument=instrument,
                     size=leg.size,
+                    size_e18=str(self._size_e18(account, instrument, leg.size)),
                     price=leg.price,
                     oracle_price=leg.oracle_price,
                     bonus_usd=leg.bonus_usd,
@@ -810,6 +811,14 @@ class RiskShard:
                 )
                 for instrument, leg in legs
             )
+
+    def _size_e18(self, account: str, instrument: str, size: float) -> int:
+        """A leg's size on chain (18 decimals): the exact position, negated, when ``size``
+        closes it to within float rounding (1e-9 of it), else ``size`` rounded."""
+        held = self.book.size.get((account, instrument), 0)
+        if held and abs(size * E18 + held) <= 1e-9 * abs(held):
+            return -held
+        return e18(size)
 
     def _attempt(
         self, account: str, what: str, ids: dict[str, str]
@@ -883,6 +892,7 @@ class RiskShard:
                 account=account,
                 instrument=instrument,
                 size=hedge.size,
+                size_e18=str(e18(hedge.size)),
                 price=hedge.oracle_price,
                 oracle_price=hedge.oracle_price,
                 bonus_usd=0.0,

@@ -6,6 +6,7 @@ convention); event times are integer milliseconds since the Unix epoch.
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import IntEnum
 
 MS_PER_S = 1000
@@ -16,6 +17,12 @@ YEAR_MS = YEAR_S * MS_PER_S
 """One year, milliseconds."""
 E18 = 10**18
 """The venue's fixed-point scale: sizes, prices and strikes in 18 decimals."""
+
+
+def e18(value: float) -> int:
+    """``value`` in units of 1e-18 (the venue's scale), rounded half to even from the
+    float's shortest decimal text, so 0.1 is exactly 10**17."""
+    return int((Decimal(repr(value)) * E18).to_integral_value(ROUND_HALF_EVEN))
 
 
 def ms(seconds: float) -> int:

@@ -5,17 +5,16 @@
 - a ``hedge`` leg: ``trade(instrument, size, price, orderId)``, sent from the book's own key
   (the book is the signer's account).
 
-Sizes and prices go on chain with 18 decimals (``infra/contracts/MarginVenue.sol``),
-rounded to the nearest unit from the float's shortest decimal text, so a size of 0.1 is
-exactly 10**17.
+Sizes and prices go on chain with 18 decimals (``infra/contracts/MarginVenue.sol``): the
+size as the order carries it (``Order.size_e18``, exact for a leg that closes a position),
+the price rounded from the float's shortest decimal text (``units.e18``).
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
-
 from operators.abi import encode_word
 from operators.model import Order
+from operators.units import e18
 
 TRADE_SELECTOR = "ec973367"
 """keccak256("trade(bytes32,int256,uint256,bytes32)")[:4] (tests/unit/test_venue_calls.py)."""
@@ -23,18 +22,16 @@ LIQUIDATE_SELECTOR = "38e49151"
 """keccak256("liquidate(address,bytes32,int256,uint256,bytes32)")[:4]."""
 
 
-def e18(value: float) -> int:
-    """``value`` in units of 1e-18, rounded half to even from its shortest decimal text."""
-    return int((Decimal(repr(value)) * 10**18).to_integral_value(ROUND_HALF_EVEN))
-
-
 def venue_calldata(order: Order) -> str:
     """The ``data`` of the venue call that executes ``order``, ``0x`` and hex digits;
     ``ValueError`` for an order of another kind, or one the venue would refuse (zero size,
     price <= 0)."""
-    size, price = e18(order.size), e18(order.price)
+    size, price = int(order.size_e18), e18(order.price)
     if size == 0 or price <= 0:
-        msg = f"order {order.order_id}: size {order.size!r} and price {order.price!r} must be > 0"
+        msg = (
+            f"order {order.order_id}: size {order.size_e18} e18 and price {order.price!r} "
+            f"must be > 0"
+        )
         raise ValueError(msg)
     words = [int(order.instrument, 16), size, price, int(order.order_id, 16)]
     if order.kind == "liquidation":

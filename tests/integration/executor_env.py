@@ -46,6 +46,7 @@ from operators.config import (
 from operators.exactly_once import audit
 from operators.model import Execution, ExecutionProgress, OraclePrice, Order, RawMessage, Rejected
 from operators.order_auth import encode_signed
+from operators.units import e18
 
 _fills_decoder = msgspec.json.Decoder(Execution | ExecutionProgress)
 PASSPHRASE = "correct horse battery staple"
@@ -170,7 +171,9 @@ class ExecutorEnv:
             "underlying_price": 2500.0,
             "position": 2.0, "valid_until_ms": now + 3_600_000,
         }  # fmt: skip
-        return Order(**{**base, **fields})
+        merged = {**base, **fields}
+        merged.setdefault("size_e18", str(e18(merged["size"])))
+        return Order(**merged)
 
     def publish_orders(self, orders: list[Order], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
         for o in orders:

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from operators.model import Order
+from operators.units import e18
 
 _HEX = "0123456789abcdef"
 
@@ -21,7 +22,9 @@ def an_order(**fields: Any) -> Order:
         "position": 2.0,
         "valid_until_ms": 1_767_225_720_000,
     }  # fmt: skip
-    return Order(**{**base, **fields})
+    merged = {**base, **fields}
+    merged.setdefault("size_e18", str(e18(merged["size"])))
+    return Order(**merged)
 
 
 def _hex(n: int) -> st.SearchStrategy[str]:

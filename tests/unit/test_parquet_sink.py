@@ -51,6 +51,7 @@ DOCUMENTED: dict[type[msgspec.Struct], list[tuple[str, pa.DataType]]] = {
     ],
     Order: [
         ("order_id", S), ("kind", S), ("account", S), ("instrument", S), ("size", F64),
+        ("size_e18", S),
         ("price", F64), ("oracle_price", F64), ("bonus_usd", F64), ("reason", S),
         ("ts_event_ms", I64), ("health", F64), ("worst_scenario", I32), ("asset", S),
         ("underlying_price", F64),
@@ -118,7 +119,8 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
     Order: [
         Order(
             order_id="f" * 32, kind="liquidation", account="0x" + "a" * 40,
-            instrument="0x" + "1" * 64, size=-10.0, price=1_847.6, oracle_price=1_940.0,
+            instrument="0x" + "1" * 64, size=-10.0, size_e18="-10000000000000000000",
+            price=1_847.6, oracle_price=1_940.0,
             bonus_usd=924.0, reason="equity < MM", ts_event_ms=T, health=0.986,
             worst_scenario=21, asset="ETH", underlying_price=2_000.0, position=20.0,
             valid_until_ms=T + 120_000,
@@ -126,7 +128,8 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
         ),
         Order(
             order_id="e" * 32, kind="liquidation", account="0x" + "a" * 40,
-            instrument="0x" + "1" * 64, size=-10.0, price=1_847.6, oracle_price=1_940.0,
+            instrument="0x" + "1" * 64, size=-10.0, size_e18="-10000000000000000000",
+            price=1_847.6, oracle_price=1_940.0,
             bonus_usd=924.0, reason="retry", ts_event_ms=T + 300_000, health=0.9,
             worst_scenario=21, asset="ETH", underlying_price=2_000.0, position=10.0,
             valid_until_ms=T + 420_000, attempt=2, previous_order_id="f" * 32,

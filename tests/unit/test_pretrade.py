@@ -22,6 +22,7 @@ from operators.pretrade import (
     TradingState,
     reduces,
 )
+from operators.units import e18
 
 NOW = 1_700_000_000_000
 ACTIVE = TradingState.ACTIVE
@@ -54,6 +55,7 @@ def _order(
         account="0x" + "ab" * 20,
         instrument="0x" + "cd" * 32,
         size=size,
+        size_e18=str(e18(size)) if math.isfinite(size) else "0",  # NaN sizes are tested too
         price=oracle_price,
         oracle_price=oracle_price,
         bonus_usd=0.0,

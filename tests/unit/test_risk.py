@@ -29,7 +29,7 @@ from operators.model import (
 )
 from operators.risk import RiskOut, RiskParams, RiskShard, order_id
 from operators.stages import stage_params
-from operators.units import InstrumentKind
+from operators.units import InstrumentKind, e18
 from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 
 W = 60_000
@@ -1008,7 +1008,8 @@ def _partitions(outcomes: list[tuple[str, int, str, str, int]]) -> dict[str, lis
         ts = T0 + k * W + after
         sent = Order(
             order_id=order_id("liquidation", account, T0 + k * W, PERP), kind="liquidation",
-            account=account, instrument=PERP, size=-5.0, price=1_900.0, oracle_price=1_940.0,
+            account=account, instrument=PERP, size=-5.0, size_e18=str(-5 * E18), price=1_900.0,
+            oracle_price=1_940.0,
             bonus_usd=0.0, reason="", ts_event_ms=T0 + k * W, health=0.9, worst_scenario=0,
             asset="ETH", underlying_price=2_000.0, position=20.0, valid_until_ms=ts,
         )  # fmt: skip
@@ -1054,3 +1055,32 @@ def test_outputs_are_the_same_whatever_the_interleaving_of_fills_venue_and_price
     expected = _feed(parts, in_turn)
     assert _orders(expected), "the drop liquidates"
     assert _feed(parts, interleaved) == expected
+
+
+@given(st.integers(1, 10**18 - 1), st.integers(10, 30))
+@settings(max_examples=50, deadline=None)
+def test_a_liquidation_leg_of_a_position_of_any_precision_goes_on_chain_without_dust(
+    dust_e18: int, units: int
+) -> None:
+    # The demo's finding: a closing leg sized in floats left 1e-16 contracts on chain, and
+    # the account's MM of that dust gave a health of -6e16.
+    held = units * E18 + dust_e18  # e.g. 17.000000000000000001 ETH, bought at 2,000
+    leg = _crash_leg(held)
+    if abs(leg.size * E18 + held) <= 1e-9 * held:  # it closes the position: exactly
+        assert int(leg.size_e18) == -held
+    else:  # a partial close: the float size, rounded
+        assert int(leg.size_e18) == e18(leg.size)
+
+
+def test_a_leg_closing_10_eth_and_1e_18_closes_it_to_the_last_unit() -> None:
+    assert int(_crash_leg(10 * E18 + 1).size_e18) == -(10 * E18 + 1)
+
+
+def _crash_leg(held_e18: int) -> Order:
+    """The perp leg ordered when ETH halves under a long of ``held_e18`` (10,000 USDC)."""
+    account = ACCOUNTS[0]
+    odd = msgspec.structs.replace(_trade(account, PERP, 0, 2_000, 20), size_e18=held_e18)
+    prices = [_price(T0, 2_000.0), _price(T0 + W, 1_000.0)]
+    orders = _orders(_run(_shard(), [*_setup({account: 0}), odd], prices))
+    (leg,) = [o for o in orders if o.instrument == PERP]
+    return leg

@@ -10,13 +10,8 @@ from web3 import Web3
 
 from connectors.contracts import load_artifact
 from operators.model import Order
-from operators.venue_calls import (
-    LIQUIDATE_SELECTOR,
-    TRADE_SELECTOR,
-    acts_for,
-    e18,
-    venue_calldata,
-)
+from operators.units import e18
+from operators.venue_calls import LIQUIDATE_SELECTOR, TRADE_SELECTOR, acts_for, venue_calldata
 from tests.unit.order_examples import an_order, orders
 
 _VENUE = Web3().eth.contract(abi=load_artifact("MarginVenue").abi)
@@ -30,9 +25,9 @@ def test_selectors_are_keccak_of_the_signatures() -> None:
 
 @given(orders)
 def test_calldata_equals_web3_encoding_against_the_abi(order: Order) -> None:
-    words = [bytes.fromhex(order.instrument[2:]), e18(order.size), e18(order.price),
+    words = [bytes.fromhex(order.instrument[2:]), int(order.size_e18), e18(order.price),
              bytes.fromhex(order.order_id[2:])]  # fmt: skip
-    if e18(order.size) == 0 or e18(order.price) <= 0:
+    if int(order.size_e18) == 0 or e18(order.price) <= 0:
         with pytest.raises(ValueError, match="must be > 0"):
             venue_calldata(order)
         return
