@@ -121,6 +121,8 @@ class Executor:
         self.finalized = -1
         self.progress_ms = -1
         self.counts: dict[str, int] = {}
+        self.sent_ok = False
+        """Whether this dispatch pass's latest broadcast was taken by the node."""
         self.waiting_nonce: int | None = None
         """The nonce the executor waits to sign at until the node holds every one below."""
 
@@ -429,6 +431,8 @@ class Executor:
         if self.head is None or not queued:
             return False
         done = False
+        fees: Fees | None = None  # one suggestion per pass
+        self.sent_ok = False  # the node's pending nonce is read until a send of this pass lands
         for stored in queued:
             order = _order_decoder.decode(stored.body)
             previous = self._previous(order)
@@ -460,7 +464,7 @@ class Executor:
                 done = True
                 continue
             nonce = int(self.store.get("next_nonce") or 0)
-            gap = self._nonce_gap(nonce)
+            gap = 0 if self.sent_ok else self._nonce_gap(nonce)  # after a landed send: none
             if gap < 0:
                 self._conflict(
                     stored,
@@ -492,15 +496,20 @@ class Executor:
                         stored, "reverted", final=True, code="simulation_reverted", detail=reason
                     )
                 continue
-            fees = suggest_fees(
-                self.chain.fee_history(self.ex.fee_history_blocks, self.ex.priority_fee_percentile),
-                self.cap_wei,
-            )
+            if fees is None:
+                fees = self._suggested_fees()
             self._sign_and_send(
                 stored, order, nonce, self.venue, data, self.ex.gas_limit, fees, cancel=False
             )
             in_flight += 1
         return done
+
+    def _suggested_fees(self) -> Fees:
+        """EIP-1559 fees from the node's recent blocks, capped (``operators.fees``)."""
+        history = self.chain.fee_history(
+            self.ex.fee_history_blocks, self.ex.priority_fee_percentile
+        )
+        return suggest_fees(history, self.cap_wei)
 
     def _previous(self, order: Order) -> StoredOrder | None:
         """The earlier attempt a re-send replaces (``previous_order_id``), if this signer
@@ -519,11 +528,7 @@ class Executor:
             max_fee_per_gas=latest.max_fee_per_gas,
             max_priority_fee_per_gas=latest.max_priority_fee_per_gas,
         )
-        suggested = suggest_fees(
-            self.chain.fee_history(self.ex.fee_history_blocks, self.ex.priority_fee_percentile),
-            self.cap_wei,
-        )
-        fees = bumped(previous, suggested, self.ex.fee_bump_ppm, self.cap_wei)
+        fees = bumped(previous, self._suggested_fees(), self.ex.fee_bump_ppm, self.cap_wei)
         if fees is None:
             log.warning(
                 "order %s: cannot raise fees above the cap of %s gwei; waiting",
@@ -591,7 +596,8 @@ class Executor:
         self._broadcast(attempt)
         failpoint("after_send")
 
-    def _broadcast(self, a: Attempt) -> None:
+    def _broadcast(self, a: Attempt) -> bool:
+        """Send ``a``'s stored bytes; whether the node took them."""
         refused = self.chain.send_raw(a.raw)
         if refused is not None:
             log.warning(
@@ -600,6 +606,8 @@ class Executor:
                 a.nonce,
                 refused,
             )
+        self.sent_ok = refused is None
+        return self.sent_ok
 
     # outcomes ------------------------------------------------------------------------------
     def _outcome(self, a: Attempt) -> str:

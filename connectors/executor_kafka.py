@@ -45,6 +45,7 @@ class ExecutorKafka:
                 "client.id": client_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,  # an order waits at most this for the broker, ms
                 "log_level": 3,
             }
         )
@@ -64,8 +65,13 @@ class ExecutorKafka:
     def poll(self, timeout_s: float) -> list[RawMessage]:
         """The next records of the assigned partitions (possibly none), in offset order
         per partition."""
+        # consume(n, t) waits all of t unless n arrive: wait for one record, then take
+        # what is buffered without waiting
+        polled = self.consumer.consume(_POLL_RECORDS, 0) or self.consumer.consume(1, timeout_s)
+        if polled:
+            polled += self.consumer.consume(_POLL_RECORDS, 0)
         out = []
-        for m in self.consumer.consume(_POLL_RECORDS, timeout_s):
+        for m in polled:
             error = m.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
