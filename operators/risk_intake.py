@@ -142,14 +142,7 @@ class RiskIntake:
                     self._stamp(msg, p, routed, rejects)
             except Exception as exc:  # a bug: the message goes to the deadletter, the flow on
                 rejects.append(Rejected.of(VENUE_STAGE, _internal(exc), msg))
-        wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
-        broker = self.clock.broker_ms
-        venue = [
-            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), broker))
-            for shard in shard_keys(p.shards)
-            if shard in routed or marker
-        ]
-        return RiskIntakeOut(venue, None, rejects)
+        return RiskIntakeOut(self._to_shards(routed, p.lateness_ms, batch, p), None, rejects)
 
     def _on_fills(self, batch: RawBatch, p: RiskIntakeParams) -> RiskIntakeOut:
         """Take a ``fills`` batch: outcomes to their account's shard, the signers' progress
@@ -164,14 +157,26 @@ class RiskIntake:
                 bad = Rejected.of(fills_topic.STAGE, _internal(exc), msg)
             if bad is not None:
                 rejects.append(bad)
-        wm, marker = self.clock.report(0, p.window_ms, batch.eof)
-        broker = self.clock.broker_ms
-        venue = [
-            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), broker))
+        return RiskIntakeOut(self._to_shards(routed, 0, batch, p), None, rejects)
+
+    def _to_shards(
+        self,
+        routed: dict[str, list[ShardEvent]],
+        lateness_ms: int,
+        batch: RawBatch,
+        p: RiskIntakeParams,
+    ) -> list[tuple[str, VenueBatch]]:
+        """The events routed to each shard, with the partition's watermark after the batch;
+        every shard hears of a new window (or the end), events or not."""
+        wm, marker = self.clock.report(lateness_ms, p.window_ms, batch.eof)
+        return [
+            (
+                shard,
+                VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), self.clock.broker_ms),
+            )
             for shard in shard_keys(p.shards)
             if shard in routed or marker
         ]
-        return RiskIntakeOut(venue, None, rejects)
 
     def _take_fill(
         self,
