@@ -371,6 +371,7 @@ class Executor:
                     self._order_message(m)
             for part, offset in offsets.items():
                 self.store.put_offset(part, offset)
+        self.kafka.commit(offsets)
 
     def _oracle_row(self, m: RawMessage) -> None:
         item = oracle_topic.decode(m)

@@ -9,7 +9,7 @@ what one executor wrote.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -28,20 +28,28 @@ FLUSH_TIMEOUT_S = 30.0
 
 class ExecutorKafka:
     """Consumer of ``inputs`` (topic -> partitions) from ``offsets`` (``<partition>-<topic>``
-    -> next offset; the beginning when absent), and producer of outcomes."""
+    -> next offset; the beginning when absent), and producer of outcomes.
+
+    With ``group``, the consumer joins that consumer group instead (for a real Kafka
+    cluster, whose lag tools then see the executor's offsets): the group assigns the
+    partitions of ``inputs``' topics (all of them to a group's only member: one group per
+    signer), each read from the offset ``offsets()`` holds at assignment, and
+    :meth:`commit` copies the state file's offsets to the group.
+    """
 
     def __init__(
         self,
         brokers: str,
         client_id: str,
         inputs: Mapping[str, list[int]],
-        offsets: Mapping[str, int],
+        offsets: Callable[[], Mapping[str, int]],
         pausable: str,
+        group: str | None = None,
     ):
         self.consumer = Consumer(
             {
                 "bootstrap.servers": brokers,
-                "group.id": client_id,  # required by the client; no group is joined
+                "group.id": group or client_id,  # required by the client even when assigning
                 "client.id": client_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -49,18 +57,39 @@ class ExecutorKafka:
                 "log_level": 3,
             }
         )
-        self.assigned = [
-            TopicPartition(topic, p, offsets.get(f"{p}-{topic}", OFFSET_BEGINNING))
-            for topic, parts in inputs.items()
-            for p in parts
-        ]
-        self.consumer.assign(self.assigned)
-        self.pausable = [tp for tp in self.assigned if tp.topic == pausable]
+        self.offsets = offsets
+        self.pausable_topic = pausable
+        self.pausable: list[TopicPartition] = []
         self.paused = False
+        self.group = group
+        if group is None:
+            self._assign(
+                self.consumer, [TopicPartition(t, p) for t, parts in inputs.items() for p in parts]
+            )
+        else:
+            self.consumer.subscribe(list(inputs), on_assign=self._assign)
         self.producer = Producer(
             {"bootstrap.servers": brokers, "client.id": client_id, "enable.idempotence": True}
         )
         self.errors: list[str] = []
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Read ``partitions`` from the state file's offsets (the group's are only a copy)."""
+        stored = self.offsets()
+        for tp in partitions:
+            tp.offset = stored.get(f"{tp.partition}-{tp.topic}", OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        self.pausable = [tp for tp in partitions if tp.topic == self.pausable_topic]
+        if self.paused:
+            consumer.pause(self.pausable)
+
+    def commit(self, offsets: Mapping[str, int]) -> None:
+        """With a group: copy the next offsets (``<partition>-<topic>`` -> offset) to it."""
+        if self.group is None or not offsets:
+            return
+        parts = [part.split("-", 1) for part in offsets]
+        tps = [TopicPartition(t, int(p), offsets[f"{p}-{t}"]) for p, t in parts]
+        self.consumer.commit(offsets=tps, asynchronous=True)
 
     def poll(self, timeout_s: float) -> list[RawMessage]:
         """The next records of the assigned partitions (possibly none), in offset order

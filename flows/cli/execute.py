@@ -196,7 +196,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
     kafka = ExecutorKafka(
         args.brokers, f"hedgeflow-executor-{signer}",
         {topics.orders: wanted, topics.oracle_prices: list(range(counts[topics.oracle_prices]))},
-        store.offsets(), pausable=topics.orders,
+        store.offsets, pausable=topics.orders, group=args.group,
     )  # fmt: skip
     executor = Executor(
         cfg=cfg, account=account, store=store, chain=chain, kafka=kafka,

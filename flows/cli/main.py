@@ -509,9 +509,15 @@ def _parser() -> argparse.ArgumentParser:
         "--state", type=Path,
         help="the signer's SQLite state file (default OUT/executor/<address>.sqlite)",
     )  # fmt: skip
-    c.add_argument(
+    reading = c.add_mutually_exclusive_group()
+    reading.add_argument(
         "--partitions", type=lambda t: [int(p) for p in t.split(",")], metavar="P[,P...]",
         help="orders partitions to read (default: all)",
+    )  # fmt: skip
+    reading.add_argument(
+        "--group", metavar="ID",
+        help="join consumer group ID instead of assigning partitions (real Kafka: lag tools "
+        "see the offsets; one group per signer; slow to join on Tansu)",
     )  # fmt: skip
     switch = c.add_mutually_exclusive_group()
     switch.add_argument("--halt", action="store_true", help="kill switch: set HALTED and exit")

@@ -271,13 +271,16 @@ class ExecutorEnv:
         )
 
     # the executor ------------------------------------------------------------------------
-    def start_executor(self, failpoint: str | None = None) -> subprocess.Popen[bytes]:
+    def start_executor(self, failpoint: str | None = None, *args: str) -> subprocess.Popen[bytes]:
+        """``hedgeflow execute`` as a child (with ``args`` added), its log appended to
+        ``executor.log``."""
         env = {"HEDGEFLOW_FAILPOINT": failpoint} if failpoint else {}
         self.log = open(self.tmp / "executor.log", "ab")  # noqa: SIM115
         self.proc = hedgeflow(
             "execute", "--config", str(self.cfg_path), "--brokers", self.brokers,
             "--keystore", str(self.keystore), "--passphrase-file", str(self.tmp / "passphrase"),
-            "--rpc", self.url, "--out", str(self.out), env=env, stdout=self.log, stderr=self.log,
+            "--rpc", self.url, "--out", str(self.out), *args, env=env, stdout=self.log,
+            stderr=self.log,
         )  # fmt: skip
         return self.proc
 
@@ -291,7 +294,7 @@ class ExecutorEnv:
         topics = self.topics
         kafka = ExecutorKafka(
             self.brokers, f"test-executor-{uuid.uuid4().hex[:8]}",
-            {topics.orders: [0, 1], topics.oracle_prices: [0, 1]}, store.offsets(),
+            {topics.orders: [0, 1], topics.oracle_prices: [0, 1]}, store.offsets,
             pausable=topics.orders,
         )  # fmt: skip
         self.in_process = Executor(

@@ -8,12 +8,16 @@ transactions, conflicts, the node going down, deadlines) are in ``test_executor_
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import msgspec
+from confluent_kafka import Consumer, TopicPartition
 
+from connectors.broker import EmbeddedBroker
 from connectors.contracts import DEV_TOKENS, instrument_id
 from connectors.executor import Executor
+from connectors.executor_store import ExecutorStore
 from operators.order_auth import encode_signed
 from tests.integration.executor_env import (
     SECRET,
@@ -294,3 +298,25 @@ def test_a_resend_of_an_attempt_that_ended_unmined_is_sent(make_env: MakeEnv) ->
     final = wait_final(env, ids)
     assert (final[first.order_id].state, final[resend.order_id].state) == ("reverted", "mined")
     assert_exactly_once(env, ids, executed=[resend.order_id])
+
+
+def test_in_group_mode_orders_are_mined_once_and_the_group_holds_the_offsets(
+    make_env: MakeEnv, broker: EmbeddedBroker
+) -> None:
+    env = make_env()
+    env.publish_price()
+    first, second = env.order(0), env.order(1)
+    env.publish_orders([first, second, first])
+    group = f"executor-{env.signer}-{uuid.uuid4().hex[:6]}"
+    env.start_executor(None, "--group", group)
+    ids = [first.order_id, second.order_id]
+    wait_final(env, ids, timeout_s=120)  # joining a group on Tansu takes about 20 s
+    assert_exactly_once(env, ids, executed=ids)
+    assert env.stop_executor() == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    committed = consumer.committed([TopicPartition(env.topics.orders, p) for p in (0, 1)], 30)
+    consumer.close()
+    stored = ExecutorStore(env.out / "executor" / f"{env.signer}.sqlite").offsets()
+    assert {f"{tp.partition}-{tp.topic}": tp.offset for tp in committed if tp.offset >= 0} == {
+        part: offset for part, offset in stored.items() if part.endswith(env.topics.orders)
+    }
