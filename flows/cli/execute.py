@@ -180,6 +180,10 @@ def cmd_execute(args: argparse.Namespace) -> int:
             set_trading_state(store, state, f"manual: {args.reason}")
         print(f"{signer}: trading state {state.value.upper()} ({store.path})")
         return 0
+    if not args.brokers:
+        raise ConfigError(
+            "execute needs --brokers (only --halt, --resume and --reduce-only do not)"
+        )
     check_config(cfg, signer)
     account = unlock(keystore, passphrase(args.passphrase_file))
     secret = load_secret(cfg.orders.secret_file)

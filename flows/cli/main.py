@@ -495,7 +495,10 @@ def _parser() -> argparse.ArgumentParser:
         "Run the executor for one signing key: orders from the orders topic become signed "
         "venue transactions, sent once; outcomes go to fills and executions/.",
     )
-    brokers(c)
+    c.add_argument(
+        "--brokers", help="bootstrap servers, host:port[,host:port] (not for --halt/--resume)"
+    )
+    broker_timeout(c)
     c.add_argument(
         "--keystore", type=_input_file, required=True, help="encrypted key (Web3 Secret Storage)"
     )

@@ -133,10 +133,8 @@ def test_halt_then_resume_set_the_trading_state_in_the_signers_state_file(
 ) -> None:
     keystore = tmp_path / "k.json"
     signer = write_keystore(keystore, bytes(range(1, 33)), "p")
-    base = [
+    base = [  # no broker needed
         "execute",
-        "--brokers",
-        "127.0.0.1:1",
         "--keystore",
         str(keystore),
         "--out",
@@ -151,3 +149,12 @@ def test_halt_then_resume_set_the_trading_state_in_the_signers_state_file(
     assert main([*base, "--resume"]) == 0
     assert store.get("trading_state") == "active"
     assert "ACTIVE" in capsys.readouterr().out
+
+
+def test_execute_without_brokers_is_refused_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keystore = tmp_path / "k.json"
+    write_keystore(keystore, bytes(range(1, 33)), "p")
+    assert main(["execute", "--keystore", str(keystore), "--out", str(tmp_path)]) == 2
+    assert "execute needs --brokers" in capsys.readouterr().err
