@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from connectors.failpoints import failpoint
 from connectors.parquet_sink import arrow_schema, write_day_files
 from operators import oracle_topic
 from operators.config import Config
-from operators.fees import Fees, bumped, suggest_fees
+from operators.fees import Fees, bumped, gwei_to_wei, suggest_fees
 from operators.model import (
     Execution,
     ExecutionProgress,
@@ -67,6 +66,8 @@ STAGE = "executor"
 CANCEL_GAS = 21_000
 """Gas of the 0-value self-transfer that cancels an expired order's transaction."""
 MAX_BACKOFF_S = 10.0
+PROGRESS_EVERY_S = 30.0
+"""How often a running executor logs its progress line, wall-clock s."""
 _EXECUTIONS = arrow_schema(Execution)
 _REJECTS = arrow_schema(Rejected)
 _order_decoder = msgspec.json.Decoder(Order)
@@ -105,7 +106,7 @@ class Executor:
         self.secret = secret
         self.out_dir = out_dir
         self.venue = cfg.risk.venue
-        self.cap_wei = int(self.ex.max_fee_gwei * 10**9)
+        self.cap_wei = gwei_to_wei(self.ex.max_fee_gwei)
         saved = store.get("pretrade")
         self.pretrade = (
             Pretrade(self.ex)
@@ -121,18 +122,23 @@ class Executor:
         self.finalized = -1
         self.progress_ms = -1
         self.counts: dict[str, int] = {}
+        """Messages taken from ``orders`` by what became of them (the progress line)."""
         self.sent_ok = False
         """Whether this dispatch pass's latest broadcast was taken by the node."""
         self.waiting_nonce: int | None = None
         """The nonce the executor waits to sign at until the node holds every one below."""
 
     # the loop --------------------------------------------------------------------------
-    def run(self, stop: threading.Event, idle: Callable[[], None] | None = None) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Follow the chain and the topic until ``stop``; back off while the node or the
-        brokers cannot be reached (no nonce is taken meanwhile). ``idle`` is called after
-        each pass that found nothing to do (tests use it to end the run)."""
+        brokers cannot be reached (no nonce is taken meanwhile). Logs its progress every
+        ``PROGRESS_EVERY_S`` (wall clock)."""
         backoff = self.ex.poll_interval_s
+        reported = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - reported >= PROGRESS_EVERY_S:
+                reported = time.monotonic()
+                self.log_progress()
             try:
                 busy = self.step()
             except (OSError, ConnectionError, TimeoutError) as exc:
@@ -146,9 +152,17 @@ class Executor:
                 continue
             backoff = self.ex.poll_interval_s
             if not busy:
-                if idle is not None:
-                    idle()
                 stop.wait(self.ex.poll_interval_s)
+        self.log_progress()
+
+    def log_progress(self) -> None:
+        """One line: the head, the orders by state, the messages refused or skipped."""
+        head = "none yet" if self.head is None else str(self.head.number)
+        log.info(
+            "head %s, trading state %s; orders by state %s; messages %s",
+            head, self.trading_state().value.upper(), dict(sorted(self.store.counts().items())),
+            dict(sorted(self.counts.items())),
+        )  # fmt: skip
 
     def step(self) -> bool:
         """One pass: a new head if any, the topic's new records, the queue, the outbox.
@@ -197,9 +211,7 @@ class Executor:
             self.store.put("halted_seen", "1" if halted else "0")
             if not halted:
                 self.pretrade.resume()
-                self.store.put(
-                    "pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode()
-                )
+                self._save_pretrade()
         if not halted:
             log.info("resumed by hand: the error, gas and oracle trip windows start afresh")
             self._resync_nonce()
@@ -283,15 +295,13 @@ class Executor:
                     )
                 self._broadcast(moved)
                 return
-            a = self._record_receipt(
-                stored, a, receipt, detail=f"reorged into block {receipt.block_number}"
-            )
+            with self.store.transaction():
+                a = self._record_receipt(stored, a, receipt)
         depth = head.number - (a.block_number or 0)
         if depth >= self.ex.confirmations or (a.block_number or 0) <= self.finalized:
+            detail = self._outcome_detail(stored, a)
             with self.store.transaction():
-                self._report(
-                    stored, self._outcome(a), final=True, attempt=a, detail=stored_detail(a)
-                )
+                self._report(stored, self._outcome(a), final=True, attempt=a, detail=detail)
 
     def _included(
         self, stored: StoredOrder, a: Attempt, attempts: list[Attempt], receipt: Receipt, head: Head
@@ -304,26 +314,30 @@ class Executor:
             self.pretrade.record_fee(a.fee_paid_wei or 0, self.now_ms)
             if not a.cancel:
                 self.pretrade.record_outcome(failed=a.status != 1)
-            self.store.put("pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode())
+            self._save_pretrade()
         self._check_mined(stored, a, head)
 
-    def _record_receipt(
-        self, stored: StoredOrder, a: Attempt, r: Receipt, detail: str = ""
-    ) -> Attempt:
-        """Store a receipt and report the inclusion (not final yet)."""
+    def _record_receipt(self, stored: StoredOrder, a: Attempt, r: Receipt) -> Attempt:
+        """Store a receipt and report the inclusion, not final yet (inside a transaction)."""
         a = msgspec.structs.replace(
             a, state="mined", block_number=r.block_number, block_hash=r.block_hash,
             status=r.status, gas_used=r.gas_used, fee_paid_wei=r.gas_used * r.effective_gas_price,
         )  # fmt: skip
-        if a.status == 0 and not a.cancel:
-            order = _order_decoder.decode(stored.body)
-            detail = self.chain.replay_reason(
-                self.signer, self.venue, venue_calldata(order), self.ex.gas_limit, r.block_number
-            )
-        with self.store.transaction() if not self.store.db.in_transaction else _nothing():
-            self.store.put_attempt(a)
-            self._report(stored, self._outcome(a), final=False, attempt=a, detail=detail)
+        self.store.put_attempt(a)
+        detail = self._outcome_detail(stored, a)
+        self._report(stored, self._outcome(a), final=False, attempt=a, detail=detail)
         return a
+
+    def _outcome_detail(self, stored: StoredOrder, a: Attempt) -> str:
+        """An included transaction's detail: why it reverted (its call replayed at the
+        block before), else its gas and block."""
+        assert a.block_number is not None
+        if a.status == 0 and not a.cancel:
+            data = venue_calldata(_order_decoder.decode(stored.body))
+            return self.chain.replay_reason(
+                self.signer, self.venue, data, self.ex.gas_limit, a.block_number
+            )
+        return f"{a.gas_used} gas in block {a.block_number}"
 
     def _resend_if_lost(self, order_id: str, a: Attempt) -> None:
         """Broadcast ``a``'s stored bytes again if the node does not hold it."""
@@ -490,9 +504,7 @@ class Executor:
             if reason is not None:
                 with self.store.transaction():
                     self.pretrade.record_outcome(failed=True)
-                    self.store.put(
-                        "pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode()
-                    )
+                    self._save_pretrade()
                     self._report(
                         stored, "reverted", final=True, code="simulation_reverted", detail=reason
                     )
@@ -587,7 +599,7 @@ class Executor:
                 self.pretrade.record_submit(order, self.now_ms)
             else:
                 self.pretrade.record_replacement(self.now_ms)
-            self.store.put("pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode())
+            self._save_pretrade()
             stored.nonce = nonce
             detail = "cancel: the deadline passed" if cancel else ""
             self._report(
@@ -642,7 +654,6 @@ class Executor:
         self.store.add_outbox(
             self.cfg.topics.fills, order.account.encode(), msgspec.json.encode(execution)
         )
-        self._count(state if not final or state != "mined" else "final")
         log.info(
             "order %s: %s%s%s",
             order.order_id,
@@ -695,6 +706,10 @@ class Executor:
             self.kafka.flush()
             self.progress_ms = through
 
+    def _save_pretrade(self) -> None:
+        """Keep the pre-trade windows in the state file (inside a transaction)."""
+        self.store.put("pretrade", msgspec.json.encode(self.pretrade.to_builtins()).decode())
+
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
@@ -705,10 +720,6 @@ def set_trading_state(store: ExecutorStore, state: TradingState, reason: str) ->
     store.put("trading_reason", reason)
 
 
-def stored_detail(a: Attempt) -> str:
-    return f"{a.gas_used} gas in block {a.block_number}"
-
-
 def _checksum(address: str) -> str:
     from web3 import Web3
 
@@ -717,14 +728,3 @@ def _checksum(address: str) -> str:
 
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-__all__ = ["Executor", "set_trading_state", "time"]

@@ -217,7 +217,6 @@ def cmd_execute(args: argparse.Namespace) -> int:
         executor.run(stop)
     finally:
         kafka.close()
-        log.info("stopped: %s", json.dumps(store.counts(), sort_keys=True))
         store.close()
     return 0
 
