@@ -104,14 +104,16 @@ class ChainClient:
         return None
 
     def replay_reason(self, sender: str, to: str, data: str, gas: int, block: int) -> str:
-        """Why a transaction that reverted in ``block`` reverted: its call at the block
-        before (the state it met, up to the transactions ahead of it in the block)."""
+        """Why a transaction that reverted in ``block`` reverted: its call replayed on the
+        state after that block (which holds whatever ran ahead of it there; its own revert
+        changed nothing), else on the state before it."""
         call = {"from": sender, "to": to, "data": data, "gas": hex(gas)}
-        try:
-            self.rpc.call("eth_call", [call, hex(max(block - 1, 0))])
-        except RpcError as exc:
-            return revert_reason(exc.error)
-        return "reverted on chain (status 0)"
+        for at in (block, block - 1):
+            try:
+                self.rpc.call("eth_call", [call, hex(max(at, 0))])
+            except RpcError as exc:
+                return revert_reason(exc.error)
+        return "reverted on chain (status 0); its call does not revert when replayed"
 
     def send_raw(self, raw: bytes) -> str | None:
         """Broadcast signed bytes; None when the node took them (or already had them),

@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
+from web3 import Web3
 
+from connectors.anvil import rpc
 from connectors.broker import EmbeddedBroker
 from connectors.contracts import DEV_TOKENS, instrument_id
 from connectors.executor import Executor
@@ -320,3 +322,36 @@ def test_in_group_mode_orders_are_mined_once_and_the_group_holds_the_offsets(
     assert {f"{tp.partition}-{tp.topic}": tp.offset for tp in committed if tp.offset >= 0} == {
         part: offset for part, offset in stored.items() if part.endswith(env.topics.orders)
     }
+
+
+def test_a_liquidation_that_reverts_on_chain_is_final_reverted_with_the_revert_reason(
+    make_env: MakeEnv,
+) -> None:
+    env = make_env(confirmations=1, replace_after_blocks=50)
+    env.publish_price()
+    env.automine(False)
+    order = env.order(0)
+    env.publish_orders([order])
+    executor = env.executor_in_process()
+    _steps_until(executor, lambda: bool(env.attempts(order.order_id)))  # simulated, sent
+    # Ahead of it in the block, with a higher tip: the owner revokes the liquidator role.
+    revoke = env.venue.encode_abi("setLiquidator", [Web3.to_checksum_address(env.signer), False])
+    tx = {"from": env.deployed.deployer, "to": env.venue.address, "data": revoke,
+          "gas": hex(100_000), "maxPriorityFeePerGas": hex(50 * 10**9),
+          "maxFeePerGas": hex(100 * 10**9)}  # fmt: skip
+    rpc(env.url, "eth_sendTransaction", [tx])
+    env.mine(2)
+
+    def final() -> bool:
+        stored = executor.store.order(order.order_id)
+        return stored is not None and stored.final
+
+    _steps_until(executor, final)
+    (done,) = env.final([order.order_id]).values()
+    assert (done.state, done.code, done.detail) == (
+        "reverted",
+        "reverted",
+        "MarginVenue: not a liquidator",
+    )
+    assert done.gas_used is not None and int(done.fee_paid_wei or 0) > 0
+    assert_exactly_once(env, [order.order_id], executed=[])
