@@ -7,6 +7,7 @@ liquidity is the sum over the positions with lower <= tick < upper.
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import strategies as st
 
 from operators.pool_state import V2PoolState, V3PoolState
@@ -67,12 +68,14 @@ def v3_pools(
     token1: str = "T1",
     max_positions: int = 5,
     near_tick: int = 0,
+    spread: int = 20_000,
 ) -> tuple[V3PoolState, list[Position]]:
-    """A V3 pool of 1 to ``max_positions`` positions around a price near ``near_tick``,
-    and its positions; some are full range, some narrow, some away from the price."""
+    """A V3 pool of 1 to ``max_positions`` positions at a tick within ``spread`` of
+    ``near_tick``, and its positions: some full range, some narrow, some away from the
+    price."""
     fee, spacing = draw(st.sampled_from(FEES_AND_SPACINGS))
     low, high = full_range(spacing)
-    tick = draw(st.integers(near_tick - 20_000, near_tick + 20_000))
+    tick = draw(st.integers(near_tick - spread, near_tick + spread))
     sqrt_price = draw(st.integers(sqrt_ratio_at_tick(tick), sqrt_ratio_at_tick(tick + 1) - 1))
     positions = []
     for _ in range(draw(st.integers(1, max_positions))):
@@ -106,3 +109,29 @@ def v2_pools(
         fee_pips=draw(st.sampled_from((3000, 3000, 2500, 1000))),
         block=1,
     )
+
+
+@st.composite
+def pool_sets(
+    draw: st.DrawFn, *, max_pools: int = 5, token0: str = "T0", token1: str = "T1"
+) -> list[V2PoolState | V3PoolState]:
+    """1 to ``max_pools`` V2 pairs and V3 pools of one pair, at prices within about 0.5 % of
+    each other (a tick near ``base``), with distinct addresses and blocks."""
+    base = draw(st.integers(-100_000, 100_000))
+    pools: list[V2PoolState | V3PoolState] = []
+    for i in range(draw(st.integers(1, max_pools))):
+        address, block = f"0x{i:040x}", 100 + i
+        if draw(st.booleans()):
+            reserve0 = draw(st.integers(10**9, 10**26))
+            price = 1.0001 ** draw(st.integers(base - 50, base + 50))
+            reserve1 = max(1, min(int(reserve0 * price), 2**112 - 1))
+            pools.append(V2PoolState(
+                address=address, token0=token0, token1=token1, reserve0=reserve0,
+                reserve1=reserve1, fee_pips=draw(st.sampled_from((3000, 3000, 2500))),
+                block=block,
+            ))  # fmt: skip
+        else:
+            pool, _ = draw(v3_pools(address=address, token0=token0, token1=token1,
+                                    near_tick=base, spread=50))  # fmt: skip
+            pools.append(msgspec.structs.replace(pool, block=block))
+    return pools
