@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.pool_state import V2PoolState, V3PoolState
-from operators.routing import V2_SWAP_GAS, V3_SWAP_GAS, V3_TICK_GAS, Route, leg_gas, route
+from operators.routing import (
+    V2_SWAP_GAS,
+    V3_SWAP_GAS,
+    V3_TICK_GAS,
+    Route,
+    _Curve,
+    _v2_rate,
+    leg_gas,
+    route,
+)
 from operators.uniswap_math import Q96, tick_at_sqrt_ratio, v2_amount_out, v3_swap_exact_in
 from tests.unit.pool_examples import full_range, pool_sets, v3_pool
 
@@ -240,3 +249,25 @@ def test_a_single_v3_pool_crossing_ticks_pays_gas_per_tick() -> None:
     assert swap.ticks_crossed == 5
     assert result.gas == V3_SWAP_GAS + 5 * V3_TICK_GAS
     assert result.amount_out == swap.amount_out
+
+
+@given(st.lists(st.tuples(st.integers(10**9, 10**26), st.integers(-50, 50)), min_size=1,
+                max_size=5), st.integers(1, 10**27))  # fmt: skip
+def test_v2_closed_form_rate_is_where_the_pairs_inputs_sum_to_the_order(
+    pairs: list[tuple[int, int]], amount: int
+) -> None:
+    # sum over the pairs in use of (sqrt(g R_in R_out / lambda) - R_in) / g = A
+    pools: Pools = [
+        V2PoolState(address=f"0x{i}", token0="T0", token1="T1", reserve0=r,
+                    reserve1=max(1, int(r * 1.0001**t)), block=1)
+        for i, (r, t) in enumerate(pairs)
+    ]  # fmt: skip
+    curves = [_Curve(p, True, amount) for p in pools]
+    rate = _v2_rate(curves, amount)
+    inputs = [
+        max(0.0, (math.sqrt(c.gamma * c.r_in * c.r_out / rate) - c.r_in) / c.gamma) for c in curves
+    ]
+    # float cancellation in sqrt(...) - R_in: about 1e-16 of the reserves
+    assert sum(inputs) == pytest.approx(amount, rel=1e-9, abs=1e-12 * sum(c.r_in for c in curves))
+    unused = [c for c, x in zip(curves, inputs, strict=True) if x == 0]
+    assert all(c.rate0 <= rate * (1 + 1e-9) for c in unused)  # not worth it at lambda
