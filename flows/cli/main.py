@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -275,6 +276,19 @@ def cmd_margin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    from flows.cli.route import route_json
+
+    try:
+        route_json(
+            args.pools.read_bytes(), sys.stdout, args.sell, args.amount, args.buy, args.gas_cost
+        )
+    except ValueError as exc:  # bad input, or pools that cannot fill the order
+        print(f"hedgeflow: route: {args.pools}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_devchain(args: argparse.Namespace) -> int:
     from flows.cli.devchain import devchain
 
@@ -318,6 +332,22 @@ def _int_at_least(low: int) -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}; got {text!r}")
         return value
+
+    return parse
+
+
+def _raw_units(low: int) -> Callable[[str], int]:
+    """A decimal string of raw token units: digits only (no sign, exponent, separator or
+    leading 0), at most 78 (uint256)."""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"0|[1-9][0-9]{0,77}", text):
+            raise argparse.ArgumentTypeError(
+                f"expected raw units, up to 78 digits only; got {text!r}"
+            )
+        if int(text) < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}; got {text!r}")
+        return int(text)
 
     return parse
 
@@ -476,6 +506,22 @@ def _parser() -> argparse.ArgumentParser:
         "--worst", type=_POSITIVE_INT, default=5, help="worst scenarios to list (default 5)"
     )
     c.set_defaults(func=cmd_margin)
+
+    c = command("route", "Split one order across Uniswap V2/V3 pools, exactly; as JSON.", False)
+    c.add_argument("pools", type=_input_file, help="pools JSON (see README, Routing)")
+    c.add_argument("--sell", required=True, metavar="TOKEN", help="the token sold")
+    c.add_argument(
+        "--amount", type=_raw_units(1), required=True, metavar="N",
+        help="raw units of the token sold (wei for WETH)",
+    )  # fmt: skip
+    c.add_argument(
+        "--buy", metavar="TOKEN", help="the token bought (default: the one the pools pair it with)"
+    )
+    c.add_argument(
+        "--gas-cost", type=_raw_units(0), default=0, metavar="N",
+        help="raw units of the token bought per gas unit, to weigh each leg's gas (default 0)",
+    )  # fmt: skip
+    c.set_defaults(func=cmd_route)
 
     c = command(
         "devchain", "Start Anvil, deploy the venue, pools and feed, write the config.", False
