@@ -436,12 +436,9 @@ class Executor:
     def _dispatch(self) -> bool:
         """Check, simulate, sign and send the queued orders while the signer has room. True
         if it reported or sent anything (an order waiting for room is no work)."""
-        queued = [s for s in self.store.unfinished_orders() if s.nonce is None]
-        in_flight = sum(
-            1
-            for s in self.store.unfinished_orders()
-            if s.nonce is not None and s.state in ("sent", "replaced")
-        )
+        unfinished = self.store.unfinished_orders()
+        queued = [s for s in unfinished if s.nonce is None]
+        in_flight = sum(1 for s in unfinished if s.state in ("sent", "replaced"))
         self.kafka.hold_orders(in_flight + len(queued) >= self.ex.max_in_flight)
         if self.head is None or not queued:
             return False
@@ -453,31 +450,18 @@ class Executor:
             previous = self._previous(order)
             if previous is not None and not previous.final:
                 continue  # a re-send waits for the attempt it replaces to end
-            denial = self.pretrade.check(
-                order, self.trading_state(), self.oracle.get(order.asset), self.now_ms
-            )
-            if denial is None and previous is not None and previous.state == "mined":
-                denial = Denial(
-                    code="superseded",
-                    detail=f"the attempt it replaces, {previous.order_id}, was mined",
-                )
-            if denial is not None:
-                state = "expired" if denial.code == "expired" else "denied"
+            refusal = self._refusal(order, previous)
+            if isinstance(refusal, Denial):
+                state = "expired" if refusal.code == "expired" else "denied"
                 with self.store.transaction():
-                    self._report(stored, state, final=True, code=denial.code, detail=denial.detail)
+                    self._report(
+                        stored, state, final=True, code=refusal.code, detail=refusal.detail
+                    )
                 done = True
                 continue
             if in_flight >= self.ex.max_in_flight:
                 break
-            try:
-                data = venue_calldata(order)
-            except ValueError as exc:
-                with self.store.transaction():
-                    self._report(
-                        stored, "denied", final=True, code="invalid_order", detail=str(exc)
-                    )
-                done = True
-                continue
+            data = refusal
             nonce = int(self.store.get("next_nonce") or 0)
             gap = 0 if self.sent_ok else self._nonce_gap(nonce)  # after a landed send: none
             if gap < 0:
@@ -516,6 +500,22 @@ class Executor:
             )
             in_flight += 1
         return done
+
+    def _refusal(self, order: Order, previous: StoredOrder | None) -> Denial | str:
+        """Why ``order`` may not go out now (the pre-trade checks, a mined attempt it
+        replaces, a call the venue would refuse), else its venue calldata."""
+        denial = self.pretrade.check(
+            order, self.trading_state(), self.oracle.get(order.asset), self.now_ms
+        )
+        if denial is not None:
+            return denial
+        if previous is not None and previous.state == "mined":
+            detail = f"the attempt it replaces, {previous.order_id}, was mined"
+            return Denial(code="superseded", detail=detail)
+        try:
+            return venue_calldata(order)
+        except ValueError as exc:
+            return Denial(code="invalid_order", detail=str(exc))
 
     def _suggested_fees(self) -> Fees:
         """EIP-1559 fees from the node's recent blocks, capped (``operators.fees``)."""

@@ -420,6 +420,16 @@ def read_v3_state(rpc_url: str, pool: str, *, block: int | None = None) -> V3Poo
     )
 
 
+def read_states(
+    rpc_url: str, deployed: UniswapDeployed, *, block: int | None = None
+) -> list[V2PoolState | V3PoolState]:
+    """Every deployed pool's state at one block (default: the head): the pair, then the
+    V3 pools."""
+    at = head(rpc_url) if block is None else block
+    v3 = [read_v3_state(rpc_url, pool, block=at) for pool in deployed.v3_pools.values()]
+    return [read_v2_state(rpc_url, deployed.v2_pair, block=at), *v3]
+
+
 class SwapFill(msgspec.Struct, frozen=True, kw_only=True):
     """What a pool's ``Swap`` log says a swap took and paid, smallest units, and where it
     landed. For a V3 pool also its state after the swap (``sqrt_price_x96``, ``tick``,

@@ -19,8 +19,7 @@ from connectors.uniswap import (
     START_PRICE,
     UniswapDeployed,
     deploy_uniswap,
-    read_v2_state,
-    read_v3_state,
+    read_states,
     token_balance,
     v2_swap,
     v3_swap,
@@ -37,8 +36,7 @@ def states(url: str, deployed: UniswapDeployed) -> tuple[list[V2PoolState | V3Po
     """Every pool's state at the latest block, and the seconds the reads took."""
     block = int(rpc(url, "eth_blockNumber"), 16)
     started = time.perf_counter()
-    v3 = [read_v3_state(url, pool, block=block) for pool in deployed.v3_pools.values()]
-    read = [read_v2_state(url, deployed.v2_pair, block=block), *v3]
+    read = read_states(url, deployed, block=block)
     return read, time.perf_counter() - started
 
 

@@ -25,6 +25,7 @@ from connectors.uniswap import (
     NODE_MODULES,
     UniswapDeployed,
     deploy_uniswap,
+    read_states,
     read_v2_state,
     read_v3_state,
     token_balance,
@@ -363,9 +364,7 @@ def _execute(p: Pools, plan: Route) -> int:
 
 def _states(p: Pools) -> list[V2PoolState | V3PoolState]:
     """Every pool's state at one block."""
-    block = int(rpc(p.url, "eth_blockNumber"), 16)
-    v3 = [read_v3_state(p.url, pool, block=block) for pool in p.deployed.v3_pools.values()]
-    return [read_v2_state(p.url, p.deployed.v2_pair, block=block), *v3]
+    return read_states(p.url, p.deployed)
 
 
 @pytest.mark.parametrize(
