@@ -258,7 +258,7 @@ def cmd_greeks(args: argparse.Namespace) -> int:
         try:
             errors = greeks_csv(src, sys.stdout)
         except ValueError as exc:  # the header lacks or adds columns, or the text is not UTF-8
-            print(f"hedgeflow: {args.input}: {exc}", file=sys.stderr)
+            _fail(f"{args.input}: {exc}")
             return 2
     if errors:
         log.warning("%d row(s) had invalid input; see their error column", errors)
@@ -271,7 +271,7 @@ def cmd_margin(args: argparse.Namespace) -> int:
     try:
         margin_json(args.input.read_bytes(), sys.stdout, args.worst)
     except ValueError as exc:  # an invalid portfolio, or --worst below 1
-        print(f"hedgeflow: {args.input}: {exc}", file=sys.stderr)
+        _fail(f"{args.input}: {exc}")
         return 2
     return 0
 
@@ -284,7 +284,7 @@ def cmd_route(args: argparse.Namespace) -> int:
             args.pools.read_bytes(), sys.stdout, args.sell, args.amount, args.buy, args.gas_cost
         )
     except ValueError as exc:  # bad input, or pools that cannot fill the order
-        print(f"hedgeflow: route: {args.pools}: {exc}", file=sys.stderr)
+        _fail(f"route: {args.pools}: {exc}")
         return 2
     return 0
 
@@ -316,11 +316,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n`` for a newline), so that an
+    error echoing a bad input value stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _fail(message: str) -> None:
+    """The one ``hedgeflow: ...`` line of an error, on stderr."""
+    print(f"hedgeflow: {_one_line(message)}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (``hedgeflow: COMMAND: argument --flag: ...``), exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"hedgeflow: {self.prog.removeprefix('hedgeflow ')}: {message}\n")
+        self.exit(
+            2, f"hedgeflow: {_one_line(self.prog.removeprefix('hedgeflow ') + ': ' + message)}\n"
+        )
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
@@ -613,12 +626,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest" and not (args.dry_run or args.brokers):
             raise ConfigError("ingest needs --brokers (or --dry-run)")
     except (ConfigError, OSError) as exc:
-        print(f"hedgeflow: {exc}", file=sys.stderr)
+        _fail(str(exc))
         return 2
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError, ConnectionError, TimeoutError) as exc:
-        print(f"hedgeflow: {exc}", file=sys.stderr)
+        _fail(str(exc))
         return 2
     except KeyboardInterrupt:  # outside a dataflow (runner handles Ctrl-C inside one)
         from flows.cli.runner import INTERRUPTED
@@ -628,5 +641,5 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, "recovery_dir", None)
             else ""
         )
-        print(f"hedgeflow: {args.command}: interrupted{resume}", file=sys.stderr)
+        _fail(f"{args.command}: interrupted{resume}")
         return INTERRUPTED

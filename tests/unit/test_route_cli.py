@@ -227,3 +227,16 @@ def test_any_value_at_any_key_routes_or_is_refused_in_one_line(
 def test_route_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["route", "--help"]) == 0
     assert "usage: hedgeflow route" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["\n", "uni\nswap_v3", "\r\x00\x1b[31m"])
+def test_a_value_with_control_characters_is_echoed_escaped_on_one_line(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by the any-value fuzz test: a kind of "\n" echoed in the error made it two lines.
+    data = pools_json()
+    data["pools"][1]["kind"] = bad
+    code, out, err = _run(tmp_path, capsys, data, *SELL)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("hedgeflow: route: "), err
+    assert "$.pools[1].kind" in err and repr(bad)[1:-1] in err
