@@ -222,14 +222,22 @@ def _v2_rate(curves: Sequence[_Curve], amount: int) -> float:
     ``amount``: 1 / sqrt(lambda) = (A + sum R_in / g) / sum(sqrt(g R_in R_out) / g) over
     the pairs in use, the pairs whose marginal price before the trade is above lambda."""
     active = sorted(curves, key=lambda c: -c.rate0)
-    while True:
-        inverse = (amount + sum(c.r_in / c.gamma for c in active)) / sum(
-            math.sqrt(c.gamma * c.r_in * c.r_out) / c.gamma for c in active
-        )
-        rate = 1 / (inverse * inverse)
-        if len(active) == 1 or active[-1].rate0 > rate:
-            return rate
+    rate = _v2_closed_rate(active, amount)
+    while len(active) > 1 and active[-1].rate0 <= rate:
+        without = _v2_closed_rate(active[:-1], amount)
+        if without < active[-1].rate0:
+            return rate  # float rounding only: the last pair is at the margin, not out
         active.pop()
+        rate = without
+    return rate
+
+
+def _v2_closed_rate(active: Sequence[_Curve], amount: int) -> float:
+    """lambda with every pair of ``active`` in use (see :func:`_v2_rate`)."""
+    inverse = (amount + sum(c.r_in / c.gamma for c in active)) / sum(
+        math.sqrt(c.gamma * c.r_in * c.r_out) / c.gamma for c in active
+    )
+    return 1 / (inverse * inverse)
 
 
 def _allocate(curves: Sequence[_Curve], amount: int) -> list[int]:
