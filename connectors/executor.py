@@ -5,8 +5,10 @@ One process per signing key. Per order (the steps of issue 9, DESIGN.md "Executi
 1. take it from the topic: verify its HMAC tag (``operators.order_auth``; a bad one goes to
    the deadletter), skip denials and other signers' orders, drop an id already seen, and
    queue it; the queue entry and the topic offset commit together;
-2. run the pre-trade checks (``operators.pretrade``) and the trading state; a refusal is
-   an ``Execution`` in state ``denied`` (or ``expired``) with its code;
+2. once the ``oracle.prices`` row it was computed from is read (the two topics are read
+   apart, so an order can come first; it waits for its row until its deadline), run the
+   pre-trade checks (``operators.pretrade``) and the trading state; a refusal is an
+   ``Execution`` in state ``denied`` (or ``expired``) with its code;
 3. simulate the venue call with ``eth_call``; a revert is ``reverted`` with the reason,
    and nothing is signed;
 4. in one database transaction: take the next nonce, sign, store the raw transaction and
@@ -57,7 +59,7 @@ from operators.model import (
     Rejected,
 )
 from operators.order_auth import AuthError, decode_verified
-from operators.pretrade import Denial, OracleView, Pretrade, TradingState
+from operators.pretrade import Denial, OracleView, Pretrade, TradingState, awaits_oracle
 from operators.venue_calls import acts_for, venue_calldata
 
 log = logging.getLogger("hedgeflow.executor")
@@ -127,6 +129,8 @@ class Executor:
         """Whether this dispatch pass's latest broadcast was taken by the node."""
         self.waiting_nonce: int | None = None
         """The nonce the executor waits to sign at until the node holds every one below."""
+        self.awaiting: set[str] = set()
+        """The queued orders logged as waiting for their oracle row."""
 
     # the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -450,6 +454,8 @@ class Executor:
             previous = self._previous(order)
             if previous is not None and not previous.final:
                 continue  # a re-send waits for the attempt it replaces to end
+            if self._awaits_oracle(order):
+                continue
             refusal = self._refusal(order, previous)
             if isinstance(refusal, Denial):
                 state = "expired" if refusal.code == "expired" else "denied"
@@ -500,6 +506,20 @@ class Executor:
             )
             in_flight += 1
         return done
+
+    def _awaits_oracle(self, order: Order) -> bool:
+        view = self.oracle.get(order.asset)
+        if not awaits_oracle(order, view, self.now_ms):
+            self.awaiting.discard(order.order_id)
+            return False
+        if order.order_id not in self.awaiting:
+            self.awaiting.add(order.order_id)
+            read = "none" if view is None else f"the window ending {view.window_end_ms}"
+            log.info(
+                "order %s waits for its %s row of the window ending %d (read so far: %s)",
+                order.order_id, order.asset, order.oracle_window_end_ms, read,
+            )  # fmt: skip
+        return True
 
     def _refusal(self, order: Order, previous: StoredOrder | None) -> Denial | str:
         """Why ``order`` may not go out now (the pre-trade checks, a mined attempt it

@@ -264,6 +264,10 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="r
     """The asset's oracle price the order was computed from, USD: the executor checks it
     against the latest ``oracle.prices`` row (its price band) and sizes the notional with
     it (``oracle_price`` is the instrument's own value: an option's premium)."""
+    oracle_window_end_ms: int
+    """The window end of the ``oracle.prices`` row ``underlying_price`` is from, ms: the
+    executor checks the order only once it has read that asset's row of this window or a
+    later one (``operators.pretrade.awaits_oracle``)."""
     position: float
     """The account's position in ``instrument`` before this order (signed, units of the
     underlying): the order reduces risk when ``|position + size| < |position|``."""

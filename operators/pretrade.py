@@ -5,7 +5,9 @@ throttles, ``OrderDenied`` with a reason). Time is the chain head's, in ms, pass
 ``now_ms``; amounts in USD (notional) and wei (fees). The limits are those of
 ``ExecutionConfig``.
 
-Checks, in this order; the first that fails is the order's :class:`Denial`:
+An order waits, unchecked, until the executor has read the oracle row it was computed from
+(:func:`awaits_oracle`). Then the checks, in this order; the first that fails is the
+order's :class:`Denial`:
 
 1. ``expired``: ``now_ms > order.valid_until_ms``;
 2. ``halted``: the state is HALTED; ``reducing_only``: the state is REDUCING and the order
@@ -122,6 +124,15 @@ def reduces(order: Order) -> bool:
     """The order reduces the account's position in its instrument: ``|position + size| <
     |position|`` (False for a NaN)."""
     return abs(order.position + order.size) < abs(order.position)
+
+
+def awaits_oracle(order: Order, view: OracleView | None, now_ms: int) -> bool:
+    """The order is not checked yet: the executor has not read its asset's row of window
+    ``oracle_window_end_ms`` (or a later one) that the order was computed from, and the
+    deadline has not passed. ``orders`` and ``oracle.prices`` are read apart, so an order
+    can arrive before the price it followed; checked then, it would meet an older row."""
+    behind = view is None or view.window_end_ms < order.oracle_window_end_ms
+    return behind and now_ms <= order.valid_until_ms
 
 
 def notional_usd(order: Order) -> float:

@@ -88,6 +88,8 @@ class ExecutorEnv:
         self.perp = instrument_id(weth, 1, 0, 0)
         self.call(self.deployed.deployer, "list", [Web3.to_checksum_address(weth), 1, 0, 0])
         self.signer = self.deployed.liquidator
+        self.price_end_ms = 0
+        """The newest window end of the ETH rows made so far (:meth:`price_row`), ms."""
         suffix = uuid.uuid4().hex[:8]
         self.topics = TopicsConfig(**{
             f.name: f"{f.default}.{suffix}" for f in msgspec.structs.fields(TopicsConfig)
@@ -168,7 +170,7 @@ class ExecutorEnv:
             "account": "0x" + format(0xA11CE + n, "040x"), "instrument": self.perp, "size": -1.0,
             "price": 2500.0, "oracle_price": 2500.0, "bonus_usd": 25.0, "reason": "test",
             "ts_event_ms": now, "health": 0.8, "worst_scenario": 0, "asset": "ETH",
-            "underlying_price": 2500.0,
+            "underlying_price": 2500.0, "oracle_window_end_ms": self.price_end_ms,
             "position": 2.0, "valid_until_ms": now + 3_600_000,
         }  # fmt: skip
         merged = {**base, **fields}
@@ -183,13 +185,24 @@ class ExecutorEnv:
         assert self.producer.flush(30) == 0
 
     def publish_price(self, price: float = 2500.0, status: str = "ok") -> None:
-        end = self.head_ms()
+        self.publish_prices([self.price_row(price, status)])
+
+    def publish_prices(self, rows: list[bytes]) -> None:
+        for row in rows:
+            self.producer.produce(self.topics.oracle_prices, row, b"ETH")
+            self.producer.poll(0)
+        assert self.producer.flush(30) == 0
+
+    def price_row(self, price: float = 2500.0, status: str = "ok", age_ms: int = 0) -> bytes:
+        """An encoded ETH row of the window that ended ``age_ms`` before the head; the
+        newest is what :meth:`order` says its price is from."""
+        end = self.head_ms() - age_ms
+        self.price_end_ms = max(self.price_end_ms, end)
         row = OraclePrice(
             asset="ETH", window_start_ms=end - 60_000, window_end_ms=end, price=price,
             confidence=1.0, sources=3, status=status, held=False, revision=0,
         )  # fmt: skip
-        self.producer.produce(self.topics.oracle_prices, oracle_topic.encode(row), b"ETH")
-        assert self.producer.flush(30) == 0
+        return oracle_topic.encode(row)
 
     def read_topic(self, topic: str) -> list[RawMessage]:
         """Every record of ``topic`` so far, read by assignment (no consumer group)."""

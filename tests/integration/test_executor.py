@@ -162,6 +162,24 @@ def test_the_kill_switch_denies_orders_across_a_restart_until_resumed(make_env: 
     assert [a.state for a in env.attempts(a.order_id) + env.attempts(b.order_id)] == []
 
 
+def test_an_order_is_checked_against_every_price_published_before_it_behind_any_backlog(
+    make_env: MakeEnv,
+) -> None:
+    # an executor that was down: 20k older ETH rows wait on oracle.prices (several fetches
+    # of the partition), then the current row, then the order made from it; read in
+    # fetch order, the order would meet the older "stale" rows and be denied
+    env = make_env(confirmations=1)
+    backlog = [env.price_row(status="stale", age_ms=20_000 - n) for n in range(20_000)]
+    env.publish_prices([*backlog, env.price_row()])
+    order = env.order(0)
+    env.publish_orders([order])
+    env.start_executor()
+
+    final = wait_final(env, [order.order_id])[order.order_id]
+    assert final.state == "mined", (final, env.executor_log()[-3000:])
+    assert_exactly_once(env, [order.order_id], executed=[order.order_id])
+
+
 def test_an_order_for_an_unlisted_instrument_reverts_in_simulation_and_sends_nothing(
     make_env: MakeEnv,
 ) -> None:

@@ -19,7 +19,7 @@ def an_order(**fields: Any) -> Order:
         "instrument": "0x" + "cd" * 32, "size": -1.5, "price": 2500.25, "oracle_price": 2500.0,
         "bonus_usd": 25.0, "reason": "below maintenance", "ts_event_ms": 1_767_225_600_000,
         "health": 0.8, "worst_scenario": 3, "asset": "ETH", "underlying_price": 2500.0,
-        "position": 2.0,
+        "oracle_window_end_ms": 1_767_225_600_000, "position": 2.0,
         "valid_until_ms": 1_767_225_720_000,
     }  # fmt: skip
     merged = {**base, **fields}

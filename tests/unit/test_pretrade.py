@@ -20,6 +20,7 @@ from operators.pretrade import (
     OracleView,
     Pretrade,
     TradingState,
+    awaits_oracle,
     reduces,
 )
 from operators.units import e18
@@ -65,6 +66,7 @@ def _order(
         worst_scenario=0,
         asset=asset,
         underlying_price=oracle_price,
+        oracle_window_end_ms=NOW - 1_000,
         position=position,
         valid_until_ms=valid_until_ms,
     )
@@ -121,6 +123,48 @@ def test_reducing_property_admits_exactly_the_reducing_orders(position: float, s
     reducing = abs(position + size) < abs(position)
     assert reduces(order) is reducing
     assert (_code(denial) != "reducing_only") is reducing
+
+
+@given(
+    st.lists(st.sampled_from(["ok", "stale"]), min_size=1, max_size=8),
+    st.data(),
+)
+def test_an_order_is_checked_against_its_own_row_or_a_later_one_however_the_topics_interleave(
+    statuses: list[str], data: st.DataObject
+) -> None:
+    # oracle rows of windows 1..n (one status each); an order computed from row k arrives
+    # at any point of that stream, the executor's head time passing 1 window per row
+    w = 60_000
+    rows = [OracleView(price=2_000.0, status=s, window_end_ms=NOW + (n + 1) * w)
+            for n, s in enumerate(statuses)]  # fmt: skip
+    k = data.draw(st.integers(0, len(rows) - 1), label="computed from row")
+    arrives = data.draw(st.integers(0, len(rows)), label="arrives after rows read")
+    order = msgspec.structs.replace(
+        _order(), oracle_window_end_ms=rows[k].window_end_ms,
+        valid_until_ms=rows[k].window_end_ms + 2 * w,
+    )  # fmt: skip
+    pretrade = Pretrade(msgspec.structs.replace(CFG, max_submits_per_s=100.0))
+    for read in range(arrives, len(rows) + 1):
+        view = rows[read - 1] if read else None
+        now = NOW + read * w  # the head time: the newest row read is fresh
+        if not awaits_oracle(order, view, now):
+            denial = pretrade.check(order, ACTIVE, view, now)
+            if denial is not None and denial.code == "expired":
+                return
+            assert view is not None and view.window_end_ms >= order.oracle_window_end_ms
+            expected = None if view.status == "ok" else "oracle_not_ok"
+            assert _code(denial) == expected  # the row read, never an older one
+            return
+    pytest.fail("the order still waits with every row read")
+
+
+def test_an_order_waits_for_its_row_only_until_its_deadline() -> None:
+    order = msgspec.structs.replace(_order(), oracle_window_end_ms=NOW, valid_until_ms=NOW + 5)
+    older = msgspec.structs.replace(OK, window_end_ms=NOW - 1)
+    assert awaits_oracle(order, None, NOW + 5) and awaits_oracle(order, older, NOW + 5)
+    assert not awaits_oracle(order, None, NOW + 6)
+    assert _code(Pretrade(CFG).check(order, ACTIVE, None, NOW + 6)) == "expired"
+    assert not awaits_oracle(order, msgspec.structs.replace(OK, window_end_ms=NOW), NOW)
 
 
 def test_order_with_no_oracle_row_is_denied_no_oracle() -> None:

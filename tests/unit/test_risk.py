@@ -1011,7 +1011,8 @@ def _partitions(outcomes: list[tuple[str, int, str, str, int]]) -> dict[str, lis
             account=account, instrument=PERP, size=-5.0, size_e18=str(-5 * E18), price=1_900.0,
             oracle_price=1_940.0,
             bonus_usd=0.0, reason="", ts_event_ms=T0 + k * W, health=0.9, worst_scenario=0,
-            asset="ETH", underlying_price=2_000.0, position=20.0, valid_until_ms=ts,
+            asset="ETH", underlying_price=2_000.0, oracle_window_end_ms=T0 + k * W,
+            position=20.0, valid_until_ms=ts,
         )  # fmt: skip
         fills[part][k + 1].append(_outcome(sent, state, ts, seq=n + 1))
         if state == "mined":
