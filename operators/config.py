@@ -314,6 +314,28 @@ class InstrumentConfig(_Strict, frozen=True, kw_only=True):
         )
 
 
+class DexHedgeConfig(_Strict, frozen=True, kw_only=True):
+    """A book's hedge of one asset in spot on the DEX: it buys or sells ``token`` for
+    ``quote`` (token addresses; decimals from the oracle's tokens) in one routed swap over
+    the oracle's ``uniswap_v2``/``uniswap_v3`` sources of that pair (``Order.kind``
+    ``dex_hedge``)."""
+
+    token: str
+    quote: str
+    initial: float = 0.0
+    """The book's wallet holdings of ``token`` at the start, units of the token; each
+    mined ``dex_hedge`` fill adds what it bought and takes what it sold."""
+
+    def __post_init__(self) -> None:
+        for key in ("token", "quote"):
+            value = getattr(self, key)
+            _require(_is_address(value), f"{key} must be a lower-case 0x address; got {value!r}")
+        _require(self.token != self.quote, f"quote must differ from token; got {self.quote!r}")
+        _require(
+            math.isfinite(self.initial), f"initial must be a finite number; got {self.initial!r}"
+        )
+
+
 class RiskConfig(_Strict, frozen=True, kw_only=True):
     """The risk engine: the venue it follows, its shards, and how it reports and acts.
 
@@ -333,6 +355,9 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
     """Collateral token address -> its asset and decimals."""
     books: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     """Accounts we run -> {asset: hedge instrument id (a perp or spot)}."""
+    dex_hedges: dict[str, dict[str, DexHedgeConfig]] = msgspec.field(default_factory=dict)
+    """Accounts we run -> {asset: its hedge in spot on the DEX}; an (account, asset) is
+    hedged here or in ``books``, not both."""
     targets: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     """Accounts we run -> {asset: delta target, contracts of the underlying}; default 0."""
     instruments: dict[str, InstrumentConfig] = msgspec.field(default_factory=dict)
@@ -371,9 +396,16 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
                 f"instruments: an id is 0x and 32 bytes of hex; got {instrument!r}",
             )
         for address in (
-            *self.underlyings, *self.collateral, *self.books, *self.targets, *self.margin_modes
+            *self.underlyings, *self.collateral, *self.books, *self.targets, *self.margin_modes,
+            *self.dex_hedges,
         ):  # fmt: skip
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
+        for account, hedges in self.dex_hedges.items():
+            both = sorted(set(hedges) & set(self.books.get(account, {})))
+            _require(
+                not both,
+                f"dex_hedges.{account}: {both} hedged in books too; hedge an asset in one place",
+            )
         haircuts = self.margin.haircut_table()
         for address, token in self.collateral.items():
             _require(
@@ -464,6 +496,11 @@ class ExecutionConfig(_Strict, frozen=True, kw_only=True):
     """Orders the error rate is taken over."""
     max_gas_per_hour_eth: float = 1.0
     """Fees paid per rolling hour that trip the signer to HALTED, ETH."""
+    split_swap: str = ""
+    """The SplitSwap contract (``infra/contracts/SplitSwap.sol``) that runs a routed
+    ``dex_hedge`` order in one transaction; empty: such orders are denied."""
+    swap_gas_limit: int = 1_500_000
+    """Gas limit of one routed swap."""
 
     def __post_init__(self) -> None:
         for key in ("signers",):
@@ -474,9 +511,13 @@ class ExecutionConfig(_Strict, frozen=True, kw_only=True):
             f"liquidator must be a lower-case hex address; got {self.liquidator!r}",
         )
         _require(self.chain_id >= 0, f"chain_id must be >= 0; got {self.chain_id!r}")
+        _require(
+            self.split_swap == "" or _is_address(self.split_swap),
+            f"split_swap must be a lower-case hex address; got {self.split_swap!r}",
+        )
         for key in (
             "gas_limit", "fee_history_blocks", "replace_after_blocks", "max_in_flight",
-            "error_window", "fee_bump_ppm",
+            "error_window", "fee_bump_ppm", "swap_gas_limit",
         ):  # fmt: skip
             _require(getattr(self, key) >= 1, f"{key} must be >= 1; got {getattr(self, key)!r}")
         for key in ("max_replacements", "confirmations"):

@@ -244,6 +244,10 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag="order", tag_field="r
 
     order_id: str
     kind: str
+    """``liquidation`` or ``hedge`` (venue calls), or ``dex_hedge``: a book's spot hedge
+    routed over the DEX pools (``RiskConfig.dex_hedges``); then ``instrument`` is the
+    token's address, ``size`` the units of it to buy (> 0) or sell (< 0) and
+    ``position`` the book's wallet holdings of it before the order."""
     account: str
     instrument: str
     size: float
@@ -376,6 +380,14 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, tag="execution", tag_
     """Why, for ``denied``, ``reverted``, ``expired`` and ``conflict``: a short code."""
     detail: str = ""
     """The revert reason, or more words on the code."""
+    token_in: str | None = None
+    """For a mined ``dex_hedge``: the token sold (lower-case address)..."""
+    amount_in: str | None = None
+    """...the amount sold, raw units as a decimal string (the receipt's ``Swap`` logs)..."""
+    token_out: str | None = None
+    """...the token bought..."""
+    amount_out: str | None = None
+    """...and the amount bought, raw units as a decimal string."""
 
 
 class ExecutionProgress(
