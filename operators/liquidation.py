@@ -367,9 +367,9 @@ def hedge_horizon(gamma: FloatArray, expiry_years: FloatArray) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class HedgeOrder:
-    """A trade in a delta-one instrument (perp or spot) that brings a book to its target."""
+    """A trade in a delta-one instrument (a perp or spot on the venue, or the token on the
+    DEX) that brings a book to its target."""
 
-    instrument: int
     size: float
     """Signed, contracts."""
     oracle_price: float
@@ -389,19 +389,18 @@ def hedge_order(
     target: float,
     spot: float,
     expiry_years: float,
-    instrument: int,
     params: HedgeParams,
     rate: float = 0.0,
 ) -> HedgeOrder:
     """The hedge of a book whose ``delta`` (contracts of underlying) is ``delta``.
 
-    The order trades ``instrument`` (delta 1 per contract) by ``target - delta``: back to
-    the target, not to the band's edge; ``inside`` says whether the book is within its
-    band (no order is sent then: ``operators.risk`` reports a ``within_band`` denial).
+    The order trades a delta-one instrument (delta 1 per contract or unit) by ``target -
+    delta``: back to the target, not to the band's edge; ``inside`` says whether the book
+    is within its band (no order is sent then: ``operators.risk`` reports a
+    ``within_band`` denial).
     """
     band = hedge_band(gamma, spot, expiry_years, rate, params)
     return HedgeOrder(
-        instrument=instrument,
         size=target - delta,
         oracle_price=spot,
         delta_before=delta,

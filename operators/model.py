@@ -208,6 +208,10 @@ class AccountRiskRow(msgspec.Struct, frozen=True, kw_only=True):
     greeks: str
     """JSON: underlying -> {delta (dV/dS, contracts), gamma (d2V/dS2, per USD), vega (per
     1.00 vol)}, the positions' sums of ``InstrumentRow``'s per-contract Greeks."""
+    wallet: str = "{}"
+    """JSON: asset -> the book's wallet holdings of the token it hedges that asset with on
+    the DEX (``risk.dex_hedges``), units (delta 1 each: the book's delta in the asset is
+    ``greeks``' plus this); ``{}`` for an account without DEX hedges."""
 
 
 class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,9 +12,10 @@ evaluated, so a gap of any length costs nothing. Live, replay and any number of 
 give the same rows and orders.
 
 Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
-more than ``risk_change`` (or at least every ``risk_interval_ms``); a liquidation order
-for each account below maintenance that has none in flight, and a hedge order for each
-book outside its band, only while every price the account depends on is ``ok``; an
+more than ``risk_change`` (or at least every ``risk_interval_ms``), or whose wallet a swap
+moved; a liquidation order for each account below maintenance that has none in flight,
+and a hedge order for each book outside its band, only while every price the account
+depends on (and the hedged asset's) is ``ok``; an
 ``OrderDenied`` when an expected order is refused (once per condition); a ``Settlement``
 for each option position at expiry. Order ids are a hash of what triggered them, so a
 replay or a resumed run produces the same ids; a retry carries ``attempt`` and
@@ -29,6 +30,12 @@ leg is left pending the order is retried at the next evaluation (``attempt`` + 1
 a timeout) instead of after the timeout. A ``mined`` outcome changes nothing: the venue's
 ``Fill`` of the same id fills the leg, and the book with it. Outcomes of ids not in flight
 (an older attempt's, a repeat) and non-final ones are ignored.
+
+A book may hedge an asset in spot on the DEX instead (``dex_hedges``, ``Order.kind``
+``dex_hedge``): its delta in the asset is its venue positions' plus its wallet holdings of
+the token (``operators.wallet``), sized with the same band. There the final ``mined``
+outcome is the fill: it moves the wallet by the swap's amounts, once per order id (also
+when the order is no longer in flight: the tokens moved), and completes the leg.
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ from operators.vol import (
     implied_vol,
     pick_vol,
 )
+from operators.wallet import DexHedge, Wallet
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -128,7 +136,9 @@ class RiskParams:
     a collateral token address to (asset priced by the oracle or a peg, decimals).
     ``crosses`` maps an asset to the asset it is priced through (BTC -> ETH from a
     WBTC/WETH pool): its price is only as good as that one's.
-    ``books`` maps an account we run to {asset: hedge instrument id (a perp or spot)}.
+    ``books`` maps an account we run to {asset: hedge instrument id (a perp or spot)},
+    ``dex_hedges`` to {asset: its hedge in the token on the DEX}; an (account, asset) is in
+    one of the two.
     """
 
     window_ms: int
@@ -149,6 +159,7 @@ class RiskParams:
     liquidation: LiquidationParams = field(default_factory=LiquidationParams)
     hedge: HedgeParams = field(default_factory=HedgeParams)
     books: dict[str, dict[str, str]] = field(default_factory=dict)
+    dex_hedges: dict[str, dict[str, DexHedge]] = field(default_factory=dict)
     targets: dict[str, dict[str, float]] = field(default_factory=dict)
     """account -> {asset: delta target, contracts}; 0 where absent."""
     instruments: dict[str, InstrumentListed] = field(default_factory=dict)
@@ -169,6 +180,36 @@ class RiskParams:
             if mode not in ("portfolio", "standard"):
                 msg = f"margin mode of {who} must be 'portfolio' or 'standard'; got {mode!r}"
                 raise ValueError(msg)
+
+    def hedges(self) -> list[tuple[str, str, HedgeVia]]:
+        """Every (account, asset) hedged, in order, and how: venue hedges and DEX ones."""
+        venue = [
+            (a, asset, HedgeVia("hedge", instrument))
+            for a, b in self.books.items()
+            for asset, instrument in b.items()
+        ]
+        dex = [
+            (a, asset, HedgeVia("dex_hedge", h.token, h))
+            for a, b in self.dex_hedges.items()
+            for asset, h in b.items()
+        ]
+        return sorted(venue + dex, key=lambda hedge: hedge[:2])
+
+    def dex_hedge_of(self, account: str, token: str) -> DexHedge | None:
+        """The account's DEX hedge in ``token``, if any."""
+        hedges = self.dex_hedges.get(account, {}).values()
+        return next((h for h in hedges if h.token == token), None)
+
+
+@dataclass(frozen=True)
+class HedgeVia:
+    """How a book hedges an asset: by trading a venue instrument (``hedge``: ``instrument``
+    its id) or by swapping the token on the DEX (``dex_hedge``: ``instrument`` the token's
+    address, ``dex`` the hedge)."""
+
+    kind: str
+    instrument: str
+    dex: DexHedge | None = None
 
 
 def _quote_order(q: OptionQuote) -> tuple[int, str, float]:
@@ -262,6 +303,10 @@ class RiskShard:
         it settled at)."""
         self.last_health = np.zeros(0)
         self.last_emit = np.zeros(0, dtype=np.int64)
+        self.wallet = Wallet()
+        """The books' DEX-hedge holdings, as their swaps moved them."""
+        self.wallet_moved: set[str] = set()
+        """Accounts whose wallet a swap moved since their last risk row."""
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -342,7 +387,7 @@ class RiskShard:
                 self._filled(event)
         outcomes = [e for _, e in due if isinstance(e, Execution)]
         for outcome in sorted(outcomes, key=lambda e: (e.ts_event_ms, e.order_id, e.seq)):
-            self._executed(outcome)
+            self._executed(outcome, p)
 
     def _list(self, event: InstrumentListed) -> str | None:
         """Add or retract a listing; or say why not."""
@@ -373,11 +418,20 @@ class RiskShard:
             sent.pending -= {i for i, leg in sent.legs.items() if leg == fill.order_id}
         self._settle_legs((fill.account, what), sent)
 
-    def _executed(self, outcome: Execution) -> None:
-        """An executor's outcome: a final one other than ``mined`` ends its leg unfilled.
-        Ids not in flight (an older attempt's, a repeat) and other outcomes change nothing;
-        ``mined`` is the venue ``Fill``'s to handle (``_filled``)."""
-        if not outcome.final or outcome.state not in FINAL_STATES:
+    def _executed(self, outcome: Execution, p: RiskParams) -> None:
+        """An executor's outcome: a final one other than ``mined`` ends its leg unfilled; a
+        final ``mined`` swap (``dex_hedge``) moves the book's wallet once per order id and
+        completes its leg. Ids not in flight (an older attempt's, a repeat) end nothing and
+        other outcomes change nothing; a venue call's ``mined`` is the venue ``Fill``'s to
+        handle (``_filled``)."""
+        if not outcome.final:
+            return
+        swap = outcome.kind == "dex_hedge" and outcome.state == "mined"
+        if swap:
+            hedge = p.dex_hedge_of(outcome.account, outcome.instrument)
+            if hedge is not None and self.wallet.apply(outcome, hedge):
+                self.wallet_moved.add(outcome.account)
+        elif outcome.state not in FINAL_STATES:
             return
         what = "liquidation" if outcome.kind == "liquidation" else outcome.instrument
         sent = self.in_flight.get((outcome.account, what))
@@ -385,7 +439,8 @@ class RiskShard:
             return
         ended = {i for i in sent.pending if sent.legs[i] == outcome.order_id}
         sent.pending -= ended
-        sent.failed |= ended
+        if not swap:
+            sent.failed |= ended
         self._settle_legs((outcome.account, what), sent)
 
     def _settle_legs(self, key: tuple[str, str], sent: InFlight) -> None:
@@ -436,11 +491,10 @@ class RiskShard:
             return
         out.rows.extend(self._risk_rows(tick, p))
         self._liquidate(tick, p, out)
-        for account, hedges in sorted(p.books.items()):
+        for account, asset, via in p.hedges():
             book_row = self.book.accounts.get(account)
-            for asset, instrument in sorted(hedges.items()):
-                if book_row is not None:
-                    self._hedge(tick, account, book_row, asset, instrument, p, out)
+            if book_row is not None:
+                self._hedge(tick, account, book_row, asset, via, p, out)
 
     def _ok_assets(self, p: RiskParams) -> set[str]:
         """The assets whose price may be acted on: pegged, or an ``ok`` row not held whose
@@ -648,12 +702,14 @@ class RiskShard:
         self.last_emit = np.concatenate([self.last_emit, np.full(grown, -(2**62))])
         health = tick.ar.health
         moved = ~np.isclose(health, self.last_health, rtol=p.risk_change, atol=0.0)
+        moved[[self.book.accounts[a] for a in self.wallet_moved]] = True
         since = tick.t - self.last_emit
         due = np.flatnonzero(
             (moved & (since >= p.risk_min_interval_ms)) | (since >= p.risk_interval_ms)
         )
         self.last_health[due] = health[due]
         self.last_emit[due] = tick.t
+        self.wallet_moved -= {tick.accounts[r] for r in due}
         rows = tick.positions[due]
         per_underlying = [
             mg.net_by_underlying(rows, greek, tick.inst, len(tick.names))
@@ -674,9 +730,16 @@ class RiskShard:
                 bad_debt_usd=max(0.0, -float(tick.ar.equity[r])),
                 margin_mode="portfolio" if tick.portfolio[r] else "standard",
                 greeks=_greeks_json(tick.names, [g[n] for g in per_underlying]),
+                wallet=self._wallet_json(accounts[r], p),
             )
             for n, r in enumerate(due)
         ]
+
+    def _wallet_json(self, account: str, p: RiskParams) -> str:
+        """JSON: asset -> the account's wallet holdings of its DEX-hedge token, units."""
+        hedges = p.dex_hedges.get(account, {})
+        held = {asset: self.wallet.units(account, h) for asset, h in sorted(hedges.items())}
+        return msgspec.json.encode(held).decode()
 
     def _collateral(self, p: RiskParams) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """Haircut collateral value per account row (USD), and whether the account holds a
@@ -719,13 +782,18 @@ class RiskShard:
             )
         )  # fmt: skip
 
-    def _blocked(self, tick: _Tick, row: int, key: tuple[str, str, str], out: RiskOut) -> bool:
-        """Deny an order of the account at ``row`` whose prices may not be acted on."""
+    def _blocked(
+        self, tick: _Tick, row: int, key: tuple[str, str, str], out: RiskOut, asset: str = ""
+    ) -> bool:
+        """Deny an order of the account at ``row`` whose prices may not be acted on, or
+        that trades ``asset`` (a hedge's) at a price that may not be."""
         account = tick.accounts[row]
-        if not tick.not_ok[row]:
+        if not tick.not_ok[row] and (not asset or asset in tick.ok_assets):
             return False
         mine = tick.positions.getrow(row)
         assets = {tick.names[tick.inst.underlying[c]] for c in mine.indices}
+        if asset:
+            assets.add(asset)
         held = {
             a for t, a in tick.collateral_assets.items() if self.book.collateral.get((account, t))
         }
@@ -838,60 +906,66 @@ class RiskShard:
         account: str,
         row: int,
         asset: str,
-        instrument: str,
+        via: HedgeVia,
         p: RiskParams,
         out: RiskOut,
     ) -> None:
-        key = (account, "hedge", instrument)
-        if asset not in tick.names or instrument not in tick.columns:
-            detail = f"{instrument} ({asset}) is not listed or not priced; window ending {tick.t}"
+        """The hedge of the book at ``row`` in ``asset``, or its denial. Its delta is its
+        positions' on the asset plus, for a DEX hedge, its wallet holdings of the token."""
+        key = (account, via.kind, via.instrument)
+        if via.dex is None and (asset not in tick.names or via.instrument not in tick.columns):
+            detail = (
+                f"{via.instrument} ({asset}) is not listed or not priced; window ending {tick.t}"
+            )
             self._deny(out, tick.t, key, "no_hedge_instrument", detail)
             return
-        if self._blocked(tick, row, key, out):
+        if self._blocked(tick, row, key, out, asset):
             return
-        sent = self.in_flight.get((account, instrument))
+        sent = self.in_flight.get((account, via.instrument))
         if sent is not None:
             detail = f"attempt {sent.attempt} sent at {sent.sent_ms}, not yet traded"
             self._deny(out, tick.t, key, "in_flight", detail)
             return
         mine = np.asarray(tick.positions.getrow(row).toarray()).ravel()
-        on_asset = tick.inst.underlying == tick.names.index(asset)
+        on_asset = tick.inst.underlying == (tick.names.index(asset) if asset in tick.names else -1)
+        held = 0.0 if via.dex is None else self.wallet.units(account, via.dex)
         target = p.targets.get(account, {}).get(asset, 0.0)
-        delta = float((mine * tick.risk.delta)[on_asset].sum())
+        delta = float((mine * tick.risk.delta)[on_asset].sum()) + held
         gamma = float((mine * tick.risk.gamma)[on_asset].sum())
+        spot = float(self.prices[asset].price)
         hedge = hedge_order(
             delta=delta,
             gamma=gamma,
             target=target,
-            spot=float(self.prices[asset].price),
+            spot=spot,
             expiry_years=hedge_horizon(
                 (mine * tick.risk.gamma)[on_asset], tick.inst.expiry_years[on_asset]
             ),
-            instrument=tick.columns[instrument],
             params=p.hedge,
             rate=p.margin.rate,
         )
+        wallet = "" if via.dex is None else f" (wallet {held:.6g})"
         if hedge.inside:
-            self.timed_out.pop((account, instrument), None)
-            detail = f"delta {delta:.4f} within +-{hedge.band:.4f} of {target}"
+            self.timed_out.pop((account, via.instrument), None)
+            detail = f"delta {delta:.4f}{wallet} within +-{hedge.band:.4f} of {target}"
             self._deny(out, tick.t, key, "within_band", detail, hedge.size)
             return
-        ids = {instrument: order_id("hedge", account, tick.t, instrument)}
-        attempt, previous = self._attempt(account, instrument, ids)
-        self.in_flight[(account, instrument)] = InFlight(
-            sent_ms=tick.t, attempt=attempt, legs=ids, pending={instrument}
+        ids = {via.instrument: order_id(via.kind, account, tick.t, via.instrument)}
+        attempt, previous = self._attempt(account, via.instrument, ids)
+        self.in_flight[(account, via.instrument)] = InFlight(
+            sent_ms=tick.t, attempt=attempt, legs=ids, pending={via.instrument}
         )
         self.denied.pop(key, None)
         reason = (
-            f"delta {delta:.4f} outside band +-{hedge.band:.4f} around {target}; "
+            f"delta {delta:.4f}{wallet} outside band +-{hedge.band:.4f} around {target}; "
             f"window ending {tick.t}"
         )
         out.orders.append(
             Order(
-                order_id=ids[instrument],
-                kind="hedge",
+                order_id=ids[via.instrument],
+                kind=via.kind,
                 account=account,
-                instrument=instrument,
+                instrument=via.instrument,
                 size=hedge.size,
                 size_e18=str(e18(hedge.size)),
                 price=hedge.oracle_price,
@@ -902,12 +976,12 @@ class RiskShard:
                 health=float(tick.ar.health[row]),
                 worst_scenario=int(tick.ar.worst[row]),
                 asset=asset,
-                underlying_price=float(self.prices[asset].price),
+                underlying_price=spot,
                 oracle_window_end_ms=self.prices[asset].window_end_ms,
-                position=float(mine[tick.columns[instrument]]),
+                position=held if via.dex is not None else float(mine[tick.columns[via.instrument]]),
                 valid_until_ms=tick.t + p.valid_for_ms,
                 attempt=attempt,
-                previous_order_id=previous.get(instrument),
+                previous_order_id=previous.get(via.instrument),
             )
         )
 

@@ -22,7 +22,13 @@ E18 = 10**18
 def e18(value: float) -> int:
     """``value`` in units of 1e-18 (the venue's scale), rounded half to even from the
     float's shortest decimal text, so 0.1 is exactly 10**17."""
-    return int((Decimal(repr(value)) * E18).to_integral_value(ROUND_HALF_EVEN))
+    return scaled(value, 18)
+
+
+def scaled(value: float, decimals: int) -> int:
+    """``value`` in units of ``10**-decimals`` (a token's raw units), rounded half to even
+    from the float's shortest decimal text: ``scaled(0.1, 6)`` is exactly 100,000."""
+    return int(Decimal(repr(value)).scaleb(decimals).to_integral_value(ROUND_HALF_EVEN))
 
 
 def ms(seconds: float) -> int:

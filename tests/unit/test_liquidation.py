@@ -244,18 +244,17 @@ def test_hedge_order_brings_book_delta_back_to_target() -> None:
     delta = float(net_by_underlying(positions, RISK.delta, INST, 1)[0, 0])
     gamma = float(net_by_underlying(positions, RISK.gamma, INST, 1)[0, 0])
     order = hedge_order(
-        delta=delta, gamma=gamma, target=0.0, spot=S, expiry_years=T30, instrument=0,
-        params=HEDGE,
+        delta=delta, gamma=gamma, target=0.0, spot=S, expiry_years=T30, params=HEDGE,
     )  # fmt: skip
     assert not order.inside
     assert delta == pytest.approx(-100 * RISK.delta[2])
-    assert order.size == pytest.approx(-delta) and order.instrument == 0
+    assert order.size == pytest.approx(-delta)
     assert delta + order.size == pytest.approx(order.target)
     assert order.band == pytest.approx(hedge_band(gamma, S, T30, 0.0, HEDGE))
 
 
 def test_hedge_inside_band_is_marked_inside() -> None:
-    kw = {"gamma": 0.077, "target": 0.0, "spot": S, "expiry_years": T30, "instrument": 0}
+    kw = {"gamma": 0.077, "target": 0.0, "spot": S, "expiry_years": T30}
     assert hedge_order(delta=3.0, params=HEDGE, **kw).inside
     assert not hedge_order(delta=10.0, params=HEDGE, **kw).inside
 

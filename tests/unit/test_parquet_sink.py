@@ -42,7 +42,7 @@ DOCUMENTED: dict[type[msgspec.Struct], list[tuple[str, pa.DataType]]] = {
     AccountRiskRow: [
         ("account", S), ("ts_event_ms", I64), ("equity", F64), ("im", F64), ("mm", F64),
         ("health", F64), ("worst_scenario", I32), ("pnl", F64), ("bad_debt_usd", F64),
-        ("margin_mode", S), ("greeks", S),
+        ("margin_mode", S), ("greeks", S), ("wallet", S),
     ],
     InstrumentRow: [
         ("instrument", S), ("ts_event_ms", I64), ("underlying", S), ("kind", I32),
@@ -101,7 +101,7 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
         AccountRiskRow(
             account="0x" + "a" * 40, ts_event_ms=T, equity=8_800.0, im=11_155.0, mm=8_924.0,
             health=0.986, worst_scenario=21, pnl=-1_200.0, bad_debt_usd=0.0,
-            margin_mode="portfolio", greeks='{"ETH":{"delta":20.0}}',
+            margin_mode="portfolio", greeks='{"ETH":{"delta":20.0}}', wallet='{"ETH":-12.5}',
         ),
         AccountRiskRow(
             account="0x" + "b" * 40, ts_event_ms=T, equity=10.0, im=0.0, mm=0.0,
