@@ -10,7 +10,9 @@ An outcome is checked as the risk stage reads it: ``order_id`` a ``bytes32`` (``
 lower-case hex digits), ``account`` and ``signer`` lower-case addresses (the account picks
 the shard), ``seq`` >= 1, ``final`` set for exactly the final states (``reverted``,
 ``denied``, ``expired``, ``conflict``; ``mined`` either way), wei amounts decimal digits,
-every time an int64 of ms. Anything else is a ``Rejected``.
+every time an int64 of ms; a swap's tokens lower-case addresses and its amounts decimal
+uint256s, all four set on a final ``mined`` ``dex_hedge`` (the book's wallet moves by
+them). Anything else is a ``Rejected``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def _progress_problem(progress: ExecutionProgress) -> str | None:
 def _problem(e: Execution) -> str | None:
     """The first field of an outcome that fails its check, said why, or ``None``."""
     wei = (e.fee_paid_wei, e.max_fee_per_gas_wei, e.max_priority_fee_per_gas_wei)
+    swap = (e.token_in, e.amount_in, e.token_out, e.amount_out)
+    swapped = e.kind == "dex_hedge" and e.state == "mined" and e.final
     counts = (e.nonce, e.block_number, e.gas_used)
     checks = (
         ("order_id is not a bytes32 (0x and 64 lower-case hex digits)",
@@ -80,5 +84,12 @@ def _problem(e: Execution) -> str | None:
          all(c is None or 0 <= c < 1 << 64 for c in counts)),
         ("a wei amount is not a decimal uint256",
          all(w is None or (_WEI.fullmatch(w) is not None and int(w) < 1 << 256) for w in wei)),
+        ("token_in and token_out must be lower-case addresses",
+         all(t is None or _ADDRESS.fullmatch(t) is not None for t in swap[::2])),
+        ("amount_in and amount_out must be decimal uint256s",
+         all(a is None or (_WEI.fullmatch(a) is not None and int(a) < 1 << 256)
+             for a in swap[1::2])),
+        ("a final mined dex_hedge needs token_in, amount_in, token_out and amount_out",
+         not swapped or None not in swap),
     )  # fmt: skip
     return next((why for why, ok in checks if not ok), None)

@@ -88,6 +88,9 @@ class Registry:
     assets: tuple[str, ...]
     crosses: dict[str, tuple[str, ...]]
     token_assets: dict[str, str]
+    token_decimals: dict[str, int]
+    """Token name (a symbol, or an address where ``oracle.tokens`` names it so) -> its
+    decimals, as ``token_assets`` -> its asset."""
 
     @staticmethod
     def from_config(cfg: OracleConfig) -> Registry:
@@ -161,6 +164,7 @@ class Registry:
             assets=tuple(assets),
             crosses={k: tuple(sorted(v)) for k, v in crosses.items()},
             token_assets={name: t.asset for name, t in tokens.items()},
+            token_decimals={name: t.decimals for name, t in tokens.items()},
         )
 
     def asset_of(self, symbol: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from operators.config import Config
+from operators.config import Config, ConfigError
 from operators.decode import Decoder
 from operators.intake import IntakeParams
 from operators.oracle import OracleParams
@@ -19,8 +19,9 @@ from operators.order_auth import load_secret
 from operators.registry import Registry
 from operators.risk import RiskParams
 from operators.risk_intake import RiskIntakeParams
-from operators.units import E18, ms
+from operators.units import E18, ms, scaled
 from operators.venue import InstrumentListed
+from operators.wallet import DexHedge
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +114,7 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
         liquidation=risk.liquidation,
         hedge=risk.hedge,
         books={a: dict(b) for a, b in risk.books.items()},
+        dex_hedges=_dex_hedges(cfg, registry),
         targets={a: dict(t) for a, t in risk.targets.items()},
         instruments={
             i: InstrumentListed(
@@ -137,3 +139,39 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
         vol_cap=risk.vol_cap,
         iv_max_age_ms=ms(risk.iv_max_age_s),
     )
+
+
+def _dex_hedges(cfg: Config, registry: Registry) -> dict[str, dict[str, DexHedge]]:
+    """``risk.dex_hedges`` with each token's decimals; raise ``ConfigError`` naming the key
+    and the value of a token that is not known (a key of ``oracle.tokens`` or of
+    ``risk.collateral``, the same in both where in both), of another asset than its key,
+    or of an asset the oracle does not publish."""
+    oracle = {n: (registry.token_assets[n], d) for n, d in registry.token_decimals.items()}
+    collateral = {a: (c.asset, c.decimals) for a, c in cfg.risk.collateral.items()}
+    out: dict[str, dict[str, DexHedge]] = {}
+    for account, hedges in cfg.risk.dex_hedges.items():
+        for asset, h in hedges.items():
+            where = f"$.risk.dex_hedges.{account}.{asset}"
+            for key in ("token", "quote"):
+                token = getattr(h, key)
+                found = {oracle.get(token), collateral.get(token)} - {None}
+                if len(found) != 1:
+                    msg = (
+                        f"{key} {token!r} is not a known token: name it in oracle.tokens (by "
+                        "its address) or risk.collateral"
+                        if not found
+                        else f"{key} {token!r} is (asset, decimals) {oracle[token]} in "
+                        f"oracle.tokens but {collateral[token]} in risk.collateral"
+                    )
+                    raise ConfigError(f"invalid configuration: {msg} - at `{where}.{key}`")
+            token_asset, decimals = oracle.get(h.token) or collateral[h.token]
+            if token_asset != asset:
+                msg = f"token {h.token!r} is {token_asset}, not {asset}"
+                raise ConfigError(f"invalid configuration: {msg} - at `{where}.token`")
+            if asset not in registry.assets:
+                msg = f"asset {asset!r} has no oracle price (assets: {list(registry.assets)})"
+                raise ConfigError(f"invalid configuration: {msg} - at `{where}`")
+            out.setdefault(account, {})[asset] = DexHedge(
+                token=h.token, quote=h.quote, decimals=decimals, initial=scaled(h.initial, decimals)
+            )
+    return out

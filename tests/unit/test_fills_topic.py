@@ -14,6 +14,7 @@ from operators.model import FINAL_STATES, Execution, ExecutionProgress, RawMessa
 T0 = 1_700_000_040_000
 ACCOUNT, SIGNER = "0x" + "ab" * 20, "0x" + "5e" * 20
 ORDER_ID = "0x" + "0f" * 32
+WETH, USDC = "0x" + "e0" * 20, "0x" + "c0" * 20
 
 
 def _execution(**changes: object) -> Execution:
@@ -86,6 +87,22 @@ def test_a_message_that_does_not_decode_is_rejected_with_its_code_and_coordinate
     assert rejected.raw == value
 
 
+SWAP: dict[str, object] = dict(
+    kind="dex_hedge", instrument=WETH, state="mined", final=True, code="", detail="",
+    token_in=WETH, amount_in=str(3 * 10**18), token_out=USDC, amount_out=str(5_999 * 10**6),
+)  # fmt: skip
+"""A final mined swap that sold 3 WETH for 5,999 USDC."""
+
+
+@pytest.mark.parametrize(
+    "item",
+    [_execution(**SWAP), _execution(**SWAP | {"final": False, "amount_in": None})],
+    ids=["final", "not_final_without_amounts"],
+)
+def test_a_mined_swap_round_trips_with_its_amounts(item: Execution) -> None:
+    assert fills_topic.decode(_msg(fills_topic.encode(item))) == item
+
+
 @pytest.mark.parametrize(
     ("item", "field"),
     [
@@ -100,6 +117,10 @@ def test_a_message_that_does_not_decode_is_rejected_with_its_code_and_coordinate
         (_execution(nonce=-1), "nonce"),
         (_execution(fee_paid_wei="1e18"), "wei"),
         (_execution(max_fee_per_gas_wei=str(2**256)), "wei"),
+        (_execution(**SWAP | {"token_in": "0x" + "C0" * 20}), "token_in"),
+        (_execution(**SWAP | {"amount_out": "-5"}), "amount_out"),
+        (_execution(**SWAP | {"amount_in": str(2**256)}), "amount_in"),
+        (_execution(**SWAP | {"amount_out": None}), "needs token_in, amount_in"),
         (ExecutionProgress(signer="0x" + "5E" * 20, through_ms=T0), "signer"),
         (ExecutionProgress(signer=SIGNER, through_ms=2**63), "through_ms"),
     ],
