@@ -9,6 +9,7 @@ from pathlib import Path
 import bytewax.operators as op
 import msgspec
 import polars as pl
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
@@ -19,7 +20,7 @@ from flows.oracle import oracle_stage
 from flows.risk import risk_stage
 from operators import abi, fills_topic
 from operators.accounts import E18
-from operators.config import ExecutionConfig, load_config
+from operators.config import DexHedgeConfig, ExecutionConfig, TokenConfig, load_config
 from operators.model import (
     AccountRiskRow,
     Execution,
@@ -247,3 +248,77 @@ def test_replay_with_fills_retries_a_reverted_order_at_once_with_1_or_2_workers(
     assert (retry["account"], retry["ts_event_ms"], retry["previous_order_id"]) == (
         account, DROP_MS + 60_000, order_id("liquidation", account, DROP_MS, PERP)
     )  # fmt: skip
+
+
+# --- a book hedging on the DEX, its swap reported on fills ---------------------------------
+
+HEDGER = "0x" + "d" * 40
+"""The 5 ETH long (never liquidated): it hedges ETH by selling WETH on the DEX."""
+DEX_CFG = stage_params(
+    msgspec.structs.replace(
+        FILLS_CFG.cfg,
+        oracle=msgspec.structs.replace(
+            CFG.cfg.oracle, tokens={WETH: TokenConfig(decimals=18, asset="ETH")}
+        ),
+        risk=msgspec.structs.replace(
+            CFG.cfg.risk, dex_hedges={HEDGER: {"ETH": DexHedgeConfig(token=WETH, quote=USDC)}}
+        ),
+    )
+)
+FIRST_MS = T0
+"""The first evaluation: the book's delta of 5 is outside its band of 0.5 (1,000 USD)."""
+
+
+def _swap_fills() -> list[RawMessage]:
+    """The signer's progress every 30 s on one fills partition, and the hedge's swap:
+    mined and final 20 s after the order, 5 WETH sold for 9,990 USDC."""
+    mined = Execution(
+        order_id=order_id("dex_hedge", HEDGER, FIRST_MS, WETH), seq=3, state="mined",
+        final=True, account=HEDGER, kind="dex_hedge", instrument=WETH, signer=SIGNER,
+        ts_event_ms=FIRST_MS + 20_000, token_in=WETH, amount_in=str(5 * E18), token_out=USDC,
+        amount_out=str(9_990 * 10**6),
+    )  # fmt: skip
+    items: list[tuple[int, Execution | ExecutionProgress]] = []
+    for through in range(T0 - 60_000, T0 + 330_000, 30_000):
+        if through == FIRST_MS + 30_000:
+            items += [(mined.ts_event_ms, mined), (mined.ts_event_ms, mined)]  # and a repeat
+        items.append((through, ExecutionProgress(signer=SIGNER, through_ms=through)))
+    return [
+        RawMessage("fills", 0, n, ts, HEDGER.encode(), fills_topic.encode(item))
+        for n, (ts, item) in enumerate(items)
+    ]
+
+
+def _dex_replay(tmp_path: Path, workers: int) -> dict[str, pl.DataFrame]:
+    recording = tmp_path / "recording.parquet"
+    if not recording.exists():
+        write_recording([*_chain(), *_quotes(), *_swap_fills()], recording)
+    out = tmp_path / f"out-{workers}"
+    cluster_main(replay_flow(recording, out, DEX_CFG), [], 0, worker_count_per_proc=workers)
+    frames = {}
+    for name in ("orders", "account_risk", "order_denials"):
+        frame = pl.read_parquet(out / name / "**/*.parquet", hive_partitioning=True)
+        frames[name] = frame.drop("date").sort(frame.columns[:2]).filter(account=HEDGER)
+    return frames
+
+
+def test_replay_of_a_dex_hedge_and_its_swap_moves_the_wallet_once_with_1_or_2_workers(
+    tmp_path: Path,
+) -> None:
+    one = _dex_replay(tmp_path, 1)
+    two = _dex_replay(tmp_path, 2)
+    assert all(one[name].sort(one[name].columns).equals(two[name].sort(two[name].columns))
+               for name in one)  # fmt: skip
+    (order,) = one["orders"].to_dicts()  # one swap, and none after its fill
+    assert (order["kind"], order["instrument"], order["ts_event_ms"]) == (
+        "dex_hedge", WETH, FIRST_MS
+    )  # fmt: skip
+    assert order["size"] == pytest.approx(-5.0) and order["position"] == 0.0
+    rows = one["account_risk"].sort("ts_event_ms")
+    wallets = [(r["ts_event_ms"], json.loads(r["wallet"])) for r in rows.to_dicts()]
+    assert wallets[0] == (FIRST_MS, {"ETH": 0.0})
+    # the row of the window after the swap shows it (the health did not move)
+    assert wallets[1] == (FIRST_MS + 60_000, {"ETH": -5.0})
+    assert all(w == {"ETH": -5.0} for _, w in wallets[1:])
+    # the swap is applied before the next evaluation: inside the band from then on
+    assert one["order_denials"]["reason"].to_list() == ["within_band"]
