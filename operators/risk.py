@@ -292,8 +292,9 @@ class RiskShard:
         self.last_eval: int | None = None
         self.in_flight: dict[tuple[str, str], InFlight] = {}
         """(account, what) -> the order not done: what is ``liquidation`` (done when each
-        leg's instrument has had a ``Liquidated`` event) or the hedge instrument (done by
-        the book's trade in it); re-sent after ``liquidation_timeout_ms``."""
+        leg's instrument has had a ``Liquidated`` event), the hedge instrument (done by
+        the book's trade in it) or a DEX hedge's token (done by its final ``mined`` swap);
+        re-sent after ``liquidation_timeout_ms``."""
         self.timed_out: dict[tuple[str, str], InFlight] = {}
         """(account, what) -> the last attempt that timed out: the next order retries it."""
         self.denied: dict[tuple[str, str, str], str] = {}
@@ -702,7 +703,7 @@ class RiskShard:
         self.last_emit = np.concatenate([self.last_emit, np.full(grown, -(2**62))])
         health = tick.ar.health
         moved = ~np.isclose(health, self.last_health, rtol=p.risk_change, atol=0.0)
-        moved[[self.book.accounts[a] for a in self.wallet_moved]] = True
+        moved[[self.book.accounts[a] for a in self.wallet_moved if a in self.book.accounts]] = True
         since = tick.t - self.last_emit
         due = np.flatnonzero(
             (moved & (since >= p.risk_min_interval_ms)) | (since >= p.risk_interval_ms)

@@ -264,6 +264,17 @@ def test_a_swap_of_another_account_or_token_leaves_the_book_wallet_alone() -> No
     assert shard.wallet.moved == {} and (BOOK, WETH) in shard.in_flight
 
 
+def test_a_swap_of_a_configured_book_not_on_the_venue_moves_its_wallet_only() -> None:
+    hedge = DexHedge(token=WETH, quote=USDC, decimals=18, initial=0)
+    p = dataclasses.replace(PARAMS, dex_hedges={**PARAMS.dex_hedges, OTHER: {"ETH": hedge}})
+    shard = _shard()
+    first = _first_hedge(shard, p)
+    elsewhere = msgspec.structs.replace(first, account=OTHER, order_id=order_id("z", OTHER))
+    out = _window(shard, 1, [_swap(elsewhere)], p=p)
+    assert shard.wallet.holdings(OTHER, hedge) == int(first.size_e18)
+    assert all(r.account == BOOK for r in out.rows) and out.orders == []
+
+
 # --- properties: random outcomes, any interleaving, replay, snapshot/restore ---------------
 
 WINDOWS = 8
