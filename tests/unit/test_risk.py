@@ -311,6 +311,19 @@ def test_hedge_brings_the_book_back_to_its_configured_delta_target() -> None:
     assert hedge.kind == "hedge" and hedge.size == 15.0  # from delta 0 to the target 15
 
 
+def test_no_hedge_to_a_target_while_the_hedged_assets_price_is_not_ok() -> None:
+    # the book holds nothing on ETH, so its equity does not depend on ETH's price; the
+    # hedge to its target would trade at that price all the same
+    book = ACCOUNTS[0]
+    p = replace_params(books={book: {"ETH": PERP}}, targets={book: {"ETH": 15.0}})
+    shard = _shard()
+    shard.on_venue(VenueBatch("0-chain.logs", T0, False, _setup({book: 0})), p)
+    shard.on_prices(PriceBatch([_price(T0, 2_000.0, "degraded"), OracleProgress("ETH", T0)]))
+    out = shard.evaluate(p)
+    assert out.orders == []
+    assert [(d.kind, d.reason) for d in out.denials] == [("hedge", "oracle_not_ok")]
+
+
 def test_smile_of_a_later_expiry_with_less_total_variance_is_not_used() -> None:
     near_s, far_s = (T0 + 30 * 86_400_000) // 1000, (T0 + 60 * 86_400_000) // 1000
     strikes = [1_600, 1_800, 1_900, 2_000, 2_100, 2_400]
