@@ -397,10 +397,13 @@ class RiskConfig(_Strict, frozen=True, kw_only=True):
             )
         for address in (
             *self.underlyings, *self.collateral, *self.books, *self.targets, *self.margin_modes,
-            *self.dex_hedges,
         ):  # fmt: skip
             _require(_is_address(address), f"expected a lower-case 0x address; got {address!r}")
         for account, hedges in self.dex_hedges.items():
+            _require(
+                _is_address(account),
+                f"dex_hedges: an account is a lower-case 0x address; got {account!r}",
+            )
             both = sorted(set(hedges) & set(self.books.get(account, {})))
             _require(
                 not both,

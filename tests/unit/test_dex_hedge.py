@@ -466,5 +466,10 @@ def test_a_bad_dex_hedge_stops_the_start_naming_the_key_and_the_value(
 
 def test_a_dex_hedge_account_not_lower_case_is_a_configuration_error() -> None:
     upper = "0x" + "A" * 40
-    with pytest.raises(ConfigError, match=upper):
+    with pytest.raises(ConfigError, match=f"dex_hedges: an account is .* got '{upper}'"):
         load_config(CONFIG.replace(f'dex_hedges."{BOOK}".ETH', f'dex_hedges."{upper}".ETH'))
+
+
+def test_a_dex_hedge_token_not_an_address_names_its_key() -> None:
+    with pytest.raises(ConfigError, match="token must be a lower-case 0x address; got 'WETH'"):
+        load_config(CONFIG.replace(f'token = "{WETH}"', 'token = "WETH"'))
