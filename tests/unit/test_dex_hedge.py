@@ -275,6 +275,25 @@ def test_a_swap_of_a_configured_book_not_on_the_venue_moves_its_wallet_only() ->
     assert all(r.account == BOOK for r in out.rows) and out.orders == []
 
 
+def test_a_wallet_in_an_asset_the_book_has_no_position_in_is_hedged_alone() -> None:
+    # 2 WBTC (8 decimals) held, nothing on BTC at the venue: sell 2 at BTC's price
+    wbtc = "0x" + "b7" * 20
+    hedge = DexHedge(token=wbtc, quote=USDC, decimals=8, initial=2 * 10**8)
+    p = dataclasses.replace(
+        PARAMS, assets=("BTC", "ETH"), dex_hedges={BOOK: {**PARAMS.dex_hedges[BOOK], "BTC": hedge}}
+    )
+    shard = _shard()
+    for part in (VENUE, *FILLS):
+        shard.on_venue(VenueBatch(part, T0, False, _book() if part == VENUE else []), p)
+    btc = msgspec.structs.replace(_price(0, 40_000.0), asset="BTC")
+    progress = [OracleProgress(asset, T0) for asset in p.assets]
+    shard.on_prices(PriceBatch([_price(0), btc, *progress]))
+    by_asset = {o.asset: o for o in shard.evaluate(p).orders}
+    sell = by_asset["BTC"]
+    assert (sell.kind, sell.instrument, sell.size, sell.position) == ("dex_hedge", wbtc, -2.0, 2.0)
+    assert sell.underlying_price == 40_000.0 and by_asset["ETH"].instrument == WETH
+
+
 # --- properties: random outcomes, any interleaving, replay, snapshot/restore ---------------
 
 WINDOWS = 8
