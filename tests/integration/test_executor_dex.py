@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from web3 import Web3
 
 from connectors.anvil import rpc
 from connectors.contracts import load_artifact
+from connectors.failpoints import FAILPOINT_EXIT
 from operators.routing import route
 from operators.uniswap_math import default_price_limit
 from tests.integration.executor_env import (
@@ -69,6 +71,31 @@ def test_a_routed_sell_of_500_weth_splits_over_the_pools_and_fills_the_quote_to_
     assert env.executions() and all(  # only the mined changes carry the fill
         (e.amount_out is not None) == (e.state == "mined") for e in env.states(order.order_id)
     )
+
+
+@pytest.mark.parametrize("point", ["after_persist", "after_receipt"])
+def test_a_routed_swap_crashed_then_restarted_is_mined_once_with_the_same_fill(
+    make_env: MakeEnv, point: str
+) -> None:
+    env = make_env(dex=True, confirmations=1, price_band_bps=300.0)
+    assert env.dex is not None
+    env.publish_price(PRICE)
+    order = env.dex_order(0, -50.0, PRICE)
+    env.publish_orders([order])
+    crashed = env.start_executor(failpoint=f"{point}@1")
+    assert crashed.wait(60) == FAILPOINT_EXIT
+    env.proc = None
+    env.start_executor()
+
+    final = wait_final(env, [order.order_id])[order.order_id]
+
+    block = _route_block(env, order.order_id)
+    quote = route(env.dex.states(block), env.dex.weth, env.dex.usdc, 50 * 10**18)
+    mined = [e for e in env.states(order.order_id) if e.state == "mined"]
+    assert final.state == "mined" and mined[-1] == final
+    filled = {(e.amount_in, e.amount_out) for e in mined}
+    assert filled == {(str(50 * 10**18), str(quote.amount_out))}
+    assert_exactly_once(env, [order.order_id], executed=[order.order_id])
 
 
 def _caller_swap(env: ExecutorEnv, pool: str, weth_in: int, sender: str) -> str:
