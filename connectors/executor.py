@@ -700,13 +700,9 @@ class Executor:
                 self.pretrade.record_replacement(self.now_ms)
             self._save_pretrade()
             stored.nonce = nonce
-            detail = (
-                "cancel: the deadline passed"
-                if cancel
-                else ""
-                if call.swap is None or not first
-                else call.swap.describe()
-            )
+            detail = "cancel: the deadline passed" if cancel else ""
+            if first and call.swap is not None:
+                detail = call.swap.describe()  # the route and the block of its state
             self._report(
                 stored, "sent" if first else "replaced", final=False, attempt=attempt, detail=detail
             )

@@ -42,7 +42,7 @@ def _route_block(env: ExecutorEnv, order_id: str) -> int:
     return int(found.group(1))
 
 
-def test_a_routed_sell_of_500_weth_splits_over_the_pools_and_fills_the_quote_to_the_wei(
+def test_a_routed_sell_of_500_weth_and_a_buy_split_over_the_pools_fill_the_quote_to_the_wei(
     make_env: MakeEnv,
 ) -> None:
     env = make_env(dex=True, confirmations=1, price_band_bps=300.0)
@@ -67,10 +67,28 @@ def test_a_routed_sell_of_500_weth_splits_over_the_pools_and_fills_the_quote_to_
     before, after = env.dex.balances(mined - 1), env.dex.balances(mined)
     assert before["WETH"] - after["WETH"] == 500 * 10**18
     assert after["USDC"] - before["USDC"] == quote.amount_out
-    assert_exactly_once(env, [order.order_id], executed=[order.order_id])
     assert env.executions() and all(  # only the mined changes carry the fill
         (e.amount_out is not None) == (e.state == "mined") for e in env.states(order.order_id)
     )
+
+    # a buy of 100 WETH spends 100 x 3000 USDC, exact in
+    buy = env.dex_order(1, 100.0, PRICE)
+    env.publish_orders([buy])
+    bought = wait_final(env, [buy.order_id])[buy.order_id]
+    assert bought.state == "mined", bought
+    spend = 300_000 * 10**6
+    states = env.dex.states(_route_block(env, buy.order_id))
+    quote = route(states, env.dex.usdc, env.dex.weth, spend)
+    assert (bought.token_in, bought.amount_in, bought.token_out, bought.amount_out) == (
+        env.dex.usdc, str(spend), env.dex.weth, str(quote.amount_out),
+    )  # fmt: skip
+    mined = bought.block_number or 0
+    before, after = env.dex.balances(mined - 1), env.dex.balances(mined)
+    assert (before["USDC"] - after["USDC"], after["WETH"] - before["WETH"]) == (
+        spend, quote.amount_out,
+    )  # fmt: skip
+    ids = [order.order_id, buy.order_id]
+    assert_exactly_once(env, ids, executed=ids)
 
 
 @pytest.mark.parametrize("point", ["after_persist", "after_receipt"])
