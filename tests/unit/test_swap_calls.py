@@ -34,6 +34,7 @@ from operators.swap_calls import (
     swap_calldata,
 )
 from tests.unit.order_examples import an_order
+from tests.unit.pool_examples import pool_sets
 
 _SPLIT = Web3().eth.contract(abi=load_artifact("SplitSwap").abi)
 TOKEN, QUOTE = "0x" + "e7" * 20, "0x" + "0c" * 20
@@ -338,3 +339,28 @@ def test_dex_pairs_take_decimals_from_the_oracle_tokens_and_the_pair_pools() -> 
 def test_dex_pairs_refuse_a_token_missing_from_the_oracle_tokens() -> None:
     with pytest.raises(ConfigError, match=r"risk.dex_hedges.0xb0b0.*\.ETH\.quote: 0x0c0c"):
         dex_pairs(parse_config(_config(**{TOKEN: {"decimals": 18, "asset": "ETH"}})))
+
+
+@given(
+    pool_sets(token0=QUOTE, token1=TOKEN),
+    st.floats(-1e4, 1e4, allow_nan=False).filter(lambda x: abs(x) > 1e-9),
+    st.floats(1e-3, 1e5, allow_nan=False),
+    st.floats(0.0, 2_000.0, allow_nan=False),
+)
+def test_a_plan_sells_exactly_the_order_over_its_legs_for_at_least_its_minimum(
+    pools: list[Any], size: float, price: float, band: float
+) -> None:
+    order = _dex_order(size, underlying_price=price)
+    plan = plan_order(order, PAIR, pools, band)
+    if isinstance(plan, Denial):
+        assert plan.code in ("unroutable", "price_impact", "invalid_order"), plan
+        return
+    sell = size < 0
+    assert (plan.token_in, plan.token_out) == ((TOKEN, QUOTE) if sell else (QUOTE, TOKEN))
+    assert plan.amount_in == swap_amount_in(int(order.size_e18), price, PAIR)
+    assert sum(leg.amount_in for leg in plan.legs) == plan.amount_in
+    assert sum(leg.amount_out for leg in plan.legs) == plan.quote_out >= plan.min_amount_out
+    assert plan.min_amount_out == min_amount_out(
+        plan.amount_in, sell=sell, price=price, band_bps=band, pair=PAIR
+    )
+    assert {leg.pool for leg in plan.legs} <= {p.address for p in pools}
