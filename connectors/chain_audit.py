@@ -1,5 +1,6 @@
 """The chain as the exactly-once checker reads it (``operators.exactly_once``): a signer's
-transactions with the order ids of their venue events, and the venue's order ids.
+transactions with the order ids of their venue events and of SplitSwap's ``Routed`` events
+(a routed ``dex_hedge``), and the venue's order ids.
 
 Everything comes from plain JSON-RPC (``connectors.chain_source.Rpc``): a block with its
 transactions (``eth_getBlockByNumber(n, true)``), each of the signer's receipts
@@ -19,17 +20,21 @@ from operators.abi import quantity
 from operators.chain import ChainError
 from operators.exactly_once import ChainTx
 from operators.model import RawMessage, Rejected
+from operators.swap_calls import ROUTED
 from operators.venue import Fill, decode_venue
 
 
-def signer_txs(rpc: Rpc, signer: str, venue: str, from_block: int, to_block: int) -> list[ChainTx]:
+def signer_txs(
+    rpc: Rpc, signer: str, venue: str, from_block: int, to_block: int, split_swap: str = ""
+) -> list[ChainTx]:
     """The transactions ``signer`` sent in blocks ``from_block..to_block`` (inclusive), in
-    chain order, each with the order ids of the ``venue`` events its receipt holds.
+    chain order, each with the order ids of the ``venue`` events and the ``split_swap``
+    ``Routed`` events its receipt holds.
 
     Addresses are lower-case hex. Raises ``ChainError`` for a missing block or receipt and
-    for a venue log the decoder rejects (the audit must not skip what it cannot read).
+    for a venue or ``Routed`` log it cannot read (the audit must not skip what it cannot read).
     """
-    signer, venue = signer.lower(), venue.lower()
+    signer, venue, split_swap = signer.lower(), venue.lower(), split_swap.lower()
     out = []
     for number in range(from_block, to_block + 1):
         block = rpc.call("eth_getBlockByNumber", [hex(number), True])
@@ -45,6 +50,7 @@ def signer_txs(rpc: Rpc, signer: str, venue: str, from_block: int, to_block: int
                 order_id
                 for log in receipt["logs"]
                 if (order_id := _order_id(log, venue, block["timestamp"])) is not None
+                or (order_id := _routed_id(log, split_swap)) is not None
             ]
             out.append(
                 ChainTx(
@@ -89,3 +95,16 @@ def _order_id(log: dict[str, Any], venue: str, block_ts: Any) -> str | None:
     if isinstance(event, Rejected):
         raise ChainError(f"venue log of {log.get('transactionHash')} rejected: {event.reason}")
     return event.order_id if isinstance(event, Fill) else None
+
+
+def _routed_id(log: dict[str, Any], split_swap: str) -> str | None:
+    """The order id of a SplitSwap ``Routed`` log (its first indexed topic); None for
+    another log."""
+    if not split_swap or str(log.get("address", "")).lower() != split_swap:
+        return None
+    topics = log.get("topics") or []
+    if not topics or str(topics[0]).lower() != ROUTED:
+        return None
+    if len(topics) != 3 or len(str(topics[1])) != 66:
+        raise ChainError(f"Routed log of {log.get('transactionHash')} has topics {topics!r:.200}")
+    return str(topics[1]).lower()

@@ -9,10 +9,13 @@ One process per signing key. Per order (the steps of issue 9, DESIGN.md "Executi
    apart, so an order can come first; it waits for its row until its deadline), run the
    pre-trade checks (``operators.pretrade``) and the trading state; a refusal is an
    ``Execution`` in state ``denied`` (or ``expired``) with its code;
-3. simulate the venue call with ``eth_call``; a revert is ``reverted`` with the reason,
-   and nothing is signed;
-4. in one database transaction: take the next nonce, sign, store the raw transaction and
-   its hash, and the ``sent`` outcome (the outbox);
+3. decide its call (``_call_for``): the venue call (``operators.venue_calls``), or for a
+   ``dex_hedge`` a ``SplitSwap.swap`` routed over the pair's pools at the head's state
+   (``operators.swap_calls``); simulate it with ``eth_call``; a revert is ``reverted``
+   with the reason, and nothing is signed;
+4. in one database transaction: take the next nonce, sign, store the call, the raw
+   transaction and its hash, and the ``sent`` outcome (the outbox); a replacement and the
+   revert replay reuse the stored call;
 5. broadcast the stored bytes.
 
 Then, on every new head, each unfinished order is followed (``_follow``): a receipt is
@@ -42,6 +45,7 @@ from typing import Any
 import msgspec
 from eth_account.signers.local import LocalAccount
 
+from connectors.anvil import RpcError as NodeError
 from connectors.executor_chain import ChainClient, Head, Receipt
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import Attempt, ExecutorStore, StoredOrder
@@ -60,6 +64,15 @@ from operators.model import (
 )
 from operators.order_auth import AuthError, decode_verified
 from operators.pretrade import Denial, OracleView, Pretrade, TradingState, awaits_oracle
+from operators.swap_calls import (
+    RouteDenial,
+    SwapFill,
+    SwapPlan,
+    decode_fill,
+    dex_pairs,
+    plan_order,
+    swap_calldata,
+)
 from operators.venue_calls import acts_for, venue_calldata
 
 log = logging.getLogger("hedgeflow.executor")
@@ -73,6 +86,16 @@ PROGRESS_EVERY_S = 30.0
 _EXECUTIONS = arrow_schema(Execution)
 _REJECTS = arrow_schema(Rejected)
 _order_decoder = msgspec.json.Decoder(Order)
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """The transaction that executes an order: to, data and gas limit; ``swap`` for a
+    routed ``dex_hedge`` (its route, to read the fill from the receipt)."""
+
+    to: str
+    data: str
+    gas: int
+    swap: SwapPlan | None = None
 
 
 class _Record(msgspec.Struct, frozen=True):
@@ -108,6 +131,7 @@ class Executor:
         self.secret = secret
         self.out_dir = out_dir
         self.venue = cfg.risk.venue
+        self.dex_pairs = dex_pairs(cfg)
         self.cap_wei = gwei_to_wei(self.ex.max_fee_gwei)
         saved = store.get("pretrade")
         self.pretrade = (
@@ -328,20 +352,52 @@ class Executor:
             status=r.status, gas_used=r.gas_used, fee_paid_wei=r.gas_used * r.effective_gas_price,
         )  # fmt: skip
         self.store.put_attempt(a)
+        if a.status == 1 and not a.cancel:
+            self._record_fill(stored, r)
         detail = self._outcome_detail(stored, a)
         self._report(stored, self._outcome(a), final=False, attempt=a, detail=detail)
         return a
+
+    def _record_fill(self, stored: StoredOrder, r: Receipt) -> None:
+        """A routed swap's fill from its receipt's logs, kept with the order (inside a
+        transaction), so that every later report of it, after a restart too, says the same."""
+        plan = self._stored_call(stored.order_id).swap
+        if plan is None:
+            return
+        try:
+            fill = decode_fill(
+                r.logs, split_swap=self.ex.split_swap, order_id=stored.order_id,
+                payer=self.signer, plan=plan,
+            )  # fmt: skip
+        except ValueError as exc:
+            log.error("order %s: its receipt does not show the fill: %s", stored.order_id, exc)
+            self.store.put(f"fill:{stored.order_id}", "")
+            return
+        self.store.put(f"fill:{stored.order_id}", msgspec.json.encode(fill).decode())
+
+    def _fill(self, order_id: str) -> SwapFill | None:
+        """The routed swap's fill recorded from its receipt, if any."""
+        saved = self.store.get(f"fill:{order_id}")
+        return msgspec.json.decode(saved, type=SwapFill) if saved else None
+
+    def _stored_call(self, order_id: str) -> Call:
+        """The call signed for ``order_id`` (stored with its first transaction)."""
+        saved = self.store.get(f"call:{order_id}")
+        assert saved is not None, f"order {order_id} was signed without its call"
+        return msgspec.json.decode(saved, type=Call)
 
     def _outcome_detail(self, stored: StoredOrder, a: Attempt) -> str:
         """An included transaction's detail: why it reverted (its call replayed at the
         block before), else its gas and block."""
         assert a.block_number is not None
         if a.status == 0 and not a.cancel:
-            data = venue_calldata(_order_decoder.decode(stored.body))
+            call = self._stored_call(stored.order_id)
             return self.chain.replay_reason(
-                self.signer, self.venue, data, self.ex.gas_limit, a.block_number
+                self.signer, call.to, call.data, call.gas, a.block_number
             )
-        return f"{a.gas_used} gas in block {a.block_number}"
+        fill = self._fill(stored.order_id) if a.status == 1 and not a.cancel else None
+        bought = "" if fill is None else f"; sold {fill.amount_in} for {fill.amount_out}"
+        return f"{a.gas_used} gas in block {a.block_number}{bought}"
 
     def _resend_if_lost(self, order_id: str, a: Attempt) -> None:
         """Broadcast ``a``'s stored bytes again if the node does not hold it."""
@@ -456,6 +512,8 @@ class Executor:
                 continue  # a re-send waits for the attempt it replaces to end
             if self._awaits_oracle(order):
                 continue
+            if order.kind == "dex_hedge" and in_flight >= self.ex.max_in_flight:
+                break  # its route is read from the pools only when it can go out
             refusal = self._refusal(order, previous)
             if isinstance(refusal, Denial):
                 state = "expired" if refusal.code == "expired" else "denied"
@@ -467,7 +525,7 @@ class Executor:
                 continue
             if in_flight >= self.ex.max_in_flight:
                 break
-            data = refusal
+            call = refusal
             nonce = int(self.store.get("next_nonce") or 0)
             gap = 0 if self.sent_ok else self._nonce_gap(nonce)  # after a landed send: none
             if gap < 0:
@@ -490,7 +548,7 @@ class Executor:
                     self.waiting_nonce = nonce
                 return done
             done = True
-            reason = self.chain.simulate(self.signer, self.venue, data, self.ex.gas_limit)
+            reason = self.chain.simulate(self.signer, call.to, call.data, call.gas)
             if reason is not None:
                 with self.store.transaction():
                     self.pretrade.record_outcome(failed=True)
@@ -501,9 +559,7 @@ class Executor:
                 continue
             if fees is None:
                 fees = self._suggested_fees()
-            self._sign_and_send(
-                stored, order, nonce, self.venue, data, self.ex.gas_limit, fees, cancel=False
-            )
+            self._sign_and_send(stored, order, nonce, call, fees, cancel=False)
             in_flight += 1
         return done
 
@@ -521,9 +577,9 @@ class Executor:
             )  # fmt: skip
         return True
 
-    def _refusal(self, order: Order, previous: StoredOrder | None) -> Denial | str:
+    def _refusal(self, order: Order, previous: StoredOrder | None) -> Denial | Call:
         """Why ``order`` may not go out now (the pre-trade checks, a mined attempt it
-        replaces, a call the venue would refuse), else its venue calldata."""
+        replaces, a call that cannot be made), else its call."""
         denial = self.pretrade.check(
             order, self.trading_state(), self.oracle.get(order.asset), self.now_ms
         )
@@ -532,10 +588,43 @@ class Executor:
         if previous is not None and previous.state == "mined":
             detail = f"the attempt it replaces, {previous.order_id}, was mined"
             return Denial(code="superseded", detail=detail)
+        return self._call_for(order)
+
+    def _call_for(self, order: Order) -> Denial | Call:
+        """The transaction that executes ``order``: the venue call, or for a ``dex_hedge``
+        a ``SplitSwap.swap`` routed over the pair's pools at the head's state; else why
+        none can be made."""
+        if order.kind != "dex_hedge":
+            try:
+                return Call(to=self.venue, data=venue_calldata(order), gas=self.ex.gas_limit)
+            except ValueError as exc:
+                return Denial(code="invalid_order", detail=str(exc))
+        if not self.ex.split_swap:
+            detail = "execution.split_swap is not set: no contract to route DEX hedges through"
+            return Denial(code=RouteDenial.NO_SPLIT_SWAP, detail=detail)
+        pair = self.dex_pairs.get((order.account, order.asset))
+        if pair is None:
+            detail = f"risk.dex_hedges has no {order.asset} hedge for {order.account}"
+            return Denial(code=RouteDenial.NO_DEX_HEDGE, detail=detail)
+        if not pair.pools:
+            detail = (
+                f"no uniswap_v2/uniswap_v3 source in oracle.sources trades {pair.token} for "
+                f"{pair.quote}"
+            )
+            return Denial(code=RouteDenial.NO_POOLS, detail=detail)
+        assert self.head is not None
         try:
-            return venue_calldata(order)
-        except ValueError as exc:
-            return Denial(code="invalid_order", detail=str(exc))
+            states = self.chain.pool_states(pair.pools, self.head.number)
+        except (NodeError, ValueError) as exc:
+            detail = (
+                f"reading the pools of {pair.token}/{pair.quote} at block {self.head.number}: {exc}"
+            )
+            return Denial(code=RouteDenial.POOL_STATE, detail=detail)
+        plan = plan_order(order, pair, states, self.ex.price_band_bps)
+        if isinstance(plan, Denial):
+            return plan
+        data = swap_calldata(order.order_id, plan)
+        return Call(to=self.ex.split_swap, data=data, gas=self.ex.swap_gas_limit, swap=plan)
 
     def _suggested_fees(self) -> Fees:
         """EIP-1559 fees from the node's recent blocks, capped (``operators.fees``)."""
@@ -570,37 +659,26 @@ class Executor:
             )
             return
         assert latest.nonce is not None
-        if cancel:
-            self._sign_and_send(
-                stored, order, latest.nonce, self.signer, "0x", CANCEL_GAS, fees, cancel=True
-            )
-        else:
-            self._sign_and_send(
-                stored,
-                order,
-                latest.nonce,
-                self.venue,
-                venue_calldata(order),
-                self.ex.gas_limit,
-                fees,
-                cancel=False,
-            )
+        call = (
+            Call(to=self.signer, data="0x", gas=CANCEL_GAS)
+            if cancel
+            else self._stored_call(stored.order_id)
+        )
+        self._sign_and_send(stored, order, latest.nonce, call, fees, cancel=cancel)
 
     def _sign_and_send(
         self,
         stored: StoredOrder,
         order: Order,
         nonce: int,
-        to: str,
-        data: str,
-        gas: int,
+        call: Call,
         fees: Fees,
         cancel: bool,
     ) -> None:
         assert self.head is not None
         tx: dict[str, Any] = {
-            "type": 2, "chainId": self.ex.chain_id, "nonce": nonce, "to": _checksum(to),
-            "value": 0, "data": data, "gas": gas, "maxFeePerGas": fees.max_fee_per_gas,
+            "type": 2, "chainId": self.ex.chain_id, "nonce": nonce, "to": _checksum(call.to),
+            "value": 0, "data": call.data, "gas": call.gas, "maxFeePerGas": fees.max_fee_per_gas,
             "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
         }  # fmt: skip
         signed = self.account.sign_transaction(tx)
@@ -616,12 +694,15 @@ class Executor:
             self.store.put_attempt(attempt)
             if first:
                 self.store.put("next_nonce", str(nonce + 1))
+                self.store.put(f"call:{stored.order_id}", msgspec.json.encode(call).decode())
                 self.pretrade.record_submit(order, self.now_ms)
             else:
                 self.pretrade.record_replacement(self.now_ms)
             self._save_pretrade()
             stored.nonce = nonce
             detail = "cancel: the deadline passed" if cancel else ""
+            if first and call.swap is not None:
+                detail = call.swap.describe()  # the route and the block of its state
             self._report(
                 stored, "sent" if first else "replaced", final=False, attempt=attempt, detail=detail
             )
@@ -656,6 +737,11 @@ class Executor:
         order = _order_decoder.decode(stored.body)
         stored.state, stored.final, stored.seq = state, final, stored.seq + 1
         a = attempt
+        fill = (
+            self._fill(order.order_id)
+            if state == "mined" and a is not None and not a.cancel
+            else None
+        )
         execution = Execution(
             order_id=order.order_id, seq=stored.seq, state=state, final=final,  # type: ignore[arg-type]
             account=order.account, kind=order.kind, instrument=order.instrument,
@@ -669,6 +755,10 @@ class Executor:
             max_priority_fee_per_gas_wei=None if a is None else str(a.max_priority_fee_per_gas),
             code=code or (state if state in ("expired", "reverted") and a is not None else ""),
             detail=detail,
+            token_in=None if fill is None else fill.token_in,
+            amount_in=None if fill is None else str(fill.amount_in),
+            token_out=None if fill is None else fill.token_out,
+            amount_out=None if fill is None else str(fill.amount_out),
         )  # fmt: skip
         self.store.put_order(stored)
         self.store.add_outbox(

@@ -7,12 +7,15 @@ node's error answer raises ``RpcError``, except where a method below says otherw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from connectors.chain_source import Rpc, RpcError
+from connectors.uniswap import read_v2_state, read_v3_state
 from operators.fees import FeeHistory, parse_fee_history
+from operators.pool_state import PoolState
 
 ERROR_SELECTOR = "08c379a0"
 """``Error(string)``: the ABI form of a ``require`` message."""
@@ -29,13 +32,15 @@ class Head(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
-    """A transaction receipt: where it landed, whether it ran, what it cost (wei)."""
+    """A transaction receipt: where it landed, whether it ran, what it cost (wei), and its
+    logs as the node sent them (``eth_getTransactionReceipt`` JSON)."""
 
     block_number: int
     block_hash: str
     status: int
     gas_used: int
     effective_gas_price: int
+    logs: tuple[Any, ...] = ()
 
 
 def revert_reason(error: Any) -> str:
@@ -143,7 +148,18 @@ class ChainClient:
             status=int(r["status"], 16),
             gas_used=int(r["gasUsed"], 16),
             effective_gas_price=int(r.get("effectiveGasPrice") or "0x0", 16),
+            logs=tuple(r.get("logs") or ()),
         )
+
+    def pool_states(self, pools: Sequence[tuple[str, str]], block: int) -> list[PoolState]:
+        """The state of each ``(address, kind)`` pool (``uniswap_v2``/``uniswap_v3``) at
+        ``block``, read with batched ``eth_call`` s (``connectors.uniswap``)."""
+        return [
+            read_v3_state(self.rpc.url, address, block=block)
+            if kind == "uniswap_v3"
+            else read_v2_state(self.rpc.url, address, block=block)
+            for address, kind in pools
+        ]
 
     def _block(self, tag: str) -> Head:
         block = self.rpc.call("eth_getBlockByNumber", [tag, False])

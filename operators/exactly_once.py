@@ -2,8 +2,9 @@
 
 Anchor: Jepsen's checkers (an operation is neither lost nor duplicated), read over the
 history the chain keeps. The order id travels on chain (the venue's ``Trade`` and
-``Liquidated`` events carry it), so the history is the signer's transactions, each with
-the order ids its events carry (``connectors.chain_audit`` reads them). The violations:
+``Liquidated`` events and SplitSwap's ``Routed`` carry it), so the history is the
+signer's transactions, each with the order ids its events carry (``connectors.chain_audit``
+reads them). The violations:
 
 - ``duplicate``: an order id carried by more than one event of successful transactions (a
   reverted transaction emits no event, so it executed nothing);

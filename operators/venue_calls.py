@@ -49,7 +49,7 @@ def venue_calldata(order: Order) -> str:
 
 def acts_for(order: Order, signer: str, liquidator: str) -> bool:
     """Whether ``signer`` (lower-case hex) sends ``order``: the liquidator its liquidations,
-    a book its own hedges."""
+    a book its own hedges, on the venue (``hedge``) and on the DEX (``dex_hedge``)."""
     if order.kind == "liquidation":
         return signer == liquidator
-    return order.kind == "hedge" and order.account == signer
+    return order.kind in ("hedge", "dex_hedge") and order.account == signer

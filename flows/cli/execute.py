@@ -32,6 +32,7 @@ from connectors.kafka_tools import check_brokers, topic_partitions
 from operators.config import Config, ConfigError
 from operators.order_auth import load_secret
 from operators.pretrade import TradingState
+from operators.swap_calls import dex_pairs
 
 log = logging.getLogger("hedgeflow.execute")
 
@@ -134,6 +135,7 @@ def check_config(cfg: Config, signer: str) -> None:
             f"execution.signers must list this executor's address {signer} (the risk stage "
             f"waits for each listed signer's progress); got {ex.signers!r}"
         )
+    dex_pairs(cfg)  # every DEX hedge's token and quote in oracle.tokens, for their decimals
 
 
 def check_chain(cfg: Config, node_chain_id: int) -> None:

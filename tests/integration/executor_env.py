@@ -6,6 +6,11 @@ lists a perp, writes the order secret, the liquidator's encrypted keystore (Anvi
 account 1) and the configuration, and runs ``hedgeflow execute`` as a child process, so
 that a failpoint can kill it. Every check of exactly-once reads the chain alone
 (:meth:`ExecutorEnv.audit`).
+
+With ``dex=True`` it also deploys the real Uniswap pools (``connectors.uniswap``: a
+WETH/USDC V2 pair and V3 pools of fees 500 and 3000) and ``SplitSwap``, configures them as
+the oracle's sources and the signer's book as a DEX hedge of ETH (``risk.dex_hedges``),
+funds the book with WETH and USDC and approves SplitSwap for both (:class:`DexSetup`).
 """
 
 from __future__ import annotations
@@ -27,25 +32,31 @@ from web3 import Web3
 from connectors.anvil import DevNode, mine, receipt, rpc, send_transaction, set_automine
 from connectors.chain_audit import signer_txs
 from connectors.chain_source import Rpc
-from connectors.contracts import DEV_TOKENS, bind, deploy, instrument_id
+from connectors.contracts import DEV_TOKENS, bind, deploy, instrument_id, load_artifact
 from connectors.executor import Executor
 from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import create_topics
+from connectors.uniswap import UniswapDeployed, deploy_uniswap, read_states, token_balance
 from flows.cli.execute import check_store, dev_keys, first_nonce, write_keystore
 from operators import oracle_topic
 from operators.config import (
     Config,
+    DexHedgeConfig,
     ExecutionConfig,
+    OracleConfig,
     OrdersConfig,
     RiskConfig,
+    SourceConfig,
+    TokenConfig,
     TopicsConfig,
     config_toml,
 )
 from operators.exactly_once import audit
 from operators.model import Execution, ExecutionProgress, OraclePrice, Order, RawMessage, Rejected
 from operators.order_auth import encode_signed
+from operators.pool_state import PoolState
 from operators.units import e18
 
 _fills_decoder = msgspec.json.Decoder(Execution | ExecutionProgress)
@@ -74,8 +85,74 @@ def hedgeflow(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subpr
     )
 
 
+BOOK_FUNDS = {"WETH": 10_000 * 10**18, "USDC": 30_000_000 * 10**6}
+"""What the book gets of each test token with ``dex=True``, raw units."""
+UNPOOLED = "0x" + "b7" * 20
+"""A token the DEX set-up lists (as BTC, 8 decimals) and hedges, with no pool."""
+
+
+class DexSetup:
+    """The real Uniswap pools and SplitSwap on the set-up's chain, and the book's wallet."""
+
+    def __init__(self, url: str, deployer: str, book: str):
+        self.url = url
+        self.book = book
+        self.uniswap: UniswapDeployed = deploy_uniswap(url, deployer)
+        self.weth, self.usdc = self.uniswap.tokens["WETH"], self.uniswap.tokens["USDC"]
+        artifact = load_artifact("SplitSwap")
+        data = Web3().eth.contract(abi=artifact.abi, bytecode=artifact.bytecode).constructor()
+        mined = receipt(url, send_transaction(url, deployer, None, data.data_in_transaction,
+                                              gas=3_000_000))  # fmt: skip
+        assert mined.ok and mined.contractAddress is not None
+        self.split_swap = mined.contractAddress.lower()
+        token = Web3().eth.contract(abi=load_artifact("TestERC20").abi)
+        for symbol, amount in BOOK_FUNDS.items():
+            address = self.uniswap.tokens[symbol]
+            mint = token.encode_abi("mint", [Web3.to_checksum_address(book), amount])
+            approve = token.encode_abi(
+                "approve", [Web3.to_checksum_address(self.split_swap), 2**256 - 1]
+            )
+            assert receipt(url, send_transaction(url, deployer, address, mint, gas=100_000)).ok
+            assert receipt(url, send_transaction(url, book, address, approve, gas=100_000)).ok
+
+    def oracle(self) -> OracleConfig:
+        """The pools as the oracle's sources, their tokens keyed by address."""
+        u = self.uniswap
+        v3 = [(u.v3_pools[fee], "uniswap_v3") for fee in sorted(u.v3_pools)]
+        kinds = [(u.v2_pair, "uniswap_v2"), *v3]
+        return OracleConfig(
+            use_default_registry=False,
+            tokens={
+                self.weth: TokenConfig(decimals=18, asset="ETH"),
+                self.usdc: TokenConfig(decimals=6, asset="USDC"),
+                UNPOOLED: TokenConfig(decimals=8, asset="BTC"),
+            },
+            sources=[
+                SourceConfig(address=a, kind=k, token0=self.usdc, token1=self.weth)  # type: ignore[arg-type]
+                for a, k in kinds
+            ],
+        )
+
+    def hedges(self) -> dict[str, dict[str, DexHedgeConfig]]:
+        return {self.book: {
+            "ETH": DexHedgeConfig(token=self.weth, quote=self.usdc),
+            "BTC": DexHedgeConfig(token=UNPOOLED, quote=self.usdc),
+        }}  # fmt: skip
+
+    def states(self, block: int) -> list[PoolState]:
+        """Every pool's state at ``block``."""
+        return read_states(self.url, self.uniswap, block=block)
+
+    def balances(self, block: int | str = "latest") -> dict[str, int]:
+        """The book's WETH and USDC at ``block``, raw units."""
+        return {
+            symbol: token_balance(self.url, address, self.book, block=block)
+            for symbol, address in self.uniswap.tokens.items()
+        }
+
+
 class ExecutorEnv:
-    def __init__(self, tmp: Path, brokers: str, **execution: Any):
+    def __init__(self, tmp: Path, brokers: str, *, dex: bool = False, **execution: Any):
         self.tmp = tmp
         self.brokers = brokers
         self.node = DevNode(state_path=tmp / "anvil.json")
@@ -88,6 +165,9 @@ class ExecutorEnv:
         self.perp = instrument_id(weth, 1, 0, 0)
         self.call(self.deployed.deployer, "list", [Web3.to_checksum_address(weth), 1, 0, 0])
         self.signer = self.deployed.liquidator
+        self.dex = DexSetup(self.url, self.deployed.deployer, self.signer) if dex else None
+        if self.dex is not None:
+            execution = {"split_swap": self.dex.split_swap, **execution}
         self.price_end_ms = 0
         """The newest window end of the ETH rows made so far (:meth:`price_row`), ms."""
         suffix = uuid.uuid4().hex[:8]
@@ -101,7 +181,11 @@ class ExecutorEnv:
         self.keystore.write_bytes(_liquidator_keystore(tmp))
         self.cfg = Config(
             topics=self.topics,
-            risk=RiskConfig(venue=self.deployed.venue),
+            oracle=OracleConfig() if self.dex is None else self.dex.oracle(),
+            risk=RiskConfig(
+                venue=self.deployed.venue,
+                dex_hedges={} if self.dex is None else self.dex.hedges(),
+            ),
             orders=OrdersConfig(secret_file=str(tmp / "secret")),
             execution=ExecutionConfig(
                 signers=[self.signer],
@@ -149,8 +233,14 @@ class ExecutorEnv:
     def signer_txs(self) -> list[Any]:
         """The signer's mined transactions since the set-up (``connectors.chain_audit``)."""
         chain = Rpc(self.url, 10.0)
+        split_swap = "" if self.dex is None else self.dex.split_swap
         return signer_txs(
-            chain, self.signer, self.deployed.venue, self.first_block + 1, self.head_number()
+            chain,
+            self.signer,
+            self.deployed.venue,
+            self.first_block + 1,
+            self.head_number(),
+            split_swap,
         )
 
     def audit(self, order_ids: list[str]) -> list[str]:
@@ -159,7 +249,8 @@ class ExecutorEnv:
         return audit(self.signer_txs(), order_ids, self.signer, self.first_nonce)
 
     def venue_order_ids(self) -> list[str]:
-        """The order ids of the signer's successful venue calls, each as often as on chain."""
+        """The order ids of the signer's successful venue calls and routed swaps, each as
+        often as on chain."""
         return [i for t in self.signer_txs() if t.status == 1 for i in t.order_ids]
 
     # the topics --------------------------------------------------------------------------
@@ -177,6 +268,16 @@ class ExecutorEnv:
         merged.setdefault("size_e18", str(e18(merged["size"])))
         return Order(**merged)
 
+    def dex_order(self, n: int, size: float, price: float, **fields: Any) -> Order:
+        """A ``dex_hedge`` order of the book (the signer) in WETH: ``size`` WETH to buy (> 0)
+        or sell (< 0) at the oracle price ``price`` (USD)."""
+        assert self.dex is not None
+        fields = {"asset": "ETH", "instrument": self.dex.weth, **fields}
+        return self.order(
+            n, kind="dex_hedge", account=self.signer, size=size, price=price,
+            oracle_price=price, underlying_price=price, position=0.0, **fields,
+        )  # fmt: skip
+
     def publish_orders(self, orders: list[Order], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
         for o in orders:
             self.producer.produce(self.topics.orders, encode_signed(o, SECRET), o.account.encode())
@@ -193,13 +294,15 @@ class ExecutorEnv:
             self.producer.poll(0)
         assert self.producer.flush(30) == 0
 
-    def price_row(self, price: float = 2500.0, status: str = "ok", age_ms: int = 0) -> bytes:
-        """An encoded ETH row of the window that ended ``age_ms`` before the head; the
+    def price_row(
+        self, price: float = 2500.0, status: str = "ok", age_ms: int = 0, asset: str = "ETH"
+    ) -> bytes:
+        """An encoded ``asset`` row of the window that ended ``age_ms`` before the head; the
         newest is what :meth:`order` says its price is from."""
         end = self.head_ms() - age_ms
         self.price_end_ms = max(self.price_end_ms, end)
         row = OraclePrice(
-            asset="ETH", window_start_ms=end - 60_000, window_end_ms=end, price=price,
+            asset=asset, window_start_ms=end - 60_000, window_end_ms=end, price=price,
             confidence=1.0, sources=3, status=status, held=False, revision=0,
         )  # fmt: skip
         return oracle_topic.encode(row)

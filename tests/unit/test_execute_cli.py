@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from connectors.anvil import CHAIN_ID
@@ -20,7 +21,14 @@ from flows.cli.execute import (
     write_keystore,
 )
 from flows.cli.main import main
-from operators.config import Config, ConfigError, ExecutionConfig, OrdersConfig, RiskConfig
+from operators.config import (
+    Config,
+    ConfigError,
+    DexHedgeConfig,
+    ExecutionConfig,
+    OrdersConfig,
+    RiskConfig,
+)
 
 SIGNER = "0x" + "5e" * 20
 """Not one of Anvil's dev accounts."""
@@ -42,6 +50,20 @@ def _cfg(**execution: object) -> Config:
         (_cfg(signers=[]), "execution.signers must list this executor's address"),
         (Config(execution=_cfg().execution, orders=_cfg().orders), "risk.venue must name"),
         (Config(execution=_cfg().execution, risk=_cfg().risk), "orders.secret_file must name"),
+        (
+            msgspec.structs.replace(
+                _cfg(),
+                risk=RiskConfig(
+                    venue="0x" + "71" * 20,
+                    dex_hedges={
+                        SIGNER: {
+                            "ETH": DexHedgeConfig(token="0x" + "e7" * 20, quote="0x" + "0c" * 20)
+                        }
+                    },
+                ),
+            ),
+            r"risk.dex_hedges.0x5e5e.*\.ETH\.token: 0xe7e7.* is not in oracle.tokens",
+        ),
     ],
 )
 def test_check_config_when_a_key_is_wrong_then_the_error_names_it(

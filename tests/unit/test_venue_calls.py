@@ -61,3 +61,5 @@ def test_liquidator_sends_liquidations_and_a_book_its_own_hedges() -> None:
     assert not acts_for(an_order(), book, liquidator)
     assert acts_for(an_order(kind="hedge", account=book), book, liquidator)
     assert not acts_for(an_order(kind="hedge", account=book), liquidator, liquidator)
+    assert acts_for(an_order(kind="dex_hedge", account=book), book, liquidator)
+    assert not acts_for(an_order(kind="dex_hedge", account=book), liquidator, liquidator)
