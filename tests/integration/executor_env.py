@@ -122,6 +122,7 @@ class DexSetup:
         kinds = [(u.v2_pair, "uniswap_v2"), *v3]
         return OracleConfig(
             use_default_registry=False,
+            assets=["BTC"],  # published with no source: the unpooled token's asset
             tokens={
                 self.weth: TokenConfig(decimals=18, asset="ETH"),
                 self.usdc: TokenConfig(decimals=6, asset="USDC"),
