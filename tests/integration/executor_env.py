@@ -27,7 +27,7 @@ from web3 import Web3
 from connectors.anvil import DevNode, mine, receipt, rpc, send_transaction, set_automine
 from connectors.chain_audit import signer_txs
 from connectors.chain_source import Rpc
-from connectors.contracts import DEV_TOKENS, bind, deploy, instrument_id
+from connectors.contracts import bind, deploy, instrument_id
 from connectors.executor import Executor
 from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
@@ -84,7 +84,7 @@ class ExecutorEnv:
         self.deployed = deploy(self.url)
         self.w3 = Web3(Web3.HTTPProvider(self.url))
         self.venue = bind(self.w3, "MarginVenue", self.deployed.venue)
-        weth = DEV_TOKENS["WETH"].address
+        weth = self.deployed.tokens["WETH"]
         self.perp = instrument_id(weth, 1, 0, 0)
         self.call(self.deployed.deployer, "list", [Web3.to_checksum_address(weth), 1, 0, 0])
         self.signer = self.deployed.liquidator
