@@ -15,7 +15,8 @@ state at one block with batched ``eth_call`` s (a JSON-RPC batch, on any node): 
 ``getReserves``; V3 ``slot0``, ``liquidity``, ``fee``, ``tickSpacing`` and every
 initialized tick's ``liquidityNet``, found through ``tickBitmap``. :func:`v3_swap` and
 :func:`v2_swap` trade through the caller and return what the pool's ``Swap`` log says it
-took and paid.
+took and paid. For load tests, :func:`load_swaps` makes many real swaps per transaction
+through ``SwapLoad`` (:func:`deploy_swap_load`), one ``Swap`` log each.
 
 Units: token amounts are integers in smallest units; prices are ETH in USD (USDC), whole
 tokens; ``fee`` is in hundredths of a bip (pips), as in the pools.
