@@ -15,7 +15,8 @@ state at one block with batched ``eth_call`` s (a JSON-RPC batch, on any node): 
 ``getReserves``; V3 ``slot0``, ``liquidity``, ``fee``, ``tickSpacing`` and every
 initialized tick's ``liquidityNet``, found through ``tickBitmap``. :func:`v3_swap` and
 :func:`v2_swap` trade through the caller and return what the pool's ``Swap`` log says it
-took and paid.
+took and paid. For load tests, :func:`load_swaps` makes many real swaps per transaction
+through ``SwapLoad`` (:func:`deploy_swap_load`), one ``Swap`` log each.
 
 Units: token amounts are integers in smallest units; prices are ETH in USD (USDC), whole
 tokens; ``fee`` is in hundredths of a bip (pips), as in the pools.
@@ -36,7 +37,7 @@ from web3.types import Nonce
 from web3.utils.address import get_create_address
 
 from connectors.anvil import RpcError, receipt, rpc, send_transaction
-from connectors.contracts import Artifact, load_artifact
+from connectors.artifacts import DEPLOY_GAS, Artifact, deploy_artifact, load_artifact
 from operators import abi
 from operators.pool_math import sqrt_price_x96, v3_liquidity
 from operators.pool_state import V2PoolState, V3PoolState
@@ -87,8 +88,6 @@ token0 of every pool, as on mainnet."""
 TOKEN_SUPPLY = {"USDC": 10**12 * 10**6, "WETH": 10**9 * 10**18}
 """What the deployer mints itself of each token, smallest units."""
 
-_DEPLOY_GAS = 15_000_000
-"""Gas limit of a contract creation or a pool creation (the V3 factory takes about 5M)."""
 _CALL_GAS = 8_000_000
 """Gas limit of a mint or a swap (measured: 665k for 3,000 ETH across the fee-3000 pool's
 ticks; 2.7M for a swap past the fee-500 pool's last tick, walking every bitmap word to the
@@ -181,9 +180,11 @@ def deploy_uniswap(
     deployer = deployer.lower()
     tokens = _deploy_tokens(rpc_url, deployer)
     decimals = {symbol: d for symbol, _, d in TOKENS}
-    caller = _create(rpc_url, deployer, load_artifact("UniswapCaller"), [])
-    v2_factory = _create(rpc_url, deployer, uniswap_artifact("UniswapV2Factory"), [_cs(deployer)])
-    v3_factory = _create(rpc_url, deployer, uniswap_artifact("UniswapV3Factory"), [])
+    caller = deploy_artifact(rpc_url, deployer, load_artifact("UniswapCaller"), [])
+    v2_factory = deploy_artifact(
+        rpc_url, deployer, uniswap_artifact("UniswapV2Factory"), [_cs(deployer)]
+    )
+    v3_factory = deploy_artifact(rpc_url, deployer, uniswap_artifact("UniswapV3Factory"), [])
     for symbol, token in tokens.items():
         _transact(
             rpc_url, deployer, token, _encode("TestERC20", "mint", deployer, TOKEN_SUPPLY[symbol])
@@ -191,14 +192,14 @@ def deploy_uniswap(
         _transact(rpc_url, deployer, token, _encode("TestERC20", "approve", caller, 2**256 - 1))
     token0, token1 = sorted(tokens.values())
     create_pair = _encode("UniswapV2Factory", "createPair", token0, token1)
-    _transact(rpc_url, deployer, v2_factory, create_pair, _DEPLOY_GAS)
+    _transact(rpc_url, deployer, v2_factory, create_pair, DEPLOY_GAS)
     v2_pair = _address(
         _call(rpc_url, v2_factory, _encode("UniswapV2Factory", "getPair", token0, token1))
     )
     v3_pools: dict[int, str] = {}
     for fee in fees:
         create_pool = _encode("UniswapV3Factory", "createPool", token0, token1, fee)
-        _transact(rpc_url, deployer, v3_factory, create_pool, _DEPLOY_GAS)
+        _transact(rpc_url, deployer, v3_factory, create_pool, DEPLOY_GAS)
         get_pool = _encode("UniswapV3Factory", "getPool", token0, token1, fee)
         v3_pools[fee] = _address(_call(rpc_url, v3_factory, get_pool))
     weth_is_token0 = tokens["WETH"] == token0
@@ -244,7 +245,7 @@ def _deploy_tokens(rpc_url: str, deployer: str) -> dict[str, str]:
     artifact = load_artifact("TestERC20")
     for n in range(nonce, nonce + len(TOKENS)):
         symbol, name, decimals = by_nonce[n]
-        tokens[symbol] = _create(rpc_url, deployer, artifact, [name, symbol, decimals])
+        tokens[symbol] = deploy_artifact(rpc_url, deployer, artifact, [name, symbol, decimals])
     return tokens
 
 
@@ -262,18 +263,6 @@ def _tick_range(low: float, high: float, spacing: int, pool: _Orientation) -> tu
     lower = usable_min if lo_tick is None else lo_tick // spacing * spacing
     upper = usable_max if hi_tick is None else -(-hi_tick // spacing) * spacing
     return lower, upper
-
-
-def _create(rpc_url: str, sender: str, artifact: Artifact, args: list[Any]) -> str:
-    """Deploy ``artifact`` with constructor ``args``; the new contract's address."""
-    factory = Web3().eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    data = factory.constructor(*args).data_in_transaction
-    tx_hash = send_transaction(rpc_url, sender, None, data, gas=_DEPLOY_GAS)
-    mined = _receipt(rpc_url, tx_hash)
-    if mined["status"] != "0x1" or mined["contractAddress"] is None:
-        msg = f"deploying {artifact.contractName} failed: {mined!r}"
-        raise RuntimeError(msg)
-    return str(mined["contractAddress"]).lower()
 
 
 def _transact(rpc_url: str, sender: str, to: str, data: str, gas: int = _CALL_GAS) -> int:
@@ -467,8 +456,9 @@ def v3_swap(
     """
     if sqrt_price_limit_x96 is None:
         sqrt_price_limit_x96 = default_price_limit(zero_for_one)
-    data = _encode("UniswapCaller", "v3Swap", pool, zero_for_one, amount_in,
-                   sqrt_price_limit_x96, recipient or sender)  # fmt: skip
+    data = v3_swap_calldata(
+        pool, zero_for_one, amount_in, sqrt_price_limit_x96, recipient or sender
+    )
     mined = _simulate_and_send(rpc_url, sender, deployed.caller, data)
     log = _only_log(mined, pool, abi.V3_SWAP)
     raw = abi.data_bytes(log["data"], 5)
@@ -502,8 +492,7 @@ def v2_swap(
     invariant holds after the fee, so ``amount_out`` is the quote; more than
     ``getAmountOut`` reverts with ``UniswapV2: K``: :class:`connectors.anvil.RpcError`, nothing
     sent."""
-    data = _encode("UniswapCaller", "v2Swap", pair, zero_for_one, amount_in, amount_out,
-                   recipient or sender)  # fmt: skip
+    data = v2_swap_calldata(pair, zero_for_one, amount_in, amount_out, recipient or sender)
     mined = _simulate_and_send(rpc_url, sender, deployed.caller, data)
     log = _only_log(mined, pair, _V2_SWAP)
     in0, in1, out0, out1 = abi.data_words(log["data"], 4)
@@ -514,6 +503,25 @@ def v2_swap(
         block=int(mined["blockNumber"], 16),
         tx_hash=mined["transactionHash"],
     )
+
+
+def v3_swap_calldata(
+    pool: str, zero_for_one: bool, amount_in: int, sqrt_price_limit_x96: int, recipient: str
+) -> str:
+    """The calldata of the caller's ``v3Swap``: sell ``amount_in`` (exact input) on ``pool``
+    down (``zero_for_one``) or up to ``sqrt_price_limit_x96``, the output to ``recipient``;
+    the transaction's sender pays."""
+    return _encode("UniswapCaller", "v3Swap", pool, zero_for_one, amount_in,
+                   sqrt_price_limit_x96, recipient)  # fmt: skip
+
+
+def v2_swap_calldata(
+    pair: str, zero_for_one: bool, amount_in: int, amount_out: int, recipient: str
+) -> str:
+    """The calldata of the caller's ``v2Swap``: pay ``amount_in`` into ``pair`` and take
+    ``amount_out`` of the other token to ``recipient``; the transaction's sender pays."""
+    return _encode("UniswapCaller", "v2Swap", pair, zero_for_one, amount_in, amount_out,
+                   recipient)  # fmt: skip
 
 
 def _simulate_and_send(rpc_url: str, sender: str, to: str, data: str) -> dict[str, Any]:
@@ -559,3 +567,52 @@ def fund(rpc_url: str, deployed: UniswapDeployed, account: str, amounts: dict[st
 def _cs(address: str) -> str:
     """The checksummed form of an address, as web3's encoders require."""
     return str(Web3.to_checksum_address(address))
+
+
+LOAD_SWAP_GAS = 50_000
+"""Gas of one swap of ``SwapLoad.swaps``, with margin (measured: 29-33k each in a
+transaction of 500 or 1,000, the pool's storage warm; 127k for a lone swap)."""
+_LOAD_TX_GAS = 100_000
+"""Gas of a ``SwapLoad.swaps`` transaction besides its swaps."""
+LOAD_FUNDS_USDC = 10**9 * 10**6
+"""What :func:`deploy_swap_load` mints to the load contract, USDC smallest units."""
+
+
+def deploy_swap_load(rpc_url: str, deployed: UniswapDeployed) -> str:
+    """Deploy ``SwapLoad`` (``infra/contracts/SwapLoad.sol``) and mint it
+    :data:`LOAD_FUNDS_USDC` to pay the pools with; its address. USDC must be token0 of the
+    pools it trades on (:data:`TOKENS`: it is)."""
+    load = deploy_artifact(rpc_url, deployed.deployer, load_artifact("SwapLoad"), [])
+    mint = _encode("TestERC20", "mint", load, LOAD_FUNDS_USDC)
+    _transact(rpc_url, deployed.deployer, deployed.tokens["USDC"], mint)
+    return load
+
+
+def load_swaps(
+    rpc_url: str,
+    load: str,
+    pool: str,
+    sender: str,
+    count: int,
+    *,
+    per_tx: int = 500,
+    amount0: int = 10**6,
+) -> list[int]:
+    """Make ``count`` real swaps on the V3 ``pool`` through the load contract ``load``,
+    ``per_tx`` in each transaction (each swap is one ``Swap`` log of the pool); the blocks
+    that hold them, each transaction mined before the next is sent.
+
+    Swaps alternate: ``amount0`` of token0 (default 1 USDC) sold, then the token1 bought
+    sold back (``SwapLoad.swaps``). A transaction's gas is :data:`LOAD_SWAP_GAS` per swap:
+    about 600 fit Anvil's default 30M block gas limit; for more, start the node with a
+    larger ``gas_limit``.
+    """
+    if count < 1 or per_tx < 1:
+        msg = f"count and per_tx must be >= 1; got {count!r} and {per_tx!r}"
+        raise ValueError(msg)
+    blocks = []
+    for start in range(0, count, per_tx):
+        n = min(per_tx, count - start)
+        data = _encode("SwapLoad", "swaps", pool, n, amount0)
+        blocks.append(_transact(rpc_url, sender, load, data, _LOAD_TX_GAS + LOAD_SWAP_GAS * n))
+    return sorted(set(blocks))

@@ -1,14 +1,19 @@
-"""``hedgeflow devchain``: a local chain with the venue, the test pools and the feed.
+"""``hedgeflow devchain``: a local chain with the venue, the real Uniswap pools and the feed.
 
 1. start Anvil (:class:`connectors.anvil.DevNode`), its chain kept in ``OUT/state.json``;
-2. deploy the venue, the V3-style pool, the V2-style pair and the feed;
+2. deploy (``connectors.contracts.deploy``) the test tokens USDC and WETH, the real
+   Uniswap V2 pair and V3 pools (fees 500 and 3000) with their liquidity, the venue and
+   the feed;
 3. write ``OUT/devchain.toml`` (the configuration whose oracle reads them) and
    ``OUT/deployed.json`` (their addresses, the RPC URL and the state file);
 4. with ``scenario``, run a seeded scenario, one block per step: list instruments (spot,
    perp, calls and puts on ETH), deposit collateral for every account, then for an hour
-   of 12 s blocks move the ETH price along a random path with a crash of about 25%
-   (V3 swaps, V2 syncs, Chainlink answers) while the accounts trade; then some accounts
-   withdraw. The scenario liquidates nobody: the crash leaves accounts under maintenance
+   of 12 s blocks move the ETH price along a random path with a crash of about 25% while
+   the accounts trade; then some accounts withdraw. The prices move by real swaps: in
+   each block every pool (most blocks) is swapped to the path's price (each pool with its
+   own noise), the input sized exactly for it (``operators.pool_moves``), so the pools'
+   own ``Swap`` and ``Sync`` logs carry the path; the feed answers on deviation or
+   heartbeat. The scenario liquidates nobody: the crash leaves accounts under maintenance
    margin, for hedgeflow's risk stage to order and its executor to liquidate (``hedgeflow
    demo`` runs that loop). The liquidator's key (account 1) sends nothing here.
 
@@ -38,7 +43,6 @@ from web3 import Web3
 from connectors.anvil import DevNode, mine, rpc, send_transaction, set_automine
 from connectors.chain_source import chain_messages
 from connectors.contracts import (
-    DEV_TOKENS,
     UNDERLYING,
     Deployed,
     bind,
@@ -48,12 +52,15 @@ from connectors.contracts import (
     instrument_id,
 )
 from connectors.recording import write_recording
+from connectors.uniswap import read_states, v2_swap_calldata, v3_swap_calldata
 from flows.cli.generate import FEED_DEVIATION
 from flows.cli.runner import wait_for_interrupt
 from operators.abi import quantity
 from operators.config import Config, ConfigError, config_toml
 from operators.greeks import bsm
-from operators.pool_math import sqrt_price_x96, v2_reserves, v3_amounts, v3_liquidity, v3_tick
+from operators.pool_math import sqrt_price_x96
+from operators.pool_moves import v2_after, v2_swap_to_price, v3_after, v3_swap_to_price
+from operators.pool_state import V2PoolState, V3PoolState
 from operators.registry import PoolSource, Registry
 from operators.units import E18, YEAR_S, InstrumentKind
 
@@ -75,17 +82,13 @@ CRASH_BLOCKS = 5
 """Blocks the crash is spread over (a minute)."""
 SOURCE_NOISE = 0.0005
 """Standard deviation of each source's log price around the path."""
-V3_DEPTH_USD = 40e6
-"""The V3-style pool's depth (its decoded weight), USD."""
-V2_DEPTH_USD = 10e6
-"""The V2-style pair's depth (twice its quote reserve), USD."""
 FEED_HEARTBEAT_BLOCKS = 20
 """The feed answers when the price moved ``FEED_DEVIATION`` since its last answer, or
 after this many blocks (240 s, within the oracle's default max age of 300 s)."""
 V3_SWAP_PROB = 0.9
-"""Chance that the pool trades in a block..."""
+"""Chance that a V3 pool is swapped to the path in a block..."""
 V2_SWAP_PROB = 0.4
-"""...and that the pair does."""
+"""...and that the V2 pair is."""
 TRADES_PER_ACCOUNT = 5.0
 """Mean trades per account over the scenario."""
 OPTION_VOL = 0.6
@@ -100,10 +103,15 @@ NO_ORDER = bytes(32)
 """The ``orderId`` of a venue call that no order drives (the scenario's trades):
 bytes32(0)."""
 _CALL_GAS = 150_000
-"""Gas limit of a scenario call (each uses under 100k)."""
-_MAX_TXS_PER_BLOCK = 150
-"""The scenario's transactions per block at most (150 x 150k gas fits Anvil's 30M block
-gas limit, with room for an executor's few transactions of 300k)."""
+"""Gas limit of a scenario call to the venue or the feed (each uses under 100k)."""
+_SWAP_GAS = 2_500_000
+"""Gas limit of a scenario swap (measured: up to 987k, a crash step across a ladder of
+initialized ticks, each crossing some 50k)."""
+_PRICE_TXS = 4
+"""Price updates per block at most: the three pools and the feed."""
+_MAX_TXS_PER_BLOCK = 120
+"""The scenario's transactions per block at most (3 x 2.5M + 117 x 150k gas, 25M, fits
+Anvil's 30M block gas limit, with room for an executor's few transactions of 300k)."""
 
 
 def devchain(
@@ -215,9 +223,9 @@ class Instrument:
     """Unix s; 0 for spot and perps."""
 
 
-def instruments() -> list[Instrument]:
-    """The scenario's instruments: ETH spot and perp, calls and puts at every strike/expiry."""
-    underlying = DEV_TOKENS[UNDERLYING].address
+def instruments(underlying: str) -> list[Instrument]:
+    """The scenario's instruments on ``underlying`` (the WETH token's address): ETH spot
+    and perp, calls and puts at every strike/expiry."""
     terms = [(InstrumentKind.SPOT, 0.0, 0), (InstrumentKind.PERP, 0.0, 0)]
     for days in EXPIRIES_DAYS:
         expiry = GENESIS_TIMESTAMP + days * 86_400 + 8 * 3600
@@ -266,6 +274,12 @@ class Scenario:
     ``steps`` price steps (one block each) after the listing and deposit blocks; each block
     is mined at least ``pace_s`` seconds (wall clock) after the one before, and
     ``on_block()`` is called after each (the demo checks its processes there).
+
+    The scenario alone trades on the pools: it keeps their state from the deployment on,
+    each swap applied as the pool computes it, so that its transactions are the same
+    whatever else joins its blocks. ``moves`` lists each swap's (step, block, pool, target
+    ``sqrtPriceX96``): the V3 pools land on it exactly, the V2 pair's reserve ratio within
+    one unit of input.
     """
 
     def __init__(
@@ -286,25 +300,29 @@ class Scenario:
         self.path, self.crash_at = price_path(seed, steps)
         self.pace_s = pace_s
         self.on_block = on_block
-        self.instruments = instruments()
+        self.instruments = instruments(chain.deployed.tokens[UNDERLYING])
         self.accounts = [a.lower() for a in rpc(self.url, "eth_accounts")][2 : 2 + accounts]
         registry = Registry.from_config(chain.cfg.oracle)
-        v3 = registry.by_address[chain.deployed.v3_pool]
-        v2 = registry.by_address[chain.deployed.v2_pair]
-        assert isinstance(v3, PoolSource) and isinstance(v2, PoolSource)
-        self.v3, self.v2 = v3, v2
+        self.sources: dict[str, PoolSource] = {}
+        for address in chain.deployed.pools:
+            source = registry.by_address[address]
+            assert isinstance(source, PoolSource)
+            self.sources[address] = source
+        self.states = {
+            state.address: state for state in read_states(self.url, self.deployed.uniswap)
+        }
+        self.moves: list[tuple[int, int, str, int]] = []
         w3 = Web3()
         self.venue = bind(w3, "MarginVenue", chain.deployed.venue)
-        self.pool = bind(w3, "TestUniswapV3Pool", chain.deployed.v3_pool)
-        self.pair = bind(w3, "TestUniswapV2Pair", chain.deployed.v2_pair)
         self.feed = bind(w3, "TestAggregator", chain.deployed.feed)
-        self.block_ts = GENESIS_TIMESTAMP + BLOCK_TIME_S  # the deployment block's
+        latest = rpc(self.url, "eth_getBlockByNumber", ["latest", False])
+        self.block = quantity(latest["number"], "number")
+        self.block_ts = quantity(latest["timestamp"], "timestamp")  # the deployment's last
         self.pending: list[str] = []
         self.counts: dict[str, int] = {}
         self.others = 0
         """Transactions in the scenario's blocks that it did not send (the executor's)."""
         self.usdc: dict[str, int] = {}
-        self.sqrt_price = 0
         self.feed_price = 0.0
         self.feed_step = 0
         self.next_block_at = 0.0
@@ -313,7 +331,7 @@ class Scenario:
         started = time.monotonic()
         set_automine(self.url, False)
         for inst in self.instruments:
-            args = [Web3.to_checksum_address(DEV_TOKENS[UNDERLYING].address), inst.kind]
+            args = [self._token(UNDERLYING), inst.kind]
             self._send(
                 "listed", self.deployed.deployer, self.venue, "list",
                 [*args, _e18(inst.strike), inst.expiry],
@@ -330,7 +348,7 @@ class Scenario:
         trades_per_step = TRADES_PER_ACCOUNT * len(self.accounts) / self.steps
         for step in range(1, self.steps + 1):
             self._move_prices(step)
-            room = _MAX_TXS_PER_BLOCK - 3  # 3 price updates at most
+            room = _MAX_TXS_PER_BLOCK - _PRICE_TXS
             for _ in range(min(int(self.rng.poisson(trades_per_step)), room)):
                 self._trade(step)
             self.mine()
@@ -348,25 +366,43 @@ class Scenario:
         )  # fmt: skip
 
     def _move_prices(self, step: int) -> None:
-        """Swap the pool and the pair to the path (with noise); answer the feed if due."""
+        """Swap the pools to the path (each with its own noise); answer the feed if due."""
         price = float(self.path[step])
-        if step == 0 or self.rng.random() < V3_SWAP_PROB:
-            sqrt_price = sqrt_price_x96(self._noisy(price), self.v3)
-            liquidity = v3_liquidity(V3_DEPTH_USD, sqrt_price, self.v3)
-            amount0, amount1 = v3_amounts(liquidity, self.sqrt_price or sqrt_price, sqrt_price)
-            args = [amount0, amount1, sqrt_price, liquidity, v3_tick(sqrt_price)]
-            self._send("v3_swaps", self.deployed.deployer, self.pool, "swap", args)
-            self.sqrt_price = sqrt_price
-        if step == 0 or self.rng.random() < V2_SWAP_PROB:
-            reserve0, reserve1 = v2_reserves(self._noisy(price), V2_DEPTH_USD, self.v2)
-            to = Web3.to_checksum_address(self.deployed.deployer)
-            self._send("v2_syncs", self.deployed.deployer, self.pair, "swap",
-                       [reserve0, reserve1, to])  # fmt: skip
+        for address, state in self.states.items():
+            chance = V2_SWAP_PROB if isinstance(state, V2PoolState) else V3_SWAP_PROB
+            if step == 0 or self.rng.random() < chance:
+                target = sqrt_price_x96(self._noisy(price), self.sources[address])
+                self._swap_to(step, state, target)
         moved = step > 0 and abs(price / self.feed_price - 1) >= FEED_DEVIATION
         if step == 0 or moved or step - self.feed_step >= FEED_HEARTBEAT_BLOCKS:
             self._send("feed_answers", self.deployed.deployer, self.feed, "update",
                        [feed_answer(round(price, 8))])  # fmt: skip
             self.feed_price, self.feed_step = price, step
+
+    def _swap_to(self, step: int, state: V2PoolState | V3PoolState, target: int) -> None:
+        """Send the swap that moves the pool ``state`` to ``target`` (``sqrtPriceX96``) in
+        the next block, through the caller, the deployer paying and receiving."""
+        block, deployer = self.block + 1, self.deployed.deployer
+        if isinstance(state, V3PoolState):
+            move = v3_swap_to_price(state, target)
+            if move is None:
+                return
+            data = v3_swap_calldata(state.address, move.zero_for_one, move.amount_in, target,
+                                    deployer)  # fmt: skip
+            self.states[state.address] = v3_after(state, move.swap, block)
+            what = "v3_swaps"
+        else:
+            v2_move = v2_swap_to_price(state, target)
+            if v2_move is None:
+                return
+            data = v2_swap_calldata(state.address, v2_move.zero_for_one, v2_move.amount_in,
+                                    v2_move.amount_out, deployer)  # fmt: skip
+            self.states[state.address] = v2_after(state, v2_move, block)
+            what = "v2_swaps"
+        caller = self.deployed.uniswap.caller
+        self.pending.append(send_transaction(self.url, deployer, caller, data, gas=_SWAP_GAS))
+        self.counts[what] = self.counts.get(what, 0) + 1
+        self.moves.append((step, block, state.address, target))
 
     def _noisy(self, price: float) -> float:
         return price * math.exp(self.rng.normal(0.0, SOURCE_NOISE))
@@ -413,7 +449,7 @@ class Scenario:
         self.mine()
 
     def _token(self, symbol: str) -> str:
-        return Web3.to_checksum_address(DEV_TOKENS[symbol].address)
+        return Web3.to_checksum_address(self.deployed.tokens[symbol])
 
     def _send(self, what: str, sender: str, contract: Any, fn: str, args: list[Any]) -> None:
         data = contract.encode_abi(fn, args=args)
@@ -428,6 +464,7 @@ class Scenario:
         time.sleep(max(0.0, self.next_block_at - time.monotonic()))
         self.block_ts += BLOCK_TIME_S
         mine(self.url, timestamp=self.block_ts)
+        self.block = head(self.url)
         self.next_block_at = time.monotonic() + self.pace_s
         raw = rpc(self.url, "eth_getBlockReceipts", ["latest"])
         receipts = {r.transactionHash: r for r in msgspec.convert(raw, list[_Receipt])}

@@ -43,6 +43,7 @@ import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.anvil import rpc
+from connectors.contracts import UNDERLYING
 from connectors.kafka_tools import create_topics
 from connectors.local_server import die_with_parent
 from connectors.recording import iter_messages, load_recording
@@ -179,7 +180,8 @@ def loop_config(chain: DevChain, out_dir: Path, topic_prefix: str) -> Config:
     names = [f.name for f in msgspec.structs.fields(TopicsConfig)]
     topics = TopicsConfig(**{n: f"{topic_prefix}.{n.replace('_', '.')}" for n in names})
     book = str(rpc(chain.rpc_url, "eth_accounts")[2]).lower()  # the first trading account
-    perp = next(i.id for i in instruments() if i.kind == InstrumentKind.PERP)
+    underlying = deployed.tokens[UNDERLYING]
+    perp = next(i.id for i in instruments(underlying) if i.kind == InstrumentKind.PERP)
     secret = out_dir / "order.secret"
     # hex text: the secret is read stripped of whitespace, which random bytes may end with
     _private_file(secret, (secrets.token_hex(32) + "\n").encode())

@@ -1,4 +1,10 @@
-"""Backfill throughput of the ingest flow against Anvil, for a contract with 100k logs.
+"""Backfill throughput of the ingest flow against Anvil, for a real V3 pool with 100k logs.
+
+The logs are real: 100k swaps on the dev chain's Uniswap V3 pool (fee 500), ``--per-tx``
+in each transaction, made by the load contract ``SwapLoad`` (``connectors.uniswap.
+load_swaps``); each swap is one ``Swap`` log of the pool (and two ``Transfer`` logs of the
+tokens, which the ingest's address filter leaves out). The node runs with a 100M block
+gas limit, so that 1,000 swaps (29k gas each) fit one transaction.
 
 Prints the node alone (``eth_getLogs`` over the same ranges, no flow) and the ingest
 flow end to end (node -> Bytewax -> Kafka on Tansu), both in logs/s. The flow should be
@@ -12,19 +18,19 @@ import logging
 import time
 
 import msgspec
-from web3 import Web3
-from web3.providers.rpc import HTTPProvider
 
 from connectors.anvil import DevNode, rpc
 from connectors.broker import EmbeddedBroker
 from connectors.chain_source import Rpc
-from connectors.contracts import bind, deploy, devchain_config
+from connectors.contracts import deploy, devchain_config
 from connectors.kafka_tools import create_topics
+from connectors.uniswap import deploy_swap_load, load_swaps
 from flows.cli.runner import run
 from flows.ingest import ingest_flow
-from operators.pool_math import sqrt_price_x96
-from operators.registry import PoolSource, Registry
 from operators.stages import stage_params
+
+GAS_LIMIT = 100_000_000
+"""The node's block gas limit: room for a transaction of 1,000 swaps."""
 
 
 def main() -> None:
@@ -35,19 +41,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    with DevNode() as node, EmbeddedBroker() as broker:
+    with DevNode(gas_limit=GAS_LIMIT) as node, EmbeddedBroker() as broker:
         deployed = deploy(node.rpc_url)
         cfg = devchain_config(deployed)
-        src = Registry.from_config(cfg.oracle).by_address[deployed.v3_pool]
-        assert isinstance(src, PoolSource)
-        pool = bind(Web3(HTTPProvider(node.rpc_url)), "TestUniswapV3Pool", deployed.v3_pool)
-        sender = {"from": Web3.to_checksum_address(deployed.deployer), "gas": 30_000_000}
+        load = deploy_swap_load(node.rpc_url, deployed.uniswap)
+        pool = deployed.uniswap.v3_pools[500]
         started = time.perf_counter()
-        for _ in range(args.logs // args.per_tx):
-            call = pool.functions.emitSwaps(
-                args.per_tx, 1, -1, sqrt_price_x96(1800.0, src), 10**18, 0
-            )
-            call.transact(sender)  # type: ignore[arg-type]
+        load_swaps(node.rpc_url, load, pool, deployed.deployer, args.logs, per_tx=args.per_tx)
         first, head = deployed.block, int(rpc(node.rpc_url, "eth_blockNumber"), 16)
         emitted_s = time.perf_counter() - started
         print(f"emitted {args.logs} logs in blocks {first}..{head} in {emitted_s:.1f} s")

@@ -32,13 +32,13 @@ from web3 import Web3
 from connectors.anvil import DevNode, mine, receipt, rpc, send_transaction, set_automine
 from connectors.chain_audit import signer_txs
 from connectors.chain_source import Rpc
-from connectors.contracts import DEV_TOKENS, bind, deploy, instrument_id, load_artifact
+from connectors.contracts import bind, deploy, instrument_id, load_artifact
 from connectors.executor import Executor
 from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import create_topics
-from connectors.uniswap import UniswapDeployed, deploy_uniswap, read_states, token_balance
+from connectors.uniswap import UniswapDeployed, read_states, token_balance
 from flows.cli.execute import check_store, dev_keys, first_nonce, write_keystore
 from operators import oracle_topic
 from operators.config import (
@@ -94,10 +94,10 @@ UNPOOLED = "0x" + "b7" * 20
 class DexSetup:
     """The real Uniswap pools and SplitSwap on the set-up's chain, and the book's wallet."""
 
-    def __init__(self, url: str, deployer: str, book: str):
+    def __init__(self, url: str, uniswap: UniswapDeployed, deployer: str, book: str):
         self.url = url
         self.book = book
-        self.uniswap: UniswapDeployed = deploy_uniswap(url, deployer)
+        self.uniswap = uniswap
         self.weth, self.usdc = self.uniswap.tokens["WETH"], self.uniswap.tokens["USDC"]
         artifact = load_artifact("SplitSwap")
         data = Web3().eth.contract(abi=artifact.abi, bytecode=artifact.bytecode).constructor()
@@ -162,11 +162,15 @@ class ExecutorEnv:
         self.deployed = deploy(self.url)
         self.w3 = Web3(Web3.HTTPProvider(self.url))
         self.venue = bind(self.w3, "MarginVenue", self.deployed.venue)
-        weth = DEV_TOKENS["WETH"].address
+        weth = self.deployed.tokens["WETH"]
         self.perp = instrument_id(weth, 1, 0, 0)
         self.call(self.deployed.deployer, "list", [Web3.to_checksum_address(weth), 1, 0, 0])
         self.signer = self.deployed.liquidator
-        self.dex = DexSetup(self.url, self.deployed.deployer, self.signer) if dex else None
+        self.dex = (
+            DexSetup(self.url, self.deployed.uniswap, self.deployed.deployer, self.signer)
+            if dex
+            else None
+        )
         if self.dex is not None:
             execution = {"split_swap": self.dex.split_swap, **execution}
         self.price_end_ms = 0

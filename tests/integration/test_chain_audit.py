@@ -11,7 +11,7 @@ from web3 import Web3
 from connectors.anvil import DevNode, receipt, rpc, send_transaction
 from connectors.chain_audit import signer_txs, venue_order_ids
 from connectors.chain_source import Rpc
-from connectors.contracts import DEV_TOKENS, Deployed, bind, deploy, instrument_id
+from connectors.contracts import Deployed, bind, deploy, instrument_id
 from operators.exactly_once import audit
 from operators.risk import order_id
 
@@ -39,7 +39,7 @@ def test_audit_of_a_dev_keys_trades_reports_exactly_the_repeated_order_id(
 ) -> None:
     url = devnode.rpc_url
     venue = bind(Web3(), "MarginVenue", deployed.venue)
-    weth = DEV_TOKENS["WETH"].address
+    weth = deployed.tokens["WETH"]
     perp = instrument_id(weth, 1, 0, 0)
     listing = venue.encode_abi("list", args=[Web3.to_checksum_address(weth), 1, 0, 0])
     assert receipt(url, send_transaction(url, deployed.deployer, deployed.venue, listing,

@@ -1,12 +1,15 @@
-"""The dev chain on a real Anvil: deployment, the events of every contract, reorgs, restarts.
+"""The dev chain on a real Anvil: deployment, the events of every contract, the scenario's
+prices set by real swaps, reorgs, restarts.
 
-Pool, pair and feed logs are fetched with ``eth_getLogs`` and decoded by the oracle's own
-``Decoder`` (the code that decodes mainnet); venue logs by web3 with the artifact's ABI.
+The pools are the real Uniswap V2 pair and V3 pools (``connectors.uniswap``). Pool, pair
+and feed logs are fetched with ``eth_getLogs`` and decoded by the oracle's own ``Decoder``
+(the code that decodes mainnet); venue logs by web3 with the artifact's ABI.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 from fractions import Fraction
 from pathlib import Path
@@ -14,32 +17,49 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from web3 import Web3
 
 from connectors.anvil import DevNode, receipt, reorg, rpc, send_transaction
 from connectors.contracts import (
-    DEV_TOKENS,
     FEED_DECIMALS,
     Deployed,
     bind,
     deploy,
     devchain_config,
-    emit_swaps,
     feed_answer,
     instrument_id,
 )
-from flows.cli.devchain import Scenario, dev_chain, devchain, head
+from connectors.uniswap import (
+    deploy_swap_load,
+    load_swaps,
+    read_v2_state,
+    read_v3_state,
+    v2_swap,
+    v3_swap,
+    v3_swap_calldata,
+)
+from flows.cli.devchain import SOURCE_NOISE, Scenario, dev_chain, devchain, head
+from operators import abi
 from operators.config import load_config
 from operators.decode import Decoder
 from operators.model import Observation, RawMessage
-from operators.pool_math import sqrt_price_x96, v2_reserves, v3_liquidity, v3_tick
+from operators.pool_math import sqrt_price_x96, v3_depth, v3_price
+from operators.pool_moves import v2_swap_to_price, v3_swap_to_price
+from operators.pool_state import V2PoolState
 from operators.registry import PoolSource, Registry
 from operators.risk import order_id
+from operators.uniswap_math import tick_at_sqrt_ratio
 from operators.venue import CollateralMove, Fill, InstrumentListed, decode_venue
 
 GAS = 200_000
 PRICES = [1234.5, 3000.0, 2999.99, 250.125, 9876.54321, 0.5, 41_000.0, 1.0]
-"""ETH prices in USD to set on-chain, including awkward ones."""
+"""ETH prices in USD to swap the pools to, including awkward ones."""
+SWAPS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+"""Each example is a few RPC round trips on Anvil."""
 
 
 @pytest.fixture(scope="module")
@@ -90,69 +110,106 @@ def test_deploy_when_run_then_every_contract_has_code_and_config_registers_sourc
 ) -> None:
     for address in deployed.contracts:
         assert len(rpc(devnode.rpc_url, "eth_getCode", [address, "latest"])) > 2, address
+    for address in deployed.tokens.values():  # real tokens, no made-up addresses
+        assert len(rpc(devnode.rpc_url, "eth_getCode", [address, "latest"])) > 2, address
     assert all(a == a.lower() and len(a) == 42 for a in deployed.contracts)
-    assert set(registry.by_address) == {deployed.v3_pool, deployed.v2_pair, deployed.feed}
+    assert set(registry.by_address) == {*deployed.pools, deployed.feed}
+    assert len(deployed.pools) == 3
     assert registry.assets == ("ETH",)
     venue = bind(Web3(Web3.HTTPProvider(devnode.rpc_url)), "MarginVenue", deployed.venue)
     assert venue.functions.isLiquidator(Web3.to_checksum_address(deployed.liquidator)).call()
     assert venue.functions.owner().call().lower() == deployed.deployer
 
 
-def test_v3_swaps_when_decoded_then_prices_and_depth_are_those_set_on_chain(
-    devnode: DevNode, deployed: Deployed, registry: Registry
-) -> None:
-    src = _source(registry, deployed.v3_pool)
-    pool = bind(Web3(), "TestUniswapV3Pool", deployed.v3_pool)
-    first = None
-    sent = []
-    for price in PRICES:
-        sqrt_p = sqrt_price_x96(price, src)
-        liquidity = v3_liquidity(1e7, sqrt_p, src)
-        args = [-(10**9), 10**18, sqrt_p, liquidity, v3_tick(sqrt_p)]
-        block = _call(devnode, deployed.deployer, pool, "swap", args)
-        first = first or block
-        sent.append((price, sqrt_p))
+def _swap_v3_to(node: DevNode, deployed: Deployed, pool: str, target: int) -> int:
+    """Swap the real V3 ``pool`` to ``target`` (``sqrtPriceX96``) with the input
+    ``operators.pool_moves`` sizes; the block. The pool must land on it exactly."""
+    state = read_v3_state(node.rpc_url, pool)
+    move = v3_swap_to_price(state, target)
+    assert move is not None
+    swap = move.swap
+    fill = v3_swap(node.rpc_url, deployed.uniswap, pool, deployed.deployer,
+                   zero_for_one=move.zero_for_one, amount_in=move.amount_in,
+                   sqrt_price_limit_x96=target)  # fmt: skip
+    assert (fill.amount_in, fill.amount_out) == (swap.amount_in, swap.amount_out)
+    assert (fill.sqrt_price_x96, fill.tick, fill.liquidity) == (target, swap.tick, swap.liquidity)
+    return fill.block
 
-    observations = _decode(registry, _logs(devnode, deployed.v3_pool, first))
+
+def _swap_v2_to(node: DevNode, deployed: Deployed, target: int) -> tuple[int, V2PoolState]:
+    """Swap the real V2 pair to ``target`` with the input ``operators.pool_moves`` sizes;
+    the block and the pair's state after."""
+    pair = deployed.uniswap.v2_pair
+    move = v2_swap_to_price(read_v2_state(node.rpc_url, pair), target)
+    assert move is not None
+    fill = v2_swap(node.rpc_url, deployed.uniswap, pair, deployed.deployer,
+                   zero_for_one=move.zero_for_one, amount_in=move.amount_in,
+                   amount_out=move.amount_out)  # fmt: skip
+    return fill.block, read_v2_state(node.rpc_url, pair, block=fill.block)
+
+
+@pytest.mark.parametrize("fee", [500, 3000])
+def test_v3_swaps_when_decoded_then_prices_and_depth_are_the_pools_own(
+    devnode: DevNode, deployed: Deployed, registry: Registry, fee: int
+) -> None:
+    pool = deployed.uniswap.v3_pools[fee]
+    src = _source(registry, pool)
+    targets = [sqrt_price_x96(price, src) for price in PRICES]
+    blocks = [_swap_v3_to(devnode, deployed, pool, target) for target in targets]
+
+    observations = _decode(registry, _logs(devnode, pool, blocks[0], blocks[-1]))
 
     assert len(observations) == len(PRICES)
-    for obs, (price, sqrt_p) in zip(observations, sent, strict=True):
+    for obs, price, target, block in zip(observations, PRICES, targets, blocks, strict=True):
+        state = read_v3_state(devnode.rpc_url, pool, block=block)
+        assert state.sqrt_price_x96 == target  # slot0 at that block: what the Swap log says
         assert isinstance(obs, Observation) and (obs.base, obs.quote) == ("ETH", "USDC")
         # exact: USDC per ETH = 2**192 / sqrtP**2 * 10**(18 - 6), rounded to a float once
-        assert obs.price == float(Fraction(2**192 * 10**12, sqrt_p * sqrt_p))
+        assert obs.price == float(Fraction(2**192 * 10**12, target * target))
         # and sqrtPriceX96 is floored, which moves the price by < 1e-12 relative
         assert obs.price == pytest.approx(price, rel=1e-12)
-        assert obs.weight == pytest.approx(1e7, rel=1e-9)
+        assert obs.weight == v3_depth(target, state.liquidity, src)
 
 
-def test_v2_swaps_when_decoded_then_sync_gives_prices_set_and_swap_is_skipped(
+@SWAPS
+@given(price=st.floats(100.0, 100_000.0), fee=st.sampled_from([500, 3000]))
+@example(price=2999.0, fee=500)  # within the tick the pool sits in
+def test_v3_swap_sized_by_pool_moves_lands_the_real_pool_on_any_price(
+    devnode: DevNode, deployed: Deployed, registry: Registry, price: float, fee: int
+) -> None:
+    pool = deployed.uniswap.v3_pools[fee]
+    target = sqrt_price_x96(price, _source(registry, pool))
+    snapshot = rpc(devnode.rpc_url, "evm_snapshot")
+    try:
+        if target != read_v3_state(devnode.rpc_url, pool).sqrt_price_x96:
+            block = _swap_v3_to(devnode, deployed, pool, target)  # asserts it lands exactly
+            [obs] = _decode(registry, _logs(devnode, pool, block, block))
+            assert obs.price == pytest.approx(price, rel=1e-12)
+    finally:
+        assert rpc(devnode.rpc_url, "evm_revert", [snapshot]) is True
+
+
+def test_v2_swaps_when_decoded_then_sync_gives_the_reserves_and_swap_is_skipped(
     devnode: DevNode, deployed: Deployed, registry: Registry
 ) -> None:
-    src = _source(registry, deployed.v2_pair)
-    pair = bind(Web3(), "TestUniswapV2Pair", deployed.v2_pair)
-    to = Web3.to_checksum_address(deployed.deployer)
-    first = None
-    sent = []
-    for price in PRICES:
-        reserve0, reserve1 = v2_reserves(price, 2e6, src)
-        block = _call(devnode, deployed.deployer, pair, "swap", [reserve0, reserve1, to])
-        first = first or block
-        sent.append((price, reserve0, reserve1))
+    pair = deployed.uniswap.v2_pair
+    src = _source(registry, pair)
+    sent = [_swap_v2_to(devnode, deployed, sqrt_price_x96(price, src)) for price in PRICES]
+    first, last = sent[0][0], sent[-1][0]
 
-    logs = _logs(devnode, deployed.v2_pair, first)
+    logs = _logs(devnode, pair, first, last)
     decoded = _decode(registry, logs)
 
-    assert len(logs) == 2 * len(PRICES)  # Sync then Swap, as a real pair emits them
+    assert len(logs) == 2 * len(PRICES)  # Sync then Swap, as the pair emits them
     assert decoded[1::2] == [None] * len(PRICES)
-    for obs, (price, reserve0, reserve1) in zip(decoded[0::2], sent, strict=True):
-        assert isinstance(obs, Observation) and (obs.base, obs.quote) == ("ETH", "USDT")
-        # exact: USDT per ETH = (reserve1 / 10**6) / (reserve0 / 10**18)
-        assert obs.price == float(Fraction(reserve1 * 10**12, reserve0))
-        assert obs.price == pytest.approx(price, rel=1e-9)  # reserve0 is floored to 1 wei
-        assert obs.weight == pytest.approx(2e6, rel=1e-9)
-    swaps = bind(Web3(), "TestUniswapV2Pair", deployed.v2_pair).events.Swap()
-    last = swaps.process_log(_web3_log(logs[-1]))["args"]
-    assert last["amount0In"] - last["amount0Out"] == sent[-1][1] - sent[-2][1]
+    for obs, log, price, (_, state) in zip(decoded[0::2], logs[0::2], PRICES, sent, strict=True):
+        # the Sync log holds getReserves at its block
+        assert abi.data_words(log["data"], 2) == [state.reserve0, state.reserve1]
+        assert isinstance(obs, Observation) and (obs.base, obs.quote) == ("ETH", "USDC")
+        # exact: USDC per ETH = (reserve0 / 10**6) / (reserve1 / 10**18)
+        assert obs.price == float(Fraction(state.reserve0 * 10**12, state.reserve1))
+        assert obs.price == pytest.approx(price, rel=1e-9)  # within one unit of input
+        assert obs.weight == pytest.approx(2 * state.reserve0 / 10**6, rel=1e-12)
 
 
 def test_feed_answers_when_decoded_then_answer_over_10_pow_decimals(
@@ -178,7 +235,7 @@ def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
     w3 = Web3(Web3.HTTPProvider(devnode.rpc_url))
     venue = bind(w3, "MarginVenue", deployed.venue)
     trader = w3.eth.accounts[3].lower()
-    weth, usdc = DEV_TOKENS["WETH"].address, DEV_TOKENS["USDC"].address
+    weth, usdc = deployed.tokens["WETH"], deployed.tokens["USDC"]
     strike, expiry = 3100 * 10**18, 1_900_000_000
     option = instrument_id(weth, 2, strike, expiry)
     cs = Web3.to_checksum_address
@@ -239,47 +296,49 @@ def test_venue_events_when_decoded_with_abi_then_values_are_those_sent(
     assert venue.functions.instrumentId(cs(weth), 2, strike, expiry).call().hex() == option[2:]
 
 
-def test_batch_emitter_when_20k_swaps_then_get_logs_returns_each_in_order(
+def test_load_contract_when_20k_real_swaps_then_get_logs_returns_each_in_order(
     devnode: DevNode, deployed: Deployed, registry: Registry
 ) -> None:
-    sqrt_p = sqrt_price_x96(3000.0, _source(registry, deployed.v3_pool))
+    pool = deployed.uniswap.v3_pools[500]
+    src = _source(registry, pool)
+    _swap_v3_to(devnode, deployed, pool, sqrt_price_x96(3000.0, src))  # amid its liquidity
+    load = deploy_swap_load(devnode.rpc_url, deployed.uniswap)
 
-    blocks = emit_swaps(
-        devnode.rpc_url, deployed.v3_pool, deployed.deployer, 20_000,
-        sqrt_price=sqrt_p, liquidity=10**18, per_tx=8_000,
-    )  # fmt: skip
-    logs = _logs(devnode, deployed.v3_pool, blocks[0], blocks[-1])
+    blocks = load_swaps(devnode.rpc_url, load, pool, deployed.deployer, 20_000, per_tx=500)
+    logs = _logs(devnode, pool, blocks[0], blocks[-1])
 
-    assert len(blocks) == 3
+    assert len(blocks) == 40
     assert len(logs) == 20_000
-    # log i of each transaction carries sqrtPriceX96 + i
-    offsets = [int(log["data"][2 + 64 * 2 : 2 + 64 * 3], 16) - sqrt_p for log in logs]
-    assert offsets == list(range(8_000)) * 2 + list(range(4_000))
+    assert all(log["topics"][0] == abi.V3_SWAP for log in logs)
+    # swap i sells 1 USDC (token0) when i is even, and the WETH it bought back when odd
+    amounts = [abi.signed(abi.data_words(log["data"], 5)[0]) for log in logs]
+    assert amounts[0::2] == [10**6] * 10_000
+    assert all(amount < 0 for amount in amounts[1::2])
     decoded = _decode(registry, [logs[0], logs[-1]])
-    assert [obs.price for obs in decoded] == pytest.approx([3000.0] * 2, rel=1e-9)
+    # back and forth: the price stays where it was, less the fees
+    assert [obs.price for obs in decoded] == pytest.approx([3000.0] * 2, rel=1e-6)
 
 
 def test_reorg_when_last_blocks_replaced_then_hashes_change_and_orphaned_logs_vanish(
     devnode: DevNode, deployed: Deployed, registry: Registry
 ) -> None:
-    src = _source(registry, deployed.v3_pool)
-    pool = bind(Web3(), "TestUniswapV3Pool", deployed.v3_pool)
-    blocks = []
-    for price in (3000.0, 3010.0, 3020.0, 3030.0):
-        sqrt_p = sqrt_price_x96(price, src)
-        args = [0, 0, sqrt_p, 10**18, v3_tick(sqrt_p)]
-        blocks.append(_call(devnode, deployed.deployer, pool, "swap", args))
+    pool = deployed.uniswap.v3_pools[3000]
+    src = _source(registry, pool)
+    prices = (3000.0, 3010.0, 3020.0, 3030.0)
+    blocks = [_swap_v3_to(devnode, deployed, pool, sqrt_price_x96(p, src)) for p in prices]
     assert blocks == list(range(blocks[0], blocks[0] + 4))
-    before = _logs(devnode, deployed.v3_pool, blocks[0])
+    before = _logs(devnode, pool, blocks[0])
     hashes = [_block_hash(devnode, b) for b in blocks]
-    replacement = {
-        "from": deployed.deployer,
-        "to": deployed.v3_pool,
-        "data": pool.encode_abi("swap", args=[0, 0, sqrt_price_x96(2500.0, src), 10**18, 0]),
-    }
+    # from the state at blocks[1], which the reorg goes back to
+    target = sqrt_price_x96(2500.0, src)
+    move = v3_swap_to_price(read_v3_state(devnode.rpc_url, pool, block=blocks[1]), target)
+    assert move is not None
+    data = v3_swap_calldata(pool, move.zero_for_one, move.amount_in, target, deployed.deployer)
+    replacement = {"from": deployed.deployer, "to": deployed.uniswap.caller, "data": data,
+                   "gas": hex(1_000_000)}  # fmt: skip
 
     reorg(devnode.rpc_url, 2, [(replacement, 1)])
-    after = _logs(devnode, deployed.v3_pool, blocks[0])
+    after = _logs(devnode, pool, blocks[0])
 
     assert int(rpc(devnode.rpc_url, "eth_blockNumber"), 16) == blocks[-1]
     assert [_block_hash(devnode, b) for b in blocks[:2]] == hashes[:2]
@@ -288,15 +347,16 @@ def test_reorg_when_last_blocks_replaced_then_hashes_change_and_orphaned_logs_va
     orphaned = {log["blockHash"] for log in before[2:]}
     assert orphaned.isdisjoint(log["blockHash"] for log in after)
     assert [int(log["blockNumber"], 16) for log in after] == [blocks[0], blocks[1], blocks[3]]
-    prices = [obs.price for obs in _decode(registry, after)]
-    assert prices == pytest.approx([3000.0, 3010.0, 2500.0], rel=1e-12)
+    prices_after = [obs.price for obs in _decode(registry, after)]
+    assert prices_after == pytest.approx([3000.0, 3010.0, 2500.0], rel=1e-12)
+    assert read_v3_state(devnode.rpc_url, pool).sqrt_price_x96 == target
 
 
 def test_restart_when_node_stopped_then_blocks_and_logs_are_kept(
     devnode: DevNode, deployed: Deployed
 ) -> None:
     head = rpc(devnode.rpc_url, "eth_getBlockByNumber", ["latest", False])
-    logs = _logs(devnode, deployed.v3_pool, 0)
+    logs = _logs(devnode, deployed.uniswap.v3_pools[500], 0)
     url = devnode.rpc_url
 
     devnode.stop()
@@ -307,7 +367,7 @@ def test_restart_when_node_stopped_then_blocks_and_logs_are_kept(
     assert devnode.rpc_url == url
     assert rpc(url, "eth_getBlockByNumber", [head["number"], False])["hash"] == head["hash"]
     assert rpc(url, "eth_blockNumber") == head["number"]
-    assert _logs(devnode, deployed.v3_pool, 0) == logs
+    assert _logs(devnode, deployed.uniswap.v3_pools[500], 0) == logs
     feed = bind(Web3(), "TestAggregator", deployed.feed)
     assert _call(devnode, deployed.deployer, feed, "update", [1]) == int(head["number"], 16) + 1
 
@@ -329,7 +389,7 @@ def test_devchain_when_scenario_then_config_addresses_and_a_crash_on_chain(
 
     cfg = load_config((tmp_path / "devchain.toml").read_text())
     info = json.loads((tmp_path / "deployed.json").read_text())
-    deployed = msgspec.convert(info, Deployed)
+    deployed = msgspec.json.decode((tmp_path / "deployed.json").read_bytes(), type=Deployed)
     registry = Registry.from_config(cfg.oracle)
     with DevNode(state_path=tmp_path / "state.json", accounts=8) as node:
         oracle_logs = [log for a in registry.by_address for log in _logs(node, a, 0)]
@@ -349,6 +409,60 @@ def test_devchain_when_scenario_then_config_addresses_and_a_crash_on_chain(
     assert {"Trade", "Withdraw"} <= set(names)
     # the liquidations are left to hedgeflow: the liquidator's key has sent nothing
     assert "Liquidated" not in names and liquidator_nonce == "0x0"
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(15, 40))
+@example(seed=3, steps=30)
+def test_scenario_prices_read_from_the_real_pools_events_follow_the_path(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, steps: int
+) -> None:
+    with dev_chain(tmp_path_factory.mktemp("scenario"), accounts=2) as chain:
+        scenario = Scenario(chain, seed, accounts=2, steps=steps)
+        start = head(chain.rpc_url) + 1
+        scenario.run()
+        url, pools = chain.rpc_url, chain.deployed.pools
+        logs = {pool: _logs_at(url, pool, start) for pool in pools}
+        slot0 = {(p, b): _slot0(url, p, b) for _, b, p, _ in scenario.moves if p != pools[0]}
+        reserves = {b: read_v2_state(url, pools[0], block=b) for _, b, p, _ in scenario.moves
+                    if p == pools[0]}  # fmt: skip
+    registry = Registry.from_config(chain.cfg.oracle)
+
+    for pool in pools:
+        src = _source(registry, pool)
+        moves = [(step, b, target) for step, b, p, target in scenario.moves if p == pool]
+        events = [log for log in logs[pool] if log["topics"][0] in (abi.V2_SYNC, abi.V3_SWAP)]
+        observations = _decode(registry, events)
+        assert len(events) == len(moves) > 0  # one swap per move, all the pool's own
+        for (step, block, target), log, obs in zip(moves, events, observations, strict=True):
+            assert int(log["blockNumber"], 16) == block
+            assert isinstance(obs, Observation)
+            # each source is the path with its own noise (sigma SOURCE_NOISE), 6 sigma at most
+            assert abs(math.log(obs.price / scenario.path[step])) < 6 * SOURCE_NOISE
+            if pool == pools[0]:  # the V2 pair: Sync holds getReserves at its block
+                state = reserves[block]
+                assert abi.data_words(log["data"], 2) == [state.reserve0, state.reserve1]
+                # the reserve ratio lands within one unit of input of the target
+                assert obs.price == pytest.approx(v3_price(target, src), rel=1e-9)
+            else:  # a V3 pool lands on the target: its price and tick, as slot0 says
+                words = abi.data_words(log["data"], 5)
+                assert words[2] == target == slot0[pool, block][0]
+                assert abi.signed(words[4]) == tick_at_sqrt_ratio(target) == slot0[pool, block][1]
+                assert obs.price == v3_price(target, src)
+
+
+def _logs_at(url: str, address: str, first: int) -> list[dict[str, Any]]:
+    params = {"address": address, "fromBlock": hex(first), "toBlock": "latest"}
+    logs: list[dict[str, Any]] = rpc(url, "eth_getLogs", [params])
+    return logs
+
+
+def _slot0(url: str, pool: str, block: int) -> tuple[int, int]:
+    """A V3 pool's ``slot0`` (sqrtPriceX96, tick) at ``block``."""
+    data = "0x" + Web3.keccak(text="slot0()")[:4].hex()
+    raw = rpc(url, "eth_call", [{"to": pool, "data": data}, hex(block)])
+    words = abi.data_words(raw[: 2 + 64 * 2], 2)
+    return words[0], abi.signed(words[1], 24)
 
 
 def test_scenario_when_paced_or_joined_by_outside_transactions_then_its_own_chain_is_the_same(
@@ -373,12 +487,13 @@ def test_scenario_when_paced_or_joined_by_outside_transactions_then_its_own_chai
                     mine()
 
                 scenario.mine = mine_with_an_outside_transaction  # type: ignore[method-assign]
+            start = head(chain.rpc_url)  # the deployment's last block
             scenario.run()
             last = head(chain.rpc_url)
             blocks = [
                 rpc(chain.rpc_url, "eth_getBlockByNumber", [hex(n), True]) for n in range(last + 1)
             ]
-        assert scenario.others == (len(blocks) - 2 if outside else 0)  # not genesis, deploy
+        assert scenario.others == (last - start if outside else 0)  # one in each block
         return blocks
 
     def own(blocks: list[dict[str, Any]], liquidator: str) -> list[tuple[str, ...]]:

@@ -17,7 +17,7 @@ from web3 import Web3
 
 from connectors.anvil import rpc
 from connectors.broker import EmbeddedBroker
-from connectors.contracts import DEV_TOKENS, instrument_id
+from connectors.contracts import instrument_id
 from connectors.executor import Executor
 from connectors.executor_store import ExecutorStore
 from operators.order_auth import encode_signed
@@ -185,7 +185,7 @@ def test_an_order_for_an_unlisted_instrument_reverts_in_simulation_and_sends_not
 ) -> None:
     env = make_env(confirmations=1)
     env.publish_price()
-    unlisted = env.order(0, instrument=instrument_id(DEV_TOKENS["USDC"].address, 1, 0, 0))
+    unlisted = env.order(0, instrument=instrument_id(env.deployed.tokens["USDC"], 1, 0, 0))
     good = env.order(1)
     env.start_executor()
     env.publish_orders([unlisted, good])
@@ -209,7 +209,7 @@ def test_a_resume_after_an_error_rate_trip_holds_at_the_next_block_and_across_a_
 ) -> None:
     env = make_env(confirmations=1, error_window=2, max_error_rate=0.5)
     env.publish_price()
-    unlisted = instrument_id(DEV_TOKENS["USDC"].address, 1, 0, 0)
+    unlisted = instrument_id(env.deployed.tokens["USDC"], 1, 0, 0)
     bad = [env.order(n, instrument=unlisted) for n in range(4)]
     good = [env.order(n) for n in range(10, 12)]
     env.start_executor()

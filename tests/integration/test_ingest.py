@@ -19,15 +19,22 @@ import pytest
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
-from connectors.anvil import DevNode, reorg, rpc
+from connectors.anvil import DevNode, receipt, reorg, rpc, send_transaction
 from connectors.broker import EmbeddedBroker
 from connectors.contracts import Deployed, bind, deploy, devchain_config
 from connectors.kafka_tools import create_topics, record
 from connectors.recording import load_recording, write_recording
+from connectors.uniswap import (
+    deploy_swap_load,
+    load_swaps,
+    read_v3_state,
+    v3_swap_calldata,
+)
 from flows.cli.summary import latest_prices
 from operators.config import config_toml, load_config
 from operators.model import RawMessage
 from operators.pool_math import sqrt_price_x96
+from operators.pool_moves import v3_swap_to_price
 from operators.registry import PoolSource, Registry
 
 
@@ -83,32 +90,37 @@ class FaultyProxy:
 
 
 class Chain:
-    """A fresh Anvil with the dev contracts, and ways to make it emit logs."""
+    """A fresh Anvil with the dev contracts, and ways to make its real V3 pool (fee 500)
+    emit Swap logs. Each helper returns once its transactions are mined, so that what the
+    node holds afterwards is what the test compares with."""
 
     def __init__(self, node: DevNode, deployed: Deployed):
         self.node = node
         self.deployed = deployed
         self.w3 = Web3(HTTPProvider(node.rpc_url))
-        self.pool = bind(self.w3, "TestUniswapV3Pool", deployed.v3_pool)
+        self.pool = deployed.uniswap.v3_pools[500]
+        self.load = deploy_swap_load(node.rpc_url, deployed.uniswap)
         self.registry_toml = config_toml(devchain_config(deployed))
-        src = Registry.from_config(load_config(self.registry_toml).oracle).by_address[
-            deployed.v3_pool
-        ]
+        src = Registry.from_config(load_config(self.registry_toml).oracle).by_address[self.pool]
         assert isinstance(src, PoolSource)
         self.src = src
 
-    def swaps(self, per_tx: int, price: float, txs: int = 1) -> None:
-        """``txs`` transactions (each in its own block) of ``per_tx`` V3 Swap logs."""
-        sqrt_p = sqrt_price_x96(price, self.src)
-        for _ in range(txs):
-            self.pool.functions.emitSwaps(per_tx, 1, -1, sqrt_p, 10**18, 0).transact(
-                {"from": Web3.to_checksum_address(self.deployed.deployer), "gas": 30_000_000}
-            )
+    def swaps(self, per_tx: int, txs: int = 1) -> None:
+        """``txs`` transactions (each in its own block) of ``per_tx`` real swaps, one V3
+        Swap log each (``SwapLoad``)."""
+        url = self.node.rpc_url
+        load_swaps(url, self.load, self.pool, self.deployed.deployer, per_tx * txs, per_tx=per_tx)
 
     def swap_tx(self, price: float) -> dict[str, Any]:
-        call = self.pool.functions.swap(1, -1, sqrt_price_x96(price, self.src), 10**18, 0)
-        return {"from": self.deployed.deployer, "to": self.deployed.v3_pool,
-                "data": call._encode_transaction_data(), "gas": hex(1_000_000)}  # fmt: skip
+        """A transaction that swaps the pool from its state now to ``price`` (ETH in USD),
+        the price also its limit."""
+        target = sqrt_price_x96(price, self.src)
+        move = v3_swap_to_price(read_v3_state(self.node.rpc_url, self.pool), target)
+        assert move is not None
+        data = v3_swap_calldata(self.pool, move.zero_for_one, move.amount_in, target,
+                                self.deployed.deployer)  # fmt: skip
+        return {"from": self.deployed.deployer, "to": self.deployed.uniswap.caller,
+                "data": data, "gas": hex(1_000_000)}  # fmt: skip
 
     def head(self) -> int:
         return int(rpc(self.node.rpc_url, "eth_blockNumber"), 16)
@@ -184,12 +196,12 @@ def _wait_for(predicate: Any, what: str, timeout_s: float = 120) -> None:
 def test_n_events_give_exactly_n_logs_in_chain_order_with_same_values(
     chain: Chain, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    chain.swaps(per_tx=7, price=1800.0, txs=5)
+    chain.swaps(per_tx=7, txs=5)
     venue = bind(chain.w3, "MarginVenue", chain.deployed.venue)
-    sender = {"from": Web3.to_checksum_address(chain.deployed.deployer)}
-    venue.functions.deposit(
-        Web3.to_checksum_address(chain.deployed.tokens["USDC"]), 10**9
-    ).transact(sender)
+    usdc = Web3.to_checksum_address(chain.deployed.tokens["USDC"])
+    deposit = venue.encode_abi("deposit", args=[usdc, 10**9])
+    url, sender = chain.node.rpc_url, chain.deployed.deployer
+    assert receipt(url, send_transaction(url, sender, chain.deployed.venue, deposit, gas=10**5)).ok
     expected = chain.node_logs()
     config, topic = _config(tmp_path, chain, broker, max_range=3)
 
@@ -217,7 +229,7 @@ def test_killed_mid_backfill_and_resumed_under_recovery_leaves_no_gap_and_no_dup
     broker: EmbeddedBroker,
     tmp_path: Path,
 ) -> None:
-    chain.swaps(per_tx=200, price=1800.0, txs=150)
+    chain.swaps(per_tx=200, txs=150)
     expected = chain.node_logs()
     config, topic = _config(tmp_path, chain, broker, max_range=1, min_range=1)
     args = ("--from-block", chain.deployed.block, "--to-block", chain.head(),
@@ -244,10 +256,10 @@ def test_reorg_retracts_orphaned_logs_then_publishes_new_branch_and_oracle_match
     config, topic = _config(tmp_path, chain, broker)
     follower = _ingest(config, broker, "--from-block", chain.deployed.block)
     try:
-        chain.swaps(per_tx=3, price=1800.0, txs=4)
+        chain.swaps(per_tx=3, txs=4)
         before = chain.node_logs()
         _wait_for(lambda: len(_topic(broker, topic, tmp_path)) == len(before), "the first logs")
-        reorg(chain.node.rpc_url, 2, [(chain.swap_tx(1900.0), 0), (chain.swap_tx(1950.0), 1)])
+        reorg(chain.node.rpc_url, 2, [(chain.swap_tx(3100.0), 0), (chain.swap_tx(3200.0), 1)])
         after = chain.node_logs()
         orphaned = [log for log in before if log not in after]
         assert len(orphaned) == 6
@@ -259,7 +271,7 @@ def test_reorg_retracts_orphaned_logs_then_publishes_new_branch_and_oracle_match
 
     messages = _topic(broker, topic, tmp_path)
     assert len(messages) == total
-    pool = [m for m in messages if m.key == chain.deployed.v3_pool.encode()]
+    pool = [m for m in messages if m.key == chain.pool.encode()]
     assert len({m.partition for m in pool}) == 1, "one pool: one key, one partition"
     logs = [json.loads(m.value or b"") for m in pool]  # in publication order
     first_removed = min(i for i, v in enumerate(logs) if v["removed"])
@@ -297,14 +309,14 @@ def test_node_stopped_mid_run_holds_the_flow_which_catches_up_when_it_returns(
     chain: Chain, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     config, topic = _config(tmp_path, chain, broker)
-    chain.swaps(per_tx=5, price=1800.0, txs=3)
+    chain.swaps(per_tx=5, txs=3)
     follower = _ingest(config, broker, "--from-block", chain.deployed.block)
     try:
         _wait_for(lambda: len(_topic(broker, topic, tmp_path)) >= 15, "the first logs")
         chain.node.stop()
         time.sleep(2.0)  # the follower retries against a node that is down
         chain.node.start()
-        chain.swaps(per_tx=5, price=1810.0, txs=3)
+        chain.swaps(per_tx=5, txs=3)
         expected = chain.node_logs()
         _wait_for(lambda: len(_topic(broker, topic, tmp_path)) >= len(expected), "catching up")
     finally:
@@ -319,7 +331,7 @@ def test_node_stopped_mid_run_holds_the_flow_which_catches_up_when_it_returns(
 def test_refused_oversize_range_and_malformed_answers_are_retried_without_loss(
     chain: Chain, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    chain.swaps(per_tx=4, price=1800.0, txs=12)
+    chain.swaps(per_tx=4, txs=12)
     expected = chain.node_logs()
     proxy = FaultyProxy(chain.node.rpc_url)
     proxy.max_range = 3
@@ -340,7 +352,7 @@ def test_refused_oversize_range_and_malformed_answers_are_retried_without_loss(
 def test_dry_run_prints_what_it_would_publish(
     chain: Chain, tmp_path: Path, hedgeflow: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    chain.swaps(per_tx=3, price=1800.0, txs=2)
+    chain.swaps(per_tx=3, txs=2)
     expected = chain.node_logs()
     config = tmp_path / "dry.toml"
     contracts = json.dumps(chain.deployed.contracts)

@@ -12,8 +12,10 @@ balance) and the state it is left in.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 import pytest
 from eth_utils import keccak
@@ -32,6 +34,7 @@ from connectors.uniswap import (
     v2_swap,
     v3_swap,
 )
+from operators.pool_moves import v2_after, v2_swap_to_price, v3_after, v3_swap_to_price
 from operators.pool_state import V2PoolState, V3PoolState
 from operators.routing import Route, route
 from operators.uniswap_math import (
@@ -324,6 +327,44 @@ def test_v3_quote_with_a_price_limit_stops_where_the_pool_stops(
     ratio = 1.0001 ** (move / 2)
     limit = int(state.sqrt_price_x96 / ratio if zero_for_one else state.sqrt_price_x96 * ratio)
     _check_v3_quote(pools, 3000, zero_for_one, amount_in, limit)
+
+
+# --- a swap to a target price (the dev chain's scenario) -------------------------------------
+
+
+@SETTINGS
+@given(ratio=st.floats(0.5, 2.0), fee=st.sampled_from([0, 500, 3000]))
+@example(ratio=0.75, fee=500)  # a crash: down across the ladder of bands
+@example(ratio=1.0000001, fee=3000)  # within the tick the pool sits in
+def test_swap_sized_to_a_price_lands_the_real_pool_on_it(
+    at_deployment: Pools, ratio: float, fee: int
+) -> None:
+    # fee 0 stands for the V2 pair; the target is the price times ratio (sqrtPriceX96 of the
+    # pool's raw token1/token0, so the ETH price in USDC moves by 1 / ratio)
+    p = at_deployment
+    if fee == 0:
+        pair = read_v2_state(p.url, p.deployed.v2_pair)
+        target = int(math.isqrt(pair.reserve1 * 2**192 // pair.reserve0) * ratio**0.5)
+        move = v2_swap_to_price(pair, target)
+        assert move is not None
+        v2_swap(p.url, p.deployed, pair.address, p.trader, zero_for_one=move.zero_for_one,
+                amount_in=move.amount_in, amount_out=move.amount_out)  # fmt: skip
+        after = read_v2_state(p.url, pair.address)
+        assert after == v2_after(pair, move, after.block)
+        # within one unit of input: a relative step of at most 1 / reserve_in, and less
+        goal = Fraction(target * target, 2**192)
+        assert abs(Fraction(after.reserve1, after.reserve0) / goal - 1) < Fraction(1, 10**9)
+        return
+    state = read_v3_state(p.url, p.deployed.v3_pools[fee])
+    target = int(state.sqrt_price_x96 * ratio**0.5)
+    v3_move = v3_swap_to_price(state, target)
+    assert v3_move is not None
+    fill = v3_swap(p.url, p.deployed, state.address, p.trader, zero_for_one=v3_move.zero_for_one,
+                   amount_in=v3_move.amount_in, sqrt_price_limit_x96=target)  # fmt: skip
+    after = read_v3_state(p.url, state.address)
+    assert after == v3_after(state, v3_move.swap, fill.block)
+    assert after.sqrt_price_x96 == fill.sqrt_price_x96 == target
+    assert fill.amount_in == v3_move.swap.amount_in
 
 
 # --- the split, executed leg by leg ------------------------------------------------------------

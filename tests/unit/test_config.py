@@ -473,12 +473,17 @@ def _generated() -> Config:
 
 def _devchain() -> Config:
     from connectors.contracts import Deployed, devchain_config
+    from connectors.uniswap import UniswapDeployed
 
-    addresses = ["0x" + f"{n:02x}" * 20 for n in range(1, 7)]
+    addresses = ["0x" + f"{n:02x}" * 20 for n in range(1, 12)]
+    uniswap = UniswapDeployed(
+        deployer=addresses[0], tokens={"USDC": addresses[6], "WETH": addresses[7]},
+        decimals={"USDC": 6, "WETH": 18}, caller=addresses[8], v2_factory=addresses[9],
+        v3_factory=addresses[10], v2_pair=addresses[3], v3_pools={500: addresses[4]}, block=1,
+    )  # fmt: skip
     deployed = Deployed(
         chain_id=31337, block=1, deployer=addresses[0], liquidator=addresses[1],
-        venue=addresses[2], v3_pool=addresses[3], v2_pair=addresses[4], feed=addresses[5],
-        tokens={},
+        venue=addresses[2], feed=addresses[5], uniswap=uniswap,
     )  # fmt: skip
     return devchain_config(deployed, "http://127.0.0.1:8545")
 
