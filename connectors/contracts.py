@@ -9,7 +9,9 @@
 - ``MarginVenue``, the reference derivatives venue (account 1 holds the liquidator role),
   whose collateral tokens and underlying are those USDC and WETH;
 - a Chainlink-style ETH/USD aggregator (8 decimals), emitting ``AnswerUpdated``: the one
-  mock left, as no Chainlink contract runs here.
+  mock left, as no Chainlink contract runs here;
+- ``SplitSwap`` (``infra/contracts/SplitSwap.sol``, :func:`deploy_split_swap`), through
+  which the executor runs a routed ``dex_hedge`` order in one transaction.
 
 :func:`devchain_config` holds the oracle configuration that reads the pools and the feed.
 :func:`feed_answer` is the inverse of the Chainlink decoding in ``operators.decode``.
@@ -17,6 +19,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,7 +55,7 @@ class Deployed(msgspec.Struct, frozen=True, kw_only=True):
     """What :func:`deploy` put on the chain; addresses are lower-case hex.
 
     ``block`` is the first block of the deployment: logs of these contracts start there.
-    ``uniswap`` holds the tokens and the pools.
+    ``uniswap`` holds the tokens and the pools; ``split_swap`` is the SplitSwap contract.
     """
 
     chain_id: int
@@ -61,6 +65,7 @@ class Deployed(msgspec.Struct, frozen=True, kw_only=True):
     venue: str
     feed: str
     uniswap: UniswapDeployed
+    split_swap: str
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -82,12 +87,13 @@ class Deployed(msgspec.Struct, frozen=True, kw_only=True):
 def deploy(
     rpc_url: str, *, timestamp: int | None = None, artifacts_dir: Path = ARTIFACTS_DIR
 ) -> Deployed:
-    """Deploy the pools, the venue and the feed, one transaction a block; what was deployed.
+    """Deploy the pools, the venue, the feed and SplitSwap, one transaction a block; what
+    was deployed.
 
     Account 0 of the node deploys (it owns the venue and holds the tokens and the pools'
     liquidity); account 1 is the liquidator. With ``timestamp`` (Unix s) the deployment's
-    blocks are mined at ``timestamp``, ``timestamp + 1``, ..., so that the chain is the
-    same every time. The node's automine setting is kept.
+    blocks are mined at ``timestamp``, ``timestamp + 1``, ... (:func:`timed_blocks`). The
+    node's automine setting is kept.
     """
     accounts = [a.lower() for a in rpc(rpc_url, "eth_accounts")]
     if len(accounts) < 2:
@@ -95,21 +101,13 @@ def deploy(
         raise ValueError(msg)
     deployer, liquidator = accounts[0], accounts[1]
     first = head(rpc_url) + 1
-    automine: bool = rpc(rpc_url, "anvil_getAutomine")
-    set_automine(rpc_url, True)
-    if timestamp is not None:
-        rpc(rpc_url, "evm_setNextBlockTimestamp", [timestamp])
-        rpc(rpc_url, "anvil_setBlockTimestampInterval", [1])
-    try:
+    with timed_blocks(rpc_url, timestamp):
         uniswap = deploy_uniswap(rpc_url, deployer)
         venue_artifact = load_artifact("MarginVenue", artifacts_dir)
         venue = deploy_artifact(rpc_url, deployer, venue_artifact, [_cs(liquidator)])
         feed_artifact = load_artifact("TestAggregator", artifacts_dir)
         feed = deploy_artifact(rpc_url, deployer, feed_artifact, [FEED_DECIMALS])
-    finally:
-        if timestamp is not None:
-            rpc(rpc_url, "anvil_removeBlockTimestampInterval")
-        set_automine(rpc_url, automine)
+        split_swap = deploy_split_swap(rpc_url, deployer, artifacts_dir)
     return Deployed(
         chain_id=int(rpc(rpc_url, "eth_chainId"), 16),
         block=first,
@@ -118,7 +116,32 @@ def deploy(
         venue=venue,
         feed=feed,
         uniswap=uniswap,
+        split_swap=split_swap,
     )
+
+
+@contextmanager
+def timed_blocks(rpc_url: str, timestamp: int | None) -> Iterator[None]:
+    """Within, each transaction is mined as it comes (automine on); with ``timestamp``
+    (Unix s) the blocks are mined at ``timestamp``, ``timestamp + 1``, ..., so that the
+    chain is the same every time. The node's automine setting is restored on exit."""
+    automine: bool = rpc(rpc_url, "anvil_getAutomine")
+    set_automine(rpc_url, True)
+    if timestamp is not None:
+        rpc(rpc_url, "evm_setNextBlockTimestamp", [timestamp])
+        rpc(rpc_url, "anvil_setBlockTimestampInterval", [1])
+    try:
+        yield
+    finally:
+        if timestamp is not None:
+            rpc(rpc_url, "anvil_removeBlockTimestampInterval")
+        set_automine(rpc_url, automine)
+
+
+def deploy_split_swap(rpc_url: str, deployer: str, artifacts_dir: Path = ARTIFACTS_DIR) -> str:
+    """Deploy ``SplitSwap`` (no constructor arguments) from ``deployer``, the node's
+    automine on; its address, lower-case hex."""
+    return deploy_artifact(rpc_url, deployer, load_artifact("SplitSwap", artifacts_dir), [])
 
 
 def bind(w3: Web3, name: str, address: str, artifacts_dir: Path = ARTIFACTS_DIR) -> Contract:

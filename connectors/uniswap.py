@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -419,6 +420,37 @@ def read_states(
     return [read_v2_state(rpc_url, deployed.v2_pair, block=at), *v3]
 
 
+def read_swapped(
+    rpc_url: str, states: Sequence[V2PoolState | V3PoolState], *, block: int
+) -> list[V2PoolState | V3PoolState]:
+    """``states`` brought to ``block``: what a swap moves, read in one batch of
+    ``eth_call`` s (a pair's ``getReserves``; a V3 pool's ``slot0`` and ``liquidity``).
+
+    A V3 pool's initialized ticks are kept from ``states``: only ``Mint`` and ``Burn``
+    change them, never a swap, so the result equals :func:`read_states` at ``block`` as
+    long as nobody minted or burnt liquidity since ``states`` were read.
+    """
+    calls: list[tuple[str, str]] = []
+    for state in states:
+        names = ("getReserves",) if isinstance(state, V2PoolState) else ("slot0", "liquidity")
+        calls += [(state.address, _calldata(f"{name}()")) for name in names]
+    results = iter(_eth_calls(rpc_url, block, calls))
+    out: list[V2PoolState | V3PoolState] = []
+    for state in states:
+        if isinstance(state, V2PoolState):
+            reserves = next(results)
+            out.append(msgspec.structs.replace(
+                state, reserve0=_word(reserves, 0), reserve1=_word(reserves, 1), block=block
+            ))  # fmt: skip
+        else:
+            slot0, liquidity = next(results), next(results)
+            out.append(msgspec.structs.replace(
+                state, sqrt_price_x96=_word(slot0, 0), tick=_word(slot0, 1, signed=True, bits=24),
+                liquidity=_word(liquidity), block=block,
+            ))  # fmt: skip
+    return out
+
+
 class SwapFill(msgspec.Struct, frozen=True, kw_only=True):
     """What a pool's ``Swap`` log says a swap took and paid, smallest units, and where it
     landed. For a V3 pool also its state after the swap (``sqrt_price_x96``, ``tick``,
@@ -554,13 +586,20 @@ def token_balance(rpc_url: str, token: str, holder: str, *, block: int | str = "
     return _word(_call(rpc_url, token, _encode("TestERC20", "balanceOf", holder), block))
 
 
-def fund(rpc_url: str, deployed: UniswapDeployed, account: str, amounts: dict[str, int]) -> None:
+def fund(
+    rpc_url: str,
+    deployed: UniswapDeployed,
+    account: str,
+    amounts: dict[str, int],
+    spender: str | None = None,
+) -> None:
     """Mint ``amounts`` (symbol to smallest units) of the test tokens to ``account`` and
-    approve the caller for it, so that ``account`` can swap (an unlocked dev account)."""
+    approve ``spender`` (by default the caller) for all of it, so that ``account`` (an
+    unlocked dev account) can swap through it; the node's automine on."""
     for symbol, amount in amounts.items():
         token = deployed.tokens[symbol]
         _transact(rpc_url, deployed.deployer, token, _encode("TestERC20", "mint", account, amount))
-        approve = _encode("TestERC20", "approve", deployed.caller, 2**256 - 1)
+        approve = _encode("TestERC20", "approve", spender or deployed.caller, 2**256 - 1)
         _transact(rpc_url, account, token, approve)
 
 

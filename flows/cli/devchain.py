@@ -2,8 +2,8 @@
 
 1. start Anvil (:class:`connectors.anvil.DevNode`), its chain kept in ``OUT/state.json``;
 2. deploy (``connectors.contracts.deploy``) the test tokens USDC and WETH, the real
-   Uniswap V2 pair and V3 pools (fees 500 and 3000) with their liquidity, the venue and
-   the feed;
+   Uniswap V2 pair and V3 pools (fees 500 and 3000) with their liquidity, the venue, the
+   feed and SplitSwap;
 3. write ``OUT/devchain.toml`` (the configuration whose oracle reads them) and
    ``OUT/deployed.json`` (their addresses, the RPC URL and the state file);
 4. with ``scenario``, run a seeded scenario, one block per step: list instruments (spot,
@@ -52,14 +52,14 @@ from connectors.contracts import (
     instrument_id,
 )
 from connectors.recording import write_recording
-from connectors.uniswap import read_states, v2_swap_calldata, v3_swap_calldata
+from connectors.uniswap import read_states, read_swapped, v2_swap_calldata, v3_swap_calldata
 from flows.cli.generate import FEED_DEVIATION
 from flows.cli.runner import wait_for_interrupt
 from operators.abi import quantity
 from operators.config import Config, ConfigError, config_toml
 from operators.greeks import bsm
 from operators.pool_math import sqrt_price_x96
-from operators.pool_moves import v2_after, v2_swap_to_price, v3_after, v3_swap_to_price
+from operators.pool_moves import v2_swap_to_price, v3_swap_to_price
 from operators.pool_state import V2PoolState, V3PoolState
 from operators.registry import PoolSource, Registry
 from operators.units import E18, YEAR_S, InstrumentKind
@@ -157,10 +157,11 @@ class DevChain:
 
 
 @contextmanager
-def dev_chain(out_dir: Path, accounts: int) -> Iterator[DevChain]:
-    """Start Anvil with ``accounts`` trading accounts (and the deployer and liquidator),
-    deploy, write ``OUT/devchain.toml`` and ``OUT/deployed.json``; stop the node on exit,
-    its chain saved in ``OUT/state.json`` (a fresh chain each time)."""
+def dev_chain(out_dir: Path, accounts: int, books: int = 0) -> Iterator[DevChain]:
+    """Start Anvil with ``accounts`` trading accounts (and the deployer and liquidator,
+    and after the traders ``books`` accounts the scenario does not trade), deploy, write
+        ``OUT/devchain.toml`` and ``OUT/deployed.json``; stop the node on exit, its chain
+    saved in ``OUT/state.json`` (a fresh chain each time)."""
     if accounts < 1:
         raise ConfigError(f"accounts must be >= 1; got {accounts!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,7 @@ def dev_chain(out_dir: Path, accounts: int) -> Iterator[DevChain]:
     for stale in (state_path, log_path):
         stale.unlink(missing_ok=True)
     node = DevNode(
-        accounts=accounts + 2,
+        accounts=accounts + 2 + books,
         state_path=state_path,
         genesis_timestamp=GENESIS_TIMESTAMP,
         log_path=log_path,
@@ -275,11 +276,15 @@ class Scenario:
     is mined at least ``pace_s`` seconds (wall clock) after the one before, and
     ``on_block()`` is called after each (the demo checks its processes there).
 
-    The scenario alone trades on the pools: it keeps their state from the deployment on,
-    each swap applied as the pool computes it, so that its transactions are the same
-    whatever else joins its blocks. ``moves`` lists each swap's (step, block, pool, target
-    ``sqrtPriceX96``): the V3 pools land on it exactly, the V2 pair's reserve ratio within
-    one unit of input.
+    Others may trade on the pools too (a book's DEX hedge, in the demo): before each block
+    the scenario reads what swaps moved in every pool at the latest mined block
+    (``connectors.uniswap.read_swapped``; the initialized ticks, which only ``Mint`` and
+    ``Burn`` change, are read once at the start) and sizes its swaps from that, so that an
+    outside trade neither makes them revert nor moves the pools off the path; trading
+    alone, its transactions are the same whatever else joins its blocks. ``moves`` lists
+    each swap's (step, block, pool, target ``sqrtPriceX96``): the V3 pools land on it
+    exactly, the V2 pair's reserve ratio within one unit of input (when no outside trade
+    follows in the same block).
     """
 
     def __init__(
@@ -308,9 +313,8 @@ class Scenario:
             source = registry.by_address[address]
             assert isinstance(source, PoolSource)
             self.sources[address] = source
-        self.states = {
-            state.address: state for state in read_states(self.url, self.deployed.uniswap)
-        }
+        self.states = read_states(self.url, self.deployed.uniswap)
+        """Every pool's state at the latest block the scenario read it at."""
         self.moves: list[tuple[int, int, str, int]] = []
         w3 = Web3()
         self.venue = bind(w3, "MarginVenue", chain.deployed.venue)
@@ -368,7 +372,10 @@ class Scenario:
     def _move_prices(self, step: int) -> None:
         """Swap the pools to the path (each with its own noise); answer the feed if due."""
         price = float(self.path[step])
-        for address, state in self.states.items():
+        self.block = head(self.url)  # the scenario's last, or one mined by someone else
+        self.states = read_swapped(self.url, self.states, block=self.block)
+        for state in self.states:
+            address = state.address
             chance = V2_SWAP_PROB if isinstance(state, V2PoolState) else V3_SWAP_PROB
             if step == 0 or self.rng.random() < chance:
                 target = sqrt_price_x96(self._noisy(price), self.sources[address])
@@ -380,8 +387,9 @@ class Scenario:
             self.feed_price, self.feed_step = price, step
 
     def _swap_to(self, step: int, state: V2PoolState | V3PoolState, target: int) -> None:
-        """Send the swap that moves the pool ``state`` to ``target`` (``sqrtPriceX96``) in
-        the next block, through the caller, the deployer paying and receiving."""
+        """Send the swap that moves the pool from ``state`` (at the latest block) to
+        ``target`` (``sqrtPriceX96``) in the next block, through the caller, the deployer
+        paying and receiving."""
         block, deployer = self.block + 1, self.deployed.deployer
         if isinstance(state, V3PoolState):
             move = v3_swap_to_price(state, target)
@@ -389,7 +397,6 @@ class Scenario:
                 return
             data = v3_swap_calldata(state.address, move.zero_for_one, move.amount_in, target,
                                     deployer)  # fmt: skip
-            self.states[state.address] = v3_after(state, move.swap, block)
             what = "v3_swaps"
         else:
             v2_move = v2_swap_to_price(state, target)
@@ -397,7 +404,6 @@ class Scenario:
                 return
             data = v2_swap_calldata(state.address, v2_move.zero_for_one, v2_move.amount_in,
                                     v2_move.amount_out, deployer)  # fmt: skip
-            self.states[state.address] = v2_after(state, v2_move, block)
             what = "v2_swaps"
         caller = self.deployed.uniswap.caller
         self.pending.append(send_transaction(self.url, deployer, caller, data, gas=_SWAP_GAS))

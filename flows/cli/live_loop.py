@@ -4,16 +4,21 @@
         --> oracle.prices --> hedgeflow run risk --> orders --> hedgeflow execute
         --> liquidations on the venue (Anvil) --> ingest ...; outcomes --> fills --> risk
 
-1. start Anvil and deploy (``flows.cli.devchain.dev_chain``); write the order secret, the
-   liquidator's encrypted keystore (Anvil's dev account 1) and ``OUT/demo.toml``: the
-   dev chain's configuration with ``PREFIX.*`` topics, the first trading account hedged in
-   the perp, orders signed with the secret and the liquidator as the executor's signer;
-2. start ``ingest``, ``run oracle``, ``run risk`` and ``execute`` as child processes (logs
-   in ``OUT/logs/``; outputs in ``OUT/oracle/``, ``OUT/risk/``, ``OUT/executor/``);
+1. start Anvil and deploy (``flows.cli.devchain.dev_chain``); open the DEX-hedging book
+   (``flows.cli.dex_book``: the dev account after the traders, funded with WETH and USDC,
+   SplitSwap approved, long puts on the venue); write the order secret, the liquidator's
+   and the book's encrypted keystores and ``OUT/demo.toml``: the dev chain's
+   configuration with ``PREFIX.*`` topics, the first trading account hedged in the perp,
+   the DEX book hedged in WETH on the pools, orders signed with the secret, the liquidator
+   and the book as the executors' signers;
+2. start ``ingest``, ``run oracle``, ``run risk``, ``execute`` with the liquidator's key
+   and ``execute`` with the book's as child processes (logs in ``OUT/logs/``; outputs in
+   ``OUT/oracle/``, ``OUT/risk/``, ``OUT/executor/``, ``OUT/book-executor/``);
 3. run the scenario paced (``pace_s`` per block), so that the pipeline keeps up: the crash
    leaves accounts under maintenance, and only hedgeflow liquidates them;
 4. mine empty 12 s blocks, each followed by a wait for the stages' Parquet to stand still,
-   until every liquidation order in ``orders/`` has a final row in ``executions/`` and
+   until every liquidation and DEX-hedge order in ``orders/`` has a final row in
+   ``executions/`` and
    neither changed for :data:`QUIET_BLOCKS` blocks (:data:`TAIL_BLOCKS` at most: an order
    the risk stage decides later is left unfinished, and the summary says so);
 5. stop the children (SIGTERM; the executor stops cleanly) and write the chain's logs to
@@ -48,6 +53,7 @@ from connectors.kafka_tools import create_topics
 from connectors.local_server import die_with_parent
 from connectors.recording import iter_messages, load_recording
 from flows.cli.devchain import (
+    GENESIS_TIMESTAMP,
     STEPS,
     DevChain,
     Scenario,
@@ -56,6 +62,7 @@ from flows.cli.devchain import (
     instruments,
     record_chain,
 )
+from flows.cli.dex_book import DexBook, dex_book_execution, dex_book_risk, open_dex_book
 from flows.cli.execute import dev_keys, write_keystore
 from flows.cli.summary import read_dataset
 from operators.config import (
@@ -118,30 +125,41 @@ class LoopResult:
 
     cfg: Config
     stage_dirs: list[Path]
-    """The output directories of ``run oracle``, ``run risk`` and ``execute``."""
+    """The output directories of ``run oracle``, ``run risk``, ``execute`` (the
+    liquidator's) and ``execute`` (the DEX book's)."""
     liquidations: list[Fill]
     """The venue's ``Liquidated`` events, read back from the chain."""
+    dex_book: DexBook
+    """The DEX-hedging book."""
 
 
 def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
     """Run the loop (the module's docstring) under ``out_dir``; what it left there."""
     started = time.monotonic()
     _remove_earlier_run(out_dir)
-    stage_dirs = [out_dir / "oracle", out_dir / "risk", out_dir / "executor"]
-    with dev_chain(out_dir, params.accounts) as chain:
-        cfg = loop_config(chain, out_dir, params.topic_prefix)
+    stage_dirs = [out_dir / d for d in ("oracle", "risk", "executor", "book-executor")]
+    with dev_chain(out_dir, params.accounts, books=1) as chain:
+        book_index = params.accounts + 2  # the dev account after the traders
+        book_address = str(rpc(chain.rpc_url, "eth_accounts")[book_index]).lower()
+        book = open_dex_book(chain.rpc_url, chain.deployed, book_address, GENESIS_TIMESTAMP)
+        cfg = loop_config(chain, out_dir, params.topic_prefix, book)
         config_path = out_dir / "demo.toml"
         config_path.write_text(config_toml(cfg))
         create_topics(brokers, list(msgspec.structs.asdict(cfg.topics).values()), PARTITIONS)
-        keystore, passphrase = _keystore(out_dir)
+        passphrase = _passphrase(out_dir)
+        keys = dev_keys(book_index + 1)
+        keystores = [_keystore(out_dir, name, keys[i], passphrase)
+                     for name, i in (("liquidator", 1), ("book", book_index))]  # fmt: skip
         common = ["--config", str(config_path), "--brokers", brokers]
         commands = {
             "ingest": ["ingest", *common, "--from-block", str(chain.deployed.block)],
             "oracle": ["run", "oracle", *common, "--out", str(stage_dirs[0])],
             "risk": ["run", "risk", *common, "--out", str(stage_dirs[1])],
-            "execute": ["execute", *common, "--keystore", str(keystore),
-                        "--passphrase-file", str(passphrase), "--out", str(stage_dirs[2])],
-        }  # fmt: skip
+        }
+        for name, keystore, out in zip(("execute", "execute-book"), keystores, stage_dirs[2:],
+                                       strict=True):  # fmt: skip
+            commands[name] = ["execute", *common, "--keystore", str(keystore),
+                              "--passphrase-file", str(passphrase), "--out", str(out)]  # fmt: skip
         children: list[_Child] = []
 
         def check_children() -> None:
@@ -170,16 +188,16 @@ def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
         "loop done in %.1f s: blocks up to %d, %d Liquidated events on chain",
         time.monotonic() - started, last, len(liquidations),
     )  # fmt: skip
-    return LoopResult(cfg=cfg, stage_dirs=stage_dirs, liquidations=liquidations)
+    return LoopResult(cfg=cfg, stage_dirs=stage_dirs, liquidations=liquidations, dex_book=book)
 
 
-def loop_config(chain: DevChain, out_dir: Path, topic_prefix: str) -> Config:
+def loop_config(chain: DevChain, out_dir: Path, topic_prefix: str, book: DexBook) -> Config:
     """The dev chain's configuration for the loop (the module's docstring, step 1); the
     order secret is written to ``OUT/order.secret``."""
     deployed = chain.deployed
     names = [f.name for f in msgspec.structs.fields(TopicsConfig)]
     topics = TopicsConfig(**{n: f"{topic_prefix}.{n.replace('_', '.')}" for n in names})
-    book = str(rpc(chain.rpc_url, "eth_accounts")[2]).lower()  # the first trading account
+    hedged = str(rpc(chain.rpc_url, "eth_accounts")[2]).lower()  # the first trading account
     underlying = deployed.tokens[UNDERLYING]
     perp = next(i.id for i in instruments(underlying) if i.kind == InstrumentKind.PERP)
     secret = out_dir / "order.secret"
@@ -191,26 +209,35 @@ def loop_config(chain: DevChain, out_dir: Path, topic_prefix: str) -> Config:
         topics=topics,
         chain=msgspec.structs.replace(chain.cfg.chain, poll_interval_s=POLL_INTERVAL_S),
         oracle=msgspec.structs.replace(chain.cfg.oracle, idle_timeout_s=IDLE_TIMEOUT_S),
-        risk=msgspec.structs.replace(chain.cfg.risk, books={book: {"ETH": perp}}),
+        risk=dex_book_risk(
+            msgspec.structs.replace(chain.cfg.risk, books={hedged: {"ETH": perp}}), book
+        ),
         orders=OrdersConfig(secret_file=str(secret), valid_for_s=VALID_FOR_S),
-        execution=ExecutionConfig(
-            signers=[liquidator],
-            liquidator=liquidator,
-            chain_id=deployed.chain_id,
-            poll_interval_s=POLL_INTERVAL_S,
+        execution=dex_book_execution(
+            ExecutionConfig(
+                signers=[liquidator],
+                liquidator=liquidator,
+                chain_id=deployed.chain_id,
+                poll_interval_s=POLL_INTERVAL_S,
+            ),
+            book,
         ),
         run=RunConfig(epoch_interval_s=EPOCH_INTERVAL_S),
     )
 
 
-def _keystore(out_dir: Path) -> tuple[Path, Path]:
-    """The liquidator's (Anvil's dev account 1) encrypted keystore and its passphrase file."""
+def _passphrase(out_dir: Path) -> Path:
+    """A new random passphrase for the loop's keystores, in ``OUT/keystore.passphrase``."""
     passphrase = out_dir / "keystore.passphrase"
-    phrase = secrets.token_urlsafe(24)
-    _private_file(passphrase, (phrase + "\n").encode())
-    keystore = out_dir / "liquidator.keystore.json"
-    write_keystore(keystore, dev_keys(2)[1], phrase)
-    return keystore, passphrase
+    _private_file(passphrase, (secrets.token_urlsafe(24) + "\n").encode())
+    return passphrase
+
+
+def _keystore(out_dir: Path, name: str, key: bytes, passphrase: Path) -> Path:
+    """``key`` (an Anvil dev key) as the encrypted keystore ``OUT/NAME.keystore.json``."""
+    keystore = out_dir / f"{name}.keystore.json"
+    write_keystore(keystore, key, passphrase.read_text().strip())
+    return keystore
 
 
 def _private_file(path: Path, data: bytes) -> None:
@@ -220,8 +247,9 @@ def _private_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-_EARLIER = ("oracle", "risk", "executor", "logs", "demo.toml", "order.secret",
-            "keystore.passphrase", "liquidator.keystore.json", "recording.parquet")  # fmt: skip
+_EARLIER = ("oracle", "risk", "executor", "book-executor", "logs", "demo.toml",
+            "order.secret", "keystore.passphrase", "liquidator.keystore.json",
+            "book.keystore.json", "recording.parquet")  # fmt: skip
 """What a run of the loop writes under ``OUT`` (besides ``dev_chain``'s own files)."""
 
 
@@ -261,15 +289,15 @@ def _wait_for_first_messages(brokers: str, topics: list[str], children: list[_Ch
 
 def _tail(scenario: Scenario, stage_dirs: Sequence[Path], epoch_s: float) -> None:
     """Mine empty blocks, each followed by a wait for the stages' outputs to stand still,
-    until every liquidation order has a final outcome and neither the orders nor the
-    outcomes changed for :data:`QUIET_BLOCKS` blocks; :data:`TAIL_BLOCKS` at most."""
-    risk_dir, executor_dir = stage_dirs[1], stage_dirs[2]
+    until every liquidation and DEX-hedge order has a final outcome and neither the orders
+    nor the outcomes changed for :data:`QUIET_BLOCKS` blocks; :data:`TAIL_BLOCKS` at most."""
+    risk_dir, executor_dirs = stage_dirs[1], stage_dirs[2:]
     seen: tuple[int, int] | None = None
     quiet = 0
     for n in range(1, TAIL_BLOCKS + 1):
         scenario.mine()
         _settle(stage_dirs, epoch_s)
-        progress = _progress(risk_dir, executor_dir)
+        progress = _progress(risk_dir, executor_dirs)
         quiet = quiet + 1 if progress.counts == seen else 0
         seen = progress.counts
         if progress.settled and quiet >= QUIET_BLOCKS:
@@ -281,7 +309,7 @@ def _tail(scenario: Scenario, stage_dirs: Sequence[Path], epoch_s: float) -> Non
 @dataclass(frozen=True)
 class _Progress:
     orders: int
-    """Liquidation orders in ``orders/``."""
+    """Liquidation and DEX-hedge orders in ``orders/``."""
     taken: int
     """Of them, those with a row in ``executions/``."""
     unfinished: int
@@ -298,12 +326,11 @@ class _Progress:
         return self.taken == self.orders and self.unfinished == 0
 
 
-def _progress(risk_dir: Path, executor_dir: Path) -> _Progress:
+def _progress(risk_dir: Path, executor_dirs: Sequence[Path]) -> _Progress:
     orders = read_dataset("orders", risk_dir)
-    executions = read_dataset("executions", executor_dir)
-    ids = (
-        set() if orders is None else set(orders.filter(pl.col("kind") == "liquidation")["order_id"])
-    )
+    executions = read_dataset("executions", *executor_dirs)
+    executed = pl.col("kind").is_in(["liquidation", "dex_hedge"])
+    ids = set() if orders is None else set(orders.filter(executed)["order_id"])
     if executions is None:
         return _Progress(len(ids), 0, 0, 0)
     latest = executions.sort("seq").group_by("order_id").last()

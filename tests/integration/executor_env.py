@@ -32,13 +32,13 @@ from web3 import Web3
 from connectors.anvil import DevNode, mine, receipt, rpc, send_transaction, set_automine
 from connectors.chain_audit import signer_txs
 from connectors.chain_source import Rpc
-from connectors.contracts import bind, deploy, instrument_id, load_artifact
+from connectors.contracts import Deployed, bind, deploy, instrument_id
 from connectors.executor import Executor
 from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import create_topics
-from connectors.uniswap import UniswapDeployed, read_states, token_balance
+from connectors.uniswap import fund, read_states, token_balance
 from flows.cli.execute import check_store, dev_keys, first_nonce, write_keystore
 from operators import oracle_topic
 from operators.config import (
@@ -94,26 +94,13 @@ UNPOOLED = "0x" + "b7" * 20
 class DexSetup:
     """The real Uniswap pools and SplitSwap on the set-up's chain, and the book's wallet."""
 
-    def __init__(self, url: str, uniswap: UniswapDeployed, deployer: str, book: str):
+    def __init__(self, url: str, deployed: Deployed, book: str):
         self.url = url
         self.book = book
-        self.uniswap = uniswap
+        self.uniswap = deployed.uniswap
         self.weth, self.usdc = self.uniswap.tokens["WETH"], self.uniswap.tokens["USDC"]
-        artifact = load_artifact("SplitSwap")
-        data = Web3().eth.contract(abi=artifact.abi, bytecode=artifact.bytecode).constructor()
-        mined = receipt(url, send_transaction(url, deployer, None, data.data_in_transaction,
-                                              gas=3_000_000))  # fmt: skip
-        assert mined.ok and mined.contractAddress is not None
-        self.split_swap = mined.contractAddress.lower()
-        token = Web3().eth.contract(abi=load_artifact("TestERC20").abi)
-        for symbol, amount in BOOK_FUNDS.items():
-            address = self.uniswap.tokens[symbol]
-            mint = token.encode_abi("mint", [Web3.to_checksum_address(book), amount])
-            approve = token.encode_abi(
-                "approve", [Web3.to_checksum_address(self.split_swap), 2**256 - 1]
-            )
-            assert receipt(url, send_transaction(url, deployer, address, mint, gas=100_000)).ok
-            assert receipt(url, send_transaction(url, book, address, approve, gas=100_000)).ok
+        self.split_swap = deployed.split_swap
+        fund(url, self.uniswap, book, BOOK_FUNDS, spender=self.split_swap)
 
     def oracle(self) -> OracleConfig:
         """The pools as the oracle's sources, their tokens keyed by address."""
@@ -166,11 +153,7 @@ class ExecutorEnv:
         self.perp = instrument_id(weth, 1, 0, 0)
         self.call(self.deployed.deployer, "list", [Web3.to_checksum_address(weth), 1, 0, 0])
         self.signer = self.deployed.liquidator
-        self.dex = (
-            DexSetup(self.url, self.deployed.uniswap, self.deployed.deployer, self.signer)
-            if dex
-            else None
-        )
+        self.dex = DexSetup(self.url, self.deployed, self.signer) if dex else None
         if self.dex is not None:
             execution = {"split_swap": self.dex.split_swap, **execution}
         self.price_end_ms = 0

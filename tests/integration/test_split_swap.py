@@ -14,7 +14,7 @@ import pytest
 from web3 import Web3
 
 from connectors.anvil import DevNode, rpc
-from connectors.contracts import load_artifact
+from connectors.contracts import deploy, load_artifact
 from connectors.executor_chain import ChainClient
 from operators.routing import route
 from operators.swap_calls import SwapPlan, plan_swap, swap_calldata
@@ -26,8 +26,8 @@ ORDER_ID = "0x" + "0d" * 32
 @pytest.fixture(scope="module")
 def dex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DexSetup]:
     with DevNode(state_path=tmp_path_factory.mktemp("split") / "anvil.json") as node:
-        deployer, book = (a.lower() for a in rpc(node.rpc_url, "eth_accounts")[:2])
-        yield DexSetup(node.rpc_url, deployer, book)
+        book = rpc(node.rpc_url, "eth_accounts")[1].lower()
+        yield DexSetup(node.rpc_url, deploy(node.rpc_url), book)
 
 
 def _plan(dex: DexSetup, weth_in: int) -> SwapPlan:

@@ -483,7 +483,7 @@ def _devchain() -> Config:
     )  # fmt: skip
     deployed = Deployed(
         chain_id=31337, block=1, deployer=addresses[0], liquidator=addresses[1],
-        venue=addresses[2], feed=addresses[5], uniswap=uniswap,
+        venue=addresses[2], feed=addresses[5], uniswap=uniswap, split_swap="0x" + "0c" * 20,
     )  # fmt: skip
     return devchain_config(deployed, "http://127.0.0.1:8545")
 
