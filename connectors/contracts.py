@@ -164,13 +164,13 @@ def devchain_config(deployed: Deployed, rpc_url: str | None = None) -> Config:
     """A hedgeflow configuration whose oracle reads the dev chain's pools and feed.
 
     It leaves out the mainnet registry (``use_default_registry = false``): the dev chain
-    has none of its pools. ``risk`` names the venue, its underlying (WETH stands for ETH)
+    has none of its pools. Its tokens are keyed by address (as ``risk.dex_hedges`` needs
+    them, for their decimals). ``risk`` names the venue, its underlying (WETH stands for ETH)
     and the collateral tokens (USDC and WETH). With ``rpc_url`` it also sets ``chain``, so
     that ``hedgeflow ingest`` follows the node and every deployed contract, the venue
     included.
     """
-    symbols = {address: symbol for symbol, address in deployed.tokens.items()}
-    token0, token1 = (symbols[address] for address in sorted(symbols))
+    token0, token1 = sorted(deployed.tokens.values())  # Uniswap's order: by address
     pools: list[tuple[str, SourceKind]] = [
         (deployed.uniswap.v2_pair, "uniswap_v2"),
         *(
@@ -189,8 +189,8 @@ def devchain_config(deployed: Deployed, rpc_url: str | None = None) -> Config:
     oracle = OracleConfig(
         use_default_registry=False,
         tokens={
-            symbol: TokenConfig(decimals=decimals[symbol], asset=TOKEN_ASSETS[symbol])
-            for symbol in sorted(deployed.tokens)
+            address: TokenConfig(decimals=decimals[symbol], asset=TOKEN_ASSETS[symbol])
+            for symbol, address in sorted(deployed.tokens.items())
         },
         sources=[*sources, feed],
     )

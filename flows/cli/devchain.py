@@ -280,11 +280,14 @@ class Scenario:
     the scenario reads what swaps moved in every pool at the latest mined block
     (``connectors.uniswap.read_swapped``; the initialized ticks, which only ``Mint`` and
     ``Burn`` change, are read once at the start) and sizes its swaps from that, so that an
-    outside trade neither makes them revert nor moves the pools off the path; trading
-    alone, its transactions are the same whatever else joins its blocks. ``moves`` lists
-    each swap's (step, block, pool, target ``sqrtPriceX96``): the V3 pools land on it
-    exactly, the V2 pair's reserve ratio within one unit of input (when no outside trade
-    follows in the same block).
+    outside trade in an earlier block neither makes them revert nor moves the pools off
+    the path; trading alone, its transactions are the same whatever else joins its blocks.
+    An outside trade on a pool ahead of the scenario's swap in the same block may make that
+    swap revert: it is then counted ``outrun_swaps``, its move dropped from ``moves``, and
+    the next block moves the pool from where it is (any other failure stops the run).
+    ``moves`` lists each swap's (step, block, pool, target ``sqrtPriceX96``): the V3 pools
+    land on it exactly, the V2 pair's reserve ratio within one unit of input (when no
+    outside trade follows in the same block).
     """
 
     def __init__(
@@ -323,6 +326,8 @@ class Scenario:
         self.block = quantity(latest["number"], "number")
         self.block_ts = quantity(latest["timestamp"], "timestamp")  # the deployment's last
         self.pending: list[str] = []
+        self.swaps: dict[str, str] = {}
+        """The pending swaps' transaction hashes -> their pools."""
         self.counts: dict[str, int] = {}
         self.others = 0
         """Transactions in the scenario's blocks that it did not send (the executor's)."""
@@ -406,7 +411,9 @@ class Scenario:
                                     v2_move.amount_out, deployer)  # fmt: skip
             what = "v2_swaps"
         caller = self.deployed.uniswap.caller
-        self.pending.append(send_transaction(self.url, deployer, caller, data, gas=_SWAP_GAS))
+        tx_hash = send_transaction(self.url, deployer, caller, data, gas=_SWAP_GAS)
+        self.pending.append(tx_hash)
+        self.swaps[tx_hash] = state.address
         self.counts[what] = self.counts.get(what, 0) + 1
         self.moves.append((step, block, state.address, target))
 
@@ -476,6 +483,15 @@ class Scenario:
         receipts = {r.transactionHash: r for r in msgspec.convert(raw, list[_Receipt])}
         missing = [h for h in self.pending if h not in receipts]
         failed = [h for h in self.pending if h in receipts and receipts[h].status != "0x1"]
+        outrun = [h for h in failed if self._outrun(h, receipts)]
+        if outrun:
+            lost = {(self.block, self.swaps[h]) for h in outrun}
+            self.moves = [m for m in self.moves if (m[1], m[2]) not in lost]
+            self.counts["outrun_swaps"] = self.counts.get("outrun_swaps", 0) + len(outrun)
+            log.info("block %d: %d swaps outrun by another's trade on their pool before "
+                     "them; the next block moves the pool from where it is", self.block,
+                     len(outrun))  # fmt: skip
+            failed = [h for h in failed if h not in outrun]
         if missing or failed:
             msg = (
                 f"block at {self.block_ts}: of {len(self.pending)} transactions sent, "
@@ -484,16 +500,35 @@ class Scenario:
             )
             raise RuntimeError(msg)
         self.others += len(receipts) - len(self.pending)
-        self.pending = []
+        self.pending, self.swaps = [], {}
         if self.on_block is not None:
             self.on_block()
+
+    def _outrun(self, tx_hash: str, receipts: dict[str, _Receipt]) -> bool:
+        """Whether ``tx_hash``, a failed swap of the scenario, was outrun: a transaction not
+        the scenario's traded on its pool before it in the block (its swap was sized from
+        the state before that trade, and the pair refuses it, ``UniswapV2: K``, or the pool
+        is already past its price limit, ``SPL``)."""
+        pool = self.swaps.get(tx_hash)
+        index = int(receipts[tx_hash].transactionIndex, 16)
+        return pool is not None and any(
+            int(r.transactionIndex, 16) < index and any(g.address.lower() == pool for g in r.logs)
+            for h, r in receipts.items()
+            if h not in self.swaps
+        )
+
+
+class _Log(msgspec.Struct, frozen=True):
+    address: str
 
 
 class _Receipt(msgspec.Struct, frozen=True):
     """The fields of a block's receipt that the scenario checks."""
 
     transactionHash: str
+    transactionIndex: str
     status: str
+    logs: list[_Log]
 
 
 def head(rpc_url: str) -> int:

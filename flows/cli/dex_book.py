@@ -50,13 +50,16 @@ _CALL_GAS = 150_000
 
 @dataclass(frozen=True, kw_only=True)
 class DexBook:
-    """The book's address, its put, the SplitSwap it trades through, the tokens."""
+    """The book's address, its put, the SplitSwap it trades through, the tokens; the last
+    block of its opening and its next nonce then (its executor's first)."""
 
     address: str
     put: str
     split_swap: str
     weth: str
     usdc: str
+    opened_block: int
+    first_nonce: int
 
 
 def open_dex_book(rpc_url: str, deployed: Deployed, book: str, genesis_timestamp: int) -> DexBook:
@@ -88,7 +91,11 @@ def open_dex_book(rpc_url: str, deployed: Deployed, book: str, genesis_timestamp
             if not mined.ok:
                 msg = f"the DEX book's venue call from {sender} failed: {mined!r}"
                 raise RuntimeError(msg)
-    return DexBook(address=book, put=put, split_swap=deployed.split_swap, weth=weth, usdc=usdc)
+    return DexBook(
+        address=book, put=put, split_swap=deployed.split_swap, weth=weth, usdc=usdc,
+        opened_block=int(rpc(rpc_url, "eth_blockNumber"), 16),
+        first_nonce=int(rpc(rpc_url, "eth_getTransactionCount", [book, "latest"]), 16),
+    )  # fmt: skip
 
 
 def dex_book_risk(risk: RiskConfig, book: DexBook) -> RiskConfig:

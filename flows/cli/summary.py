@@ -145,6 +145,9 @@ def summary_text(
     executions = read_dataset("executions", *dirs)
     if executions is not None:
         lines += execution_lines(executions)
+        orders = read_dataset("orders", *dirs)
+        if orders is not None and risk is not None:
+            lines += dex_hedge_lines(orders, executions, risk)
     if liquidations is not None:
         lines.append(liquidation_line(liquidations, read_dataset("orders", *dirs)))
     rejects = read_dataset("deadletter", *dirs)
@@ -184,6 +187,46 @@ def execution_lines(executions: pl.DataFrame) -> list[str]:
             f"{r['state']} {r['code']} {r['len']}" for r in by_code.iter_rows(named=True)
         )
         lines.append(f"execution refusals and failures: {codes}")
+    return lines
+
+
+def dex_hedge_lines(
+    orders: pl.DataFrame, executions: pl.DataFrame, risk: pl.DataFrame
+) -> list[str]:
+    """Each ``dex_hedge`` order: its size and the wallet it saw, its route (the ``sent``
+    row), its fill (raw units from the receipt's ``Swap`` logs) and gas; then each DEX
+    book's wallet in its latest ``account_risk`` row."""
+    hedges = orders.filter(pl.col("kind") == "dex_hedge").sort("ts_event_ms")
+    if not hedges.height:
+        return []
+    lines = [f"DEX hedges: {hedges.height} orders"]
+    for order in hedges.iter_rows(named=True):
+        rows = executions.filter(pl.col("order_id") == order["order_id"]).sort("seq")
+        sent = rows.filter(pl.col("state") == "sent")["detail"].to_list()
+        final = rows.filter(pl.col("final")).to_dicts()
+        side = "buy" if order["size"] > 0 else "sell"
+        lines.append(
+            f"  {order['order_id'][:18]} {order['account']} at {order['ts_event_ms']} ms: "
+            f"{side} {abs(order['size']):.6f} {order['asset']} (wallet {order['position']:.6f})"
+        )
+        lines += [f"    {detail}" for detail in sent[:1]]
+        if not final:
+            lines.append("    unfinished")
+        elif final[0]["state"] != "mined":
+            lines.append(f"    {final[0]['state']} {final[0]['code']}: {final[0]['detail']}")
+        else:
+            f = final[0]
+            lines.append(
+                f"    mined in block {f['block_number']}, {f['gas_used']} gas, fee "
+                f"{int(f['fee_paid_wei']) / WEI_PER_ETH:.6f} ETH: sold {f['amount_in']} of "
+                f"{f['token_in']} for {f['amount_out']} of {f['token_out']}"
+            )
+    books = risk.filter(pl.col("account").is_in(hedges["account"].unique().to_list()))
+    for row in books.sort("ts_event_ms").group_by("account").last().sort("account").to_dicts():
+        lines.append(
+            f"  wallet of {row['account']} after: {row['wallet']} (risk row at "
+            f"{row['ts_event_ms']} ms)"
+        )
     return lines
 
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from web3 import Web3
 
-from connectors.anvil import DevNode, receipt, reorg, rpc, send_transaction
+from connectors.anvil import DevNode, mine, receipt, reorg, rpc, send_transaction
 from connectors.contracts import (
     FEED_DECIMALS,
     Deployed,
@@ -33,10 +33,14 @@ from connectors.contracts import (
 )
 from connectors.uniswap import (
     deploy_swap_load,
+    fund,
     load_swaps,
+    read_states,
+    read_swapped,
     read_v2_state,
     read_v3_state,
     v2_swap,
+    v2_swap_calldata,
     v3_swap,
     v3_swap_calldata,
 )
@@ -47,7 +51,7 @@ from operators.decode import Decoder
 from operators.model import Observation, RawMessage
 from operators.pool_math import sqrt_price_x96, v3_depth, v3_price
 from operators.pool_moves import v2_swap_to_price, v3_swap_to_price
-from operators.pool_state import V2PoolState
+from operators.pool_state import V2PoolState, V3PoolState
 from operators.registry import PoolSource, Registry
 from operators.risk import order_id
 from operators.uniswap_math import tick_at_sqrt_ratio
@@ -449,6 +453,83 @@ def test_scenario_prices_read_from_the_real_pools_events_follow_the_path(
                 assert words[2] == target == slot0[pool, block][0]
                 assert abi.signed(words[4]) == tick_at_sqrt_ratio(target) == slot0[pool, block][1]
                 assert obs.price == v3_price(target, src)
+
+
+@settings(max_examples=3, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shocks=st.lists(st.floats(-0.02, 0.02).filter(lambda x: abs(x) > 1e-4), min_size=6, max_size=6),
+)
+@example(seed=5, shocks=[0.01, -0.01, 0.005, -0.02, 0.02, -0.001])
+def test_scenario_when_an_outsider_swaps_between_its_blocks_then_it_still_lands_on_the_path(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, shocks: list[float]
+) -> None:
+    """An outside trader (another account, as the demo's DEX book) swaps each pool by a
+    few percent, mostly in a block of its own between the scenario's blocks: the
+    scenario's swaps, sized from the pools' state at the head, neither revert (``mine``
+    checks every receipt) nor miss: each pool lands on its target of the path. Every third
+    time the outside swaps join the scenario's next block instead, ahead of its swaps:
+    those may be outrun (reverted, their moves dropped) or land off the path, and the run
+    goes on, the next block moving each pool from where it is."""
+    with dev_chain(tmp_path_factory.mktemp("outsider"), accounts=2, books=1) as chain:
+        url, uniswap = chain.rpc_url, chain.deployed.uniswap
+        outsider = rpc(url, "eth_accounts")[4].lower()  # after the traders
+        fund(url, uniswap, outsider, {"WETH": 10**6 * 10**18, "USDC": 10**12 * 10**6})
+        pools = read_states(url, uniswap)
+        blocks: list[int] = []
+        shared: list[int] = []
+        scenario = Scenario(chain, seed, accounts=2, steps=20)
+
+        def outside_swaps() -> None:  # after each of the scenario's blocks
+            at = head(url)
+            if at in shared:  # leave the pools to the scenario's block after a shared one
+                return
+            for i, state in enumerate(read_swapped(url, pools, block=at)):
+                shock = shocks[(at + i) % len(shocks)]
+                price = state.sqrt_price_x96 if isinstance(state, V3PoolState) else None
+                if price is None:
+                    assert isinstance(state, V2PoolState)
+                    price = math.isqrt((state.reserve1 << 192) // state.reserve0)
+                target = round(price * math.sqrt(1 + shock))
+                if isinstance(state, V3PoolState):
+                    move = v3_swap_to_price(state, target)
+                    assert move is not None
+                    data = v3_swap_calldata(state.address, move.zero_for_one, move.amount_in,
+                                            target, outsider)  # fmt: skip
+                else:
+                    v2 = v2_swap_to_price(state, target)
+                    assert v2 is not None
+                    data = v2_swap_calldata(state.address, v2.zero_for_one, v2.amount_in,
+                                            v2.amount_out, outsider)  # fmt: skip
+                send_transaction(url, outsider, uniswap.caller, data, gas=2_500_000)
+            if (len(blocks) + len(shared)) % 3 == 2:
+                shared.append(at + 1)  # pending: ahead of the scenario's swaps in its block
+                return
+            mine(url, timestamp=scenario.block_ts + 1)
+            blocks.append(head(url))
+            assert all(r["status"] == "0x1" for r in rpc(url, "eth_getBlockReceipts", ["latest"]))
+
+        scenario.on_block = outside_swaps
+        scenario.run()
+        landed = {
+            (block, pool): state
+            for _, block, pool, _ in scenario.moves
+            for state in read_swapped(url, pools, block=block)
+            if state.address == pool
+        }
+
+    assert len(blocks) > 10 and len(shared) > 5
+    assert {b for _, b, _, _ in scenario.moves}.isdisjoint(blocks)
+    alone = [m for m in scenario.moves if m[1] not in shared]
+    assert len(alone) > 20
+    for _, block, pool, target in alone:
+        state = landed[block, pool]
+        if isinstance(state, V3PoolState):
+            assert state.sqrt_price_x96 == target
+        else:  # the pair's reserve ratio within one unit of input of the target
+            assert isinstance(state, V2PoolState)
+            ratio = Fraction(state.reserve1, state.reserve0) / Fraction(target**2, 2**192)
+            assert abs(float(ratio) - 1) < 1e-9
 
 
 def _logs_at(url: str, address: str, first: int) -> list[dict[str, Any]]:
