@@ -14,11 +14,13 @@ the summary counts this run alone.
 Part 2, the whole loop on a real chain (Anvil), each stage its own process
 (``flows.cli.live_loop``): the dev-chain scenario (an hour of trading for 50 accounts
 with a crash, paced), ``hedgeflow ingest`` following the node live, ``run oracle``, ``run
-risk`` with the first trading account as a hedged book, and ``execute`` with the
-liquidator's key, whose liquidations land on the chain and come back through ingest;
-then the summary under ``OUT/chain/``: accounts, orders, what the executor did with them
-(sent, mined, reverted, denied, expired, conflict; fees) and whose the venue's
-``Liquidated`` events are.
+risk`` with the first trading account as a hedged book and a DEX book (long puts,
+hedged in WETH on the pools: ``flows.cli.dex_book``), ``execute`` with the liquidator's
+key, whose liquidations land on the chain and come back through ingest, and ``execute``
+with the DEX book's key, whose hedges are routed over the pools through SplitSwap; then
+the summary under ``OUT/chain/``: accounts, orders, what the executors did with them
+(sent, mined, reverted, denied, expired, conflict; fees), the DEX hedges (route, fill,
+gas, wallet after) and whose the venue's ``Liquidated`` events are.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ account 1) and the configuration, and runs ``hedgeflow execute`` as a child proc
 that a failpoint can kill it. Every check of exactly-once reads the chain alone
 (:meth:`ExecutorEnv.audit`).
 
-With ``dex=True`` it also deploys the real Uniswap pools (``connectors.uniswap``: a
-WETH/USDC V2 pair and V3 pools of fees 500 and 3000) and ``SplitSwap``, configures them as
-the oracle's sources and the signer's book as a DEX hedge of ETH (``risk.dex_hedges``),
-funds the book with WETH and USDC and approves SplitSwap for both (:class:`DexSetup`).
+With ``dex=True`` it also uses the real Uniswap pools and ``SplitSwap`` that
+``connectors.contracts.deploy`` put on the chain (as on the dev chain: a WETH/USDC V2 pair
+and V3 pools of fees 500 and 3000), configures them as the oracle's sources and the
+signer's book as a DEX hedge of ETH (``risk.dex_hedges``), funds the book with WETH and
+USDC and approves SplitSwap for both (``connectors.uniswap.fund``, :class:`DexSetup`).
 """
 
 from __future__ import annotations
