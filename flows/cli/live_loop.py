@@ -18,10 +18,10 @@
    leaves accounts under maintenance, and only hedgeflow liquidates them;
 4. mine empty 12 s blocks, each followed by a wait for the stages' Parquet to stand still,
    until every liquidation and DEX-hedge order in ``orders/`` has a final row in
-   ``executions/`` and
-   neither changed for :data:`QUIET_BLOCKS` blocks (:data:`TAIL_BLOCKS` at most: an order
-   the risk stage decides later is left unfinished, and the summary says so);
-5. stop the children (SIGTERM; the executor stops cleanly) and write the chain's logs to
+   ``executions/`` and neither changed for :data:`QUIET_BLOCKS` blocks
+   (:data:`TAIL_BLOCKS` at most: an order the risk stage decides later is left
+   unfinished, and the summary says so);
+5. stop the children (SIGTERM; the executors stop cleanly) and write the chain's logs to
    ``OUT/recording.parquet``.
 
 Bytewax 0.21.1 has no clean stop: a flow killed loses the rows of its current epoch. The
