@@ -16,6 +16,7 @@ from web3 import Web3
 from connectors.anvil import DevNode, rpc
 from connectors.contracts import load_artifact
 from connectors.executor_chain import ChainClient
+from connectors.uniswap import deploy_uniswap
 from operators.routing import route
 from operators.swap_calls import SwapPlan, plan_swap, swap_calldata
 from tests.integration.executor_env import DexSetup
@@ -27,7 +28,7 @@ ORDER_ID = "0x" + "0d" * 32
 def dex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DexSetup]:
     with DevNode(state_path=tmp_path_factory.mktemp("split") / "anvil.json") as node:
         deployer, book = (a.lower() for a in rpc(node.rpc_url, "eth_accounts")[:2])
-        yield DexSetup(node.rpc_url, deployer, book)
+        yield DexSetup(node.rpc_url, deploy_uniswap(node.rpc_url, deployer), deployer, book)
 
 
 def _plan(dex: DexSetup, weth_in: int) -> SwapPlan:
