@@ -37,6 +37,7 @@ partition.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ from connectors.failpoints import failpoint
 from connectors.parquet_sink import arrow_schema, write_day_files
 from operators import oracle_topic
 from operators.config import Config
-from operators.fees import Fees, bumped, gwei_to_wei, suggest_fees
+from operators.fees import Fees, bumped, expected_gas_price, gwei_to_wei, suggest_fees
 from operators.model import (
     Execution,
     ExecutionProgress,
@@ -620,7 +621,15 @@ class Executor:
                 f"reading the pools of {pair.token}/{pair.quote} at block {self.head.number}: {exc}"
             )
             return Denial(code=RouteDenial.POOL_STATE, detail=detail)
-        plan = plan_order(order, pair, states, self.ex.price_band_bps)
+        history = self.chain.fee_history(
+            self.ex.fee_history_blocks, self.ex.priority_fee_percentile
+        )
+        gas = self.oracle.get(self.ex.gas_asset)
+        plan = plan_order(
+            order, pair, states, self.ex.price_band_bps,
+            gas_price_wei=expected_gas_price(history, self.cap_wei),
+            gas_usd=gas.price if gas is not None and gas.status == "ok" else math.nan,
+        )  # fmt: skip
         if isinstance(plan, Denial):
             return plan
         data = swap_calldata(order.order_id, plan)

@@ -504,6 +504,9 @@ class ExecutionConfig(_Strict, frozen=True, kw_only=True):
     ``dex_hedge`` order in one transaction; empty: such orders are denied."""
     swap_gas_limit: int = 1_500_000
     """Gas limit of one routed swap."""
+    gas_asset: str = "ETH"
+    """The oracle asset of the chain's gas token: a route weighs the gas of each extra pool
+    at its ``oracle.prices`` row (not weighed while that row is missing or not ``ok``)."""
 
     def __post_init__(self) -> None:
         for key in ("signers",):

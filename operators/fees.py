@@ -117,10 +117,21 @@ def suggest_fees(history: FeeHistory, cap_wei: int) -> Fees:
     [[3]], cap 100 -> max fee 2 x 12 + 3 = 27, priority 3.
     """
     _check_cap(cap_wei)
-    tips = [row[0] for row in history.reward]
-    priority = max(statistics.median_high(tips) if tips else 0, MIN_PRIORITY_FEE_WEI)
+    priority = _priority(history)
     max_fee = min(2 * history.next_base_fee + priority, cap_wei)
     return Fees(max_fee_per_gas=max_fee, max_priority_fee_per_gas=min(priority, max_fee))
+
+
+def expected_gas_price(history: FeeHistory, cap_wei: int) -> int:
+    """What a unit of gas of a new transaction is expected to cost, wei: the next base fee
+    plus the suggested priority fee, at most the cap (what routing weighs gas at)."""
+    _check_cap(cap_wei)
+    return min(history.next_base_fee + _priority(history), cap_wei)
+
+
+def _priority(history: FeeHistory) -> int:
+    tips = [row[0] for row in history.reward]
+    return max(statistics.median_high(tips) if tips else 0, MIN_PRIORITY_FEE_WEI)
 
 
 def bumped(previous: Fees, suggested: Fees, bump_ppm: int, cap_wei: int) -> Fees | None:

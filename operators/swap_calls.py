@@ -16,7 +16,11 @@ the order's ``underlying_price``, USD per token, taken as quote per token; ``b``
   10**d_q * (1 - b))`` of the token.
 
 Inputs are floored (never more than the order), minimum outputs ceiled (rounding never
-loosens the band). ``P`` and ``b`` are read from their floats' shortest decimal text
+loosens the band). The route weighs gas (``operators.routing.route``'s ``gas_cost``) at
+``floor(g * E * 10**d_out / (10**18 * P_out))`` raw units of the output per gas unit: ``g``
+the expected gas price (wei), ``E`` the USD price of the chain's gas token
+(``execution.gas_asset``), ``P_out`` the output's USD price (``P`` for the token, 1 for the
+quote). ``P`` and ``b`` are read from their floats' shortest decimal text
 (``Decimal(repr(x))``), as ``operators.units.e18`` does.
 
 The fill is read from the receipt: the one ``Routed`` event of the SplitSwap for the order
@@ -193,13 +197,28 @@ def min_amount_out(
     return _ceil(amount_in * rate * (1 - band))
 
 
+def gas_cost_per_unit(gas_price_wei: int, gas_usd: float, out_usd: float, out_decimals: int) -> int:
+    """Raw units of the output token worth one unit of gas (module docstring), floored; 0
+    when a price is not a positive number (gas is then not weighed)."""
+    if not (math.isfinite(gas_usd) and gas_usd > 0 and math.isfinite(out_usd) and out_usd > 0):
+        return 0
+    cost = gas_price_wei * _exact(gas_usd) * 10**out_decimals / (E18 * _exact(out_usd))
+    return cost.numerator // cost.denominator
+
+
 def plan_order(
-    order: Order, pair: DexPair, states: Sequence[PoolState], band_bps: float
+    order: Order,
+    pair: DexPair,
+    states: Sequence[PoolState],
+    band_bps: float,
+    gas_price_wei: int = 0,
+    gas_usd: float = math.nan,
 ) -> SwapPlan | Denial:
     """The swap that executes the ``dex_hedge`` ``order`` over the pools ``states`` (one
     block), or why not (a :class:`RouteDenial` code): its exact input, the route
-    (``operators.routing.route``, every pool of the pair) and the least output at the
-    order's ``underlying_price`` less ``band_bps``."""
+    (``operators.routing.route``, every pool of the pair, gas weighed at ``gas_price_wei``
+    and the gas token's ``gas_usd``) and the least output at the order's
+    ``underlying_price`` less ``band_bps``."""
     if order.instrument != pair.token:
         return Denial(
             code=RouteDenial.NO_DEX_HEDGE,
@@ -217,8 +236,12 @@ def plan_order(
         )
     sell = size < 0
     token_in, token_out = (pair.token, pair.quote) if sell else (pair.quote, pair.token)
+    out_usd, out_decimals = (
+        (1.0, pair.quote_decimals) if sell else (order.underlying_price, pair.token_decimals)
+    )
+    gas_cost = gas_cost_per_unit(gas_price_wei, gas_usd, out_usd, out_decimals)
     try:
-        found = route(states, token_in, token_out, amount_in)
+        found = route(states, token_in, token_out, amount_in, gas_cost)
     except ValueError as exc:
         return Denial(code=RouteDenial.UNROUTABLE, detail=str(exc))
     least = min_amount_out(

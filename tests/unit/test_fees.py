@@ -14,6 +14,7 @@ from operators.fees import (
     Fees,
     bumped,
     eth_to_wei,
+    expected_gas_price,
     gwei_to_wei,
     parse_fee_history,
     suggest_fees,
@@ -212,3 +213,25 @@ def test_config_amounts_convert_from_their_decimal_text() -> None:
     assert gwei_to_wei(1.000000001) == 1_000_000_001
     assert eth_to_wei(0.3) == 3 * 10**17
     assert eth_to_wei(1.0) == 10**18
+
+
+def test_expected_gas_price_is_the_next_base_fee_and_the_tip_capped() -> None:
+    history = FeeHistory(base_fee_per_gas=[10, 12], reward=[[3]])
+    assert expected_gas_price(history, 100) == 15
+    assert expected_gas_price(history, 14) == 14
+
+
+@given(
+    st.lists(st.integers(0, 10**12), min_size=2, max_size=8),
+    st.integers(0, 10**10),
+    st.integers(1, 10**13),
+)
+def test_expected_gas_price_is_what_the_suggested_fees_pay_when_not_capped(
+    base: list[int], tip: int, cap: int
+) -> None:
+    history = FeeHistory(base_fee_per_gas=base, reward=[[tip]] * (len(base) - 1))
+    fees = suggest_fees(history, cap)
+    expected = expected_gas_price(history, cap)
+    assert expected <= cap
+    # a block at the next base fee charges min(max fee, base + tip): the expected price
+    assert expected == min(fees.max_fee_per_gas, base[-1] + fees.max_priority_fee_per_gas)

@@ -28,6 +28,7 @@ from operators.swap_calls import (
     SwapPlan,
     decode_fill,
     dex_pairs,
+    gas_cost_per_unit,
     min_amount_out,
     plan_order,
     swap_amount_in,
@@ -364,3 +365,45 @@ def test_a_plan_sells_exactly_the_order_over_its_legs_for_at_least_its_minimum(
         plan.amount_in, sell=sell, price=price, band_bps=band, pair=PAIR
     )
     assert {leg.pool for leg in plan.legs} <= {p.address for p in pools}
+
+
+# gas ---------------------------------------------------------------------------------------
+def test_gas_is_priced_in_raw_units_of_the_output() -> None:
+    # 20 gwei a gas unit, ETH at 2,500 USD: 5e-5 USD a unit = 50 raw USDC (6 decimals)
+    assert gas_cost_per_unit(20 * 10**9, 2500.0, 1.0, 6) == 50
+    # in WETH (18 decimals) at 2,500 USD: exactly the gas price in wei
+    assert gas_cost_per_unit(20 * 10**9, 2500.0, 2500.0, 18) == 20 * 10**9
+    for bad in (math.nan, 0.0, -1.0, math.inf):
+        assert gas_cost_per_unit(20 * 10**9, bad, 1.0, 6) == 0
+        assert gas_cost_per_unit(20 * 10**9, 2500.0, bad, 6) == 0
+
+
+def test_a_small_order_on_priced_gas_takes_one_pool_where_free_gas_splits_it() -> None:
+    # two equal pairs: unpriced gas splits 1 token over both; at 20 gwei the second leg's
+    # 100k gas (about 5 USD) is worth more than the output it adds
+    pools = [_pair_pool(10_000 * 10**18, 25_000_000 * 10**6, a) for a in (V2_POOL, V3_POOL)]
+    free = plan_order(_dex_order(-1.0), PAIR, pools, 200.0)
+    priced = plan_order(_dex_order(-1.0), PAIR, pools, 200.0, 20 * 10**9, 2500.0)
+    assert isinstance(free, SwapPlan) and isinstance(priced, SwapPlan)
+    assert len(free.legs) == 2 and len(priced.legs) == 1
+
+
+@given(
+    pool_sets(token0=QUOTE, token1=TOKEN),
+    st.floats(-1e3, 1e3, allow_nan=False).filter(lambda x: abs(x) > 1e-6),
+    st.integers(0, 10**12),
+)
+def test_priced_gas_only_ever_drops_legs_of_the_same_order(
+    pools: list[Any], size: float, gas_price: int
+) -> None:
+    order = _dex_order(size)
+    free = plan_order(order, PAIR, pools, 10_000.0)
+    priced = plan_order(order, PAIR, pools, 10_000.0, gas_price, 2500.0)
+    if isinstance(free, Denial):
+        assert isinstance(priced, Denial) and priced.code == free.code
+        return
+    assert isinstance(priced, SwapPlan)
+    assert priced.amount_in == free.amount_in == sum(leg.amount_in for leg in priced.legs)
+    assert 1 <= len(priced.legs) <= len(free.legs)
+    if gas_price == 0:
+        assert priced == free
