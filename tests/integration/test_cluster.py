@@ -46,16 +46,13 @@ def _run_shape(root: Path, brokers: str, base_toml: str, tag: str, shape: Shape)
                "--until-end", "--config", str(config),
                "--workers-per-process", str(workers)]  # fmt: skip
     addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(processes))
-    members = []
+    commands = []
     for i in range(processes):
         own = ["--out", str(root / name / f"out{i}"),
                "--recovery-dir", str(root / name / f"rec{i}")]  # fmt: skip
         cluster = ["--process-id", str(i), "--addresses", addresses] if processes > 1 else []
-        log = (root / f"{name}.{i}.log").open("w")
-        members.append(subprocess.Popen([*command, *own, *cluster], stderr=log, text=True))
-    for i, member in enumerate(members):
-        code = member.wait(timeout=300)
-        assert code == 0, (root / f"{name}.{i}.log").read_text()[-4000:]
+        commands.append([*command, *own, *cluster])
+    _run_together(commands, root / name)
     outs = [root / name / f"out{i}" for i in range(processes)]
     record(brokers, [topics[t] for t in OUTPUT_TOPICS], root / name / "topics")
     return {
@@ -63,9 +60,23 @@ def _run_shape(root: Path, brokers: str, base_toml: str, tag: str, shape: Shape)
         "recovery": [root / name / f"rec{i}" for i in range(processes)],
         "config": config,
         "addresses": addresses,
+        "commands": commands,
         "datasets": {d: _union(outs, d) for d in DATASETS},
         "topics": _topic_contents(root / name / "topics", topics),
     }
+
+
+def _run_together(commands: list[list[str]], logs: Path) -> None:
+    """Start every command at once (the processes of one cluster) and wait for all; fail
+    the test, with that process's log, unless each exits 0."""
+    logs.mkdir(parents=True, exist_ok=True)
+    members = []
+    for i, command in enumerate(commands):
+        with (logs / f"process{i}.log").open("w") as log:
+            members.append(subprocess.Popen(command, stderr=log))
+    for i, member in enumerate(members):
+        code = member.wait(timeout=300)
+        assert code == 0, (logs / f"process{i}.log").read_text()[-4000:]
 
 
 def _union(outs: list[Path], dataset: str) -> pl.DataFrame:
@@ -216,3 +227,12 @@ def test_cluster_process_whose_address_is_in_use_stops_at_start(
                      "--process-id", "0", "--addresses", f"{address};127.0.0.1:1"])  # fmt: skip
     assert code == 2
     assert f"{address!r}, process 0's address, is in use on this host" in capsys.readouterr().err
+
+
+def test_cluster_run_again_over_its_recovery_dirs_resumes_and_writes_each_row_once(
+    runs: dict[Shape, dict],
+) -> None:
+    run = runs[(2, 2)]
+    _run_together(run["commands"], run["outs"][0].parent)
+    for dataset in DATASETS:
+        assert _union(run["outs"], dataset).equals(run["datasets"][dataset]), dataset
