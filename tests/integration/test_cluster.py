@@ -13,13 +13,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_tools import create_topics, publish, record
 from connectors.recording import load_recording
 from flows.cli.generate import GenerateParams, generate
 from flows.cli.main import main
-from flows.cli.runner import IDENTITY_FILE, free_ports
+from flows.cli.runner import IDENTITY_FILE, Cluster, free_ports, parse_cluster
+from operators.config import ConfigError
 
 PARTITIONS = 2
 DATASETS = ("oracle_prices", "partition_stats", "deadletter")
@@ -236,3 +239,25 @@ def test_cluster_run_again_over_its_recovery_dirs_resumes_and_writes_each_row_on
     _run_together(run["commands"], run["outs"][0].parent)
     for dataset in DATASETS:
         assert _union(run["outs"], dataset).equals(run["datasets"][dataset]), dataset
+
+
+_HOSTS = st.sampled_from(["127.0.0.1", "localhost", "host-a.example", "[::1]", "10.0.0.2"])
+
+
+@given(
+    addresses=st.lists(st.tuples(_HOSTS, st.integers(1, 65535)), min_size=1, max_size=6,
+                       unique=True).map(lambda a: [f"{h}:{p}" for h, p in a]),
+    separator=st.sampled_from([";", ",", " ; "]),
+    index=st.integers(0, 8),
+)  # fmt: skip
+def test_addresses_and_process_id_name_the_cluster_or_the_bad_index(
+    addresses: list[str], separator: str, index: int
+) -> None:
+    text = separator.join(addresses)
+    if index < len(addresses):
+        cluster = parse_cluster(index, text, 1)
+        assert cluster == Cluster(process_id=index, addresses=tuple(addresses))
+        assert cluster.processes == len(addresses)
+    else:
+        with pytest.raises(ConfigError, match=f"must be in 0..{len(addresses) - 1} .* got {index}"):
+            parse_cluster(index, text, 1)
