@@ -65,18 +65,28 @@ def _cluster(args: argparse.Namespace) -> None:
 def _claim(args: argparse.Namespace, identity: dict[str, str]) -> None:
     """Before the first run of a stage: claim ``--recovery-dir`` for ``identity``, and
     refuse an ``--out`` that holds datasets unless this run resumes the one that wrote
-    them. Children of a multi-process run skip this (their parent did it); each process
-    of a cluster over hosts claims its own directory for its share of the run."""
-    from flows.cli.runner import IDENTITY_FILE, claim_recovery, refuse_earlier_outputs
+    them. Children of a multi-process run skip this (their parent did it). Each process
+    of a cluster over hosts checks what it can alone (its ``--out``, the directory it
+    resumes), then meets the others (same flags and configuration), then claims its own
+    directory for its share of the run."""
+    from flows.cli.runner import IDENTITY_FILE, claim_recovery, meet_peers, refuse_earlier_outputs
 
     if args.spawned:
         return
     cluster = args.cluster
+    agreed = {k: v for k, v in identity.items() if k != "out"}
     if cluster is not None:
         identity = {**identity, "process": f"{cluster.process_id} of {cluster.processes}"}
     recovery: Path | None = args.recovery_dir
-    if recovery is None or not (recovery / IDENTITY_FILE).is_file():
+    resumes = recovery is not None and (recovery / IDENTITY_FILE).is_file()
+    if not resumes:
         refuse_earlier_outputs(args.out)  # before a new recovery directory is made
+    if cluster is not None:
+        if recovery is not None and resumes:
+            claim_recovery(recovery, identity, cluster)  # only checks: it holds a run
+        agreed |= {"addresses": ";".join(cluster.addresses),
+                   "workers_per_process": str(args.workers_per_process)}  # fmt: skip
+        meet_peers(cluster, agreed)
     if recovery is not None:
         claim_recovery(recovery, identity, cluster)
 

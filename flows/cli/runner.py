@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -146,6 +147,7 @@ def check_own_address(cluster: Cluster) -> None:
         raise ConfigError(f"{where} does not resolve: {exc}") from None
     family, kind, proto, _, sockaddr = infos[0]
     with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Bytewax's listener
         try:
             s.bind(sockaddr)
         except OSError as exc:
@@ -154,6 +156,124 @@ def check_own_address(cluster: Cluster) -> None:
             else:
                 msg = f"{where} is not an address of this host ({exc.strerror}); check --process-id"
             raise ConfigError(msg) from None
+
+
+PEER_RETRY_S = 0.5
+"""Between two attempts to reach a process of the cluster that does not listen yet, s."""
+
+
+def meet_peers(cluster: Cluster, agreed: Mapping[str, str]) -> None:
+    """Before the dataflow starts, check with every other process of ``cluster``, on the
+    addresses, that each was started as its own process id with the same ``agreed``
+    values (the address list, workers per process, the stage, its input and configuration);
+    a ``ConfigError`` naming the first that differs. Waits for processes not started yet,
+    as Bytewax would, and returns once every process has met every other and stopped
+    listening, so that Bytewax can listen on the same ports."""
+    me = cluster.process_id
+    hello = json.dumps({"process": me, **agreed}, sort_keys=True).encode() + b"\n"
+    failures: list[ConfigError] = []
+    listener = _listen(cluster.addresses[me])
+    server = threading.Thread(
+        target=_serve_peers, args=(listener, cluster, agreed, hello, failures), daemon=True
+    )
+    server.start()
+    for peer in range(cluster.processes):
+        if peer != me:
+            _meet(cluster, peer, agreed, hello, failures)
+    server.join()
+    if failures:
+        raise failures[0]
+
+
+def _listen(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host.strip("[]"), int(port), type=socket.SOCK_STREAM
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(sockaddr)
+    listener.listen()
+    return listener
+
+
+def _disagreement(
+    peer: object, address: str, theirs: Mapping[str, object], agreed: Mapping[str, str]
+) -> ConfigError | None:
+    for key in sorted(set(theirs) - {"process"} | set(agreed)):
+        if theirs.get(key) != agreed.get(key):
+            msg = (
+                f"--addresses: process {peer} at {address} was started with {key} "
+                f"{theirs.get(key)!r}, this one with {agreed.get(key)!r}; start every process "
+                "of the cluster with the same flags and configuration"
+            )
+            return ConfigError(msg)
+    return None
+
+
+def _serve_peers(
+    listener: socket.socket, cluster: Cluster, agreed: Mapping[str, str], hello: bytes,
+    failures: list[ConfigError],
+) -> None:  # fmt: skip
+    """Answer each other process's hello with ours; then stop listening and tell them."""
+    met: list[socket.socket] = []
+    with listener:
+        while len(met) < cluster.processes - 1 and not failures:
+            conn, _ = listener.accept()
+            theirs = json.loads(conn.makefile("rb").readline() or b"{}")
+            conn.sendall(hello)
+            met.append(conn)
+            peer = theirs.get("process")
+            if peer == cluster.process_id:
+                msg = (
+                    f"--process-id: another process was started as process {peer} too; give "
+                    "each process its own index into --addresses"
+                )
+                failures.append(ConfigError(msg))
+                continue
+            known = isinstance(peer, int) and 0 <= peer < cluster.processes
+            address = cluster.addresses[peer] if known else "an address not in this list"
+            if error := _disagreement(peer, address, theirs, agreed):
+                failures.append(error)
+    for conn in met:
+        with conn:
+            conn.sendall(b"done\n")
+
+
+def _meet(
+    cluster: Cluster, peer: int, agreed: Mapping[str, str], hello: bytes,
+    failures: list[ConfigError],
+) -> None:  # fmt: skip
+    """Say hello to ``peer``, compare its answer, and wait until it stops listening."""
+    address = cluster.addresses[peer]
+    host, port = address.rsplit(":", 1)
+    waited = 0.0
+    while True:
+        if failures:
+            raise failures[0]
+        try:
+            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+            break
+        except OSError:
+            if waited % 10 < PEER_RETRY_S:
+                log.info("waiting for process %d of the cluster at %s", peer, address)
+            time.sleep(PEER_RETRY_S)
+            waited += PEER_RETRY_S
+    with conn:
+        conn.settimeout(None)
+        conn.sendall(hello)
+        lines = conn.makefile("rb")
+        theirs = json.loads(lines.readline() or b"{}")
+        if theirs.get("process") != peer:
+            msg = (
+                f"--addresses: {address} answered as process {theirs.get('process')!r}, "
+                f"expected process {peer}; give every host the same --addresses in the same "
+                "order"
+            )
+            raise ConfigError(msg)
+        if error := _disagreement(peer, address, theirs, agreed):
+            raise error
+        lines.readline()  # "done": it has met every process and stopped listening
 
 
 def config_digest(cfg: Config) -> str:

@@ -261,3 +261,31 @@ def test_addresses_and_process_id_name_the_cluster_or_the_bad_index(
     else:
         with pytest.raises(ConfigError, match=f"must be in 0..{len(addresses) - 1} .* got {index}"):
             parse_cluster(index, text, 1)
+
+
+@pytest.mark.parametrize("differs", ["workers_per_process", "config"])
+def test_cluster_processes_started_differently_stop_at_start_naming_what_differs(
+    runs: dict[Shape, dict], broker: EmbeddedBroker, tmp_path: Path, differs: str
+) -> None:
+    run = runs[(2, 1)]
+    other_config = tmp_path / "other.toml"
+    other_config.write_text(
+        run["config"].read_text().replace('fills = "', 'fills = "other.', 1)
+        if differs == "config" else run["config"].read_text()
+    )  # fmt: skip
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    members = []
+    for i in range(2):
+        config = other_config if i == 1 else run["config"]
+        workers = "2" if i == 1 and differs == "workers_per_process" else "1"
+        command = [sys.executable, "-m", "flows.cli", "run", "oracle", "--until-end",
+                   "--brokers", broker.bootstrap, "--config", str(config),
+                   "--out", str(tmp_path / f"out{i}"), "--workers-per-process", workers,
+                   "--process-id", str(i), "--addresses", addresses]  # fmt: skip
+        members.append(subprocess.Popen(command, stderr=subprocess.PIPE, text=True))
+    for i, member in enumerate(members):
+        _, err = member.communicate(timeout=120)
+        assert member.returncode == 2, err[-2000:]
+        assert f"process {1 - i} at 127.0.0.1:" in err
+        assert f"was started with {differs} " in err
+    assert not (tmp_path / "out0").exists() or not any((tmp_path / "out0").iterdir())
