@@ -4,7 +4,8 @@ as one process of a cluster over hosts (``--process-id`` and ``--addresses``).
 With ``processes > 1`` the command re-runs itself N times with ``--process-id``,
 ``--addresses`` and ``--spawned`` appended; each child builds the same dataflow and joins
 the cluster. In a cluster over hosts each process is started by hand (or by its
-StatefulSet) with the same address list and its own index in it.
+StatefulSet) with the same address list and its own index in it; the processes meet
+(``meet_peers``) to check they were started alike before the dataflow starts.
 """
 
 from __future__ import annotations
