@@ -50,19 +50,55 @@ def _stage_identity(args: argparse.Namespace, stage: str, **inputs: str) -> dict
             "out": str(args.out.resolve())}  # fmt: skip
 
 
+def _cluster(args: argparse.Namespace) -> None:
+    """Set ``args.cluster`` from ``--process-id`` and ``--addresses`` (None without them),
+    stopping at a bad flag; a process of a cluster over hosts also checks that it can
+    listen on its own address."""
+    from flows.cli.runner import check_own_address, parse_cluster
+
+    processes = 1 if args.spawned else args.processes
+    args.cluster = parse_cluster(args.process_id, args.addresses, processes)
+    if args.cluster is not None and not args.spawned:
+        check_own_address(args.cluster)
+
+
 def _claim(args: argparse.Namespace, identity: dict[str, str]) -> None:
     """Before the first run of a stage: claim ``--recovery-dir`` for ``identity``, and
     refuse an ``--out`` that holds datasets unless this run resumes the one that wrote
-    them. Children of a multi-process run skip this (their parent did it)."""
-    from flows.cli.runner import IDENTITY_FILE, claim_recovery, refuse_earlier_outputs
+    them. Children of a multi-process run skip this (their parent did it). Each process
+    of a cluster over hosts checks what it can alone (its ``--out``, the directory it
+    resumes), then meets the others (same flags and configuration), then claims its own
+    directory for its share of the run."""
+    from flows.cli.runner import IDENTITY_FILE, claim_recovery, meet_peers, refuse_earlier_outputs
 
-    if args.process_id is not None:
+    if args.spawned:
         return
+    cluster = args.cluster
+    agreed = {k: v for k, v in identity.items() if k != "out"}
+    if cluster is not None:
+        identity = {**identity, "process": f"{cluster.process_id} of {cluster.processes}"}
     recovery: Path | None = args.recovery_dir
-    if recovery is None or not (recovery / IDENTITY_FILE).is_file():
+    resumes = recovery is not None and (recovery / IDENTITY_FILE).is_file()
+    if not resumes:
         refuse_earlier_outputs(args.out)  # before a new recovery directory is made
+    if cluster is not None:
+        if recovery is not None and resumes:
+            claim_recovery(recovery, identity, cluster)  # only checks: it holds a run
+        agreed |= {"addresses": ";".join(cluster.addresses),
+                   "workers_per_process": str(args.workers_per_process)}  # fmt: skip
+        meet_peers(cluster, agreed)
     if recovery is not None:
-        claim_recovery(recovery, identity)
+        claim_recovery(recovery, identity, cluster)
+
+
+def _finished_share(args: argparse.Namespace) -> None:
+    """Log what a process of a cluster over hosts leaves under its ``--out``."""
+    cluster = args.cluster
+    log.info(
+        "process %d of %d finished; %s holds this process's share of the datasets: the "
+        "cluster's outputs are the union of every process's --out (hedgeflow summary on "
+        "the union)", cluster.process_id, cluster.processes, args.out,
+    )  # fmt: skip
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -98,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     params: StageParams = args.params
     if args.stage == "risk" and params.risk is None:
         raise ConfigError("run risk needs risk.venue (the MarginVenue address); got none")
+    _cluster(args)
     _reach(args)
     topics = params.cfg.topics
     inputs = [topics.chain_logs, topics.dex_quotes]
@@ -108,15 +145,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = run(
         lambda: kafka_flow(brokers, params, args.out, args.until_end, args.stage),
         processes=args.processes,
+        workers_per_process=args.workers_per_process,
         epoch_interval_s=params.cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
-        process_id=args.process_id,
-        addresses=args.addresses,
+        cluster=args.cluster,
     )
-    if code == 0 and args.process_id is None and args.until_end:
-        from flows.cli.summary import print_summary
+    if code == 0 and args.until_end and not args.spawned:
+        if args.cluster is not None:
+            _finished_share(args)
+        else:
+            from flows.cli.summary import print_summary
 
-        print_summary(args.out)
+            print_summary(args.out)
     return code
 
 
@@ -159,22 +199,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     params: StageParams = args.params
     started = time.monotonic()
     checked = ReplayInput({}, [], 0)
-    if args.process_id is None:
+    _cluster(args)
+    if not args.spawned:
         topics = {params.cfg.topics.chain_logs, params.cfg.topics.dex_quotes}
         checked = check_recording(args.recording, topics)
         _claim(
             args, _stage_identity(args, "replay", recording=recording_fingerprint(args.recording))
         )
-        write_rejects(checked.rejects, args.out)
+        if args.cluster is None or args.cluster.process_id == 0:  # the recording's, once
+            write_rejects(checked.rejects, args.out)
     code = run(
         lambda: replay_flow(args.recording, args.out, params),
         processes=args.processes,
+        workers_per_process=args.workers_per_process,
         epoch_interval_s=params.cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
-        process_id=args.process_id,
-        addresses=args.addresses,
+        cluster=args.cluster,
     )
-    if code == 0 and args.process_id is None:
+    if code == 0 and args.cluster is not None and not args.spawned:
+        _finished_share(args)
+    elif code == 0 and not args.spawned:
         log.info("replay finished in %.1f s", time.monotonic() - started)
         from flows.cli.summary import print_summary
 
@@ -416,13 +460,27 @@ def _parser() -> argparse.ArgumentParser:
     def workers(c: argparse.ArgumentParser) -> None:
         c.add_argument(
             "--processes", type=_POSITIVE_INT, default=1,
-            help="worker processes on this machine (default 1)",
+            help="worker processes on this machine (default 1; not with --addresses)",
         )  # fmt: skip
         c.add_argument(
-            "--recovery-dir", type=Path, help="enable Bytewax recovery, state in this directory"
-        )
-        c.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
-        c.add_argument("--addresses", help=argparse.SUPPRESS)
+            "--workers-per-process", type=_POSITIVE_INT, default=1, metavar="W",
+            help="worker threads in each process (default 1)",
+        )  # fmt: skip
+        c.add_argument(
+            "--recovery-dir", type=Path,
+            help="enable Bytewax recovery, state in this directory (in a cluster over hosts: "
+            "one per process)",
+        )  # fmt: skip
+        c.add_argument(
+            "--addresses", metavar="HOST:PORT;...",
+            help="a cluster over hosts: host:port of every process, the same list in the "
+            "same order on every host (';' or ',' between them); needs --process-id",
+        )  # fmt: skip
+        c.add_argument(
+            "--process-id", type=_NON_NEGATIVE_INT, metavar="I",
+            help="this process's index in --addresses (0 for the first)",
+        )  # fmt: skip
+        c.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)
 
     c = command(
         "broker", "Start the embedded Kafka-compatible broker (Tansu), print its address.", False

@@ -1,22 +1,31 @@
-"""Running a dataflow: in this process, or as N Bytewax worker processes (``-i/-a``).
+"""Running a dataflow: in this process, as N Bytewax worker processes on this machine, or
+as one process of a cluster over hosts (``--process-id`` and ``--addresses``).
 
-With ``processes > 1`` the command re-runs itself N times with ``--process-id`` and
-``--addresses`` appended; each child builds the same dataflow and joins the cluster.
+With ``processes > 1`` the command re-runs itself N times with ``--process-id``,
+``--addresses`` and ``--spawned`` appended; each child builds the same dataflow and joins
+the cluster. In a cluster over hosts each process is started by hand (or by its
+StatefulSet) with the same address list and its own index in it; the processes meet
+(``meet_peers``) to check they were started alike before the dataflow starts.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +40,8 @@ from operators.config import Config, ConfigError, RunConfig
 log = logging.getLogger("hedgeflow")
 
 RECOVERY_PARTITIONS = 4
-"""SQLite partitions in a new recovery directory; any worker count can resume from them."""
+"""SQLite partitions of a new run (at least one per cluster process); any worker count can
+resume from them."""
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), the shell's convention."""
 IDENTITY_FILE = "hedgeflow-recovery.json"
@@ -72,6 +82,201 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Cluster:
+    """This process's place in a cluster: its index in ``addresses`` (``host:port`` of
+    every process, the same list, in the same order, on every host)."""
+
+    process_id: int
+    addresses: tuple[str, ...]
+
+    @property
+    def processes(self) -> int:
+        return len(self.addresses)
+
+
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>[0-9]{1,5})")
+
+
+def parse_cluster(process_id: int | None, addresses: str | None, processes: int) -> Cluster | None:
+    """The cluster that ``--process-id`` and ``--addresses`` (``host:port`` separated by
+    ``;`` or ``,``) name, or None without them; a ``ConfigError`` naming the flag when one
+    comes without the other, an address is not ``host:port`` (port 1..65535) or repeats,
+    the process id is outside the list, or ``--processes`` is given as well."""
+    if process_id is None and addresses is None:
+        return None
+    if process_id is None or addresses is None:
+        given, missing = ("--process-id", "--addresses") if addresses is None else (
+            "--addresses", "--process-id")  # fmt: skip
+        msg = f"{given} needs {missing} (every process of the cluster, host:port;host:port)"
+        raise ConfigError(msg)
+    if processes != 1:
+        msg = (
+            f"--processes {processes} starts a cluster on this machine; with --process-id and "
+            "--addresses start each process of the cluster yourself (give --processes 1)"
+        )
+        raise ConfigError(msg)
+    listed = tuple(a.strip() for a in re.split(r"[;,]", addresses))
+    for address in listed:
+        match = _ADDRESS.fullmatch(address)
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            msg = f"--addresses: expected host:port with a port in 1..65535; got {address!r}"
+            raise ConfigError(msg)
+    repeated = sorted({a for a in listed if listed.count(a) > 1})
+    if repeated:
+        msg = f"--addresses: each process needs its own host:port; {repeated[0]!r} repeats"
+        raise ConfigError(msg)
+    if not 0 <= process_id < len(listed):
+        msg = (
+            f"--process-id must be in 0..{len(listed) - 1} (an index into the "
+            f"{len(listed)} --addresses); got {process_id}"
+        )
+        raise ConfigError(msg)
+    return Cluster(process_id=process_id, addresses=listed)
+
+
+def check_own_address(cluster: Cluster) -> None:
+    """A ``ConfigError`` unless this host can listen on its own address (the one at
+    ``--process-id``): a wrong index, a host name of another machine, or a port in use."""
+    address = cluster.addresses[cluster.process_id]
+    host, port = address.rsplit(":", 1)
+    host = host.strip("[]")
+    where = f"--addresses: {address!r}, process {cluster.process_id}'s address,"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{where} does not resolve: {exc}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Bytewax's listener
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                msg = f"{where} is in use on this host; is that process running already?"
+            else:
+                msg = f"{where} is not an address of this host ({exc.strerror}); check --process-id"
+            raise ConfigError(msg) from None
+
+
+PEER_RETRY_S = 0.5
+"""Between two attempts to reach a process of the cluster that does not listen yet, s."""
+
+
+def meet_peers(cluster: Cluster, agreed: Mapping[str, str]) -> None:
+    """Before the dataflow starts, check with every other process of ``cluster``, on the
+    addresses, that each was started as its own process id with the same ``agreed``
+    values (the address list, workers per process, the stage, its input and configuration);
+    a ``ConfigError`` naming the first that differs. Waits for processes not started yet,
+    as Bytewax would, and returns once every process has met every other and stopped
+    listening, so that Bytewax can listen on the same ports."""
+    me = cluster.process_id
+    hello = json.dumps({"process": me, **agreed}, sort_keys=True).encode() + b"\n"
+    failures: list[ConfigError] = []
+    listener = _listen(cluster.addresses[me])
+    server = threading.Thread(
+        target=_serve_peers, args=(listener, cluster, agreed, hello, failures), daemon=True
+    )
+    server.start()
+    for peer in range(cluster.processes):
+        if peer != me:
+            _meet(cluster, peer, agreed, hello, failures)
+    server.join()
+    if failures:
+        raise failures[0]
+
+
+def _listen(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host.strip("[]"), int(port), type=socket.SOCK_STREAM
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(sockaddr)
+    listener.listen()
+    return listener
+
+
+def _disagreement(
+    peer: object, address: str, theirs: Mapping[str, object], agreed: Mapping[str, str]
+) -> ConfigError | None:
+    for key in sorted(set(theirs) - {"process"} | set(agreed)):
+        if theirs.get(key) != agreed.get(key):
+            msg = (
+                f"--addresses: process {peer} at {address} was started with {key} "
+                f"{theirs.get(key)!r}, this one with {agreed.get(key)!r}; start every process "
+                "of the cluster with the same flags and configuration"
+            )
+            return ConfigError(msg)
+    return None
+
+
+def _serve_peers(
+    listener: socket.socket, cluster: Cluster, agreed: Mapping[str, str], hello: bytes,
+    failures: list[ConfigError],
+) -> None:  # fmt: skip
+    """Answer each other process's hello with ours; then stop listening and tell them."""
+    met: list[socket.socket] = []
+    with listener:
+        while len(met) < cluster.processes - 1 and not failures:
+            conn, _ = listener.accept()
+            theirs = json.loads(conn.makefile("rb").readline() or b"{}")
+            conn.sendall(hello)
+            met.append(conn)
+            peer = theirs.get("process")
+            if peer == cluster.process_id:
+                msg = (
+                    f"--process-id: another process was started as process {peer} too; give "
+                    "each process its own index into --addresses"
+                )
+                failures.append(ConfigError(msg))
+                continue
+            known = isinstance(peer, int) and 0 <= peer < cluster.processes
+            address = cluster.addresses[peer] if known else "an address not in this list"
+            if error := _disagreement(peer, address, theirs, agreed):
+                failures.append(error)
+    for conn in met:
+        with conn:
+            conn.sendall(b"done\n")
+
+
+def _meet(
+    cluster: Cluster, peer: int, agreed: Mapping[str, str], hello: bytes,
+    failures: list[ConfigError],
+) -> None:  # fmt: skip
+    """Say hello to ``peer``, compare its answer, and wait until it stops listening."""
+    address = cluster.addresses[peer]
+    host, port = address.rsplit(":", 1)
+    waited = 0.0
+    while True:
+        if failures:
+            raise failures[0]
+        try:
+            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+            break
+        except OSError:
+            if waited % 10 < PEER_RETRY_S:
+                log.info("waiting for process %d of the cluster at %s", peer, address)
+            time.sleep(PEER_RETRY_S)
+            waited += PEER_RETRY_S
+    with conn:
+        conn.settimeout(None)
+        conn.sendall(hello)
+        lines = conn.makefile("rb")
+        theirs = json.loads(lines.readline() or b"{}")
+        if theirs.get("process") != peer:
+            msg = (
+                f"--addresses: {address} answered as process {theirs.get('process')!r}, "
+                f"expected process {peer}; give every host the same --addresses in the same "
+                "order"
+            )
+            raise ConfigError(msg)
+        if error := _disagreement(peer, address, theirs, agreed):
+            raise error
+        lines.readline()  # "done": it has met every process and stopped listening
+
+
 def config_digest(cfg: Config) -> str:
     """A hash of the configuration without ``[run]`` (batch size and epoch length may
     change between a run and its resume; nothing else may)."""
@@ -79,13 +284,18 @@ def config_digest(cfg: Config) -> str:
     return "sha256 " + hashlib.sha256(msgspec.json.encode(fixed)).hexdigest()[:16]
 
 
-def claim_recovery(directory: Path, identity: Mapping[str, str]) -> bool:
+def claim_recovery(
+    directory: Path, identity: Mapping[str, str], cluster: Cluster | None = None
+) -> bool:
     """Make ``directory`` the recovery directory of ``identity`` (its stage, input,
     configuration and output), or check that it is; return whether it held a run already.
 
     The identity is written to :data:`IDENTITY_FILE` when the directory is created. A
     directory made for another identity, or a non-empty one without that file, is a
-    ``ConfigError`` naming the first field that differs.
+    ``ConfigError`` naming the first field that differs. In a ``cluster`` each process has
+    a directory of its own, holding its share of the run's recovery partitions: process
+    ``i`` of ``n`` the partitions ``i, i + n, ...`` of ``max(RECOVERY_PARTITIONS, n)``,
+    so that the cluster holds each partition once.
     """
     path = directory / IDENTITY_FILE
     if path.is_file():
@@ -115,8 +325,17 @@ def claim_recovery(directory: Path, identity: Mapping[str, str]) -> bool:
         tmp.replace(path)
     if any(directory.glob("part-*.sqlite3")):
         return True
-    init_db_dir(directory, RECOVERY_PARTITIONS)
-    log.info("initialised recovery directory %s (%d partitions)", directory, RECOVERY_PARTITIONS)
+    index, processes = (0, 1) if cluster is None else (cluster.process_id, cluster.processes)
+    count = max(RECOVERY_PARTITIONS, processes)
+    share = range(index, count, processes)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".init-") as made:
+        init_db_dir(Path(made), count)
+        for part in share:
+            name = f"part-{part}.sqlite3"
+            (Path(made) / name).replace(directory / name)
+    log.info(
+        "initialised recovery directory %s (partitions %s of %d)", directory, list(share), count
+    )
     return False
 
 
@@ -137,15 +356,16 @@ def run(
     *,
     epoch_interval_s: float,
     processes: int = 1,
+    workers_per_process: int = 1,
     recovery_dir: Path | None = None,
-    process_id: int | None = None,
-    addresses: str | None = None,
+    cluster: Cluster | None = None,
 ) -> int:
     """Run the dataflow ``build()`` makes; return the exit code.
 
     ``recovery_dir``, if given, must have been claimed (``claim_recovery``); without it
-    the flow keeps no state snapshots. ``process_id`` and ``addresses`` are set only in
-    the children of a multi-process run.
+    the flow keeps no state snapshots. With a ``cluster`` this process runs as its
+    ``process_id`` (a child of a multi-process run, or one host's process); otherwise
+    ``processes`` of ``workers_per_process`` worker threads each run on this machine.
     """
     epoch = timedelta(seconds=epoch_interval_s)
     recovery = None if recovery_dir is None else RecoveryConfig(str(recovery_dir))
@@ -154,20 +374,18 @@ def run(
         with snapshots(recovery is not None):
             return build()
 
-    if process_id is not None:  # a child of a multi-process run
-        assert addresses is not None
-        cli_main(
-            flow(), process_id=process_id, addresses=addresses.split(";"),
-            epoch_interval=epoch, recovery_config=recovery,
-        )  # fmt: skip
-        return 0
-    if processes == 1:
+    if cluster is not None or processes == 1:
         dataflow = flow()
+        where = {} if cluster is None else {
+            "process_id": cluster.process_id, "addresses": list(cluster.addresses)}  # fmt: skip
         with _interrupt_ends_process(recovery is not None):
-            cli_main(dataflow, epoch_interval=epoch, recovery_config=recovery)
+            cli_main(
+                dataflow, workers_per_process=workers_per_process, epoch_interval=epoch,
+                recovery_config=recovery, **where,
+            )  # fmt: skip
         return 0
     addrs = ";".join(f"127.0.0.1:{p}" for p in free_ports(processes))
-    child_args = [*sys.argv[1:], "--addresses", addrs, "--process-id"]
+    child_args = [*sys.argv[1:], "--spawned", "--addresses", addrs, "--process-id"]
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "flows.cli", *child_args, str(i)], start_new_session=True
