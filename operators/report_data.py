@@ -105,7 +105,11 @@ def health_over_time(risk: pl.DataFrame, bucket_ms: int) -> pl.DataFrame:
     accounts = rows.select("account").unique()
     return (
         accounts.join(grid, how="cross")
-        .join(rows.with_columns(pl.col("bucket_ms").cast(pl.Int64)), on=["account", "bucket_ms"], how="left")
+        .join(
+            rows.with_columns(pl.col("bucket_ms").cast(pl.Int64)),
+            on=["account", "bucket_ms"],
+            how="left",
+        )
         .sort("account", "bucket_ms")
         .with_columns(pl.col("health").forward_fill().over("account"))
         .drop_nulls("health")

@@ -13,28 +13,26 @@ from the top of the page: the browser test checks each region of a screenshot.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
-import matplotlib
+import matplotlib.dates as mdates
+import numpy as np
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display: render to files only
-
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from connectors.recording import iter_messages, load_recording  # noqa: E402
-from flows.cli.summary import read_dataset  # noqa: E402
-from operators import report_data as rd  # noqa: E402
-from operators.config import Config  # noqa: E402
-from operators.model import Observation  # noqa: E402
-from operators.stages import stage_params  # noqa: E402
+from connectors.recording import iter_messages, load_recording
+from flows.cli.summary import read_dataset
+from operators import report_data as rd
+from operators.config import Config
+from operators.model import Observation
+from operators.stages import stage_params
 
 CHART_WIDTH_PX = 1100
 CHART_HEIGHT_PX = 440
@@ -175,31 +173,36 @@ def write_report(
 
 
 def _b64(svg: str) -> str:
-    import base64
-
     return base64.b64encode(svg.encode()).decode()
 
 
-def _figure(rows: int = 1, cols: int = 1) -> tuple[Figure, list]:
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(CHART_WIDTH_PX / DPI, CHART_HEIGHT_PX / DPI), dpi=DPI, squeeze=False
-    )
+def _figure(rows: int = 1, cols: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure of the chart's size (no pyplot: no global state, no display backend)."""
+    fig = Figure(figsize=(CHART_WIDTH_PX / DPI, CHART_HEIGHT_PX / DPI), dpi=DPI)
+    axes = fig.subplots(rows, cols, squeeze=False)
     return fig, [ax for row in axes for ax in row]
 
 
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", facecolor="white")
-    plt.close(fig)
     return buf.getvalue()
 
 
-def _times(ms: pl.Series) -> list[datetime]:
-    return [datetime.fromtimestamp(v / 1000, UTC) for v in ms.to_list()]
+def _times(ms: pl.Series) -> np.ndarray:
+    """Event times (ms since the epoch) as numpy datetimes, which matplotlib draws in UTC."""
+    return ms.cast(pl.Int64).to_numpy().astype("datetime64[ms]")
 
 
-def _time_axis(ax) -> None:  # type: ignore[no-untyped-def]
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
+def _time(ms: int) -> float:
+    """An event time (ms since the epoch) as matplotlib's date number (days)."""
+    return float(mdates.date2num(np.datetime64(ms, "ms")))
+
+
+def _time_axis(ax: Axes) -> None:
+    locator = mdates.AutoDateLocator(tz=UTC)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
     ax.set_xlabel("event time (UTC)")
 
 
@@ -222,7 +225,8 @@ def _oracle_chart(asset: str, prices: pl.DataFrame, observations: pl.DataFrame |
         for source in sorted(mine["source"].unique().to_list()):
             rows = mine.filter(pl.col("source") == source).sort("ts_ms")
             label = source if len(source) <= 24 else f"{source[:10]}…{source[-6:]}"
-            ax.plot(_times(rows["ts_ms"]), rows["price"], lw=0.8, alpha=0.6, label=label)
+            ax.plot(_times(rows["ts_ms"]), rows["price"], lw=0.8, marker=".", ms=3, alpha=0.7,
+                    label=label)  # fmt: skip
     low = latest["price"] - latest["confidence"]
     high = latest["price"] + latest["confidence"]
     ax.fill_between(ends, low, high, step="pre", color="#1d3557", alpha=0.2, label="confidence")
@@ -232,8 +236,8 @@ def _oracle_chart(asset: str, prices: pl.DataFrame, observations: pl.DataFrame |
         spans = flagged.filter(pl.col("flag") == flag)
         for i, (start, end) in enumerate(spans.select("window_start_ms", "window_end_ms").rows()):
             ax.axvspan(
-                datetime.fromtimestamp(start / 1000, UTC),
-                datetime.fromtimestamp(end / 1000, UTC),
+                _time(start),
+                _time(end),
                 color=colour,
                 alpha=0.25,
                 lw=0,
@@ -264,7 +268,7 @@ def _deadletter_chart(deadletter: pl.DataFrame | None) -> Chart:
         per = dict(counts.filter(pl.col("label") == label).select("bucket_ms", "count").rows())
         heights = [per.get(b, 0) for b in buckets]
         ax.bar(
-            [datetime.fromtimestamp(b / 1000, UTC) for b in buckets],
+            [_time(b) for b in buckets],
             heights,
             width=bar_width,
             bottom=[bottom[b] for b in buckets],
@@ -291,10 +295,13 @@ def _health_chart(risk: pl.DataFrame | None) -> Chart:
     quantiles = rd.health_quantiles(health)
     fig, (hist, moved) = _figure(1, 2)
     first_bucket, last_bucket = health["bucket_ms"].min(), health["bucket_ms"].max()
-    for bucket, label, colour in ((first_bucket, "first", "#a8dadc"), (last_bucket, "last", "#e63946")):
-        values = health.filter(
-            (pl.col("bucket_ms") == bucket) & pl.col("health").is_finite()
-        )["health"]
+    for bucket, label, colour in (
+        (first_bucket, "first", "#a8dadc"),
+        (last_bucket, "last", "#e63946"),
+    ):
+        values = health.filter((pl.col("bucket_ms") == bucket) & pl.col("health").is_finite())[
+            "health"
+        ]
         hist.hist(values.clip(upper_bound=10.0), bins=30, range=(0, 10), alpha=0.6,
                   color=colour, label=f"{label} ({values.len()} accounts)")  # fmt: skip
     hist.axvline(1.0, color="#d7263d", ls="--", lw=1, label="maintenance (1)")

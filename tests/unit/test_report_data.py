@@ -17,22 +17,37 @@ T0 = 1_767_225_600_000
 MIN = 60_000
 
 times = st.integers(min_value=-(2**40), max_value=2**42)
-healths = st.one_of(
-    st.floats(min_value=-5.0, max_value=1e6, allow_nan=False), st.just(math.inf)
-)
+healths = st.one_of(st.floats(min_value=-5.0, max_value=1e6, allow_nan=False), st.just(math.inf))
 
 
 def _prices(rows: list[tuple[str, int, int, str, bool, int]]) -> pl.DataFrame:
     return pl.DataFrame(
         [
-            {"asset": a, "window_start_ms": s, "window_end_ms": s + MIN, "price": p,
-             "confidence": 1.0, "sources": 3, "status": status, "held": held, "revision": rev}
+            {
+                "asset": a,
+                "window_start_ms": s,
+                "window_end_ms": s + MIN,
+                "price": p,
+                "confidence": 1.0,
+                "sources": 3,
+                "status": status,
+                "held": held,
+                "revision": rev,
+            }
             for a, s, p, status, held, rev in rows
-        ],  # fmt: skip
-        schema={"asset": pl.String, "window_start_ms": pl.Int64, "window_end_ms": pl.Int64,
-                "price": pl.Float64, "confidence": pl.Float64, "sources": pl.Int32,
-                "status": pl.String, "held": pl.Boolean, "revision": pl.Int32},
-    )  # fmt: skip
+        ],
+        schema={
+            "asset": pl.String,
+            "window_start_ms": pl.Int64,
+            "window_end_ms": pl.Int64,
+            "price": pl.Float64,
+            "confidence": pl.Float64,
+            "sources": pl.Int32,
+            "status": pl.String,
+            "held": pl.Boolean,
+            "revision": pl.Int32,
+        },
+    )
 
 
 def test_flagged_windows_when_corrected_then_latest_revision_counts() -> None:
@@ -68,9 +83,7 @@ def test_flagged_windows_count_each_flag_of_each_latest_window(rows: list) -> No
     prices = _prices([(a, T0 + w * MIN, 1.0, s, h, r) for a, w, s, h, r in rows])
     latest = rd.latest_revisions(prices)
     flagged = rd.flagged_windows(prices)
-    expected = (
-        (latest["status"] != "ok").sum() + latest["held"].sum() if latest.height else 0
-    )
+    expected = (latest["status"] != "ok").sum() + latest["held"].sum() if latest.height else 0
     assert flagged.height == expected
     assert latest.select("asset", "window_start_ms").is_unique().all()
 
@@ -135,9 +148,7 @@ def test_health_over_time_carries_an_account_forward_between_its_rows() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.sampled_from("abcde"), st.integers(0, 50 * MIN), healths), max_size=60
-    ),
+    st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 50 * MIN), healths), max_size=60),
     st.sampled_from([1_000, MIN, 7 * MIN]),
 )
 def test_health_over_time_one_row_per_bucket_and_account_ending_on_its_last(
@@ -182,16 +193,24 @@ def test_order_outcomes_take_the_latest_seq_else_not_executed() -> None:
 @given(
     st.lists(st.sampled_from(["o1", "o2", "o3", "o4"]), max_size=20),
     st.lists(
-        st.tuples(st.sampled_from(["o1", "o2", "o5"]), st.integers(1, 5),
-                  st.sampled_from(["sent", "mined", "reverted"])),  # fmt: skip
+        st.tuples(
+            st.sampled_from(["o1", "o2", "o5"]),
+            st.integers(1, 5),
+            st.sampled_from(["sent", "mined", "reverted"]),
+        ),
         max_size=20,
     ),
 )
 def test_order_outcomes_keep_one_row_per_order_row(ids: list, execs: list) -> None:
     orders = pl.DataFrame(
-        {"order_id": ids, "kind": ["hedge"] * len(ids), "account": ["a"] * len(ids),
-         "instrument": ["i"] * len(ids), "ts_event_ms": [T0] * len(ids),
-         "size": [1.0] * len(ids)},  # fmt: skip
+        {
+            "order_id": ids,
+            "kind": ["hedge"] * len(ids),
+            "account": ["a"] * len(ids),
+            "instrument": ["i"] * len(ids),
+            "ts_event_ms": [T0] * len(ids),
+            "size": [1.0] * len(ids),
+        },
         schema_overrides={"order_id": pl.String, "ts_event_ms": pl.Int64},
     )
     executions = pl.DataFrame(
@@ -234,8 +253,12 @@ json_values = st.recursive(
 def test_book_greeks_never_raise_and_give_one_row_per_underlying(rows: list) -> None:
     risk = pl.DataFrame(
         [(a, T0, json.dumps(g), json.dumps(w)) for a, g, w in rows],
-        schema={"account": pl.String, "ts_event_ms": pl.Int64, "greeks": pl.String,
-                "wallet": pl.String},  # fmt: skip
+        schema={
+            "account": pl.String,
+            "ts_event_ms": pl.Int64,
+            "greeks": pl.String,
+            "wallet": pl.String,
+        },
         orient="row",
     )
     out = rd.book_greeks(risk)
