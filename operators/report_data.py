@@ -55,6 +55,28 @@ def flagged_windows(prices: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts)
 
 
+def thin_sources(observations: pl.DataFrame, points: int) -> pl.DataFrame:
+    """At most ``points`` observations per (asset, source), so a long run's chart stays
+    small: the last of each of ``points`` equal buckets of that source's time span (every
+    observation when the span is shorter). Columns as given (``asset``, ``source``,
+    ``ts_ms``, ...), sorted by asset, source and time; each source's last observation is
+    kept."""
+    if points <= 0:
+        raise ValueError(f"points must be > 0; got {points!r}")
+    group = ["asset", "source"]
+    first = pl.col("ts_ms").min().over(group)
+    span = pl.col("ts_ms").max().over(group) - first + 1
+    bucket = ((pl.col("ts_ms") - first).cast(pl.Float64) * points / span.cast(pl.Float64)).floor()
+    return (
+        observations.sort("asset", "source", "ts_ms", maintain_order=True)
+        .with_columns(bucket.alias("_bucket"))
+        .group_by([*group, "_bucket"], maintain_order=True)
+        .last()
+        .drop("_bucket")
+        .select(observations.columns)
+    )
+
+
 def reason_code(reason: pl.Expr) -> pl.Expr:
     """The code of a ``Rejected.reason``: the text before its first colon."""
     return reason.str.split(":").list.first().str.strip_chars()
@@ -115,6 +137,16 @@ def health_over_time(risk: pl.DataFrame, bucket_ms: int) -> pl.DataFrame:
         .drop_nulls("health")
         .select("bucket_ms", "account", "health")
         .sort("bucket_ms", "account")
+    )
+
+
+def first_and_last_health(risk: pl.DataFrame) -> pl.DataFrame:
+    """Each account's health at its first and at its last ``account_risk/`` row:
+    ``account``, ``first``, ``last``; one row per account, sorted by account."""
+    return (
+        risk.sort("account", "ts_event_ms", maintain_order=True)
+        .group_by("account", maintain_order=True)
+        .agg(pl.col("health").first().alias("first"), pl.col("health").last().alias("last"))
     )
 
 

@@ -18,7 +18,7 @@ risk`` with the first trading account as a hedged book, and ``execute`` with the
 liquidator's key, whose liquidations land on the chain and come back through ingest;
 then the summary under ``OUT/chain/``: accounts, orders, what the executor did with them
 (sent, mined, reverted, denied, expired, conflict; fees) and whose the venue's
-``Liquidated`` events are.
+``Liquidated`` events are; and the report of the loop, ``OUT/report.html``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from connectors.kafka_tools import create_topics, publish
 from connectors.recording import write_recording
 from flows.cli.generate import GenerateParams, generate
 from flows.cli.live_loop import LoopParams, live_loop
+from flows.cli.report import cmd_report
 from flows.cli.runner import message_counter, run
 from flows.cli.summary import print_summary
 from flows.dataflows import kafka_flow
@@ -76,6 +77,8 @@ def demo(out_dir: Path, loop: LoopParams | None = None) -> int:
         log.info("part 1 finished in %.1f s; part 2: the loop on Anvil", part_1_s)
         result = live_loop(broker.bootstrap, out_dir / "chain", loop or LoopParams())
     print_summary(*result.stage_dirs, liquidations=result.liquidations)
+    chain_recording = out_dir / "chain" / "recording.parquet"
+    cmd_report(result.stage_dirs, out_dir / "report.html", chain_recording, result.cfg)
     log.info(
         "demo finished in %.1f s (part 1 %.1f s, part 2 %.1f s); outputs under %s",
         time.monotonic() - started, part_1_s, time.monotonic() - started - part_1_s, out_dir,

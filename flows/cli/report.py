@@ -26,12 +26,14 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from connectors.recording import iter_messages, load_recording
 from flows.cli.summary import read_dataset
 from operators import report_data as rd
 from operators.config import Config
 from operators.model import Observation
+from operators.registry import PoolSource
 from operators.stages import stage_params
 
 CHART_WIDTH_PX = 1100
@@ -39,6 +41,8 @@ CHART_HEIGHT_PX = 440
 HEADER_PX = 90
 GAP_PX = 20
 DPI = 100
+SOURCE_POINTS = 1500
+"""Points drawn per source at most (``report_data.thin_sources``): the page stays small."""
 TOP_BOOKS = 8
 """Books drawn in the Greeks chart: those with the largest |delta| at their last row."""
 FLAG_COLOURS = {"degraded": "#f0a202", "stale": "#d7263d", "held": "#7b2cbf"}
@@ -106,14 +110,20 @@ def read_inputs(dirs: Sequence[Path], recording: Path | None, cfg: Config | None
 
 def source_prices(recording: Path, cfg: Config) -> pl.DataFrame:
     """Every observation the oracle's decoder reads from ``recording`` that prices an
-    asset in a USD peg: ``asset``, ``source``, ``ts_ms``, ``price`` (USD)."""
+    asset in a USD peg: ``asset``, ``source`` (a registered contract's kind and address,
+    else the source's name), ``ts_ms``, ``price`` (USD)."""
     params = stage_params(cfg)
     pegs = {"USD": 1.0, **params.registry.pegs}
+    names = {}
+    for address, src in params.registry.by_address.items():
+        kind = src.kind if isinstance(src, PoolSource) else "chainlink"
+        names[address] = f"{kind} {address[:8]}…{address[-4:]}"
     rows = []
     for msg in iter_messages(load_recording(recording)):
         obs = params.decoder.decode(msg)
         if isinstance(obs, Observation) and obs.quote in pegs:
-            rows.append((obs.base, obs.source, obs.ts_ms, obs.price * pegs[obs.quote]))
+            source = names.get(obs.source, obs.source)
+            rows.append((obs.base, source, obs.ts_ms, obs.price * pegs[obs.quote]))
     schema = {"asset": pl.String, "source": pl.String, "ts_ms": pl.Int64, "price": pl.Float64}
     return pl.DataFrame(rows, schema=schema, orient="row")
 
@@ -135,7 +145,7 @@ def build_charts(inputs: Inputs) -> list[Chart]:
     return charts
 
 
-def render_page(charts: Sequence[Chart], title: str) -> str:
+def render_page(charts: Sequence[Chart], title: str, subtitle: str) -> str:
     """The HTML page: a header, then each chart in its fixed box (``chart_top``)."""
     figures = "\n".join(
         f'<figure class="chart" id="chart-{c.id}" style="top:{chart_top(i)}px">'
@@ -149,12 +159,15 @@ def render_page(charts: Sequence[Chart], title: str) -> str:
 <style>
 body {{ margin: 0; font-family: sans-serif; background: #f1f3f5; height: {height}px;
        position: relative; }}
-header {{ position: absolute; top: 0; left: 0; height: {HEADER_PX}px; padding: 0 16px; }}
+header {{ position: absolute; top: 0; left: 0; height: {HEADER_PX}px; width: {CHART_WIDTH_PX}px;
+          overflow: hidden; box-sizing: border-box; padding: 8px 16px; }}
+header h1 {{ margin: 0 0 4px 0; font-size: 24px; }}
+header p {{ margin: 0; font-size: 13px; color: #495057; overflow-wrap: anywhere; }}
 figure.chart {{ position: absolute; left: 0; margin: 0; background: #ffffff;
                width: {CHART_WIDTH_PX}px; height: {CHART_HEIGHT_PX}px; }}
 figure.chart img {{ display: block; }}
 </style></head><body>
-<header><h1>{html.escape(title)}</h1></header>
+<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>
 {figures}
 </body></html>
 """
@@ -165,8 +178,10 @@ def write_report(
 ) -> int:
     """Write the report of ``dirs`` to ``html_path``; returns its size in bytes."""
     charts = build_charts(read_inputs(dirs, recording, cfg))
-    title = f"hedgeflow report: {', '.join(str(d) for d in dirs)}"
-    page = render_page(charts, title)
+    subtitle = f"outputs: {', '.join(str(d) for d in dirs)}"
+    if recording is not None:
+        subtitle += f"; sources from {recording}"
+    page = render_page(charts, "hedgeflow report", subtitle)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(page, encoding="utf-8")
     return len(page.encode())
@@ -221,12 +236,11 @@ def _oracle_chart(asset: str, prices: pl.DataFrame, observations: pl.DataFrame |
     fig, (ax,) = _figure()
     ends = _times(latest["window_end_ms"])
     if observations is not None:
-        mine = observations.filter(pl.col("asset") == asset)
+        mine = rd.thin_sources(observations.filter(pl.col("asset") == asset), SOURCE_POINTS)
         for source in sorted(mine["source"].unique().to_list()):
             rows = mine.filter(pl.col("source") == source).sort("ts_ms")
-            label = source if len(source) <= 24 else f"{source[:10]}…{source[-6:]}"
             ax.plot(_times(rows["ts_ms"]), rows["price"], lw=0.8, marker=".", ms=3, alpha=0.7,
-                    label=label)  # fmt: skip
+                    label=source)  # fmt: skip
     low = latest["price"] - latest["confidence"]
     high = latest["price"] + latest["confidence"]
     ax.fill_between(ends, low, high, step="pre", color="#1d3557", alpha=0.2, label="confidence")
@@ -294,18 +308,14 @@ def _health_chart(risk: pl.DataFrame | None) -> Chart:
     health = rd.health_over_time(risk, width)
     quantiles = rd.health_quantiles(health)
     fig, (hist, moved) = _figure(1, 2)
-    first_bucket, last_bucket = health["bucket_ms"].min(), health["bucket_ms"].max()
-    for bucket, label, colour in (
-        (first_bucket, "first", "#a8dadc"),
-        (last_bucket, "last", "#e63946"),
-    ):
-        values = health.filter((pl.col("bucket_ms") == bucket) & pl.col("health").is_finite())[
-            "health"
-        ]
-        hist.hist(values.clip(upper_bound=10.0), bins=30, range=(0, 10), alpha=0.6,
-                  color=colour, label=f"{label} ({values.len()} accounts)")  # fmt: skip
+    ends = rd.first_and_last_health(risk)
+    for column, colour in (("first", "#a8dadc"), ("last", "#e63946")):
+        values = ends.filter(pl.col(column).is_finite())[column]
+        label = f"{column} row ({values.len()} accounts with positions)"
+        hist.hist(values.clip(upper_bound=10.0), bins=40, range=(0, 10), alpha=0.6,
+                  color=colour, label=label)  # fmt: skip
     hist.axvline(1.0, color="#d7263d", ls="--", lw=1, label="maintenance (1)")
-    hist.set_title("distribution, first and last (health > 10 shown at 10)")
+    hist.set_title("each account's first and last row (health > 10 shown at 10)")
     hist.set_xlabel("health")
     hist.set_ylabel("accounts")
     hist.legend(fontsize=8)
@@ -319,6 +329,7 @@ def _health_chart(risk: pl.DataFrame | None) -> Chart:
     under = moved.twinx()
     under.step(times, quantiles["under_mm"], where="post", color="#f4a261", label="under MM")
     under.set_ylabel("accounts under MM")
+    under.yaxis.set_major_locator(MaxNLocator(integer=True))
     moved.set_title("how it moved")
     moved.set_ylabel("health (log)")
     _time_axis(moved)
