@@ -31,7 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from connectors.recording import iter_messages, load_recording
 from flows.cli.summary import read_dataset
 from operators import report_data as rd
-from operators.config import Config
+from operators.config import Config, ConfigError
 from operators.model import Observation
 from operators.registry import PoolSource
 from operators.stages import stage_params
@@ -111,15 +111,20 @@ def read_inputs(dirs: Sequence[Path], recording: Path | None, cfg: Config | None
 def source_prices(recording: Path, cfg: Config) -> pl.DataFrame:
     """Every observation the oracle's decoder reads from ``recording`` that prices an
     asset in a USD peg: ``asset``, ``source`` (a registered contract's kind and address,
-    else the source's name), ``ts_ms``, ``price`` (USD)."""
+    else the source's name), ``ts_ms``, ``price`` (USD). A file that is not a recording is
+    a ``ConfigError`` naming it."""
     params = stage_params(cfg)
     pegs = {"USD": 1.0, **params.registry.pegs}
     names = {}
     for address, src in params.registry.by_address.items():
         kind = src.kind if isinstance(src, PoolSource) else "chainlink"
         names[address] = f"{kind} {address[:8]}…{address[-4:]}"
+    try:
+        messages = load_recording(recording)
+    except ValueError as exc:  # not a recording: bad columns, rows or bytes
+        raise ConfigError(f"--recording: {exc}") from None
     rows = []
-    for msg in iter_messages(load_recording(recording)):
+    for msg in iter_messages(messages):
         obs = params.decoder.decode(msg)
         if isinstance(obs, Observation) and obs.quote in pegs:
             source = names.get(obs.source, obs.source)
@@ -241,6 +246,9 @@ def _oracle_chart(asset: str, prices: pl.DataFrame, observations: pl.DataFrame |
             rows = mine.filter(pl.col("source") == source).sort("ts_ms")
             ax.plot(_times(rows["ts_ms"]), rows["price"], lw=0.8, marker=".", ms=3, alpha=0.7,
                     label=source)  # fmt: skip
+        if mine.height == 0:
+            note = "no source of this asset decoded from --recording (the run's --config?)"
+            ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", fontsize=8)
     low = latest["price"] - latest["confidence"]
     high = latest["price"] + latest["confidence"]
     ax.fill_between(ends, low, high, step="pre", color="#1d3557", alpha=0.2, label="confidence")

@@ -40,6 +40,17 @@ def test_report_when_recording_missing_then_exit_2_naming_it(
     assert "--recording" in capsys.readouterr().err
 
 
+def test_report_when_recording_unreadable_then_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    args = ["report", str(tmp_path), "--html", str(tmp_path / "r.html"), "--recording", str(bad)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hedgeflow: --recording: ") and "bad.parquet" in err
+
+
 def test_report_when_no_dataset_then_every_chart_says_no_data(tmp_path: Path) -> None:
     html = tmp_path / "r.html"
     assert main(["report", str(tmp_path), "--html", str(html)]) == 0
