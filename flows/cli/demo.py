@@ -18,7 +18,8 @@ risk`` with the first trading account as a hedged book, and ``execute`` with the
 liquidator's key, whose liquidations land on the chain and come back through ingest;
 then the summary under ``OUT/chain/``: accounts, orders, what the executor did with them
 (sent, mined, reverted, denied, expired, conflict; fees) and whose the venue's
-``Liquidated`` events are; and the report of the loop, ``OUT/report.html``.
+``Liquidated`` events are; and the reports (``hedgeflow report``) of part 1,
+``OUT/report_oracle.html``, and of the loop, ``OUT/report.html``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def demo(out_dir: Path, loop: LoopParams | None = None) -> int:
         log.info("part 1 finished in %.1f s; part 2: the loop on Anvil", part_1_s)
         result = live_loop(broker.bootstrap, out_dir / "chain", loop or LoopParams())
     print_summary(*result.stage_dirs, liquidations=result.liquidations)
+    cmd_report([out_dir], out_dir / "report_oracle.html", out_dir / "recording.parquet", cfg)
     chain_recording = out_dir / "chain" / "recording.parquet"
     cmd_report(result.stage_dirs, out_dir / "report.html", chain_recording, result.cfg)
     log.info(
