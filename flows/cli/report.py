@@ -205,7 +205,7 @@ def _figure(rows: int = 1, cols: int = 1) -> tuple[Figure, list[Axes]]:
 
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", facecolor="white")
+    fig.savefig(buf, format="svg", facecolor="white", metadata={"Date": None})
     return buf.getvalue()
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
 
 from flows.cli import main
 from flows.cli.report import Inputs, build_charts, read_inputs, source_prices
 from operators.config import Config
+from tests.unit import report_examples as ex
 from tests.unit.report_examples import prices, quotes, write_run
 
 
@@ -90,3 +94,19 @@ def test_read_inputs_of_two_stage_dirs_reads_them_together(tmp_path: Path) -> No
     assert isinstance(both, Inputs) and both.prices is not None and one.prices is not None
     assert both.prices.height == 2 * one.prices.height
     assert both.observations is None
+
+
+def test_report_of_one_row_datasets_without_finite_health_draws_every_chart(
+    tmp_path: Path,
+) -> None:
+    inputs = read_inputs([tmp_path], None, None)  # empty: then one row of each
+    one = {
+        "prices": pl.DataFrame([msgspec.structs.asdict(ex.prices()[0])]),
+        "deadletter": pl.DataFrame([msgspec.structs.asdict(ex.rejects()[0])]),
+        "risk": pl.DataFrame(
+            [msgspec.structs.asdict(r) for r in ex.risk_rows() if r.health == math.inf][:1]
+        ),
+        "orders": pl.DataFrame([msgspec.structs.asdict(ex.orders()[0])]),
+    }
+    charts = build_charts(dataclasses.replace(inputs, **one))
+    assert [c.id for c in charts if c.title.endswith("no data")] == []
