@@ -113,3 +113,23 @@ def test_report_check_when_a_chart_is_broken_or_blank_then_it_names_that_chart(
         "chart-health",
         "chart-orders",
     ]
+
+
+def test_report_of_a_replay_in_chromium_then_every_chart_rendered(tmp_path: Path) -> None:
+    # Arrange: a generated recording with its faults, replayed by the real flows
+    assert main(["generate", "--out", str(tmp_path), "--minutes", "10"]) == 0
+    recording, config = tmp_path / "recording.parquet", tmp_path / "hedgeflow.toml"
+    out = tmp_path / "out"
+    assert main(["replay", str(recording), "--out", str(out), "--config", str(config)]) == 0
+    html = tmp_path / "report.html"
+    # Act
+    args = ["report", str(out), "--html", str(html), "--recording", str(recording)]
+    assert main([*args, "--config", str(config)]) == 0
+    # Assert: an oracle chart per asset, the deadletter drawn, risk charts saying "no data"
+    page = html.read_text()
+    ids = chart_ids(page)
+    assert ids[:4] == ["chart-oracle-BTC", "chart-oracle-ETH", "chart-oracle-LINK",
+                       "chart-deadletter"]  # fmt: skip
+    no_data = re.findall(r'id="(chart-[^"]+)"[^>]*><img alt="[^"]*: no data"', page)
+    assert no_data == ["chart-health", "chart-orders", "chart-greeks"]
+    assert unrendered(screenshot(html, tmp_path / "shot.png", len(ids)), ids) == []
