@@ -17,14 +17,27 @@ NO_EXECUTION = "not executed"
 """The outcome of an order with no row in ``executions/``."""
 
 
+TIME_AXIS_MS = (946_684_800_000, 4_102_444_800_000)
+"""The event times a chart's time axis can show, [2000-01-01, 2100-01-01) UTC in ms: a
+deadletter row's ``timestamp_ms`` is the message's as it was, and may be anything."""
+DAY_MS = 86_400_000
+
+
 def bucket_width_ms(start_ms: int, end_ms: int, buckets: int = 40) -> int:
-    """A round bucket width (1 s, 10 s, 1 min, 5 min, 15 min, 1 h, 6 h or 1 d, the first
-    that is wide enough) giving at most about ``buckets`` buckets over [start, end]."""
+    """A round bucket width (1 s, 10 s, 1 min, 5 min, 15 min, 1 h, 6 h, else whole days),
+    the first giving at most ``buckets`` buckets over [start, end]."""
+    if buckets <= 0:
+        raise ValueError(f"buckets must be > 0; got {buckets!r}")
     span = max(end_ms - start_ms, 1)
     for width in (1_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000):
         if span / width <= buckets:
             return width
-    return 86_400_000
+    return -(-span // (buckets * DAY_MS)) * DAY_MS
+
+
+def on_time_axis(ms: pl.Expr) -> pl.Expr:
+    """Whether an event time (ms) lies in ``TIME_AXIS_MS``."""
+    return (ms >= TIME_AXIS_MS[0]) & (ms < TIME_AXIS_MS[1])
 
 
 def latest_revisions(prices: pl.DataFrame) -> pl.DataFrame:

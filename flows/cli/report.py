@@ -277,9 +277,13 @@ def _deadletter_chart(deadletter: pl.DataFrame | None) -> Chart:
     title = "Deadletter: rejects by reason over time"
     if deadletter is None or deadletter.height == 0:
         return _empty("deadletter", title, "no deadletter/ rows")
-    ts = deadletter["timestamp_ms"]
+    shown = deadletter.filter(rd.on_time_axis(pl.col("timestamp_ms")))
+    off_axis = deadletter.height - shown.height
+    if shown.height == 0:
+        return _empty("deadletter", title, f"{off_axis} rows, every timestamp off the time axis")
+    ts = shown["timestamp_ms"]
     width = rd.bucket_width_ms(int(ts.min()), int(ts.max()))  # type: ignore[arg-type]
-    counts = rd.deadletter_by_reason(deadletter, width).with_columns(
+    counts = rd.deadletter_by_reason(shown, width).with_columns(
         (pl.col("stage") + " " + pl.col("code")).alias("label")
     )
     fig, (ax,) = _figure()
@@ -299,7 +303,8 @@ def _deadletter_chart(deadletter: pl.DataFrame | None) -> Chart:
         )
         for b, h in zip(buckets, heights, strict=True):
             bottom[b] += h
-    ax.set_title(f"{title} ({deadletter.height} rows, {width // 1000} s buckets)")
+    off = f", {off_axis} with a timestamp before 2000 or after 2100 not shown" if off_axis else ""
+    ax.set_title(f"{title} ({deadletter.height} rows, {width // 1000} s buckets{off})")
     ax.set_ylabel("rejects")
     _time_axis(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)

@@ -110,3 +110,18 @@ def test_report_of_one_row_datasets_without_finite_health_draws_every_chart(
     }
     charts = build_charts(dataclasses.replace(inputs, **one))
     assert [c.id for c in charts if c.title.endswith("no data")] == []
+
+
+@pytest.mark.parametrize(
+    ("timestamps", "no_data"),
+    [([0, 2**62, ex.T0, ex.T0 + 1], False), ([-1, 2**62], True)],
+)
+def test_deadletter_chart_when_timestamps_off_the_axis_then_left_out_not_an_error(
+    tmp_path: Path, timestamps: list[int], no_data: bool
+) -> None:
+    rows = [msgspec.structs.replace(ex.rejects()[0], timestamp_ms=t) for t in timestamps]
+    inputs = read_inputs([tmp_path], None, None)
+    deadletter = pl.DataFrame([msgspec.structs.asdict(r) for r in rows])
+    charts = build_charts(dataclasses.replace(inputs, deadletter=deadletter))
+    chart = next(c for c in charts if c.id == "deadletter")
+    assert chart.title.endswith("no data") == no_data
