@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := operators connectors flows tests infra
 
-.PHONY: install demo test lint format bench fuzz contracts clean
+.PHONY: install demo test lint format bench fuzz contracts clean chromium
 
 $(STAMP): pyproject.toml requirements.lock | node_modules/.installed
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"need Python 3.11, got {sys.version}"'
@@ -36,7 +36,18 @@ format: install
 	$(BIN)/ruff check --fix $(SOURCES)
 	$(BIN)/ruff format $(SOURCES)
 
-test: lint
+# The report's browser test (tests/integration/test_report_browser.py) needs Debian's
+# chromium: installed here when missing, as root with apt-get; else make test stops, saying so.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	  else \
+	    echo "make test: needs Debian's chromium for the report's browser test; run as root on Debian, or install it (apt-get install chromium)" >&2; exit 1; \
+	  fi; }
+	@command -v chromium >/dev/null || { echo "make test: chromium still missing after apt-get install chromium" >&2; exit 1; }
+
+test: lint chromium
 	$(BIN)/python -m pytest
 
 # 1M mutated messages through both stages' cores (tests/fuzz): prints the count, the

@@ -20,7 +20,9 @@ key, whose liquidations land on the chain and come back through ingest, and ``ex
 with the DEX book's key, whose hedges are routed over the pools through SplitSwap; then
 the summary under ``OUT/chain/``: accounts, orders, what the executors did with them
 (sent, mined, reverted, denied, expired, conflict; fees), the DEX hedges (route, fill,
-gas, wallet after) and whose the venue's ``Liquidated`` events are.
+gas, wallet after) and whose the venue's ``Liquidated`` events are; and the reports
+(``hedgeflow report``) of part 1, ``OUT/report_oracle.html``, and of the loop,
+``OUT/report.html``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from connectors.kafka_tools import create_topics, publish
 from connectors.recording import write_recording
 from flows.cli.generate import GenerateParams, generate
 from flows.cli.live_loop import LoopParams, live_loop
+from flows.cli.report import cmd_report
 from flows.cli.runner import message_counter, run
 from flows.cli.summary import print_summary
 from flows.dataflows import kafka_flow
@@ -78,6 +81,9 @@ def demo(out_dir: Path, loop: LoopParams | None = None) -> int:
         log.info("part 1 finished in %.1f s; part 2: the loop on Anvil", part_1_s)
         result = live_loop(broker.bootstrap, out_dir / "chain", loop or LoopParams())
     print_summary(*result.stage_dirs, liquidations=result.liquidations)
+    cmd_report([out_dir], out_dir / "report_oracle.html", out_dir / "recording.parquet", cfg)
+    chain_recording = out_dir / "chain" / "recording.parquet"
+    cmd_report(result.stage_dirs, out_dir / "report.html", chain_recording, result.cfg)
     log.info(
         "demo finished in %.1f s (part 1 %.1f s, part 2 %.1f s); outputs under %s",
         time.monotonic() - started, part_1_s, time.monotonic() - started - part_1_s, out_dir,

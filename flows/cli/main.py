@@ -360,6 +360,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.cli.report import cmd_report as report
+
+    return report([args.out, *args.more], args.html, args.recording, args.cfg)
+
+
 def _one_line(text: str) -> str:
     """``text`` with its control characters escaped (``\\n`` for a newline), so that an
     error echoing a bad input value stays one line."""
@@ -663,6 +669,26 @@ def _parser() -> argparse.ArgumentParser:
     c = command("summary", "Print the per-asset summary of an output directory.", False)
     c.add_argument("out", type=Path, help="the output directory of a run")
     c.set_defaults(func=cmd_summary)
+
+    c = command(
+        "report",
+        "Draw the Parquet outputs on one self-contained HTML page: the oracle price per asset "
+        "against its sources (with --recording), its confidence band and the degraded, stale "
+        "and held windows; the deadletter by reason over time; account health; the orders "
+        "with their outcomes; the Greeks per book. A missing dataset gives a chart saying "
+        "'no data'.",
+    )
+    c.add_argument("out", type=Path, help="the output directory of a run")
+    c.add_argument(
+        "more", type=Path, nargs="*", help="more output directories of the same run's stages"
+    )
+    c.add_argument("--html", type=Path, required=True, help="the HTML file to write")
+    c.add_argument(
+        "--recording", type=Path,
+        help="the run's recording (a file or a directory): its sources' prices are drawn "
+        "against the oracle's (decoded with --config, the run's configuration)",
+    )  # fmt: skip
+    c.set_defaults(func=cmd_report)
     return p
 
 
