@@ -134,7 +134,7 @@ def test_stages_serve_their_metrics_and_the_values_move(
             str(port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for stage, port in (("oracle", oracle_port), ("risk", risk_port))
     ]
     try:
