@@ -6,7 +6,8 @@
     replay:      recording (chain.logs, dex.quotes) --> oracle --> risk   (one dataflow)
     demo:        Kafka chain.logs, dex.quotes      --> oracle --> risk   (one dataflow)
 
-Every stage also sends its rejects to the deadletter topic and ``deadletter/``. The risk
+Every stage also sends its rejects to the deadletter topic and ``deadletter/``, and
+reports its metrics (``flows.metrics``: inspected, the streams unchanged). The risk
 stage runs where the configuration names a venue (``risk.venue``). With executors
 configured (``execution.signers``), the risk stage also reads ``fills`` (a recording's
 fills, in replay, when it holds some): its partitions are inputs of the risk stage's gate,
