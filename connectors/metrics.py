@@ -21,11 +21,13 @@ that restarts starts its counters from 0 (Prometheus's ``rate`` handles the rese
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from operators.config import ConfigError
 from operators.model import AccountRiskRow, Execution, OraclePrice, Order, OrderDenied, Rejected
 
 LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 12.0, 30.0, 60.0, 120.0, 300.0)
@@ -95,7 +97,13 @@ KAFKA_LAG = Gauge(
 
 def enable_dataflow_api(port: int, cache_dir: Path) -> None:
     """Have the next Bytewax run of this process serve ``/metrics`` (and ``/dataflow``) on
-    ``port``; Bytewax writes its ``dataflow.json`` into ``cache_dir``."""
+    ``port``; Bytewax writes its ``dataflow.json`` into ``cache_dir``. A port already taken
+    is a ``ConfigError`` now (Bytewax's server would fail silently in its own thread)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port {port}: {exc.strerror}") from None
     cache_dir.mkdir(parents=True, exist_ok=True)
     os.environ["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
     os.environ["BYTEWAX_DATAFLOW_API_PORT"] = str(port)
@@ -103,8 +111,12 @@ def enable_dataflow_api(port: int, cache_dir: Path) -> None:
 
 
 def serve(port: int) -> None:
-    """Serve this registry's ``/metrics`` on ``port`` (all interfaces) from a daemon thread."""
-    start_http_server(port)
+    """Serve this registry's ``/metrics`` on ``port`` (all interfaces) from a daemon thread;
+    ``ConfigError`` if the port is taken."""
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: {exc.strerror}") from None
 
 
 def reason_code(reason: str) -> str:

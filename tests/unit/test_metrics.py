@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import socket
+from pathlib import Path
 
 import bytewax.connectors.kafka  # noqa: F401  (registers Bytewax's consumer lag gauge)
 import pytest
@@ -15,6 +18,7 @@ from prometheus_client import REGISTRY
 from connectors import metrics
 from flows.cli.json_logs import JsonFormatter
 from flows.cli.main import main
+from operators.config import ConfigError
 from operators.model import AccountRiskRow, Execution, OraclePrice
 from tests.integration.test_metrics import dashboard_names
 
@@ -191,3 +195,14 @@ def test_a_bad_metrics_port_or_log_format_is_a_one_line_usage_error(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert f"argument {flag}" in err and error in err
+
+
+def test_a_metrics_port_already_taken_stops_at_start_up_naming_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for start in (metrics.serve, lambda p: metrics.enable_dataflow_api(p, Path("unused"))):
+            with pytest.raises(ConfigError, match=f"--metrics-port {port}: Address already in use"):
+                start(port)
+    assert "BYTEWAX_DATAFLOW_API_ENABLED" not in os.environ  # refused before anything is set
