@@ -1,4 +1,5 @@
-"""The stages' metrics (``connectors.metrics``), taken from their streams by ``op.inspect``.
+"""The stages' metrics (``connectors.metrics``), taken from their streams by ``op.inspect``
+(the per-account rows by ``op.flat_map_batch``: one call per batch, not per row).
 
 Inspecting leaves every stream as it is: the outputs, and so replay's determinism, do not
 change. Each worker updates the process's registry; a latency is the wall clock at the
@@ -16,7 +17,7 @@ from bytewax.dataflow import Stream
 from connectors import metrics
 from flows.oracle import OracleStreams
 from flows.risk import RiskStreams
-from operators.model import RawBatch, Rejected
+from operators.model import AccountRiskRow, RawBatch, Rejected
 
 
 def observe_input(raw: Stream[RawBatch]) -> None:
@@ -33,7 +34,13 @@ def observe_oracle(out: OracleStreams) -> None:
 def observe_risk(out: RiskStreams) -> None:
     """Orders and denials by kind, the orders' latency, accounts below maintenance margin."""
     accounts = metrics.AccountGauges()
-    op.inspect("metrics_accounts", out.rows, lambda _, kv: accounts.on_row(kv[1]))
+
+    def rows(batch: list[tuple[str, AccountRiskRow]]) -> list[None]:
+        for _, row in batch:
+            accounts.on_row(row)
+        return []
+
+    op.flat_map_batch("metrics_accounts", out.rows, rows)
 
     def decision(_: str, kv: tuple[str, Any]) -> None:
         metrics.count_decision(kv[1], time.time())

@@ -124,7 +124,9 @@ def _row(account: str, equity: float, mm: float) -> AccountRiskRow:
     )  # fmt: skip
 
 
-@given(st.lists(st.tuples(st.sampled_from("abcde"), st.floats(-10, 10), st.floats(0, 10))))
+@given(
+    st.lists(st.tuples(st.sampled_from("abcde"), st.floats(-10, 10), st.floats(0, 10)), min_size=1)
+)
 def test_accounts_below_maintenance_count_each_account_by_its_newest_row(
     rows: list[tuple[str, float, float]],
 ) -> None:
