@@ -69,7 +69,8 @@ def _serve_metrics(args: argparse.Namespace, cache_dir: Path | None) -> None:
     """With ``--metrics-port P``: have this process's dataflow serve ``/metrics`` on P plus
     its process id (``connectors.metrics``); Bytewax writes ``dataflow.json`` to
     ``cache_dir`` (a new temporary directory if None)."""
-    if args.metrics_port is None:
+    parent = getattr(args, "processes", 1) > 1 and args.process_id is None
+    if args.metrics_port is None or parent:  # the parent of a multi-process run runs no flow
         return
     import tempfile
 
