@@ -46,6 +46,7 @@ from typing import Any
 import msgspec
 from eth_account.signers.local import LocalAccount
 
+from connectors import metrics
 from connectors.anvil import RpcError as NodeError
 from connectors.executor_chain import ChainClient, Head, Receipt
 from connectors.executor_kafka import ExecutorKafka
@@ -207,6 +208,8 @@ class Executor:
             busy = True
         busy |= self._dispatch()
         self._flush()
+        for (topic, partition), lag in self.kafka.lag().items():
+            metrics.KAFKA_LAG.labels(topic, str(partition)).set(lag)
         return busy
 
     def trading_state(self) -> TradingState:
@@ -299,10 +302,9 @@ class Executor:
             if receipt is None:
                 log.warning(
                     "order %s: block %d was reorged out; sending %s again",
-                    stored.order_id,
-                    a.block_number,
-                    a.tx_hash,
-                )
+                    stored.order_id, a.block_number, a.tx_hash,
+                    extra={"order_id": stored.order_id, "tx_hash": a.tx_hash},
+                )  # fmt: skip
                 moved = msgspec.structs.replace(
                     a,
                     state="pending",
@@ -371,7 +373,10 @@ class Executor:
                 payer=self.signer, plan=plan,
             )  # fmt: skip
         except ValueError as exc:
-            log.error("order %s: its receipt does not show the fill: %s", stored.order_id, exc)
+            log.error(
+                "order %s: its receipt does not show the fill: %s", stored.order_id, exc,
+                extra={"order_id": stored.order_id},
+            )  # fmt: skip
             self.store.put(f"fill:{stored.order_id}", "")
             return
         self.store.put(f"fill:{stored.order_id}", msgspec.json.encode(fill).decode())
@@ -404,8 +409,9 @@ class Executor:
         """Broadcast ``a``'s stored bytes again if the node does not hold it."""
         if not self.chain.knows(a.tx_hash):
             log.warning(
-                "order %s: the node lost %s; sending the same bytes again", order_id, a.tx_hash
-            )
+                "order %s: the node lost %s; sending the same bytes again", order_id, a.tx_hash,
+                extra={"order_id": order_id, "tx_hash": a.tx_hash},
+            )  # fmt: skip
             self._broadcast(a)
 
     def _nonce_gap(self, nonce: int) -> int:
@@ -426,7 +432,10 @@ class Executor:
         return nonce - pending
 
     def _conflict(self, stored: StoredOrder, detail: str) -> None:
-        log.error("order %s: CONFLICT: %s; halting the signer", stored.order_id, detail)
+        log.error(
+            "order %s: CONFLICT: %s; halting the signer", stored.order_id, detail,
+            extra={"order_id": stored.order_id},
+        )  # fmt: skip
         with self.store.transaction():
             self._report(stored, "conflict", final=True, code="nonce_conflict", detail=detail)
         self._halt("nonce_conflict", detail)
@@ -484,7 +493,9 @@ class Executor:
             return
         if self.store.order(order.order_id) is not None:
             self._count("duplicates")
-            log.info("order %s seen before: dropped", order.order_id)
+            log.info(
+                "order %s seen before: dropped", order.order_id, extra={"order_id": order.order_id}
+            )
             return
         body = msgspec.json.encode(order).decode()
         self.store.put_order(
@@ -500,6 +511,7 @@ class Executor:
         unfinished = self.store.unfinished_orders()
         queued = [s for s in unfinished if s.nonce is None]
         in_flight = sum(1 for s in unfinished if s.state in ("sent", "replaced"))
+        metrics.PENDING.set(in_flight)
         self.kafka.hold_orders(in_flight + len(queued) >= self.ex.max_in_flight)
         if self.head is None or not queued:
             return False
@@ -529,6 +541,7 @@ class Executor:
             call = refusal
             nonce = int(self.store.get("next_nonce") or 0)
             gap = 0 if self.sent_ok else self._nonce_gap(nonce)  # after a landed send: none
+            metrics.NONCE_GAP.set(max(gap, 0))
             if gap < 0:
                 self._conflict(
                     stored,
@@ -575,6 +588,7 @@ class Executor:
             log.info(
                 "order %s waits for its %s row of the window ending %d (read so far: %s)",
                 order.order_id, order.asset, order.oracle_window_end_ms, read,
+                extra={"order_id": order.order_id},
             )  # fmt: skip
         return True
 
@@ -663,9 +677,8 @@ class Executor:
         if fees is None:
             log.warning(
                 "order %s: cannot raise fees above the cap of %s gwei; waiting",
-                stored.order_id,
-                self.ex.max_fee_gwei,
-            )
+                stored.order_id, self.ex.max_fee_gwei, extra={"order_id": stored.order_id},
+            )  # fmt: skip
             return
         assert latest.nonce is not None
         call = (
@@ -725,10 +738,8 @@ class Executor:
         if refused is not None:
             log.warning(
                 "the node refused %s (nonce %d): %s; the next head tells what happened",
-                a.tx_hash,
-                a.nonce,
-                refused,
-            )
+                a.tx_hash, a.nonce, refused, extra={"order_id": a.order_id, "tx_hash": a.tx_hash},
+            )  # fmt: skip
         self.sent_ok = refused is None
         return self.sent_ok
 
@@ -774,12 +785,10 @@ class Executor:
             self.cfg.topics.fills, order.account.encode(), msgspec.json.encode(execution)
         )
         log.info(
-            "order %s: %s%s%s",
-            order.order_id,
-            state,
-            " (final)" if final else "",
+            "order %s: %s%s%s", order.order_id, state, " (final)" if final else "",
             f": {detail}" if detail else "",
-        )
+            extra={"order_id": order.order_id, "tx_hash": None if a is None else a.tx_hash},
+        )  # fmt: skip
 
     def _halt(self, code: str, detail: str) -> None:
         log.error(
@@ -796,20 +805,24 @@ class Executor:
             for _, topic, key, body in rows:
                 self.kafka.produce(topic, key, body)
                 if topic == self.cfg.topics.fills:
-                    executions.append(
-                        msgspec.structs.asdict(msgspec.json.decode(body, type=Execution))
-                    )
+                    executions.append(msgspec.json.decode(body, type=Execution))
                 else:
-                    rejects.append(msgspec.structs.asdict(msgspec.json.decode(body, type=Rejected)))
+                    rejects.append(msgspec.json.decode(body, type=Rejected))
             self.kafka.flush()
+            for execution in executions:  # counted once published
+                metrics.count_execution(execution)
+            for rejected in rejects:
+                metrics.count_reject(rejected)
             name = f"signer-{self.signer}-{rows[0][0]:012d}"
             if executions:
+                rows_out = [msgspec.structs.asdict(e) for e in executions]
                 write_day_files(
-                    self.out_dir / "executions", name, executions, _EXECUTIONS, "ts_event_ms"
+                    self.out_dir / "executions", name, rows_out, _EXECUTIONS, "ts_event_ms"
                 )
             if rejects:
+                rows_out = [msgspec.structs.asdict(r) for r in rejects]
                 write_day_files(
-                    self.out_dir / "deadletter", name, rejects, _REJECTS, "timestamp_ms"
+                    self.out_dir / "deadletter", name, rows_out, _REJECTS, "timestamp_ms"
                 )
             with self.store.transaction():
                 self.store.drop_outbox(rows[-1][0])

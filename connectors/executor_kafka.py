@@ -111,6 +111,17 @@ class ExecutorKafka:
             out.append(RawMessage(topic, partition, offset, m.timestamp()[1], m.key(), m.value()))
         return out
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: the high watermark minus the next offset to read, from
+        the client's cached watermarks (no broker round trip); partitions not fetched yet
+        are left out."""
+        out = {}
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                out[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
+        return out
+
     def hold_orders(self, hold: bool) -> None:
         """Stop (or go on) reading ``orders`` while the signer has no room in flight."""
         if hold != self.paused:

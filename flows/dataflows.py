@@ -6,7 +6,8 @@
     replay:      recording (chain.logs, dex.quotes) --> oracle --> risk   (one dataflow)
     demo:        Kafka chain.logs, dex.quotes      --> oracle --> risk   (one dataflow)
 
-Every stage also sends its rejects to the deadletter topic and ``deadletter/``. The risk
+Every stage also sends its rejects to the deadletter topic and ``deadletter/``, and
+reports its metrics (``flows.metrics``: inspected, the streams unchanged). The risk
 stage runs where the configuration names a venue (``risk.venue``). With executors
 configured (``execution.signers``), the risk stage also reads ``fills`` (a recording's
 fills, in replay, when it holds some): its partitions are inputs of the risk stage's gate,
@@ -22,6 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors.sources import KafkaBatchSource, RecordingSource
+from flows.metrics import observe_input, observe_oracle, observe_rejects, observe_risk
 from flows.oracle import oracle_stage
 from flows.outputs import write_deadletter, write_oracle, write_risk
 from flows.risk import risk_stage
@@ -40,7 +42,9 @@ def replay_flow(recording: Path, out_dir: Path, params: StageParams) -> Dataflow
         params.cfg.run.batch_size,
         {topics.chain_logs, topics.dex_quotes, *_fills(params)},
     )
-    _all_stages(op.input("recording", flow, source), params, source.list_parts(), out_dir, None)
+    raw = op.input("recording", flow, source)
+    observe_input(raw)
+    _all_stages(raw, params, source.list_parts(), out_dir, None)
     return flow
 
 
@@ -58,16 +62,21 @@ def kafka_flow(
         inputs.extend(_fills(params))
     source = KafkaBatchSource(brokers, inputs, params.cfg.run.batch_size, until_end)
     raw = op.input("kafka", flow, source)
+    observe_input(raw)
     parts = source.list_parts()
     if stages == "all":
         _all_stages(raw, params, parts, out_dir, brokers)
     elif stages == "oracle":
         oracle = oracle_stage(raw, params, parts)
+        observe_oracle(oracle)
+        observe_rejects(oracle.rejects)
         write_oracle(oracle, params.cfg, out_dir, brokers)
         write_deadletter(oracle.rejects, params.cfg, out_dir, brokers)
     else:
         gate_parts = [p for p in parts if p.split("-", 1)[1] != topics.oracle_prices]
         risk = risk_stage(raw, params, gate_parts)
+        observe_risk(risk)
+        observe_rejects(risk.rejects)
         write_risk(risk, params, out_dir, brokers)
         write_deadletter(risk.rejects, params.cfg, out_dir, brokers)
     return flow
@@ -82,12 +91,15 @@ def _all_stages(
     if fills:
         chain = op.filter("oracle_inputs", raw, lambda b: b.topic not in fills)
     oracle = oracle_stage(chain, params, [p for p in parts if p.split("-", 1)[1] not in fills])
+    observe_oracle(oracle)
     write_oracle(oracle, params.cfg, out_dir, brokers)
     rejects = oracle.rejects
     if params.risk is not None:
         risk = risk_stage(raw, params, parts, oracle.published)
+        observe_risk(risk)
         write_risk(risk, params, out_dir, brokers)
         rejects = op.merge("all_rejects", rejects, risk.rejects)
+    observe_rejects(rejects)
     write_deadletter(rejects, params.cfg, out_dir, brokers)
 
 

@@ -29,6 +29,7 @@ from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
 from connectors.kafka_tools import check_brokers, topic_partitions
+from connectors.metrics import serve
 from operators.config import Config, ConfigError
 from operators.order_auth import load_secret
 from operators.pretrade import TradingState
@@ -208,6 +209,9 @@ def cmd_execute(args: argparse.Namespace) -> int:
         cfg=cfg, account=account, store=store, chain=chain, kafka=kafka,
         fills_partitions=counts[topics.fills], secret=secret, out_dir=out_dir,
     )  # fmt: skip
+    if args.metrics_port is not None:
+        serve(args.metrics_port)
+        log.info("metrics on http://0.0.0.0:%d/metrics", args.metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

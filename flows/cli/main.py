@@ -101,6 +101,24 @@ def _finished_share(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def _serve_metrics(args: argparse.Namespace, cache_dir: Path | None) -> None:
+    """With ``--metrics-port P``: have this process's dataflow serve ``/metrics`` on P plus
+    its process id (``connectors.metrics``); Bytewax writes ``dataflow.json`` to
+    ``cache_dir`` (a new temporary directory if None)."""
+    parent = getattr(args, "processes", 1) > 1 and args.process_id is None
+    if args.metrics_port is None or parent:  # the parent of a multi-process run runs no flow
+        return
+    import tempfile
+
+    from connectors.metrics import enable_dataflow_api
+
+    port = args.metrics_port + (getattr(args, "process_id", None) or 0)
+    if cache_dir is None:
+        cache_dir = Path(tempfile.mkdtemp(prefix="hedgeflow-dataflow-"))
+    enable_dataflow_api(port, cache_dir)
+    log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
     from flows.cli.runner import wait_for_interrupt
@@ -141,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stage == "risk":
         inputs.append(topics.oracle_prices)
     _claim(args, _stage_identity(args, f"run {args.stage}", topics=",".join(inputs)))
+    _serve_metrics(args, args.out)
     brokers = _brokers(args.brokers)
     code = run(
         lambda: kafka_flow(brokers, params, args.out, args.until_end, args.stage),
@@ -183,6 +202,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         identity = {"stage": "ingest", "chain_id": str(chain_id),
                     "topic": cfg.topics.chain_logs, "config": config_digest(cfg)}  # fmt: skip
         claim_recovery(args.recovery_dir, identity)
+    _serve_metrics(args, None)
     return run(
         lambda: ingest_flow(params, brokers, args.from_block, args.to_block),
         epoch_interval_s=cfg.run.epoch_interval_s,
@@ -208,6 +228,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         if args.cluster is None or args.cluster.process_id == 0:  # the recording's, once
             write_rejects(checked.rejects, args.out)
+    _serve_metrics(args, args.out)
     code = run(
         lambda: replay_flow(args.recording, args.out, params),
         processes=args.processes,
@@ -415,6 +436,13 @@ def _raw_units(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _port(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, <= 65535; got {text!r}")
+    return value
+
+
 def _above_zero(text: str) -> float:
     try:
         value = float(text)
@@ -447,6 +475,10 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str, config: bool = True) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
+        c.add_argument(
+            "--log-format", choices=["text", "json"], default="text",
+            help="text lines, or JSON lines (ts, level, logger, message, fields) (default text)",
+        )  # fmt: skip
         if config:
             c.add_argument(
                 "--config", type=Path, help="TOML configuration file (default: built-in defaults)"
@@ -461,6 +493,12 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--broker-timeout", type=_above_zero, default=30.0, metavar="S",
             help="give up when no broker answers within S seconds at start (default 30)",
+        )  # fmt: skip
+
+    def metrics_port(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--metrics-port", type=_port, metavar="PORT",
+            help="serve Prometheus /metrics on PORT (worker process N of a run: PORT + N)",
         )  # fmt: skip
 
     def workers(c: argparse.ArgumentParser) -> None:
@@ -513,6 +551,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--until-end", action="store_true", help="stop at the end of the input")
     workers(c)
+    metrics_port(c)
     c.set_defaults(func=cmd_run)
 
     c = command("ingest", "Follow an EVM node and publish its logs to chain.logs.")
@@ -527,12 +566,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--dry-run", action="store_true", help="print what would be published")
     c.add_argument("--recovery-dir", type=Path, help="enable Bytewax recovery, state here")
+    metrics_port(c)
     c.set_defaults(func=cmd_ingest)
 
     c = command("replay", "Run every flow from a recording, no broker; write Parquet.")
     c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
     c.add_argument("--out", type=Path, required=True, help="Parquet output directory")
     workers(c)
+    metrics_port(c)
     c.set_defaults(func=cmd_replay)
 
     c = command("record", "Write Kafka topics to a recording (Parquet).", False)
@@ -652,6 +693,7 @@ def _parser() -> argparse.ArgumentParser:
         "--reduce-only", action="store_true", help="set REDUCING (risk-reducing orders only), exit"
     )
     c.add_argument("--reason", default="operator", help="why, recorded with --halt/--resume")
+    metrics_port(c)
     c.set_defaults(func=cmd_execute)
 
     c = command("keystore", "Write an encrypted keystore (scrypt) and print its address.", False)
@@ -697,11 +739,14 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exited:  # --help, or a usage error already printed in one line
         return exited.code if isinstance(exited.code, int) else 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        from flows.cli.json_logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python is chatty at INFO
     try:
         if hasattr(args, "config"):
