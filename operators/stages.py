@@ -54,6 +54,7 @@ def stage_params(cfg: Config) -> StageParams:
             max_future_ms=ms(o.max_future_s),
             max_quote_delay_ms=ms(o.max_quote_delay_s),
             assets=registry.assets,
+            ticks=o.cadence != "window",
         ),
         oracle=OracleParams(
             window_ms=ms(o.window_s),
@@ -73,6 +74,8 @@ def stage_params(cfg: Config) -> StageParams:
             idle_timeout_ms=ms(o.idle_timeout_s),
             pegs=registry.pegs,
             numeraire={a: n for n, assets in registry.crosses.items() for a in assets},
+            cadence=o.cadence if isinstance(o.cadence, str) else "every",
+            cadence_ms=0 if isinstance(o.cadence, str) else ms(o.cadence),
         ),
         risk_intake=_risk_intake(cfg) if cfg.risk.venue else None,
         risk=_risk(cfg, registry) if cfg.risk.venue else None,
