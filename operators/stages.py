@@ -97,6 +97,7 @@ def _risk_intake(cfg: Config) -> RiskIntakeParams:
         oracle_prices=topics.oracle_prices,
         fills=topics.fills,
         signers=tuple(cfg.execution.signers),
+        ticks=o.cadence != "window",
     )
 
 
@@ -105,6 +106,7 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
     return RiskParams(
         window_ms=ms(cfg.oracle.window_s),
         idle_timeout_ms=ms(cfg.oracle.idle_timeout_s),
+        cadence="window" if cfg.oracle.cadence == "window" else "tick",
         assets=registry.assets,
         underlyings=dict(risk.underlyings),
         collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},
