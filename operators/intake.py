@@ -150,17 +150,12 @@ class PartitionIntake:
             tick_wm = self.tick_watermark_ms(quotes, p.lateness_ms)
             tick_moved = tick_wm != self.reported_tick_ms
             self.reported_tick_ms = tick_wm
-        batches = [
-            (
-                asset,
-                AssetBatch(
-                    self.part, wm, batch.eof, routed.get(asset, []), broker,
-                    tick_wm, blocks, seen.get(asset, []),
-                ),  # fmt: skip
-            )
-            for asset in p.assets
-            if asset in routed or marker or tick_moved
-        ]
+        batches = []
+        for asset in p.assets:
+            if asset in routed or marker or tick_moved:
+                items, arrived = routed.get(asset, []), seen.get(asset, [])
+                ab = AssetBatch(self.part, wm, batch.eof, items, broker, tick_wm, blocks, arrived)
+                batches.append((asset, ab))
         stats = None
         if marker:
             stats = self.stats(batch.messages[-1].timestamp_ms if batch.messages else None)

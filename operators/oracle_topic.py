@@ -4,9 +4,10 @@ A price row is the JSON of ``OraclePrice``. A progress record,
 ``{"progress": true, "asset": "ETH", "through_ms": 1700000060000}``, says that every window
 of the asset ending at or before ``through_ms`` (ms) is closed: no first publication for
 those windows will follow. A tick row has ``"cadence": "tick"``, and so has the progress
-record of the ticks (every tick at or before ``through_ms`` is out). The oracle writes both for one asset to one partition, in the
-order it decided them, so a row always precedes the progress past its window; that is
-what lets a separately deployed risk stage evaluate deterministically.
+record of the ticks (every tick at or before ``through_ms`` is out). The oracle writes
+both for one asset to one partition, in the order it decided them, so a row always
+precedes the progress past its window; that is what lets a separately deployed risk
+stage evaluate deterministically.
 
 A row is checked as the oracle writes it: a price of ``bounds.USD_MIN..USD_MAX`` USD, a
 finite confidence >= 0, a status of ``ok``, ``degraded`` or ``stale``, a window that ends

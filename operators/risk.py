@@ -371,10 +371,10 @@ class RiskShard:
         return out
 
     def _apply_until(self, t: int, p: RiskParams, out: RiskOut) -> None:
-        """Apply the events before ``t`` (at or before, on ticks): quotes by time, venue events in chain order, then
-        the executors' outcomes by (time, order id, seq); the events the book refuses go to
-        ``out.rejects`` (a listing's: from the reporting shard only, as every shard gets
-        it)."""
+        """Apply the events before ``t`` (at or before, on ticks): quotes by time, venue
+        events in chain order, then the executors' outcomes by (time, order id, seq); the
+        events the book refuses go to ``out.rejects`` (a listing's: from the reporting shard
+        only, as every shard gets it)."""
         due = []
         until = t + 1 if p.cadence == "tick" else t  # a tick takes its own block
         while self.pending and self.pending[0][0] < until:

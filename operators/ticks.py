@@ -106,7 +106,8 @@ class AssetTicks:
         c = p.cadence_ms
         t = self.last_ms // c * c + c
         if self.quiet:  # no source fresh: nothing changes before the next observation
-            first = min((o.ts_ms for o in self.obs.values() if o.ts_ms > self.last_ms), default=None)
+            after = [o.ts_ms for o in self.obs.values() if o.ts_ms > self.last_ms]
+            first = min(after, default=None)
             if first is None:
                 return None
             t = max(t, -(-first // c) * c)
@@ -143,4 +144,3 @@ class AssetTicks:
             if too_old or superseded or gone:
                 del self.obs[obs_id]
                 self.withdrawn.pop(obs_id, None)
-

@@ -40,8 +40,8 @@ decimals = 6
 
 
 def _marker(offset: int, ts_ms: int) -> RawMessage:
-    body = {"progress": True, "blockNumber": hex(200 + offset), "blockTimestamp": hex(ts_ms // 1000),
-            "chainId": 1}  # fmt: skip
+    block = hex(200 + offset)
+    body = {"progress": True, "blockNumber": block, "blockTimestamp": hex(ts_ms // 1000)}
     return RawMessage("chain.logs", 0, offset, ts_ms, b"", json.dumps(body).encode())
 
 

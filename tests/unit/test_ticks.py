@@ -132,8 +132,9 @@ def test_every_n_seconds_ticks_on_its_grid_and_skips_a_gap_without_sources() -> 
     sp = stage_params(load_config(TOML.replace('"block"', "10") + "max_age_s = 30\n"))
     msgs = [_quote(0, 0, "a", T0 + 1_000, 1800.0), _quote(0, 1, "b", T0 + 3_000, 1802.0)]
     msgs += [_quote(0, 2, "a", T0 + 600_000, 1900.0), _quote(0, 3, "b", T0 + 600_000, 1900.0)]
-    ticks = _run(_chunks("0-dex.quotes", msgs, 1), [0])
-    got = [((t.window_end_ms - T0) // 1000, t.status) for t in _run(_chunks("0-dex.quotes", msgs, 1), [0], sp)]
+    batches = _chunks("0-dex.quotes", msgs, 1)
+    ticks = _run(batches, [0])
+    got = [((t.window_end_ms - T0) // 1000, t.status) for t in _run(batches, [0], sp)]
     assert ticks == []  # no progress markers: no block ticks
     # Fresh until 30 s after the last quote, one stale row, then nothing until the next.
     assert got == [(10, "ok"), (20, "ok"), (30, "ok"), (40, "stale"), (600, "ok")]
@@ -208,10 +209,11 @@ def test_tick_equals_the_aggregate_recomputed_from_scratch_over_its_trailing_win
     last: OraclePrice | None = None
     by_end = {t.window_end_ms: t for t in ticks}
     for t in blocks:
-        carry = Carry({}, last)
-        _, scratch = fold_at("ETH", carry, t - W, t, [o for o in inputs if o.ts_ms <= t], SP.oracle, "tick")
+        upto = [o for o in inputs if o.ts_ms <= t]
+        _, scratch = fold_at("ETH", Carry({}, last), t - W, t, upto, SP.oracle, "tick")
         row = by_end.get(t)
-        if scratch is None or (scratch.status == "stale" and last is not None and last.status == "stale"):
+        repeat = last is not None and last.status == "stale"
+        if scratch is None or (scratch.status == "stale" and repeat):
             assert row is None  # no price yet, or a stale row repeated
         else:
             assert row == scratch
