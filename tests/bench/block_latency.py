@@ -103,9 +103,11 @@ def blocks(start_ms: int, n_blocks: int, block_ms: int, rate: float, accounts: i
         cross = 2_000.0 * (1 - DROP_PER_BLOCK) ** (a + 10.5)  # between blocks 10 + a and 11 + a
         collateral = 40_000 - (20 - 20 * MM_SHARE) * cross  # equity = MM at ``cross``
         deposit = [abi.VENUE_DEPOSIT, owner, abi.address_topic(USDC)]
-        setup.append(_log(start_ms, 1, len(setup), VENUE, deposit, abi.encode_data(int(collateral * 1e6))))
+        amount = abi.encode_data(int(collateral * 1e6))
+        setup.append(_log(start_ms, 1, len(setup), VENUE, deposit, amount))
         trade = [abi.VENUE_TRADE, owner, PERP]
-        setup.append(_log(start_ms, 1, len(setup), VENUE, trade, abi.encode_data(20 * E18, 2_000 * E18, 0)))
+        bought = abi.encode_data(20 * E18, 2_000 * E18, 0)
+        setup.append(_log(start_ms, 1, len(setup), VENUE, trade, bought))
     for b in range(n_blocks):
         ts = start_ms + b * block_ms
         price = 2_000.0 * (1 - DROP_PER_BLOCK) ** max(0, b - 10)  # flat for 10 blocks
@@ -128,7 +130,9 @@ def blocks(start_ms: int, n_blocks: int, block_ms: int, rate: float, accounts: i
 def orders_by_block(brokers: str, topic: str, want: int, timeout_s: float) -> dict[int, int]:
     """Broker time (ms) of the first order of each block (its ``ts_event_ms``), once
     ``want`` orders have landed or ``timeout_s`` has passed."""
-    consumer = Consumer({"bootstrap.servers": brokers, "group.id": "bench", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": brokers, "group.id": "bench", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     found: dict[int, int] = {}
     count, deadline = 0, time.monotonic() + timeout_s
@@ -138,7 +142,8 @@ def orders_by_block(brokers: str, topic: str, want: int, timeout_s: float) -> di
                 continue
             order = json.loads(m.value() or b"")
             count += 1
-            found[order["ts_event_ms"]] = min(found.get(order["ts_event_ms"], 1 << 62), m.timestamp()[1])
+            block = order["ts_event_ms"]
+            found[block] = min(found.get(block, 1 << 62), m.timestamp()[1])
     consumer.close()
     return found
 
