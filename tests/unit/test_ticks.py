@@ -3,18 +3,36 @@ equal to the aggregate recomputed from scratch, whatever the interleaving of par
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators import oracle_topic
 from operators.config import ConfigError, load_config
 from operators.intake import PartitionIntake
-from operators.model import AssetBatch, Observation, OraclePrice, RawBatch, RawMessage, Retraction
+from operators.model import (
+    AssetBatch,
+    Observation,
+    OraclePrice,
+    OracleProgress,
+    PriceBatch,
+    RawBatch,
+    RawMessage,
+    Rejected,
+    Retraction,
+)
 from operators.oracle import AssetOracle, Carry, fold_at
+from operators.risk_intake import RiskIntake
 from operators.stages import StageParams, stage_params
 from operators.ticks import AssetTicks
+from operators.venue import VenueBatch
+from tests.unit.test_risk import ACCOUNTS, PARAMS, _price, _setup, _shard
+from tests.unit.test_risk import T0 as RISK_T0
+from tests.unit.test_risk_intake import PARAMS as RISK_INTAKE
 
 T0 = 1_683_028_800_000  # 2023-05-02 12:00:00 UTC
 W = 60_000
@@ -232,3 +250,63 @@ def test_same_partitions_give_same_ticks_whatever_the_interleaving(
 ) -> None:
     batches, _ = _streams(events, n_blocks)
     assert _run(batches, order_a) == _run(batches, order_b)
+
+
+# --- the oracle.prices topic and the risk stage on ticks ----------------------------------
+
+
+def test_tick_rows_and_tick_progress_round_trip_on_the_topic_and_a_bad_cadence_is_rejected() -> None:
+    row = OraclePrice(asset="ETH", window_start_ms=T0 - W, window_end_ms=T0, price=1800.0,
+                      confidence=1.0, sources=2, status="ok", held=False, revision=0,
+                      cadence="tick")  # fmt: skip
+    progress = OracleProgress("ETH", T0, cadence="tick")
+    for item in (row, progress, OracleProgress("ETH", T0)):
+        msg = RawMessage("oracle.prices", 0, 0, T0, b"ETH", oracle_topic.encode(item))
+        assert oracle_topic.decode(msg) == item
+    bad = msgspec.json.encode(msgspec.structs.replace(row, cadence="blok"))
+    rejected = oracle_topic.decode(RawMessage("oracle.prices", 0, 0, T0, b"ETH", bad))
+    assert isinstance(rejected, Rejected) and "cadence" in rejected.reason
+
+
+def test_risk_intake_on_ticks_takes_a_chain_partition_to_its_progress_marker_at_once() -> None:
+    ticks = dataclasses.replace(RISK_INTAKE, ticks=True)
+    windows, by_marker = RiskIntake("0-chain.logs"), RiskIntake("0-chain.logs")
+    for intake, p in ((windows, RISK_INTAKE), (by_marker, ticks)):
+        out = intake.on_batch(RawBatch("0-chain.logs", [_marker(0, T0 + BLOCK_MS)]), p)
+        assert {b.watermark_ms for _, b in out.venue} == (
+            {T0 + BLOCK_MS} if p.ticks else {T0 + BLOCK_MS - p.lateness_ms}
+        )
+    # Every block moves it, and every shard hears of it.
+    out = by_marker.on_batch(RawBatch("0-chain.logs", [_marker(1, T0 + 2 * BLOCK_MS)]), ticks)
+    assert len(out.venue) == ticks.shards
+    assert {b.watermark_ms for _, b in out.venue} == {T0 + 2 * BLOCK_MS}
+
+
+def _tick(end: int, price: float) -> OraclePrice:
+    return msgspec.structs.replace(_price(end, price), cadence="tick")
+
+
+def test_risk_on_ticks_liquidates_at_the_block_of_the_crash_and_ignores_window_rows() -> None:
+    p = dataclasses.replace(PARAMS, cadence="tick")
+    shard = _shard()
+    crash = RISK_T0 + BLOCK_MS
+    shard.on_venue(VenueBatch("0-chain.logs", crash + BLOCK_MS, False, _setup({ACCOUNTS[0]: 20})), p)
+    # The window row of the same end comes after the tick: taken, it would hide the crash.
+    rows = [_tick(RISK_T0, 2_000.0), _tick(crash, 1_940.0), _price(crash, 2_000.0)]
+    shard.on_prices(
+        PriceBatch([*rows, OracleProgress("ETH", crash), OracleProgress("ETH", crash, "tick")]),
+        p.cadence,
+    )
+    (order,) = shard.evaluate(p).orders
+    assert (order.kind, order.ts_event_ms, order.oracle_price) == ("liquidation", crash, 1_940.0)
+
+
+def test_risk_on_ticks_applies_a_venue_event_of_the_block_itself() -> None:
+    p = dataclasses.replace(PARAMS, cadence="tick")
+    shard = _shard()
+    events = _setup({ACCOUNTS[0]: 20})
+    block = events[-1].ts_ms  # the trade's block: a tick there sees the position
+    shard.on_venue(VenueBatch("0-chain.logs", block, False, events), p)
+    shard.on_prices(PriceBatch([_tick(block, 1_900.0), OracleProgress("ETH", block, "tick")]), "tick")
+    (order,) = shard.evaluate(p).orders
+    assert order.ts_event_ms == block
