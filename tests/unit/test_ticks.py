@@ -255,7 +255,7 @@ def test_same_partitions_give_same_ticks_whatever_the_interleaving(
 # --- the oracle.prices topic and the risk stage on ticks ----------------------------------
 
 
-def test_tick_rows_and_tick_progress_round_trip_on_the_topic_and_a_bad_cadence_is_rejected() -> None:
+def test_tick_rows_and_progress_round_trip_on_the_topic_and_a_bad_cadence_is_rejected() -> None:
     row = OraclePrice(asset="ETH", window_start_ms=T0 - W, window_end_ms=T0, price=1800.0,
                       confidence=1.0, sources=2, status="ok", held=False, revision=0,
                       cadence="tick")  # fmt: skip
@@ -290,7 +290,8 @@ def test_risk_on_ticks_liquidates_at_the_block_of_the_crash_and_ignores_window_r
     p = dataclasses.replace(PARAMS, cadence="tick")
     shard = _shard()
     crash = RISK_T0 + BLOCK_MS
-    shard.on_venue(VenueBatch("0-chain.logs", crash + BLOCK_MS, False, _setup({ACCOUNTS[0]: 20})), p)
+    book = _setup({ACCOUNTS[0]: 20})
+    shard.on_venue(VenueBatch("0-chain.logs", crash + BLOCK_MS, False, book), p)
     # The window row of the same end comes after the tick: taken, it would hide the crash.
     rows = [_tick(RISK_T0, 2_000.0), _tick(crash, 1_940.0), _price(crash, 2_000.0)]
     shard.on_prices(
@@ -307,6 +308,7 @@ def test_risk_on_ticks_applies_a_venue_event_of_the_block_itself() -> None:
     events = _setup({ACCOUNTS[0]: 20})
     block = events[-1].ts_ms  # the trade's block: a tick there sees the position
     shard.on_venue(VenueBatch("0-chain.logs", block, False, events), p)
-    shard.on_prices(PriceBatch([_tick(block, 1_900.0), OracleProgress("ETH", block, "tick")]), "tick")
+    tick = [_tick(block, 1_900.0), OracleProgress("ETH", block, "tick")]
+    shard.on_prices(PriceBatch(tick), "tick")
     (order,) = shard.evaluate(p).orders
     assert order.ts_event_ms == block
