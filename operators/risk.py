@@ -16,8 +16,8 @@ the oracle's ticks instead (``operators.ticks``: every block, or every N seconds
 same gate: every venue partition past T (a ``chain.logs`` partition is once the block's
 progress marker arrived, ``operators.risk_intake``) and every asset's tick progress past T.
 It applies the venue events at or before T (the block at T included), takes each asset's
-tick row at T, and ignores the window rows; a venue event is due at its own time. So an
-account that a block's price move puts under maintenance gets its order in that block's
+tick row at T, and ignores the window rows; a venue event still makes its window end due,
+for when no tick follows it (every asset silent). So an account that a block's price move puts under maintenance gets its order in that block's
 evaluation, at ``ts_event_ms`` = the block's time.
 
 Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
@@ -330,8 +330,7 @@ class RiskShard:
             ts_ms = event.ts_event_ms if isinstance(event, Execution) else event.ts_ms
             heapq.heappush(self.pending, (ts_ms, self.arrived, batch.part, event))
             self.arrived += 1
-            ticks = p.cadence == "tick"
-            self.due.add(ts_ms if ticks else (ts_ms // p.window_ms + 1) * p.window_ms)
+            self.due.add((ts_ms // p.window_ms + 1) * p.window_ms)
         self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
 
     def on_prices(self, batch: PriceBatch, cadence: str = "window") -> None:
