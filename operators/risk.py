@@ -17,8 +17,9 @@ same gate: every venue partition past T (a ``chain.logs`` partition is once the 
 progress marker arrived, ``operators.risk_intake``) and every asset's tick progress past T.
 It applies the venue events at or before T (the block at T included), takes each asset's
 tick row at T, and ignores the window rows; a venue event still makes its window end due,
-for when no tick follows it (every asset silent). So an account that a block's price move puts under maintenance gets its order in that block's
-evaluation, at ``ts_event_ms`` = the block's time.
+for when no tick follows it (every asset silent). So an account that a block's price
+move puts under maintenance gets its order in that block's evaluation, at
+``ts_event_ms`` = the block's time.
 
 Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
 more than ``risk_change`` (or at least every ``risk_interval_ms``), or whose wallet a swap

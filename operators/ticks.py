@@ -23,10 +23,10 @@ What. An item arriving on its partition at tick watermark ``W`` (``AssetBatch.ti
 an observation at or before ``W`` is late for the ticks (no tick after ``W`` is missing it,
 and the ticks up to ``W`` may be out); a retraction withdraws its observation from the ticks
 after ``W`` (an earlier observation of its source, superseded by then, does not come back:
-the source counts again from its next one). Both depend on the partition's own order only, and a tick waits for every
-partition's watermark to pass it, so which ticks are published and what they contain do
-not depend on how partitions interleave: live, replay and any worker count give the same
-rows. Ticks are not corrected afterwards (the windows are): the risk stage acts on a
+the source counts again from its next one). Both depend on the partition's own order
+only, and a tick waits for every partition's watermark to pass it, so which ticks are
+published and what they contain do not depend on how partitions interleave: live, replay
+and any worker count give the same rows. Ticks are not corrected afterwards (the windows are): the risk stage acts on a
 tick once. With ``idle_timeout`` a partition set aside as idle may resume behind published
 ticks: its observations there are in the windows only.
 """
