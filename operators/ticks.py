@@ -26,9 +26,9 @@ after ``W`` (an earlier observation of its source, superseded by then, does not 
 the source counts again from its next one). Both depend on the partition's own order
 only, and a tick waits for every partition's watermark to pass it, so which ticks are
 published and what they contain do not depend on how partitions interleave: live, replay
-and any worker count give the same rows. Ticks are not corrected afterwards (the windows are): the risk stage acts on a
-tick once. With ``idle_timeout`` a partition set aside as idle may resume behind published
-ticks: its observations there are in the windows only.
+and any worker count give the same rows. Ticks are not corrected afterwards (the windows
+are): the risk stage acts on a tick once. With ``idle_timeout`` a partition set aside as
+idle may resume behind published ticks: its observations there are in the windows only.
 """
 
 from __future__ import annotations
