@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from operators.ticks import AssetTicks
 
 STAGE = "oracle"
-CADENCES = ("window", "block", "every")
 
 
 @dataclass(frozen=True, kw_only=True)
