@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python tests/bench/risk_replay.py
 	PYTHONPATH=. $(BIN)/python tests/bench/executor_throughput.py
 	$(BIN)/python tests/bench/routing.py
+	PYTHONPATH=. $(BIN)/python tests/bench/block_latency.py
 	PYTHONPATH=. $(BIN)/python tests/bench/split_on_chain.py
 
 clean:

@@ -24,6 +24,11 @@ from operators.model import RawBatch, RawMessage
 
 log = logging.getLogger("hedgeflow.sources")
 
+FETCH_WAIT_MS = "10"
+"""How long the broker may hold a fetch for data (librdkafka's ``fetch.wait.max.ms``,
+default 500): a block's logs and the oracle's tick would otherwise wait up to that long
+at each hop between stages (``tests/bench/block_latency.py``)."""
+
 
 def part_name(topic: str, partition: int) -> str:
     return f"{partition}-{topic}"
@@ -139,7 +144,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, KafkaPosition]):
     def __init__(self, brokers: list[str], topics: list[str], batch_size: int, until_end: bool):
         self.inner = KafkaSource(
             brokers, topics, tail=not until_end, starting_offset=OFFSET_BEGINNING,
-            batch_size=batch_size,
+            batch_size=batch_size, add_config={"fetch.wait.max.ms": FETCH_WAIT_MS},
         )  # fmt: skip
 
     def list_parts(self) -> list[str]:

@@ -34,6 +34,8 @@ class OracleStreams:
     """The oracle stage's streams, each keyed by a routing string."""
 
     prices: Stream[tuple[str, OraclePrice]]
+    ticks: Stream[tuple[str, OraclePrice]]
+    """The tick rows (``oracle.cadence`` other than ``window``)."""
     published: Stream[tuple[str, PriceBatch]]
     """Per step of an asset's oracle, its rows then its progress, in the order decided:
     what the ``oracle.prices`` topic carries, and what the risk stage reads."""
@@ -57,6 +59,7 @@ def oracle_stage(raw: Stream[RawBatch], params: StageParams, parts: list[str]) -
     stats = op.filter_map("intake_stats", taken, lambda kv: kv[1].stats)
     return OracleStreams(
         prices=op.flat_map("oracle_rows", priced, lambda kv: [(kv[0], p) for p in kv[1].prices]),
+        ticks=op.flat_map("oracle_ticks", priced, lambda kv: [(kv[0], p) for p in kv[1].ticks]),
         published=op.filter_map("oracle_published", priced, _published),
         rejects=op.key_on("key_reject", rejects, lambda r: r.stage),
         stats=op.key_on("key_stats", stats, lambda s: s.part),
@@ -68,4 +71,7 @@ def _published(kv: tuple[str, OracleOut]) -> tuple[str, PriceBatch] | None:
     items: list[OraclePrice | OracleProgress] = [*out.prices]
     if out.progress is not None:
         items.append(out.progress)
+    items.extend(out.ticks)
+    if out.tick_progress is not None:
+        items.append(out.tick_progress)
     return (asset, PriceBatch(items)) if items else None

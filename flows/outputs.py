@@ -61,9 +61,11 @@ def _published_to_kafka(item: tuple[str, PriceBatch]) -> list[KafkaSinkMessage[b
 
 
 def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
-    """Send prices to ``oracle_prices/`` and stats to ``partition_stats/`` under
-    ``out_dir``; prices and progress records to the ``oracle.prices`` topic."""
+    """Send prices to ``oracle_prices/``, tick rows to ``oracle_ticks/`` and stats to
+    ``partition_stats/`` under ``out_dir``; prices, tick rows and progress records to the
+    ``oracle.prices`` topic."""
     _parquet("prices_parquet", out.prices, out_dir, "oracle_prices", OraclePrice, "window_end_ms")
+    _parquet("ticks_parquet", out.ticks, out_dir, "oracle_ticks", OraclePrice, "window_end_ms")
     _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PartitionStats, "ts_event_ms")
     log_progress(out.stats)
     if brokers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import tomllib
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -150,6 +150,12 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
 
     window_s: float = 60.0
     """Event-time window length, seconds."""
+    cadence: (
+        Literal["window", "block"] | Annotated[float, msgspec.Meta(gt=0, le=DURATION_MAX_S)]
+    ) = "window"
+    """When prices are published: ``window`` (each window's close, plus its lateness),
+    ``block`` (also at every block of ``chain.logs``, over the window trailing it) or a
+    number of seconds (also every that many seconds); ``operators.ticks``."""
     allowed_lateness_s: float = 10.0
     """How far behind its partition's newest event an event may be and still count."""
     max_age_s: float = 300.0
@@ -203,6 +209,10 @@ class OracleConfig(_Strict, frozen=True, kw_only=True):
         _require(
             (self.window_s * 1000).is_integer(),
             f"window_s must be a whole number of ms; got {self.window_s!r}",
+        )
+        _require(
+            isinstance(self.cadence, str) or (self.cadence * 1000).is_integer(),
+            f"$.oracle.cadence must be a whole number of ms; got {self.cadence!r}",
         )
         for asset, peg in self.pegs.items():
             try:

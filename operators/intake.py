@@ -7,6 +7,12 @@ becomes a correction). That judgement depends on the partition's own order only,
 the same live, in replay and with any number of workers. Whenever the watermark enters a
 new window, every asset hears of it, so windows close even for assets this partition has
 no data for.
+
+With a tick cadence (``ticks``), the partition also keeps a tick watermark
+(``operators.ticks``): on ``chain.logs`` its last progress marker's block time (a block is
+complete once its marker arrived) or its watermark when later; on ``dex.quotes`` its
+watermark (the lateness rule). Each item carries the tick watermark it arrived at, and
+every asset hears of the tick watermark whenever it moves.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class IntakeParams:
     max_quote_delay_ms: int
     """How far a quote's ``ts`` may be before its message's broker timestamp."""
     assets: tuple[str, ...]
+    ticks: bool = False
+    """Whether the oracle publishes ticks besides its windows (``oracle.cadence``)."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +83,24 @@ class PartitionIntake:
     skipped: int = 0
     rejected: int = 0
     late: int = 0
+    marker_ms: int = -1
+    """The block time of the partition's last progress marker (ms), -1 before any."""
+    reported_tick_ms: int | None = None
+    """The tick watermark last sent to every asset."""
+
+    def tick_watermark_ms(self, quotes: bool, lateness_ms: int) -> int:
+        """How far ticks may go as far as this partition goes (ms): a quote partition's
+        watermark; a ``chain.logs`` one's last progress marker, or its watermark if later."""
+        wm = self.clock.watermark_ms(lateness_ms)
+        return wm if quotes else max(wm, self.marker_ms)
 
     def on_batch(self, batch: RawBatch, decoder: Decoder, p: IntakeParams) -> IntakeOut:
         """Decode a batch in offset order; route observations to their assets."""
         rejects: list[Rejected] = []
         routed: dict[str, list[Observation | Retraction]] = {}
+        seen: dict[str, list[int]] = {}
+        blocks: list[int] = []
+        quotes = batch.topic == decoder.dex_quotes_topic
         for msg in batch.messages:
             self.messages += 1
             try:
@@ -104,10 +125,14 @@ class PartitionIntake:
                     rejects.append(Rejected.of(STAGE, refusal.reason, msg))
                     continue
             self.clock.heard(msg.timestamp_ms)
-            if isinstance(item, ChainProgress):  # moves the watermark, nothing else
+            if isinstance(item, ChainProgress):  # moves the watermarks, nothing else
                 self.skipped += 1
                 self.clock.advance(item.ts_ms)
+                if p.ticks and item.ts_ms > self.marker_ms:
+                    self.marker_ms = item.ts_ms
+                    blocks.append(item.ts_ms)
                 continue
+            tick_wm = self.tick_watermark_ms(quotes, p.lateness_ms) if p.ticks else -1
             if isinstance(item, Observation):
                 self.observations += 1
                 self.clock.advance(item.ts_ms)
@@ -115,14 +140,22 @@ class PartitionIntake:
                 self.retractions += 1
             for asset in decoder.registry.destinations(item.base, item.quote):
                 routed.setdefault(asset, []).append(item)
+                if p.ticks:
+                    seen.setdefault(asset, []).append(tick_wm)
 
         wm, marker = self.clock.report(p.lateness_ms, p.window_ms, batch.eof)
         broker = self.clock.broker_ms
-        batches = [
-            (asset, AssetBatch(self.part, wm, batch.eof, routed.get(asset, []), broker))
-            for asset in p.assets
-            if asset in routed or marker
-        ]
+        tick_wm, tick_moved = -1, False
+        if p.ticks:
+            tick_wm = self.tick_watermark_ms(quotes, p.lateness_ms)
+            tick_moved = tick_wm != self.reported_tick_ms
+            self.reported_tick_ms = tick_wm
+        batches = []
+        for asset in p.assets:
+            if asset in routed or marker or tick_moved:
+                items, arrived = routed.get(asset, []), seen.get(asset, [])
+                ab = AssetBatch(self.part, wm, batch.eof, items, broker, tick_wm, blocks, arrived)
+                batches.append((asset, ab))
         stats = None
         if marker:
             stats = self.stats(batch.messages[-1].timestamp_ms if batch.messages else None)

@@ -110,6 +110,16 @@ class AssetBatch(msgspec.Struct, frozen=True, array_like=True):
     eof: bool
     items: list[Observation | Retraction]
     broker_ms: int = -1
+    tick_watermark_ms: int = -1
+    """Every tick at or before this time may be published as far as this partition goes: a
+    ``chain.logs`` partition's last progress marker (or its watermark, when later), a
+    quote partition's watermark (``operators.ticks``)."""
+    blocks: list[int] = msgspec.field(default_factory=list)
+    """The block times (ms) of the progress markers in the batch."""
+    tick_seen_ms: list[int] = msgspec.field(default_factory=list)
+    """Per item, the partition's tick watermark when it arrived: an observation at or
+    before it is late for the ticks (its minute window still takes it), a retraction
+    withdraws its observation from the ticks after it."""
 
 
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,6 +158,9 @@ class OraclePrice(msgspec.Struct, frozen=True, kw_only=True):
     ``confidence`` is a half-width in USD (Pyth style). ``status`` is ``ok``, ``degraded``
     or ``stale``. ``held`` marks a jump held by the circuit breaker (the previous price is
     carried). ``revision`` is 0 for the first publication and counts corrections.
+    ``cadence`` is ``window`` for a row of the fixed windows, ``tick`` for a row published
+    at a block (or every ``oracle.cadence`` seconds) over the window trailing it: then
+    ``window_end_ms`` is the tick's time (``operators.ticks``).
     """
 
     asset: str
@@ -159,14 +172,17 @@ class OraclePrice(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     held: bool
     revision: Int32
+    cadence: str = "window"
 
 
 class OracleProgress(msgspec.Struct, frozen=True):
     """The oracle has closed every window of ``asset`` ending at or before ``through_ms``:
-    no row for those windows will follow (but for corrections)."""
+    no row for those windows will follow (but for corrections). With ``cadence``
+    ``tick``: every tick row of ``asset`` at or before ``through_ms`` has been published."""
 
     asset: str
     through_ms: int
+    cadence: str = "window"
 
 
 class PriceBatch(msgspec.Struct, frozen=True):

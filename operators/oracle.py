@@ -32,6 +32,7 @@ import bisect
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from msgspec.structs import replace
 
@@ -45,6 +46,9 @@ from operators.model import (
     Rejected,
     Retraction,
 )
+
+if TYPE_CHECKING:
+    from operators.ticks import AssetTicks
 
 STAGE = "oracle"
 
@@ -68,17 +72,25 @@ class OracleParams:
     pegs: dict[str, float]
     numeraire: dict[str, str]
     """asset -> the asset it is also quoted in (BTC -> ETH); absent when none."""
+    cadence: str = "window"
+    """``window``: rows per window only; ``block``: also a tick row at each block;
+    ``every``: also a tick row every ``cadence_ms`` (``operators.ticks``)."""
+    cadence_ms: int = 0
+    """The tick period with cadence ``every``, ms."""
 
 
 @dataclass(frozen=True)
 class OracleOut:
     """What one step of an asset's oracle gives: the rows of the windows it closed or
-    corrected, in order; rejects; and how far the asset's windows are now closed, when
-    that moved."""
+    corrected, in order; rejects; how far the asset's windows are now closed, when that
+    moved; and with a tick cadence the tick rows it published and their progress
+    (``operators.ticks``)."""
 
     prices: list[OraclePrice]
     rejects: list[Rejected]
     progress: OracleProgress | None
+    ticks: list[OraclePrice] = field(default_factory=list)
+    tick_progress: OracleProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,21 @@ def fold(
     asset: str, carry: Carry, index: int, window_obs: Iterable[Observation], p: OracleParams
 ) -> tuple[Carry, OraclePrice | None]:
     """Close window ``index`` of ``asset``: the next carry and the row to publish (if any)."""
-    end = (index + 1) * p.window_ms
+    return fold_at(asset, carry, index * p.window_ms, (index + 1) * p.window_ms, window_obs, p)
+
+
+def fold_at(
+    asset: str,
+    carry: Carry,
+    start_ms: int,
+    end_ms: int,
+    window_obs: Iterable[Observation],
+    p: OracleParams,
+    cadence: str = "window",
+) -> tuple[Carry, OraclePrice | None]:
+    """The price of ``asset`` as of ``end_ms`` from the carry and the observations since
+    it: the next carry and the row (of the window ``start_ms..end_ms``, ``cadence``)."""
+    end = end_ms
     latest = dict(carry.latest)
     for o in window_obs:
         key = (o.source, o.base, o.quote)
@@ -186,7 +212,7 @@ def fold(
         nxt = Carry(latest, last, carry.jump_run, carry.jump_up)
         if last is None:
             return nxt, None
-        row = _row(asset, index, p, last.price, last.confidence, 0, "stale", held=False)
+        row = _row(asset, start_ms, end_ms, cadence, last.price, last.confidence, 0, "stale")
         return nxt, row
 
     price, conf, n = found
@@ -195,33 +221,38 @@ def fold(
         up = price > last.price
         run = carry.jump_run + 1 if carry.jump_run and carry.jump_up == up else 1
         if n < p.breaker_confirm_sources and run < p.breaker_confirm_windows:
-            row = _row(asset, index, p, last.price, last.confidence, n, "degraded", held=True)
+            row = _row(
+                asset, start_ms, end_ms, cadence, last.price, last.confidence, n, "degraded",
+                held=True,
+            )  # fmt: skip
             return Carry(latest, last, run, up), row
-    row = _row(asset, index, p, price, conf, n, status, held=False)
+    row = _row(asset, start_ms, end_ms, cadence, price, conf, n, status)
     return Carry(latest, row), row
 
 
 def _row(
     asset: str,
-    index: int,
-    p: OracleParams,
+    start_ms: int,
+    end_ms: int,
+    cadence: str,
     price: float,
     confidence: float,
     sources: int,
     status: str,
     *,
-    held: bool,
+    held: bool = False,
 ) -> OraclePrice:
     return OraclePrice(
         asset=asset,
-        window_start_ms=index * p.window_ms,
-        window_end_ms=(index + 1) * p.window_ms,
+        window_start_ms=start_ms,
+        window_end_ms=end_ms,
         price=price,
         confidence=confidence,
         sources=sources,
         status=status,
         held=held,
         revision=0,
+        cadence=cadence,
     )
 
 
@@ -230,7 +261,10 @@ class AssetOracle:
     by the input partitions ``parts``.
 
     The parameters come with each call, so a restart with a new configuration uses it.
+    With a tick cadence, ``ticks`` publishes the asset's ticks from the same batches.
     """
+
+    ticks: AssetTicks | None = None
 
     def __init__(self, asset: str, parts: tuple[str, ...]):
         self.asset = asset
@@ -266,7 +300,14 @@ class AssetOracle:
         if through > self.progress:
             self.progress = through
             progress = OracleProgress(self.asset, through)
-        return OracleOut(prices, rejects, progress)
+        if p.cadence == "window":
+            return OracleOut(prices, rejects, progress)
+        if self.ticks is None:
+            from operators.ticks import AssetTicks  # it builds on this module's ``fold_at``
+
+            self.ticks = AssetTicks(self.asset, self.clock.parts)
+        ticks, tick_progress = self.ticks.on_batch(batch, p)
+        return OracleOut(prices, rejects, progress, ticks, tick_progress)
 
     def _closed_through(self, p: OracleParams) -> int:
         """End of the last closed window; without data, the last window the watermark

@@ -3,9 +3,11 @@
 A price row is the JSON of ``OraclePrice``. A progress record,
 ``{"progress": true, "asset": "ETH", "through_ms": 1700000060000}``, says that every window
 of the asset ending at or before ``through_ms`` (ms) is closed: no first publication for
-those windows will follow. The oracle writes both for one asset to one partition, in the
-order it decided them, so a row always precedes the progress past its window; that is
-what lets a separately deployed risk stage evaluate deterministically.
+those windows will follow. A tick row has ``"cadence": "tick"``, and so has the progress
+record of the ticks (every tick at or before ``through_ms`` is out). The oracle writes
+both for one asset to one partition, in the order it decided them, so a row always
+precedes the progress past its window; that is what lets a separately deployed risk
+stage evaluate deterministically.
 
 A row is checked as the oracle writes it: a price of ``bounds.USD_MIN..USD_MAX`` USD, a
 finite confidence >= 0, a status of ``ok``, ``degraded`` or ``stale``, a window that ends
@@ -38,9 +40,10 @@ _encoder = msgspec.json.Encoder()
 def encode(item: OraclePrice | OracleProgress) -> bytes:
     """The message value of a price row or a progress record."""
     if isinstance(item, OracleProgress):
-        return _encoder.encode(
-            {"progress": True, "asset": item.asset, "through_ms": item.through_ms}
-        )
+        record = {"progress": True, "asset": item.asset, "through_ms": item.through_ms}
+        if item.cadence != "window":
+            record["cadence"] = item.cadence
+        return _encoder.encode(record)
     return _encoder.encode(item)
 
 
@@ -53,6 +56,8 @@ def decode(msg: RawMessage) -> OraclePrice | OracleProgress | Rejected:
         if _kind.decode(value).progress:
             progress = _progress.decode(value)
             problem = None if _INT64[0] <= progress.through_ms <= _INT64[1] else "through_ms"
+            if progress.cadence not in _CADENCES:
+                problem = "cadence"
             item: OraclePrice | OracleProgress = progress
         else:
             item = row = _price.decode(value)
@@ -66,6 +71,7 @@ def decode(msg: RawMessage) -> OraclePrice | OracleProgress | Rejected:
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _STATUSES = ("ok", "degraded", "stale")
+_CADENCES = ("window", "tick")
 
 
 def _problem(row: OraclePrice) -> str | None:
@@ -78,5 +84,6 @@ def _problem(row: OraclePrice) -> str | None:
         ("window_end_ms", row.window_start_ms < row.window_end_ms <= _INT64[1]),
         ("sources", 0 <= row.sources < 1 << 31),
         ("revision", 0 <= row.revision < 1 << 31),
+        ("cadence", row.cadence in _CADENCES),
     )
     return next((name for name, ok in checks if not ok), None)

@@ -11,6 +11,16 @@ one sparse product). Only window ends that carry a price row or follow a venue e
 evaluated, so a gap of any length costs nothing. Live, replay and any number of workers
 give the same rows and orders.
 
+With ``cadence`` ``tick`` (``oracle.cadence`` other than ``window``) the shard evaluates at
+the oracle's ticks instead (``operators.ticks``: every block, or every N seconds), on the
+same gate: every venue partition past T (a ``chain.logs`` partition is once the block's
+progress marker arrived, ``operators.risk_intake``) and every asset's tick progress past T.
+It applies the venue events at or before T (the block at T included), takes each asset's
+tick row at T, and ignores the window rows; a venue event still makes its window end due,
+for when no tick follows it (every asset silent). So an account that a block's price
+move puts under maintenance gets its order in that block's evaluation, at
+``ts_event_ms`` = the block's time.
+
 Out come, per evaluation: an ``AccountRisk`` row for each account whose health moved by
 more than ``risk_change`` (or at least every ``risk_interval_ms``), or whose wallet a swap
 moved; a liquidation order for each account below maintenance that has none in flight,
@@ -144,6 +154,9 @@ class RiskParams:
     window_ms: int
     idle_timeout_ms: int = 0
     """0: no venue partition is ever taken as idle (``operators.clock``)."""
+    cadence: str = "window"
+    """``window``: evaluate at window ends on the window rows; ``tick``: at the oracle's
+    ticks on the tick rows."""
     assets: tuple[str, ...]
     underlyings: dict[str, str]
     collateral: dict[str, tuple[str, int]]
@@ -321,10 +334,13 @@ class RiskShard:
             self.due.add((ts_ms // p.window_ms + 1) * p.window_ms)
         self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
 
-    def on_prices(self, batch: PriceBatch) -> None:
-        """Take the oracle's rows and progress in order. A window's first publication is
-        kept and makes its window end due; a later correction does not re-run the past."""
+    def on_prices(self, batch: PriceBatch, cadence: str = "window") -> None:
+        """Take the oracle's rows and progress of ``cadence`` (``RiskParams.cadence``) in
+        order. A window's first publication is kept and makes its window end due; a later
+        correction does not re-run the past."""
         for item in batch.items:
+            if item.cadence != cadence:
+                continue
             if isinstance(item, OracleProgress):
                 self.progress[item.asset] = max(self.progress.get(item.asset, -1), item.through_ms)
             elif item.revision == 0:
@@ -355,12 +371,13 @@ class RiskShard:
         return out
 
     def _apply_until(self, t: int, p: RiskParams, out: RiskOut) -> None:
-        """Apply the events before ``t``: quotes by time, venue events in chain order, then
-        the executors' outcomes by (time, order id, seq); the events the book refuses go to
-        ``out.rejects`` (a listing's: from the reporting shard only, as every shard gets
-        it)."""
+        """Apply the events before ``t`` (at or before, on ticks): quotes by time, venue
+        events in chain order, then the executors' outcomes by (time, order id, seq); the
+        events the book refuses go to ``out.rejects`` (a listing's: from the reporting shard
+        only, as every shard gets it)."""
         due = []
-        while self.pending and self.pending[0][0] < t:
+        until = t + 1 if p.cadence == "tick" else t  # a tick takes its own block
+        while self.pending and self.pending[0][0] < until:
             _, _, part, event = heapq.heappop(self.pending)
             due.append((part, event))
         quotes = [e for _, e in due if isinstance(e, OptionQuote)]
@@ -1014,7 +1031,7 @@ def risk_step(
     if isinstance(batch, VenueBatch):
         state.on_venue(batch, params)
     else:
-        state.on_prices(batch)
+        state.on_prices(batch, params.cadence)
     return state, state.evaluate(params)
 
 

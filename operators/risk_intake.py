@@ -8,6 +8,11 @@ to every shard whenever it enters a new window, so shards evaluate even where no
 event arrives. A venue event behind its partition's watermark (a reorg's retraction, say)
 is not dropped: it takes effect at the watermark, at the next evaluation.
 
+With ``ticks`` (``oracle.cadence`` other than ``window``) the shards evaluate at every
+block: a ``chain.logs`` partition's watermark is then its last progress marker's block
+time (the block is complete), or its newest time less the lateness when later, and goes
+to every shard whenever it moves; a ``dex.quotes`` partition keeps its lateness rule.
+
 A partition of ``oracle.prices`` carries the oracle's rows and progress records in the
 order the oracle decided them (``operators.oracle_topic``); they go to every shard in
 that order as one ``PriceBatch``. The shard's gate on the oracle's progress makes its
@@ -72,6 +77,8 @@ class RiskIntakeParams:
     oracle_prices: str
     fills: str
     signers: tuple[str, ...] = ()
+    ticks: bool = False
+    """Evaluate at the oracle's ticks (``oracle.cadence``): see the module docstring."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class _Stamp(msgspec.Struct, frozen=True):
 
     blockTimestamp: int | str | None = None
     removed: bool = False
+    progress: bool = False
     ts: int | None = None
     instrument: str | None = None
 
@@ -109,6 +117,17 @@ class RiskIntake:
     signers of their ``through_ms``, once every one has been heard."""
     signers: dict[str, int] = field(default_factory=dict)
     """On a ``fills`` partition: signer -> its latest ``through_ms`` seen (ms)."""
+    marker_ms: int = -1
+    """On a ``chain.logs`` partition, with ``ticks``: its last progress marker's block
+    time (ms), -1 before any."""
+    reported_ms: int | None = None
+    """With ``ticks``: the watermark last sent to every shard."""
+
+    def watermark_ms(self, lateness_ms: int, p: RiskIntakeParams) -> int:
+        """The partition's watermark (ms): with ``ticks``, a ``chain.logs`` partition's is
+        its last progress marker's block time when later than its newest less lateness."""
+        wm = self.clock.watermark_ms(lateness_ms)
+        return max(wm, self.marker_ms) if p.ticks else wm
 
     def on_batch(self, batch: RawBatch, p: RiskIntakeParams) -> RiskIntakeOut:
         """Decode a batch in offset order and route what it holds."""
@@ -169,6 +188,10 @@ class RiskIntake:
         """The events routed to each shard, with the partition's watermark after the batch;
         every shard hears of a new window (or the end), events or not."""
         wm, marker = self.clock.report(lateness_ms, p.window_ms, batch.eof)
+        if p.ticks:
+            wm = self.watermark_ms(lateness_ms, p)
+            marker = marker or wm != self.reported_ms
+            self.reported_ms = wm
         return [
             (
                 shard,
@@ -234,6 +257,9 @@ class RiskIntake:
         if implausible(ts_ms, msg.timestamp_ms, p.max_future_ms, delay_ms) is None:
             self.clock.advance(ts_ms)
             self.clock.heard(msg.timestamp_ms)
+            marker = not msg.key or msg.key.startswith(b"progress:")
+            if stamp.progress and marker and msg.topic == p.chain_logs:
+                self.marker_ms = max(self.marker_ms, ts_ms)
 
     def _route(
         self,
@@ -252,7 +278,7 @@ class RiskIntake:
             rejects.append(Rejected.of(STAGE if quote else VENUE_STAGE, reason, msg))
             return
         self.clock.heard(msg.timestamp_ms)
-        wm = self.clock.watermark_ms(p.lateness_ms)
+        wm = self.watermark_ms(p.lateness_ms, p)
         if event.ts_ms <= wm:
             event = replace(event, ts_ms=wm + 1)
         elif isinstance(event, OptionQuote) or not event.removed:

@@ -54,6 +54,7 @@ def stage_params(cfg: Config) -> StageParams:
             max_future_ms=ms(o.max_future_s),
             max_quote_delay_ms=ms(o.max_quote_delay_s),
             assets=registry.assets,
+            ticks=o.cadence != "window",
         ),
         oracle=OracleParams(
             window_ms=ms(o.window_s),
@@ -73,6 +74,8 @@ def stage_params(cfg: Config) -> StageParams:
             idle_timeout_ms=ms(o.idle_timeout_s),
             pegs=registry.pegs,
             numeraire={a: n for n, assets in registry.crosses.items() for a in assets},
+            cadence=o.cadence if isinstance(o.cadence, str) else "every",
+            cadence_ms=0 if isinstance(o.cadence, str) else ms(o.cadence),
         ),
         risk_intake=_risk_intake(cfg) if cfg.risk.venue else None,
         risk=_risk(cfg, registry) if cfg.risk.venue else None,
@@ -94,6 +97,7 @@ def _risk_intake(cfg: Config) -> RiskIntakeParams:
         oracle_prices=topics.oracle_prices,
         fills=topics.fills,
         signers=tuple(cfg.execution.signers),
+        ticks=o.cadence != "window",
     )
 
 
@@ -102,6 +106,7 @@ def _risk(cfg: Config, registry: Registry) -> RiskParams:
     return RiskParams(
         window_ms=ms(cfg.oracle.window_s),
         idle_timeout_ms=ms(cfg.oracle.idle_timeout_s),
+        cadence="window" if cfg.oracle.cadence == "window" else "tick",
         assets=registry.assets,
         underlyings=dict(risk.underlyings),
         collateral={a: (c.asset, c.decimals) for a, c in risk.collateral.items()},

@@ -30,6 +30,7 @@ DOCUMENTED: dict[type[msgspec.Struct], list[tuple[str, pa.DataType]]] = {
     OraclePrice: [
         ("asset", S), ("window_start_ms", I64), ("window_end_ms", I64), ("price", F64),
         ("confidence", F64), ("sources", I32), ("status", S), ("held", B), ("revision", I32),
+        ("cadence", S),
     ],
     Rejected: [
         ("stage", S), ("reason", S), ("topic", S), ("partition", I32), ("offset", I64),
@@ -78,7 +79,7 @@ RECORDS: dict[type[msgspec.Struct], list[msgspec.Struct]] = {
         ),
         OraclePrice(
             asset="BTC", window_start_ms=T - 60_000, window_end_ms=T, price=60_000.0,
-            confidence=10.0, sources=1, status="degraded", held=True, revision=2,
+            confidence=10.0, sources=1, status="degraded", held=True, revision=2, cadence="tick",
         ),
     ],
     Rejected: [
