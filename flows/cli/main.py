@@ -479,14 +479,14 @@ def _parser() -> argparse.ArgumentParser:
     workers(c)
     c.set_defaults(func=cmd_replay)
 
-    c = command("record", "Write Kafka topics to a recording (Parquet).", False)
+    c = command("record", "Write Kafka topics to a recording (Parquet).")
     brokers(c)
     c.add_argument("--topics", nargs="+", required=True, help="topics to record")
     c.add_argument("--out", type=Path, required=True, help="output directory")
     c.set_defaults(func=cmd_record)
 
     c = command(
-        "publish", "Put a recording back onto Kafka, keeping partitions, order, timestamps.", False
+        "publish", "Put a recording back onto Kafka, keeping partitions, order, timestamps."
     )
     c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
     brokers(c)
