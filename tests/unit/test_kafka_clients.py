@@ -260,9 +260,7 @@ def test_check_brokers_admin_gets_the_settings(built: list[tuple[str, dict[str, 
     ],
     ids=["create_topics", "topic_partitions"],
 )
-def test_topic_admin_gets_the_settings(
-    built: list[tuple[str, dict[str, Any]]], call: Any
-) -> None:
+def test_topic_admin_gets_the_settings(built: list[tuple[str, dict[str, Any]]], call: Any) -> None:
     with pytest.raises(_Built):
         call()
     assert [k for k, c in built if _secure(k, c)] == ["KafkaAdminClient"]
