@@ -396,3 +396,58 @@ def test_plaintext_connections_are_made_only_where_intended() -> None:
             if p != _HELPERS and "KafkaConnection(" in p.read_text():
                 makers.add(str(p.relative_to(ROOT)))
     assert makers == _CONNECTIONS
+
+
+# --- the command line: the table reaches each command's clients, or stops it at start ------
+
+_SASL_TOML = _kafka_toml(
+    security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="hedgeflow",
+    sasl_password_env="HF_TEST_KAFKA_PW",
+)  # fmt: skip
+
+
+def _command_lines(tmp_path: Path) -> dict[str, list[str]]:
+    """The commands that reach the brokers before anything else (ingest first probes the
+    node, and execute its keystore and chain: their clients are tested above)."""
+    (tmp_path / "hedgeflow.toml").write_text(_SASL_TOML)
+    recording = tmp_path / "recording.jsonl"
+    recording.write_text("")
+    common = ["--config", str(tmp_path / "hedgeflow.toml"), "--brokers", SECURE.bootstrap,
+              "--broker-timeout", "0.01"]  # fmt: skip
+    return {
+        "topics": ["topics", *common],
+        "run oracle": ["run", "oracle", *common, "--out", str(tmp_path / "out")],
+        "record": ["record", *common, "--topics", "t", "--out", str(tmp_path / "rec")],
+        "publish": ["publish", str(recording), *common],
+    }
+
+
+@pytest.mark.parametrize("command", ["topics", "run oracle", "record", "publish"])
+def test_each_command_builds_its_clients_with_the_table(
+    built: list[tuple[str, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    from flows.cli.main import main
+
+    argv = _command_lines(tmp_path)[command]
+    monkeypatch.setenv("HF_TEST_KAFKA_PW", "pw-123")
+    assert main(argv) == 2  # no broker answers at broker-0:9093
+    assert [k for k, c in built if _secure(k, c)] == ["AdminClient"]  # check_brokers'
+
+
+@pytest.mark.parametrize("command", ["topics", "run oracle", "record", "publish"])
+def test_each_command_stops_at_start_without_the_password(
+    built: list[tuple[str, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    command: str,
+) -> None:
+    from flows.cli.main import main
+
+    monkeypatch.delenv("HF_TEST_KAFKA_PW", raising=False)
+    assert main(_command_lines(tmp_path)[command]) == 2
+    assert "`$.kafka.sasl_password_env`" in capsys.readouterr().err
+    assert built == []  # stopped before any client
