@@ -185,3 +185,18 @@ def test_the_shipped_configuration_loads_with_its_kafka_table() -> None:
     mounted = "/etc/hedgeflow/secrets/"
     for path in (cfg.kafka.sasl_password_file, cfg.kafka.ssl_ca_location, cfg.orders.secret_file):
         assert path.startswith(mounted) and path.removeprefix(mounted) in secret["stringData"]
+
+
+def test_the_compose_configuration_loads_and_names_the_mounted_secrets() -> None:
+    compose = _compose()
+    assert compose["configs"]["hedgeflow"]["file"] == "./hedgeflow.toml"
+    cfg = load_config((COMPOSE.parent / "hedgeflow.toml").read_text())
+    assert (cfg.kafka.security_protocol, cfg.kafka.sasl_mechanism) == (
+        "SASL_PLAINTEXT", "SCRAM-SHA-512",
+    )  # fmt: skip
+    secrets = set(compose["secrets"])
+    for path in (cfg.kafka.sasl_password_file, cfg.orders.secret_file):
+        assert path.startswith("/run/secrets/") and path.removeprefix("/run/secrets/") in secrets
+    kafka = compose["services"]["kafka"]["environment"]
+    assert "CLIENTS:SASL_PLAINTEXT" in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == cfg.kafka.sasl_mechanism
