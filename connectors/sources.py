@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING
 
+from connectors.kafka_clients import KafkaConnection, bytewax_source
 from connectors.recording import load_recording
 from operators.model import RawBatch, RawMessage
 
@@ -141,10 +142,10 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, KafkaPosition]):
     stops the flow (resume it under recovery); bad messages are the decoder's job.
     """
 
-    def __init__(self, brokers: list[str], topics: list[str], batch_size: int, until_end: bool):
-        self.inner = KafkaSource(
-            brokers, topics, tail=not until_end, starting_offset=OFFSET_BEGINNING,
-            batch_size=batch_size, add_config={"fetch.wait.max.ms": FETCH_WAIT_MS},
+    def __init__(self, kafka: KafkaConnection, topics: list[str], batch_size: int, until_end: bool):
+        self.inner = bytewax_source(
+            kafka, topics, {"fetch.wait.max.ms": FETCH_WAIT_MS}, tail=not until_end,
+            starting_offset=OFFSET_BEGINNING, batch_size=batch_size,
         )  # fmt: skip
 
     def list_parts(self) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Literal
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
+from connectors.kafka_clients import KafkaConnection
 from connectors.sources import KafkaBatchSource, RecordingSource
 from flows.metrics import observe_input, observe_oracle, observe_rejects, observe_risk
 from flows.oracle import oracle_stage
@@ -49,7 +50,7 @@ def replay_flow(recording: Path, out_dir: Path, params: StageParams) -> Dataflow
 
 
 def kafka_flow(
-    brokers: list[str], params: StageParams, out_dir: Path, until_end: bool, stages: Stages
+    kafka: KafkaConnection, params: StageParams, out_dir: Path, until_end: bool, stages: Stages
 ) -> Dataflow:
     """``stages`` from Kafka to Kafka and Parquet: the oracle, the risk stage (reading the
     oracle's topic), or both in one dataflow."""
@@ -60,31 +61,31 @@ def kafka_flow(
         inputs.append(topics.oracle_prices)
     if stages != "oracle":
         inputs.extend(_fills(params))
-    source = KafkaBatchSource(brokers, inputs, params.cfg.run.batch_size, until_end)
+    source = KafkaBatchSource(kafka, inputs, params.cfg.run.batch_size, until_end)
     raw = op.input("kafka", flow, source)
     observe_input(raw)
     parts = source.list_parts()
     if stages == "all":
-        _all_stages(raw, params, parts, out_dir, brokers)
+        _all_stages(raw, params, parts, out_dir, kafka)
     elif stages == "oracle":
         oracle = oracle_stage(raw, params, parts)
         observe_oracle(oracle)
         observe_rejects(oracle.rejects)
-        write_oracle(oracle, params.cfg, out_dir, brokers)
-        write_deadletter(oracle.rejects, params.cfg, out_dir, brokers)
+        write_oracle(oracle, params.cfg, out_dir, kafka)
+        write_deadletter(oracle.rejects, params.cfg, out_dir, kafka)
     else:
         gate_parts = [p for p in parts if p.split("-", 1)[1] != topics.oracle_prices]
         risk = risk_stage(raw, params, gate_parts)
         observe_risk(risk)
         observe_rejects(risk.rejects)
-        write_risk(risk, params, out_dir, brokers)
-        write_deadletter(risk.rejects, params.cfg, out_dir, brokers)
+        write_risk(risk, params, out_dir, kafka)
+        write_deadletter(risk.rejects, params.cfg, out_dir, kafka)
     return flow
 
 
 def _all_stages(
     raw: Stream[RawBatch], params: StageParams, parts: list[str], out_dir: Path,
-    brokers: list[str] | None,
+    kafka: KafkaConnection | None,
 ) -> None:  # fmt: skip
     fills = set(_fills(params))
     chain = raw
@@ -92,15 +93,15 @@ def _all_stages(
         chain = op.filter("oracle_inputs", raw, lambda b: b.topic not in fills)
     oracle = oracle_stage(chain, params, [p for p in parts if p.split("-", 1)[1] not in fills])
     observe_oracle(oracle)
-    write_oracle(oracle, params.cfg, out_dir, brokers)
+    write_oracle(oracle, params.cfg, out_dir, kafka)
     rejects = oracle.rejects
     if params.risk is not None:
         risk = risk_stage(raw, params, parts, oracle.published)
         observe_risk(risk)
-        write_risk(risk, params, out_dir, brokers)
+        write_risk(risk, params, out_dir, kafka)
         rejects = op.merge("all_rejects", rejects, risk.rejects)
     observe_rejects(rejects)
-    write_deadletter(rejects, params.cfg, out_dir, brokers)
+    write_deadletter(rejects, params.cfg, out_dir, kafka)
 
 
 def _fills(params: StageParams) -> list[str]:

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow
 
 from connectors.chain_source import ChainSource
+from connectors.kafka_clients import KafkaConnection, bytewax_sink
 from connectors.kafka_tools import last_headers, topic_partitions
 from connectors.partitions import marker_key, partition_of
 from operators.chain import Published
@@ -34,13 +35,16 @@ def followed_addresses(params: StageParams) -> list[str]:
 
 
 def ingest_flow(
-    params: StageParams, brokers: list[str] | None, from_block: int | None, to_block: int | None
+    params: StageParams,
+    kafka: KafkaConnection | None,
+    from_block: int | None,
+    to_block: int | None,
 ) -> Dataflow:
-    """Follow the node; publish to Kafka, or print the messages when ``brokers`` is None."""
+    """Follow the node; publish to Kafka, or print the messages when ``kafka`` is None."""
     flow = Dataflow("hedgeflow_ingest")
     cfg = params.cfg
     topic = cfg.topics.chain_logs
-    if brokers is None:  # --dry-run
+    if kafka is None:  # --dry-run
         source = ChainSource(cfg.chain, followed_addresses(params), from_block, to_block, _nothing)
         logs = op.input("chain", flow, source)
         op.output(
@@ -48,11 +52,10 @@ def ingest_flow(
         )
         return flow
 
-    bootstrap = ",".join(brokers)
-    partitions = topic_partitions(bootstrap, [topic])[topic]
+    partitions = topic_partitions(kafka, [topic])[topic]
 
     def already_written() -> Callable[[Published], bool]:
-        headers = _settled(lambda: last_headers(bootstrap, topic, SEQ_HEADER))
+        headers = _settled(lambda: last_headers(kafka, topic, SEQ_HEADER))
         last = {p: int(v) for p, v in headers.items()}
         # A progress marker is sent again to every partition: a repeat is harmless.
         return lambda p: p.key != "" and p.seq <= last.get(partition_of(p.key, partitions), 0)
@@ -72,7 +75,7 @@ def ingest_flow(
     # Idempotent producing keeps each partition in order, which the resume check relies on;
     # the "consistent" partitioner (CRC-32 of the key) is the one partition_of computes.
     config = {"enable.idempotence": "true", "partitioner": "consistent"}
-    sink = KafkaSink(brokers, topic, add_config=config)
+    sink = bytewax_sink(kafka, topic, config)
     op.output("chain_logs", op.flat_map("to_kafka", logs, to_kafka), sink)
     return flow
 

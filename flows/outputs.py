@@ -12,9 +12,10 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Stream
 
+from connectors.kafka_clients import KafkaConnection, bytewax_sink
 from connectors.parquet_sink import ParquetSink, arrow_schema
 from flows.oracle import OracleStreams
 from flows.risk import RiskStreams
@@ -60,7 +61,9 @@ def _published_to_kafka(item: tuple[str, PriceBatch]) -> list[KafkaSinkMessage[b
     return [KafkaSinkMessage(asset.encode(), oracle_topic.encode(i)) for i in batch.items]
 
 
-def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[str] | None) -> None:
+def write_oracle(
+    out: OracleStreams, cfg: Config, out_dir: Path, kafka: KafkaConnection | None
+) -> None:
     """Send prices to ``oracle_prices/``, tick rows to ``oracle_ticks/`` and stats to
     ``partition_stats/`` under ``out_dir``; prices, tick rows and progress records to the
     ``oracle.prices`` topic."""
@@ -68,18 +71,16 @@ def write_oracle(out: OracleStreams, cfg: Config, out_dir: Path, brokers: list[s
     _parquet("ticks_parquet", out.ticks, out_dir, "oracle_ticks", OraclePrice, "window_end_ms")
     _parquet("stats_parquet", out.stats, out_dir, "partition_stats", PartitionStats, "ts_event_ms")
     log_progress(out.stats)
-    if brokers:
+    if kafka is not None:
         # Idempotence keeps each partition in order: an asset's rows before its progress.
-        sink = KafkaSink(
-            brokers, cfg.topics.oracle_prices, add_config={"enable.idempotence": "true"}
-        )
+        sink = bytewax_sink(kafka, cfg.topics.oracle_prices, {"enable.idempotence": "true"})
         op.output(
             "prices_kafka", op.flat_map("prices_encode", out.published, _published_to_kafka), sink
         )
 
 
 def write_risk(
-    out: RiskStreams, params: StageParams, out_dir: Path, brokers: list[str] | None
+    out: RiskStreams, params: StageParams, out_dir: Path, kafka: KafkaConnection | None
 ) -> None:
     """Send account risk to ``account_risk/``, instruments to ``instruments/``, settlements
     to ``settlements/``, orders to ``orders/`` and denied orders to ``order_denials/``;
@@ -96,19 +97,22 @@ def write_risk(
     _parquet(
         "instruments_parquet", out.instruments, out_dir, "instruments", InstrumentRow, "ts_event_ms"
     )
-    if brokers:
+    if kafka is not None:
         decisions = op.merge("orders_and_denials", out.orders, out.denials)
         encode = functools.partial(_decision_to_kafka, secret=params.order_secret)
-        _kafka("orders_kafka", decisions, brokers, cfg.topics.orders, encode)
+        _kafka("orders_kafka", decisions, kafka, cfg.topics.orders, encode)
 
 
 def write_deadletter(
-    rejects: Stream[tuple[str, Rejected]], cfg: Config, out_dir: Path, brokers: list[str] | None
+    rejects: Stream[tuple[str, Rejected]],
+    cfg: Config,
+    out_dir: Path,
+    kafka: KafkaConnection | None,
 ) -> None:
     """Send rejects to ``deadletter/`` under ``out_dir`` and to the ``deadletter`` topic."""
     _parquet("rejects_parquet", rejects, out_dir, "deadletter", Rejected, "timestamp_ms")
-    if brokers:
-        _kafka("rejects_kafka", rejects, brokers, cfg.topics.deadletter)
+    if kafka is not None:
+        _kafka("rejects_kafka", rejects, kafka, cfg.topics.deadletter)
 
 
 def _parquet(
@@ -127,11 +131,11 @@ def _parquet(
 def _kafka(
     step: str,
     stream: Stream[Any],
-    brokers: list[str],
+    kafka: KafkaConnection,
     topic: str,
     encode: Callable[[Any], KafkaSinkMessage[bytes, bytes]] = _to_kafka,
 ) -> None:
-    op.output(step, op.map(f"{step}_encode", stream, encode), KafkaSink(brokers, topic))
+    op.output(step, op.map(f"{step}_encode", stream, encode), bytewax_sink(kafka, topic, {}))
 
 
 def log_progress(stats: Stream[tuple[str, PartitionStats]], every_s: float = 5.0) -> None:

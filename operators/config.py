@@ -24,6 +24,8 @@ from operators.margin import MarginParams
 from operators.units import InstrumentKind
 
 SourceKind = Literal["uniswap_v3", "uniswap_v2", "chainlink"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 MarginMode = Literal["portfolio", "standard"]
 
 
@@ -566,6 +568,77 @@ class ExecutionConfig(_Strict, frozen=True, kw_only=True):
         )
 
 
+class KafkaConfig(_Strict, frozen=True, kw_only=True):
+    """How every Kafka client (sources, sinks, admin, record, publish, the executor)
+    authenticates and encrypts: Kafka's ``security.protocol``, ``sasl.mechanism`` and
+    TLS files. The password never sits in the file: it comes from the environment variable
+    ``sasl_password_env`` names, or from the file ``sasl_password_file`` names (read at
+    start-up by ``connectors.kafka_clients.kafka_security``, which also checks that the
+    TLS files can be read). The keys fit together as :func:`kafka_problem` checks."""
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    """Required with ``SASL_PLAINTEXT`` and ``SASL_SSL``."""
+    sasl_username: str = ""
+    sasl_password_env: str = ""
+    """The environment variable holding the password (exactly one of this and the file)."""
+    sasl_password_file: str = ""
+    """The file holding the password (surrounding whitespace stripped)."""
+    ssl_ca_location: str = ""
+    """The CA certificate (PEM) the brokers' certificates are checked against; empty: the
+    system's CAs. With ``SSL`` and ``SASL_SSL`` only, as are the two below."""
+    ssl_certificate_location: str = ""
+    """The client's certificate (PEM), for brokers that authenticate clients by TLS."""
+    ssl_key_location: str = ""
+    """The client certificate's private key (PEM, unencrypted); needs the certificate."""
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+
+def kafka_problem(k: KafkaConfig) -> tuple[str, str] | None:
+    """The first key of ``k`` that does not fit the others, and why; None when they fit."""
+    sasl_keys = ("sasl_username", "sasl_password_env", "sasl_password_file")
+    if k.sasl:
+        if k.sasl_mechanism is None:
+            return "sasl_mechanism", f"{k.security_protocol} needs a sasl_mechanism; got none"
+        if not k.sasl_username:
+            return "sasl_username", f"{k.security_protocol} needs a sasl_username; got none"
+        if bool(k.sasl_password_env) == bool(k.sasl_password_file):
+            return "sasl_password_env", (
+                "expected exactly one of sasl_password_env and sasl_password_file; got "
+                f"{k.sasl_password_env!r} and {k.sasl_password_file!r}"
+            )
+    else:
+        if k.sasl_mechanism is not None:
+            return "sasl_mechanism", (
+                f"{k.sasl_mechanism!r} needs security_protocol SASL_PLAINTEXT or SASL_SSL; "
+                f"got {k.security_protocol}"
+            )
+        for key in sasl_keys:
+            if getattr(k, key):
+                return key, (
+                    f"{key} needs security_protocol SASL_PLAINTEXT or SASL_SSL; "
+                    f"got {k.security_protocol}"
+                )
+    if not k.ssl:
+        for key in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            if getattr(k, key):
+                why = f"{key} needs security_protocol SSL or SASL_SSL; got {k.security_protocol}"
+                return key, why
+    if bool(k.ssl_certificate_location) != bool(k.ssl_key_location):
+        return "ssl_key_location", (
+            "expected both ssl_certificate_location and ssl_key_location, or neither; got "
+            f"{k.ssl_certificate_location!r} and {k.ssl_key_location!r}"
+        )
+    return None
+
+
 class Config(_Strict, frozen=True, kw_only=True):
     """The whole configuration file."""
 
@@ -576,6 +649,7 @@ class Config(_Strict, frozen=True, kw_only=True):
     run: RunConfig = msgspec.field(default_factory=RunConfig)
     orders: OrdersConfig = msgspec.field(default_factory=OrdersConfig)
     execution: ExecutionConfig = msgspec.field(default_factory=ExecutionConfig)
+    kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -589,6 +663,9 @@ def parse_config(data: dict[str, Any]) -> Config:
         config = msgspec.convert(data, type=Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    if problem := kafka_problem(config.kafka):
+        key, why = problem
+        raise ConfigError(f"invalid configuration: {why} - at `$.kafka.{key}`")
     return config
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import KafkaConnection
 from connectors.kafka_tools import create_topics, publish
 from connectors.recording import write_recording
 from flows.cli.generate import GenerateParams, generate
@@ -101,12 +102,13 @@ def remove_datasets(out_dir: Path) -> None:
 
 def _run_part(brokers: str, cfg: Config, messages: list[RawMessage], out_dir: Path) -> int:
     remove_datasets(out_dir)
+    kafka = KafkaConnection(brokers)  # the demo's own embedded broker: plaintext
     topics = list(msgspec.structs.asdict(cfg.topics).values())
-    create_topics(brokers, topics, PARTITIONS)
+    create_topics(kafka, topics, PARTITIONS)
     params = stage_params(cfg)
-    published = publish(messages, brokers, progress=message_counter("publish", 20_000))
+    published = publish(messages, kafka, progress=message_counter("publish", 20_000))
     log.info("published %d messages; running the flows until the end", published)
     return run(
-        lambda: kafka_flow([brokers], params, out_dir, until_end=True, stages="all"),
+        lambda: kafka_flow(kafka, params, out_dir, until_end=True, stages="all"),
         epoch_interval_s=cfg.run.epoch_interval_s,
     )

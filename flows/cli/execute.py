@@ -190,7 +190,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
     check_config(cfg, signer)
     account = unlock(keystore, passphrase(args.passphrase_file))
     secret = load_secret(cfg.orders.secret_file)
-    check_brokers(args.brokers, args.broker_timeout)
+    check_brokers(args.kafka, args.broker_timeout)
     chain = ChainClient(
         cfg.chain.rpc_url if args.rpc is None else args.rpc, cfg.execution.rpc_timeout_s
     )
@@ -198,10 +198,10 @@ def cmd_execute(args: argparse.Namespace) -> int:
     check_store(store, signer, cfg.execution.chain_id)
     first_nonce(store, chain, signer)
     topics = cfg.topics
-    counts = topic_partitions(args.brokers, [topics.orders, topics.oracle_prices, topics.fills])
+    counts = topic_partitions(args.kafka, [topics.orders, topics.oracle_prices, topics.fills])
     wanted = args.partitions or list(range(counts[topics.orders]))
     kafka = ExecutorKafka(
-        args.brokers, f"hedgeflow-executor-{signer}",
+        args.kafka, f"hedgeflow-executor-{signer}",
         {topics.orders: wanted, topics.oracle_prices: list(range(counts[topics.oracle_prices]))},
         store.offsets, pausable=topics.orders, group=args.group,
     )  # fmt: skip

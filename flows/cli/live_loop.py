@@ -45,10 +45,11 @@ from pathlib import Path
 
 import msgspec
 import polars as pl
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors.anvil import rpc
 from connectors.contracts import UNDERLYING
+from connectors.kafka_clients import KafkaConnection, rd_consumer
 from connectors.kafka_tools import create_topics
 from connectors.local_server import die_with_parent
 from connectors.recording import iter_messages, load_recording
@@ -145,7 +146,8 @@ def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
         cfg = loop_config(chain, out_dir, params.topic_prefix, book)
         config_path = out_dir / "demo.toml"
         config_path.write_text(config_toml(cfg))
-        create_topics(brokers, list(msgspec.structs.asdict(cfg.topics).values()), PARTITIONS)
+        kafka = KafkaConnection(brokers)  # the demo's own embedded broker: plaintext
+        create_topics(kafka, list(msgspec.structs.asdict(cfg.topics).values()), PARTITIONS)
         passphrase = _passphrase(out_dir)
         keys = dev_keys(book_index + 1)
         keystores = [_keystore(out_dir, name, keys[i], passphrase)
@@ -169,7 +171,7 @@ def live_loop(brokers: str, out_dir: Path, params: LoopParams) -> LoopResult:
         try:
             for name, argv in commands.items():
                 children.append(_Child(name, argv, out_dir / "logs"))
-            _wait_for_first_messages(brokers, [cfg.topics.chain_logs, cfg.topics.fills], children)
+            _wait_for_first_messages(kafka, [cfg.topics.chain_logs, cfg.topics.fills], children)
             scenario = Scenario(
                 chain, params.seed, params.accounts, params.steps, params.pace_s, check_children
             )
@@ -263,11 +265,12 @@ def _remove_earlier_run(out_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _wait_for_first_messages(brokers: str, topics: list[str], children: list[_Child]) -> None:
+def _wait_for_first_messages(
+    kafka: KafkaConnection, topics: list[str], children: list[_Child]
+) -> None:
     """Wait until each of ``topics`` holds a message (ingest has published its first range,
     the executor its first progress), so that the scenario starts with the stages up."""
-    consumer = Consumer({"bootstrap.servers": brokers, "group.id": "hedgeflow-demo",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = rd_consumer(kafka, {"group.id": "hedgeflow-demo", "enable.auto.commit": False})
     consumer.assign(
         [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(PARTITIONS)]
     )

@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
 from operators.config import Config, ConfigError, load_config
 from operators.stages import StageParams, stage_params
+
+if TYPE_CHECKING:
+    from connectors.kafka_clients import KafkaConnection
 
 log = logging.getLogger("hedgeflow")
 
@@ -32,15 +35,21 @@ def _config(path: Path | None) -> Config:
     return load_config(text)
 
 
-def _brokers(text: str) -> list[str]:
-    return [b.strip() for b in text.split(",") if b.strip()]
+def _connection(args: argparse.Namespace) -> KafkaConnection | None:
+    """``--brokers`` with the ``[kafka]`` table's security (its password read and its
+    files checked here, at start-up); None without ``--brokers``."""
+    from connectors.kafka_clients import KafkaConnection, kafka_security
+
+    if not getattr(args, "brokers", None):
+        return None
+    return KafkaConnection(args.brokers, kafka_security(args.cfg.kafka))
 
 
 def _reach(args: argparse.Namespace) -> None:
     """Stop with a one-line error unless ``--brokers`` answers within ``--broker-timeout``."""
     from connectors.kafka_tools import check_brokers
 
-    check_brokers(args.brokers, args.broker_timeout)
+    check_brokers(args.kafka, args.broker_timeout)
 
 
 def _stage_identity(args: argparse.Namespace, stage: str, **inputs: str) -> dict[str, str]:
@@ -137,7 +146,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     _reach(args)
     topics = list(msgspec.structs.asdict(args.cfg.topics).values())
     try:
-        create_topics(args.brokers, topics, args.partitions)
+        create_topics(args.kafka, topics, args.partitions)
     except ValueError as exc:  # an existing topic with fewer partitions
         raise ConfigError(str(exc)) from None
     for name in topics:
@@ -160,9 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs.append(topics.oracle_prices)
     _claim(args, _stage_identity(args, f"run {args.stage}", topics=",".join(inputs)))
     _serve_metrics(args, args.out)
-    brokers = _brokers(args.brokers)
     code = run(
-        lambda: kafka_flow(brokers, params, args.out, args.until_end, args.stage),
+        lambda: kafka_flow(args.kafka, params, args.out, args.until_end, args.stage),
         processes=args.processes,
         workers_per_process=args.workers_per_process,
         epoch_interval_s=params.cfg.run.epoch_interval_s,
@@ -193,8 +201,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         params = dataclasses.replace(params, cfg=cfg)
     chain_id, head = probe(cfg.chain.rpc_url, cfg.chain.rpc_timeout_s)
     log.info("node %s: chain %d, head block %d", cfg.chain.rpc_url, chain_id, head)
-    brokers = None if args.dry_run else _brokers(args.brokers)
-    if brokers is not None:
+    kafka = None if args.dry_run else args.kafka
+    if kafka is not None:
         _reach(args)
     if args.recovery_dir is not None:
         from flows.cli.runner import claim_recovery, config_digest
@@ -204,7 +212,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         claim_recovery(args.recovery_dir, identity)
     _serve_metrics(args, None)
     return run(
-        lambda: ingest_flow(params, brokers, args.from_block, args.to_block),
+        lambda: ingest_flow(params, kafka, args.from_block, args.to_block),
         epoch_interval_s=cfg.run.epoch_interval_s,
         recovery_dir=args.recovery_dir,
     )
@@ -253,7 +261,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     _reach(args)
     try:
-        count = record(args.brokers, args.topics, args.out, progress=message_counter("record"))
+        count = record(args.kafka, args.topics, args.out, progress=message_counter("record"))
     except ValueError as exc:  # a topic that does not exist
         raise ConfigError(str(exc)) from None
     log.info("recorded %d messages to %s", count, args.out)
@@ -278,7 +286,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         log.warning("%d identical repeated rows are published once", read.identical)
     _reach(args)
     count = publish(
-        iter_messages(read.rows), args.brokers, speed=args.speed,
+        iter_messages(read.rows), args.kafka, speed=args.speed,
         progress=message_counter("publish"),
     )  # fmt: skip
     log.info("published %d messages", count)
@@ -576,14 +584,14 @@ def _parser() -> argparse.ArgumentParser:
     metrics_port(c)
     c.set_defaults(func=cmd_replay)
 
-    c = command("record", "Write Kafka topics to a recording (Parquet).", False)
+    c = command("record", "Write Kafka topics to a recording (Parquet).")
     brokers(c)
     c.add_argument("--topics", nargs="+", required=True, help="topics to record")
     c.add_argument("--out", type=Path, required=True, help="output directory")
     c.set_defaults(func=cmd_record)
 
     c = command(
-        "publish", "Put a recording back onto Kafka, keeping partitions, order, timestamps.", False
+        "publish", "Put a recording back onto Kafka, keeping partitions, order, timestamps."
     )
     c.add_argument("recording", type=Path, help="a recording file, or a directory of them")
     brokers(c)
@@ -752,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "config"):
             args.cfg = _config(args.config)
             args.params = stage_params(args.cfg)  # checks the cross-references too
+            args.kafka = _connection(args)
         if args.command == "ingest" and not (args.dry_run or args.brokers):
             raise ConfigError("ingest needs --brokers (or --dry-run)")
     except (ConfigError, OSError) as exc:

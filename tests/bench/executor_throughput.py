@@ -26,6 +26,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import rd_consumer
 from operators.model import Execution
 from tests.integration.executor_env import ExecutorEnv
 
@@ -83,13 +84,8 @@ def main() -> None:
         try:
             consumers = {}
             for topic in (env.topics.orders, env.topics.fills):
-                c = Consumer(
-                    {
-                        "bootstrap.servers": broker.bootstrap,
-                        "group.id": "bench",
-                        "enable.auto.commit": False,
-                    }
-                )
+                settings = {"group.id": "bench", "enable.auto.commit": False}
+                c = rd_consumer(broker.connection, settings)
                 c.assign([TopicPartition(topic, i, OFFSET_BEGINNING) for i in range(2)])
                 consumers[topic] = c
             env.publish_price()

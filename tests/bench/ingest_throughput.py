@@ -69,10 +69,10 @@ def main() -> None:
             max_range=args.range,
         )
         cfg = msgspec.structs.replace(cfg, chain=chain)
-        create_topics(broker.bootstrap, [cfg.topics.chain_logs], 3)
+        create_topics(broker.connection, [cfg.topics.chain_logs], 3)
         started = time.perf_counter()
         code = run(
-            lambda: ingest_flow(stage_params(cfg), [broker.bootstrap], first, head),
+            lambda: ingest_flow(stage_params(cfg), broker.connection, first, head),
             epoch_interval_s=cfg.run.epoch_interval_s,
         )
         assert code == 0

@@ -80,12 +80,12 @@ def main() -> None:
 
         with EmbeddedBroker() as broker:
             topics = list(msgspec.structs.asdict(cfg.topics).values())
-            create_topics(broker.bootstrap, topics, 2)
+            create_topics(broker.connection, topics, 2)
             started = time.perf_counter()
-            publish(g.messages, broker.bootstrap)
+            publish(g.messages, broker.connection)
             publish_s = time.perf_counter() - started
             kafka_s = _timed_run(
-                lambda: kafka_flow([broker.bootstrap], params, work / "kafka", True, "oracle"), cfg
+                lambda: kafka_flow(broker.connection, params, work / "kafka", True, "oracle"), cfg
             )
 
         rows = [

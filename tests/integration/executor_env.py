@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from eth_account import Account
 from web3 import Web3
 
@@ -38,6 +38,7 @@ from connectors.executor import Executor
 from connectors.executor_chain import ChainClient
 from connectors.executor_kafka import ExecutorKafka
 from connectors.executor_store import ExecutorStore
+from connectors.kafka_clients import KafkaConnection, rd_consumer, rd_producer
 from connectors.kafka_tools import create_topics
 from connectors.uniswap import fund, read_states, token_balance
 from flows.cli.execute import check_store, dev_keys, first_nonce, write_keystore
@@ -163,7 +164,8 @@ class ExecutorEnv:
         self.topics = TopicsConfig(**{
             f.name: f"{f.default}.{suffix}" for f in msgspec.structs.fields(TopicsConfig)
         })  # fmt: skip
-        create_topics(brokers, list(msgspec.structs.asdict(self.topics).values()), 2)
+        self.kafka = KafkaConnection(brokers)
+        create_topics(self.kafka, list(msgspec.structs.asdict(self.topics).values()), 2)
         (tmp / "secret").write_bytes(SECRET)
         (tmp / "passphrase").write_text(PASSPHRASE + "\n")
         self.keystore = tmp / "liquidator.json"
@@ -191,7 +193,7 @@ class ExecutorEnv:
         self.in_process: Executor | None = None
         self.first_block = int(rpc(self.url, "eth_blockNumber"), 16)
         self.first_nonce = self.nonce()
-        self.producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+        self.producer = rd_producer(self.kafka, {"enable.idempotence": True})
 
     # the chain ---------------------------------------------------------------------------
     def call(self, sender: str, fn: str, args: list[Any]) -> None:
@@ -298,9 +300,9 @@ class ExecutorEnv:
 
     def read_topic(self, topic: str) -> list[RawMessage]:
         """Every record of ``topic`` so far, read by assignment (no consumer group)."""
-        consumer = Consumer({
-            "bootstrap.servers": self.brokers, "group.id": "test-" + uuid.uuid4().hex[:8],
-            "enable.auto.commit": False, "enable.partition.eof": True,
+        consumer = rd_consumer(self.kafka, {
+            "group.id": "test-" + uuid.uuid4().hex[:8], "enable.auto.commit": False,
+            "enable.partition.eof": True,
         })  # fmt: skip
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])  # offset 0: the start
@@ -398,7 +400,7 @@ class ExecutorEnv:
         first_nonce(store, chain, self.signer)
         topics = self.topics
         kafka = ExecutorKafka(
-            self.brokers, f"test-executor-{uuid.uuid4().hex[:8]}",
+            self.kafka, f"test-executor-{uuid.uuid4().hex[:8]}",
             {topics.orders: [0, 1], topics.oracle_prices: [0, 1]}, store.offsets,
             pausable=topics.orders,
         )  # fmt: skip

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 
 import msgspec
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from web3 import Web3
 
 from connectors.anvil import rpc
@@ -20,6 +20,7 @@ from connectors.broker import EmbeddedBroker
 from connectors.contracts import instrument_id
 from connectors.executor import Executor
 from connectors.executor_store import ExecutorStore
+from connectors.kafka_clients import rd_consumer
 from operators.order_auth import encode_signed
 from tests.integration.executor_env import (
     SECRET,
@@ -333,7 +334,7 @@ def test_in_group_mode_orders_are_mined_once_and_the_group_holds_the_offsets(
     wait_final(env, ids, timeout_s=120)  # joining a group on Tansu takes about 20 s
     assert_exactly_once(env, ids, executed=ids)
     assert env.stop_executor() == 0
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    consumer = rd_consumer(broker.connection, {"group.id": group})
     committed = consumer.committed([TopicPartition(env.topics.orders, p) for p in (0, 1)], 30)
     consumer.close()
     stored = ExecutorStore(env.out / "executor" / f"{env.signer}.sqlite").offsets()

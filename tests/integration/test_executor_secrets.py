@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import KafkaConnection, rd_consumer
 from flows.cli.execute import dev_keys
 from tests.integration.executor_env import PASSPHRASE, ExecutorEnv, wait_for
 
 
-def _topic_values(brokers: str, topics: list[str]) -> list[bytes]:
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "scan", "enable.auto.commit": False,
-                  "enable.partition.eof": True})  # fmt: skip
+def _topic_values(kafka: KafkaConnection, topics: list[str]) -> list[bytes]:
+    c = rd_consumer(
+        kafka, {"group.id": "scan", "enable.auto.commit": False, "enable.partition.eof": True}
+    )
     parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(2)]
     c.assign(parts)
     values, ended = [], 0
@@ -48,7 +50,7 @@ def test_key_and_passphrase_appear_in_no_log_output_state_or_topic(
         assert any(p.suffix == ".sqlite" for p in files) and (tmp_path / "executor.log") in files
         topics = [env.topics.orders, env.topics.fills, env.topics.deadletter]
         haystacks = [(str(p), p.read_bytes()) for p in files] + [
-            (f"topic record {i}", v) for i, v in enumerate(_topic_values(broker.bootstrap, topics))
+            (f"topic record {i}", v) for i, v in enumerate(_topic_values(broker.connection, topics))
         ]
         leaks = [(where, n[:6]) for where, data in haystacks for n in needles if n in data]
         assert leaks == []

@@ -140,7 +140,7 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
 def _config(tmp: Path, chain: Chain, broker: EmbeddedBroker, rpc_url: str | None = None,
             **chain_keys: Any) -> tuple[Path, str]:  # fmt: skip
     topic = f"chain.logs.{uuid.uuid4().hex[:8]}"
-    create_topics(broker.bootstrap, [topic], 3)
+    create_topics(broker.connection, [topic], 3)
     keys = {"rpc_url": rpc_url or chain.node.rpc_url, "contracts": chain.deployed.contracts,
             "poll_interval_s": 0.1, **chain_keys}  # fmt: skip
     table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
@@ -170,7 +170,7 @@ def _topic(
     """The topic's log messages in partition order (with ``markers``, the unkeyed progress
     markers too)."""
     out = tmp / uuid.uuid4().hex
-    record(broker.bootstrap, [topic], out)
+    record(broker.connection, [topic], out)
     frame = load_recording(out).sort("partition", "offset")
     rows = [RawMessage(*row) for row in frame.iter_rows()]
     return [m for m in rows if markers or not (m.key or b"").startswith(b"progress:")]

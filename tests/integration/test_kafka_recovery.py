@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import KafkaConnection
 from connectors.kafka_tools import check_brokers, create_topics, publish
 from flows.cli.generate import GenerateParams, generate
 
@@ -37,8 +38,8 @@ def test_run_oracle_until_end_again_over_its_recovery_dir_writes_each_row_once(
     others = "".join(f'{k} = "{v}"\n' for k, v in topics.items() if k not in g.config_toml)
     config = tmp_path / "hedgeflow.toml"
     config.write_text(g.config_toml.replace("[topics]\n", "[topics]\n" + others, 1))
-    create_topics(broker.bootstrap, list(topics.values()), 2)
-    publish(g.messages, broker.bootstrap)
+    create_topics(broker.connection, list(topics.values()), 2)
+    publish(g.messages, broker.connection)
     run = ("run", "oracle", "--brokers", broker.bootstrap, "--until-end", "--config", config)
 
     hedgeflow(*run, "--out", tmp_path / "plain")
@@ -54,9 +55,9 @@ def test_run_oracle_until_end_again_over_its_recovery_dir_writes_each_row_once(
 def test_check_brokers_answers_for_a_live_broker_and_names_a_dead_one(
     broker: EmbeddedBroker,
 ) -> None:
-    check_brokers(broker.bootstrap, 10.0)
+    check_brokers(broker.connection, 10.0)
     with pytest.raises(ConnectionError, match=r"^cannot reach a Kafka broker at 127\.0\.0\.1:9 "):
-        check_brokers("127.0.0.1:9", 1.0)
+        check_brokers(KafkaConnection("127.0.0.1:9"), 1.0)
 
 
 def test_run_oracle_against_an_unreachable_broker_exits_2_in_one_line() -> None:

@@ -43,8 +43,8 @@ def test_publish_then_record_round_trips_partition_order_offsets_and_timestamps(
     topic = _topic()
     sent = _messages(topic, partitions=3, per_partition=2_000)
 
-    published = publish(sent, broker.bootstrap)
-    recorded = record(broker.bootstrap, [topic], tmp_path)
+    published = publish(sent, broker.connection)
+    recorded = record(broker.connection, [topic], tmp_path)
     got = list(iter_messages(load_recording(tmp_path / RECORDING_NAME)))
 
     assert published == recorded == len(sent)
@@ -57,9 +57,9 @@ def test_record_reads_past_the_end_offset_tansu_lists_for_batched_partitions(
     # Many records per produce batch: Tansu's ListOffsets stops at the last batch's start.
     topic = _topic()
     sent = _messages(topic, partitions=1, per_partition=5_000)
-    publish(sent, broker.bootstrap)
+    publish(sent, broker.connection)
 
-    recorded = record(broker.bootstrap, [topic], tmp_path)
+    recorded = record(broker.connection, [topic], tmp_path)
 
     assert recorded == len(sent)
 
@@ -68,11 +68,11 @@ def test_record_stops_at_the_end_taken_at_start_and_skips_empty_partitions(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     full, empty = _topic(), _topic()
-    create_topics(broker.bootstrap, [empty], partitions=2)
-    publish(_messages(full, partitions=2, per_partition=10), broker.bootstrap)
+    create_topics(broker.connection, [empty], partitions=2)
+    publish(_messages(full, partitions=2, per_partition=10), broker.connection)
 
-    recorded = record(broker.bootstrap, [full, empty], tmp_path)
-    publish(_messages(full, partitions=2, per_partition=10), broker.bootstrap)
+    recorded = record(broker.connection, [full, empty], tmp_path)
+    publish(_messages(full, partitions=2, per_partition=10), broker.connection)
 
     assert recorded == 20
     assert load_recording(tmp_path / RECORDING_NAME)["topic"].unique().to_list() == [full]
@@ -85,12 +85,12 @@ def test_publish_with_topic_map_renames_and_creates_enough_partitions(
 
     publish(
         _messages(source, partitions=4, per_partition=5),
-        broker.bootstrap,
+        broker.connection,
         topic_map={source: target},
     )
 
-    assert topic_partitions(broker.bootstrap, [target]) == {target: 4}
-    assert record(broker.bootstrap, [target], tmp_path) == 20
+    assert topic_partitions(broker.connection, [target]) == {target: 4}
+    assert record(broker.connection, [target], tmp_path) == 20
 
 
 def test_publish_at_speed_paces_by_timestamp(broker: EmbeddedBroker) -> None:
@@ -102,7 +102,7 @@ def test_publish_at_speed_paces_by_timestamp(broker: EmbeddedBroker) -> None:
     counts: list[int] = []
 
     started = time.monotonic()
-    publish(sent, broker.bootstrap, speed=10.0, progress=counts.append)
+    publish(sent, broker.connection, speed=10.0, progress=counts.append)
     elapsed = time.monotonic() - started
 
     assert counts == [1, 2, 3, 4, 5]
@@ -114,20 +114,20 @@ def test_create_topics_twice_is_fine_and_fewer_partitions_is_an_error(
 ) -> None:
     topic = _topic()
 
-    create_topics(broker.bootstrap, [topic], partitions=3)
-    create_topics(broker.bootstrap, [topic], partitions=3)
-    create_topics(broker.bootstrap, [topic], partitions=2)
+    create_topics(broker.connection, [topic], partitions=3)
+    create_topics(broker.connection, [topic], partitions=3)
+    create_topics(broker.connection, [topic], partitions=2)
 
-    assert topic_partitions(broker.bootstrap, [topic]) == {topic: 3}
+    assert topic_partitions(broker.connection, [topic]) == {topic: 3}
     with pytest.raises(ValueError, match=rf"at least 5 partitions; got {{'{topic}': 3}}"):
-        create_topics(broker.bootstrap, [topic], partitions=5)
+        create_topics(broker.connection, [topic], partitions=5)
 
 
 def test_topic_partitions_names_a_missing_topic(broker: EmbeddedBroker) -> None:
     missing = _topic()
 
     with pytest.raises(ValueError, match=rf"missing: \['{missing}'\]"):
-        topic_partitions(broker.bootstrap, [missing])
+        topic_partitions(broker.connection, [missing])
 
 
 def test_broker_stop_leaves_no_process(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_broker_stop_leaves_no_process(tmp_path: Path) -> None:
     with EmbeddedBroker(log_path=log) as broker:
         pid = broker.pid
         assert pid is not None
-        create_topics(broker.bootstrap, [_topic()], partitions=1)
+        create_topics(broker.connection, [_topic()], partitions=1)
 
     assert broker.pid is None
     assert not _alive(pid)

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import KafkaConnection
 from connectors.kafka_tools import create_topics, publish, record
 from connectors.recording import iter_messages, load_recording, write_recording
 from flows.cli.generate import GenerateParams, generate
@@ -40,8 +41,8 @@ def setup(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> d
     others = "".join(f'{k} = "{v}"\n' for k, v in topics.items() if k not in g.config_toml)
     config.write_text(g.config_toml.replace("[topics]\n", "[topics]\n" + others, 1))
     write_recording(g.messages, root / "recording.parquet")
-    create_topics(broker.bootstrap, list(topics.values()), PARTITIONS)
-    publish(g.messages, broker.bootstrap)
+    create_topics(broker.connection, list(topics.values()), PARTITIONS)
+    publish(g.messages, broker.connection)
     return {"root": root, "config": config, "topics": topics, "brokers": broker.bootstrap}
 
 
@@ -88,7 +89,7 @@ def test_oracle_prices_topic_carries_the_parquet_rows(
     out = root / "kafka_topic"
     hedgeflow("run", "oracle", "--brokers", brokers, "--until-end", "--config", config,
                "--out", out)  # fmt: skip
-    record(brokers, [topics["oracle_prices"]], root / "prices_recording")
+    record(KafkaConnection(brokers), [topics["oracle_prices"]], root / "prices_recording")
     recorded = list(iter_messages(load_recording(root / "prices_recording")))
     decoded = [oracle_topic.decode(m) for m in recorded]
     assert not [r for r in decoded if isinstance(r, Rejected)]

@@ -58,8 +58,8 @@ def _deployment(
     orders = f'\n[orders]\nsecret_file = "{root / "orders.secret"}"\n'
     config.write_text((chain_dir / "devchain.toml").read_text() + f"\n[topics]\n{table}" + orders)
     recorded = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in messages]
-    create_topics(broker.bootstrap, list(topics.values()), 2)
-    publish(recorded, broker.bootstrap)
+    create_topics(broker.connection, list(topics.values()), 2)
+    publish(recorded, broker.connection)
     return config, topics, recorded
 
 
@@ -92,7 +92,7 @@ def test_stages_deployed_separately_give_the_rows_of_replay(
     for name in ("orders", "account_risk", "instruments", "order_denials"):
         assert _read(risk, name).equals(expected[name]), name
     # every order on the topic verifies under the shared secret, and equals its Parquet row
-    record(broker.bootstrap, [topics["orders"]], tmp_path / "topic")
+    record(broker.connection, [topics["orders"]], tmp_path / "topic")
     values = [
         m.value or b""
         for m in iter_messages(load_recording(tmp_path / "topic" / "recording.parquet"))
