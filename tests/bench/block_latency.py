@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import KafkaConnection, rd_consumer
 from connectors.kafka_tools import create_topics, publish
 from operators import abi
 from operators.accounts import E18
@@ -127,12 +128,12 @@ def blocks(start_ms: int, n_blocks: int, block_ms: int, rate: float, accounts: i
     return msgs, times
 
 
-def orders_by_block(brokers: str, topic: str, want: int, timeout_s: float) -> dict[int, int]:
+def orders_by_block(
+    kafka: KafkaConnection, topic: str, want: int, timeout_s: float
+) -> dict[int, int]:
     """Broker time (ms) of the first order of each block (its ``ts_event_ms``), once
     ``want`` orders have landed or ``timeout_s`` has passed."""
-    consumer = Consumer(
-        {"bootstrap.servers": brokers, "group.id": "bench", "enable.auto.commit": False}
-    )
+    consumer = rd_consumer(kafka, {"group.id": "bench", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     found: dict[int, int] = {}
     count, deadline = 0, time.monotonic() + timeout_s
@@ -156,7 +157,7 @@ def run_rate(rate: float, block_s: float, n_blocks: int, accounts: int) -> None:
         topics = load_config(CONFIG).topics
         names = [topics.chain_logs, topics.dex_quotes, topics.oracle_prices, topics.orders,
                  topics.deadletter]  # fmt: skip
-        create_topics(broker.bootstrap, names, 1)
+        create_topics(broker.connection, names, 1)
         procs = []
         for stage in ("oracle", "risk"):
             with (Path(tmp) / f"{stage}.log").open("wb") as log:
@@ -175,9 +176,9 @@ def run_rate(rate: float, block_s: float, n_blocks: int, accounts: int) -> None:
             def produced(count: int) -> None:
                 sent[count - 1] = time.time() * 1000
 
-            publish(msgs, broker.bootstrap, speed=1.0, progress=produced)
+            publish(msgs, broker.connection, speed=1.0, progress=produced)
             late_s = sent[-1] / 1000 - msgs[-1].timestamp_ms / 1000
-            found = orders_by_block(broker.bootstrap, topics.orders, accounts, 30.0)
+            found = orders_by_block(broker.connection, topics.orders, accounts, 30.0)
         finally:
             for proc in procs:
                 proc.terminate()

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.broker import EmbeddedBroker
+from connectors.kafka_clients import KafkaConnection
 from connectors.kafka_tools import create_topics, publish, record
 from connectors.recording import load_recording
 from flows.cli.generate import GenerateParams, generate
@@ -41,7 +42,7 @@ def _run_shape(root: Path, brokers: str, base_toml: str, tag: str, shape: Shape)
     name = f"{processes}x{workers}"
     topics = {t: f"{t.replace('_', '.')}.{tag}.{name}" for t in OUTPUT_TOPICS}
     topics |= {"orders": f"orders.{tag}", "fills": f"fills.{tag}"}
-    create_topics(brokers, list(topics.values()), PARTITIONS)
+    create_topics(KafkaConnection(brokers), list(topics.values()), PARTITIONS)
     config = root / f"{name}.toml"
     lines = "".join(f'{k} = "{v}"\n' for k, v in topics.items())
     config.write_text(base_toml.replace("[topics]\n", "[topics]\n" + lines, 1))
@@ -57,7 +58,7 @@ def _run_shape(root: Path, brokers: str, base_toml: str, tag: str, shape: Shape)
         commands.append([*command, *own, *cluster])
     _run_together(commands, root / name)
     outs = [root / name / f"out{i}" for i in range(processes)]
-    record(brokers, [topics[t] for t in OUTPUT_TOPICS], root / name / "topics")
+    record(KafkaConnection(brokers), [topics[t] for t in OUTPUT_TOPICS], root / name / "topics")
     return {
         "outs": outs,
         "recovery": [root / name / f"rec{i}" for i in range(processes)],
@@ -128,8 +129,8 @@ def runs(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> di
             chain_logs_topic=inputs["chain_logs"], dex_quotes_topic=inputs["dex_quotes"],
         )
     )  # fmt: skip
-    create_topics(broker.bootstrap, list(inputs.values()), PARTITIONS)
-    publish(g.messages, broker.bootstrap)
+    create_topics(broker.connection, list(inputs.values()), PARTITIONS)
+    publish(g.messages, broker.connection)
     root = tmp_path_factory.mktemp("cluster")
     return {s: _run_shape(root, broker.bootstrap, g.config_toml, tag, s) for s in SHAPES}
 

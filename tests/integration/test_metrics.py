@@ -116,9 +116,9 @@ def test_stages_serve_their_metrics_and_the_values_move(
     orders = f'\n[orders]\nsecret_file = "{tmp_path / "orders.secret"}"\n'
     config.write_text((chain_dir / "devchain.toml").read_text() + f"\n[topics]\n{table}" + orders)
     recorded = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in messages]
-    create_topics(broker.bootstrap, list(topics.values()), 2)
+    create_topics(broker.connection, list(topics.values()), 2)
     half = len(recorded) // 2
-    publish([*recorded[:half], *_quotes(topics["dex_quotes"], recorded[:half])], broker.bootstrap)
+    publish([*recorded[:half], *_quotes(topics["dex_quotes"], recorded[:half])], broker.connection)
     oracle_port, risk_port = free_ports(2)
     procs = [
         hedgeflow(
@@ -152,7 +152,8 @@ def test_stages_serve_their_metrics_and_the_values_move(
 
         source = recorded[half]  # a followed address, so the broken value is decoded
         bad = RawMessage(source.topic, 0, 0, source.timestamp_ms, source.key, b"{")
-        publish([*recorded[half:], bad, *_quotes(topics["dex_quotes"], recorded)], broker.bootstrap)
+        rest = [*recorded[half:], bad, *_quotes(topics["dex_quotes"], recorded)]
+        publish(rest, broker.connection)
 
         def all_read(s: Samples) -> bool:
             return (
