@@ -1,29 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-interface ISplitToken {
-    function balanceOf(address holder) external view returns (uint256);
-    function transferFrom(address from, address to, uint256 amount) external returns (bool);
-}
-
-interface ISplitV2Pair {
-    function token0() external view returns (address);
-    function token1() external view returns (address);
-    function getReserves() external view returns (uint112 reserve0, uint112 reserve1, uint32 blockTimestampLast);
-    function swap(uint256 amount0Out, uint256 amount1Out, address to, bytes calldata data) external;
-}
-
-interface ISplitV3Pool {
-    function token0() external view returns (address);
-    function token1() external view returns (address);
-    function swap(
-        address recipient,
-        bool zeroForOne,
-        int256 amountSpecified,
-        uint160 sqrtPriceLimitX96,
-        bytes calldata data
-    ) external returns (int256 amount0, int256 amount1);
-}
+import "./UniswapInterfaces.sol";
 
 /// @title SplitSwap: one routed order, split across Uniswap V2 pairs and V3 pools, in one
 /// atomic call.
@@ -76,7 +54,7 @@ contract SplitSwap {
         require(tokenIn != tokenOut, "SplitSwap: tokenIn is tokenOut");
         _payer = msg.sender;
         _tokenIn = tokenIn;
-        uint256 before = ISplitToken(tokenOut).balanceOf(msg.sender);
+        uint256 before = ITokenCalls(tokenOut).balanceOf(msg.sender);
         uint256 total;
         for (uint256 i = 0; i < legs.length; ++i) {
             Leg calldata leg = legs[i];
@@ -89,7 +67,7 @@ contract SplitSwap {
             }
         }
         require(total == amountIn, "SplitSwap: legs do not sum to amountIn");
-        amountOut = ISplitToken(tokenOut).balanceOf(msg.sender) - before;
+        amountOut = ITokenCalls(tokenOut).balanceOf(msg.sender) - before;
         require(amountOut >= minAmountOut, "SplitSwap: output below minimum");
         _payer = address(0);
         _tokenIn = address(0);
@@ -104,8 +82,8 @@ contract SplitSwap {
     }
 
     function _v2(address pair, address tokenIn, address tokenOut, uint256 amountIn) private {
-        bool zeroForOne = _direction(ISplitV2Pair(pair).token0(), ISplitV2Pair(pair).token1(), tokenIn, tokenOut);
-        (uint256 reserve0, uint256 reserve1,) = ISplitV2Pair(pair).getReserves();
+        bool zeroForOne = _direction(IV2PairCalls(pair).token0(), IV2PairCalls(pair).token1(), tokenIn, tokenOut);
+        (uint256 reserve0, uint256 reserve1,) = IV2PairCalls(pair).getReserves();
         (uint256 reserveIn, uint256 reserveOut) = zeroForOne ? (reserve0, reserve1) : (reserve1, reserve0);
         require(reserveIn > 0 && reserveOut > 0, "SplitSwap: V2 pair without liquidity");
         // UniswapV2Library.getAmountOut
@@ -114,14 +92,14 @@ contract SplitSwap {
         require(out > 0, "SplitSwap: V2 leg pays nothing");
         _pull(tokenIn, pair, amountIn);
         (uint256 out0, uint256 out1) = zeroForOne ? (uint256(0), out) : (out, uint256(0));
-        ISplitV2Pair(pair).swap(out0, out1, _payer, "");
+        IV2PairCalls(pair).swap(out0, out1, _payer, "");
     }
 
     function _v3(address pool, address tokenIn, address tokenOut, uint256 amountIn) private {
-        bool zeroForOne = _direction(ISplitV3Pool(pool).token0(), ISplitV3Pool(pool).token1(), tokenIn, tokenOut);
+        bool zeroForOne = _direction(IV3PoolCalls(pool).token0(), IV3PoolCalls(pool).token1(), tokenIn, tokenOut);
         require(amountIn <= uint256(type(int256).max), "SplitSwap: amount too large");
         _pool = pool;
-        (int256 amount0, int256 amount1) = ISplitV3Pool(pool).swap(
+        (int256 amount0, int256 amount1) = IV3PoolCalls(pool).swap(
             _payer,
             zeroForOne,
             int256(amountIn),
@@ -145,6 +123,6 @@ contract SplitSwap {
     }
 
     function _pull(address token, address to, uint256 amount) private {
-        require(ISplitToken(token).transferFrom(_payer, to, amount), "SplitSwap: transfer failed");
+        require(ITokenCalls(token).transferFrom(_payer, to, amount), "SplitSwap: transfer failed");
     }
 }

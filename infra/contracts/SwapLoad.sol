@@ -1,21 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-interface ILoadToken {
-    function transfer(address to, uint256 amount) external returns (bool);
-}
-
-interface ILoadV3Pool {
-    function token0() external view returns (address);
-    function token1() external view returns (address);
-    function swap(
-        address recipient,
-        bool zeroForOne,
-        int256 amountSpecified,
-        uint160 sqrtPriceLimitX96,
-        bytes calldata data
-    ) external returns (int256 amount0, int256 amount1);
-}
+import "./UniswapInterfaces.sol";
 
 /// @title SwapLoad: many real Swap logs in one transaction, for load tests.
 /// @notice `swaps` trades back and forth on a real Uniswap V3 pool: swap i sells `amount0`
@@ -38,10 +24,10 @@ contract SwapLoad {
         for (uint256 i = 0; i < n; i++) {
             if (i % 2 == 0) {
                 (, int256 amount1) =
-                    ILoadV3Pool(pool).swap(address(this), true, int256(amount0), MIN_SQRT_RATIO_PLUS_1, "");
+                    IV3PoolCalls(pool).swap(address(this), true, int256(amount0), MIN_SQRT_RATIO_PLUS_1, "");
                 bought1 = -amount1;
             } else {
-                ILoadV3Pool(pool).swap(address(this), false, bought1, MAX_SQRT_RATIO_MINUS_1, "");
+                IV3PoolCalls(pool).swap(address(this), false, bought1, MAX_SQRT_RATIO_MINUS_1, "");
             }
         }
         _pool = address(0);
@@ -49,11 +35,11 @@ contract SwapLoad {
 
     function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes calldata) external {
         require(msg.sender == _pool, "SwapLoad: callback from a pool not called");
-        if (amount0Delta > 0) _pay(ILoadV3Pool(msg.sender).token0(), uint256(amount0Delta));
-        if (amount1Delta > 0) _pay(ILoadV3Pool(msg.sender).token1(), uint256(amount1Delta));
+        if (amount0Delta > 0) _pay(IV3PoolCalls(msg.sender).token0(), uint256(amount0Delta));
+        if (amount1Delta > 0) _pay(IV3PoolCalls(msg.sender).token1(), uint256(amount1Delta));
     }
 
     function _pay(address token, uint256 amount) private {
-        require(ILoadToken(token).transfer(msg.sender, amount), "SwapLoad: transfer failed");
+        require(ITokenCalls(token).transfer(msg.sender, amount), "SwapLoad: transfer failed");
     }
 }

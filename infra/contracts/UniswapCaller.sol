@@ -1,31 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-interface ICallerToken {
-    function transferFrom(address from, address to, uint256 amount) external returns (bool);
-}
-
-interface ICallerV3Pool {
-    function token0() external view returns (address);
-    function token1() external view returns (address);
-    function mint(address recipient, int24 tickLower, int24 tickUpper, uint128 amount, bytes calldata data)
-        external
-        returns (uint256 amount0, uint256 amount1);
-    function swap(
-        address recipient,
-        bool zeroForOne,
-        int256 amountSpecified,
-        uint160 sqrtPriceLimitX96,
-        bytes calldata data
-    ) external returns (int256 amount0, int256 amount1);
-}
-
-interface ICallerV2Pair {
-    function token0() external view returns (address);
-    function token1() external view returns (address);
-    function mint(address to) external returns (uint256 liquidity);
-    function swap(uint256 amount0Out, uint256 amount1Out, address to, bytes calldata data) external;
-}
+import "./UniswapInterfaces.sol";
 
 /// @title UniswapCaller: adds liquidity to and swaps on the real Uniswap V2 pairs and V3
 /// pools for an account, paying from that account's approved balance.
@@ -46,7 +22,7 @@ contract UniswapCaller {
         returns (uint256 amount0, uint256 amount1)
     {
         _enter(pool);
-        (amount0, amount1) = ICallerV3Pool(pool).mint(msg.sender, tickLower, tickUpper, liquidity, "");
+        (amount0, amount1) = IV3PoolCalls(pool).mint(msg.sender, tickLower, tickUpper, liquidity, "");
         _pool = address(0);
     }
 
@@ -61,28 +37,28 @@ contract UniswapCaller {
     ) external returns (int256 amount0, int256 amount1) {
         _enter(pool);
         (amount0, amount1) =
-            ICallerV3Pool(pool).swap(recipient, zeroForOne, amountSpecified, sqrtPriceLimitX96, "");
+            IV3PoolCalls(pool).swap(recipient, zeroForOne, amountSpecified, sqrtPriceLimitX96, "");
         _pool = address(0);
     }
 
     function uniswapV3MintCallback(uint256 amount0Owed, uint256 amount1Owed, bytes calldata) external {
         require(msg.sender == _pool, "UniswapCaller: callback from a pool not called");
-        _pay(ICallerV3Pool(msg.sender).token0(), amount0Owed);
-        _pay(ICallerV3Pool(msg.sender).token1(), amount1Owed);
+        _pay(IV3PoolCalls(msg.sender).token0(), amount0Owed);
+        _pay(IV3PoolCalls(msg.sender).token1(), amount1Owed);
     }
 
     function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes calldata) external {
         require(msg.sender == _pool, "UniswapCaller: callback from a pool not called");
-        if (amount0Delta > 0) _pay(ICallerV3Pool(msg.sender).token0(), uint256(amount0Delta));
-        if (amount1Delta > 0) _pay(ICallerV3Pool(msg.sender).token1(), uint256(amount1Delta));
+        if (amount0Delta > 0) _pay(IV3PoolCalls(msg.sender).token0(), uint256(amount0Delta));
+        if (amount1Delta > 0) _pay(IV3PoolCalls(msg.sender).token1(), uint256(amount1Delta));
     }
 
     /// @notice Deposit amount0 and amount1 into `pair` from msg.sender and mint its LP
     /// tokens to msg.sender; the LP tokens minted.
     function v2Mint(address pair, uint256 amount0, uint256 amount1) external returns (uint256) {
-        _pull(ICallerV2Pair(pair).token0(), msg.sender, pair, amount0);
-        _pull(ICallerV2Pair(pair).token1(), msg.sender, pair, amount1);
-        return ICallerV2Pair(pair).mint(msg.sender);
+        _pull(IV2PairCalls(pair).token0(), msg.sender, pair, amount0);
+        _pull(IV2PairCalls(pair).token1(), msg.sender, pair, amount1);
+        return IV2PairCalls(pair).mint(msg.sender);
     }
 
     /// @notice Pay `amountIn` of the input token into `pair` from msg.sender and take
@@ -91,10 +67,10 @@ contract UniswapCaller {
     function v2Swap(address pair, bool zeroForOne, uint256 amountIn, uint256 amountOut, address recipient)
         external
     {
-        address tokenIn = zeroForOne ? ICallerV2Pair(pair).token0() : ICallerV2Pair(pair).token1();
+        address tokenIn = zeroForOne ? IV2PairCalls(pair).token0() : IV2PairCalls(pair).token1();
         _pull(tokenIn, msg.sender, pair, amountIn);
         (uint256 out0, uint256 out1) = zeroForOne ? (uint256(0), amountOut) : (amountOut, uint256(0));
-        ICallerV2Pair(pair).swap(out0, out1, recipient, "");
+        IV2PairCalls(pair).swap(out0, out1, recipient, "");
     }
 
     function _enter(address pool) private {
@@ -108,6 +84,6 @@ contract UniswapCaller {
     }
 
     function _pull(address token, address from, address to, uint256 amount) private {
-        require(ICallerToken(token).transferFrom(from, to, amount), "UniswapCaller: transfer failed");
+        require(ITokenCalls(token).transferFrom(from, to, amount), "UniswapCaller: transfer failed");
     }
 }
