@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from operators.report_data import latest_revisions
 from operators.venue import Fill
 
 WEI_PER_ETH = 10**18
@@ -30,11 +31,7 @@ def latest_prices(*dirs: Path) -> pl.DataFrame:
     prices = read_dataset("oracle_prices", *dirs)
     if prices is None:
         return pl.DataFrame()
-    return (
-        prices.sort("asset", "window_start_ms", "revision")
-        .group_by("asset", "window_start_ms", maintain_order=True)
-        .last()
-    )
+    return latest_revisions(prices)
 
 
 def summary_text(
