@@ -16,6 +16,7 @@ right, so :func:`record` takes the larger of the two.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -105,6 +106,7 @@ def publish(
     speed: float | None = None,
     topic_map: dict[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    delivered: Callable[[int], None] | None = None,
 ) -> int:
     """Put recorded messages back on Kafka and return how many were delivered.
 
@@ -116,7 +118,9 @@ def publish(
 
     ``speed=None`` sends as fast as possible, in the order given. ``speed=X`` merges the
     partitions by ``timestamp_ms`` and paces them at X times real time. ``progress`` gets
-    the running count after each message. The messages are held in memory while sending.
+    the running count after each message is handed to the producer; ``delivered`` gets a
+    message's index in the order sent once the broker has acknowledged it (when it landed).
+    The messages are held in memory while sending.
     """
     if speed is not None and not speed > 0:
         msg = f"speed must be > 0 (times real time) or None; got {speed!r}"
@@ -136,20 +140,28 @@ def publish(
         if err is not None:
             failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
+    def on_ack(index: int, err: KafkaError | None, msg: Message) -> None:
+        """A message's own delivery report (it replaces ``on_delivery``)."""
+        if err is not None:
+            on_delivery(err, msg)
+        elif delivered is not None:
+            delivered(index)
+
     producer = rd_producer(
         kafka,
         {
             "enable.idempotence": True,
             "max.in.flight.requests.per.connection": 1,
             "linger.ms": 5,
-            "delivery.report.only.error": True,
+            "delivery.report.only.error": delivered is None,
             "on_delivery": on_delivery,
         },
     )
     ordered = pending if speed is None else _paced(_merged_by_time(pending), speed, producer.poll)
     count = 0
     for m in ordered:
-        _produce(producer, rename.get(m.topic, m.topic), m)
+        acked = None if delivered is None else functools.partial(on_ack, count)
+        _produce(producer, rename.get(m.topic, m.topic), m, acked)
         count += 1
         if progress is not None:
             progress(count)
@@ -240,27 +252,46 @@ def _merged_by_time(messages: list[RawMessage]) -> Iterator[RawMessage]:
     return heapq.merge(*by_partition.values(), key=lambda m: m.timestamp_ms)
 
 
-def _paced(
-    messages: Iterable[RawMessage], speed: float, wait: Callable[[float], object]
-) -> Iterator[RawMessage]:
-    """Yield each message ``(timestamp_ms - first timestamp_ms) / speed`` ms after the first.
+PACE_WAIT_MIN_S = 0.001
+"""The shortest wait between paced messages, s: the producer's ``poll`` counts whole ms,
+so a shorter wait returns at once and the loop would spin a core until the message is
+due (10k messages/s are 100 µs apart). Messages due within it go out together."""
 
-    ``wait(s)`` waits up to ``s`` seconds (the producer's ``poll``, which serves deliveries).
+
+def _paced(
+    messages: Iterable[RawMessage],
+    speed: float,
+    wait: Callable[[float], object],
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[RawMessage]:
+    """Yield each message ``(timestamp_ms - first timestamp_ms) / speed`` ms after the first,
+    never before (``clock`` in s).
+
+    ``wait(s)`` waits up to ``s`` seconds (the producer's ``poll``, which serves
+    deliveries); it is never asked for less than :data:`PACE_WAIT_MIN_S`.
     """
     start: tuple[float, int] | None = None
     for m in messages:
         if start is None:
-            start = (time.monotonic(), m.timestamp_ms)
+            start = (clock(), m.timestamp_ms)
         due = start[0] + (m.timestamp_ms - start[1]) / 1000.0 / speed
-        while (left := due - time.monotonic()) > 0:
-            wait(left)
+        while (left := due - clock()) > 0:
+            wait(max(left, PACE_WAIT_MIN_S))
         yield m
 
 
-def _produce(producer: Producer, topic: str, m: RawMessage) -> None:
+def _produce(
+    producer: Producer,
+    topic: str,
+    m: RawMessage,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+) -> None:
     while True:
         try:
-            producer.produce(topic, m.value, m.key, partition=m.partition, timestamp=m.timestamp_ms)
+            producer.produce(
+                topic, m.value, m.key, partition=m.partition, timestamp=m.timestamp_ms,
+                on_delivery=on_delivery,
+            )  # fmt: skip
         except BufferError:  # the local queue is full: let deliveries drain it
             producer.poll(0.05)
         else:

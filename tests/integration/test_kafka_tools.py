@@ -100,13 +100,17 @@ def test_publish_at_speed_paces_by_timestamp(broker: EmbeddedBroker) -> None:
         for i in range(5)
     ]
     counts: list[int] = []
+    acked: list[int] = []
 
     started = time.monotonic()
-    publish(sent, broker.connection, speed=10.0, progress=counts.append)
+    publish(sent, broker.connection, speed=10.0, progress=counts.append, delivered=acked.append)
     elapsed = time.monotonic() - started
 
     assert counts == [1, 2, 3, 4, 5]
-    assert 0.4 <= elapsed < 2.0  # 4 s of timestamps at 10x is 0.4 s, plus topic creation
+    assert sorted(acked) == [0, 1, 2, 3, 4]  # each acknowledged once
+    for partition in (0, 1):  # in order within a partition
+        assert [i for i in acked if i % 2 == partition] == list(range(partition, 5, 2))
+    assert elapsed >= 0.4  # never early: 4 s of timestamps at 10x (lateness: test_pacing.py)
 
 
 def test_create_topics_twice_is_fine_and_fewer_partitions_is_an_error(
