@@ -33,6 +33,8 @@ idle may resume behind published ticks: its observations there are in the window
 
 from __future__ import annotations
 
+import bisect
+
 from operators.clock import END_MS, Watermarks
 from operators.model import AssetBatch, Observation, OraclePrice, OracleProgress, Retraction
 from operators.oracle import Carry, OracleParams, fold_at
@@ -47,6 +49,10 @@ class AssetTicks:
         self.clock = Watermarks(parts)
         self.obs: dict[str, Observation] = {}
         """obs_id -> an observation a tick to come may take."""
+        self.ranked: dict[SourceKey, list[Rank]] = {}
+        """Per source, the ranks of its observations in ``obs``, ascending: a tick takes
+        each source's highest eligible one without looking at the rest, and a prune cuts
+        a prefix (a block of 10k logs on one pool is one look, not 10k)."""
         self.withdrawn: dict[str, int] = {}
         """obs_id -> the tick watermark after which it is withdrawn (ms)."""
         self.blocks: set[int] = set()
@@ -69,8 +75,9 @@ class AssetTicks:
             if isinstance(item, Retraction):
                 if item.obs_id in self.obs:
                     self.withdrawn[item.obs_id] = seen
-            elif item.ts_ms > seen and item.ts_ms > self.last_ms:
+            elif item.ts_ms > seen and item.ts_ms > self.last_ms and item.obs_id not in self.obs:
                 self.obs[item.obs_id] = item
+                bisect.insort(self.ranked.setdefault(_key(item), []), _rank(item))
         if p.cadence == "block":
             self.blocks.update(b for b in batch.blocks if b > self.last_ms)
         self.clock.report(batch.part, batch.tick_watermark_ms, batch.eof, batch.broker_ms)
@@ -116,32 +123,50 @@ class AssetTicks:
 
     def tick_at(self, t: int, p: OracleParams) -> tuple[Carry, OraclePrice | None]:
         """The breaker's state after the tick at ``t`` and its row (``None`` before any
-        price), from the observations held."""
-        taken = [
-            o
-            for o in self.obs.values()
-            if o.ts_ms <= t and not (o.obs_id in self.withdrawn and t > self.withdrawn[o.obs_id])
-        ]
+        price), from each source's highest-ranked observation at or before ``t`` not
+        withdrawn before it (all ``fold_at`` keeps of a source)."""
+        taken = []
+        for ranks in self.ranked.values():
+            for rank in reversed(ranks):
+                obs_id = rank[2]
+                if rank[0] <= t and not (obs_id in self.withdrawn and t > self.withdrawn[obs_id]):
+                    taken.append(self.obs[obs_id])
+                    break
         start = Carry({}, self.carry.last, self.carry.jump_run, self.carry.jump_up)
         carry, row = fold_at(self.asset, start, t - p.window_ms, t, taken, p, cadence="tick")
         return Carry({}, carry.last, carry.jump_run, carry.jump_up), row
 
     def _prune(self, t: int, p: OracleParams) -> None:
-        """Drop what no tick after ``t`` can take: observations older than their source's
-        ``max_age`` at ``t``, those a later one of their source at or before ``t``
-        supersedes, and those withdrawn before ``t``."""
-        newest: dict[tuple[str, str, str], tuple[int, int, str]] = {}
-        for o in self.obs.values():
-            key = (o.source, o.base, o.quote)
-            rank = (o.ts_ms, o.seq, o.obs_id)
-            if o.ts_ms <= t and rank > newest.get(key, (-1, -1, "")):
-                newest[key] = rank
-        for obs_id, o in list(self.obs.items()):
-            if o.ts_ms > t:
+        """Drop what no tick after ``t`` can take: of each source's observations at or
+        before ``t``, all but the highest-ranked, and that one too when older than its
+        source's ``max_age`` at ``t`` or withdrawn before ``t``."""
+        for key, ranks in list(self.ranked.items()):
+            upto = bisect.bisect_right(ranks, (t, _MAX_SEQ, _MAX_ID))
+            if upto == 0:
                 continue
-            too_old = t - o.ts_ms > p.source_max_age_ms.get(o.source, p.max_age_ms)
-            superseded = (o.ts_ms, o.seq, o.obs_id) < newest[(o.source, o.base, o.quote)]
-            gone = obs_id in self.withdrawn and self.withdrawn[obs_id] < t
-            if too_old or superseded or gone:
+            newest = self.obs[ranks[upto - 1][2]]
+            too_old = t - newest.ts_ms > p.source_max_age_ms.get(newest.source, p.max_age_ms)
+            gone = newest.obs_id in self.withdrawn and self.withdrawn[newest.obs_id] < t
+            cut = upto if too_old or gone else upto - 1
+            for _, _, obs_id in ranks[:cut]:
                 del self.obs[obs_id]
                 self.withdrawn.pop(obs_id, None)
+            del ranks[:cut]
+            if not ranks:
+                del self.ranked[key]
+
+
+SourceKey = tuple[str, str, str]
+"""An observation's source, base and quote."""
+Rank = tuple[int, int, str]
+"""An observation's order among its source's: ``(ts_ms, seq, obs_id)``, the later wins."""
+_MAX_SEQ = 1 << 63
+_MAX_ID = "\U0010ffff"
+
+
+def _key(o: Observation) -> SourceKey:
+    return (o.source, o.base, o.quote)
+
+
+def _rank(o: Observation) -> Rank:
+    return (o.ts_ms, o.seq, o.obs_id)

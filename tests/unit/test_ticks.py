@@ -25,7 +25,7 @@ from operators.model import (
     Rejected,
     Retraction,
 )
-from operators.oracle import AssetOracle, Carry, fold_at
+from operators.oracle import AssetOracle, Carry, OracleParams, fold_at
 from operators.risk_intake import RiskIntake
 from operators.stages import StageParams, stage_params
 from operators.ticks import AssetTicks
@@ -250,6 +250,90 @@ def test_same_partitions_give_same_ticks_whatever_the_interleaving(
 ) -> None:
     batches, _ = _streams(events, n_blocks)
     assert _run(batches, order_a) == _run(batches, order_b)
+
+
+class _ScanningTicks(AssetTicks):
+    """The ticks' definition read literally, scanning every observation held at each tick:
+    the model the per-source ranks of ``AssetTicks`` must agree with."""
+
+    def tick_at(self, t: int, p: OracleParams) -> tuple[Carry, OraclePrice | None]:
+        taken = [
+            o
+            for o in self.obs.values()
+            if o.ts_ms <= t and not (o.obs_id in self.withdrawn and t > self.withdrawn[o.obs_id])
+        ]
+        start = Carry({}, self.carry.last, self.carry.jump_run, self.carry.jump_up)
+        carry, row = fold_at(self.asset, start, t - p.window_ms, t, taken, p, cadence="tick")
+        return Carry({}, carry.last, carry.jump_run, carry.jump_up), row
+
+    def _prune(self, t: int, p: OracleParams) -> None:
+        newest: dict[tuple[str, str, str], tuple[int, int, str]] = {}
+        for o in self.obs.values():
+            rank = (o.ts_ms, o.seq, o.obs_id)
+            if o.ts_ms <= t and rank > newest.get((o.source, o.base, o.quote), (-1, -1, "")):
+                newest[(o.source, o.base, o.quote)] = rank
+        for obs_id, o in list(self.obs.items()):
+            if o.ts_ms > t:
+                continue
+            too_old = t - o.ts_ms > p.source_max_age_ms.get(o.source, p.max_age_ms)
+            superseded = (o.ts_ms, o.seq, o.obs_id) < newest[(o.source, o.base, o.quote)]
+            gone = obs_id in self.withdrawn and self.withdrawn[obs_id] < t
+            if too_old or superseded or gone:
+                del self.obs[obs_id]
+                self.withdrawn.pop(obs_id, None)
+
+
+STEPS = st.lists(
+    st.tuples(
+        st.lists(  # observations: source, block offset (0: on a block time), seq, price
+            st.tuples(
+                st.integers(0, 2), st.integers(-3, 40), st.integers(0, 3), st.floats(1700, 1900)
+            ),
+            max_size=6,
+        ),
+        st.lists(st.integers(0, 10_000), max_size=2),  # retractions: which observation sent
+        st.integers(0, 3),  # blocks the tick watermark moves on
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(STEPS, st.integers(1, 3))
+def test_ticks_from_per_source_ranks_equal_a_scan_of_every_observation_held(
+    steps: list, max_age_blocks: int
+) -> None:
+    """Any stream of one partition: observations at and between block times, several per
+    source at one time, duplicates, retractions of any observation sent (reorgs), sources
+    going stale; the ticks and what stays held equal the scanning model's."""
+    p = dataclasses.replace(SP.oracle, max_age_ms=max_age_blocks * BLOCK_MS, source_max_age_ms={})
+    fast, model = AssetTicks("ETH", ("0-p",)), _ScanningTicks("ETH", ("0-p",))
+    sent: list[Observation] = []
+    block, rows_fast, rows_model = 0, [], []
+    for observations, retractions, advance in steps:
+        seen = T0 + block * BLOCK_MS
+        items: list[Observation | Retraction] = []
+        for source, offset, seq, price in observations:
+            ts = seen + offset * 1_000 if offset > 0 else seen + BLOCK_MS  # 0: the next block
+            o = msgspec.structs.replace(_obs(f"s{source}", price, ts), seq=seq)
+            o = msgspec.structs.replace(o, obs_id=f"{o.source}@{ts}:{seq}")
+            items.append(o)
+            sent.append(o)
+        for o in (sent[pick % len(sent)] for pick in retractions if sent):
+            items.append(Retraction(base=o.base, quote=o.quote, source=o.source, obs_id=o.obs_id,
+                                    ts_ms=o.ts_ms, origin=_marker(0, T0)))  # fmt: skip
+        block += advance
+        blocks = [T0 + b * BLOCK_MS for b in range(block - advance + 1, block + 1)]
+        batch = AssetBatch("0-p", -1, False, items, -1, T0 + block * BLOCK_MS, blocks,
+                           [seen] * len(items))  # fmt: skip
+        rows_fast += fast.on_batch(batch, p)[0]
+        rows_model += model.on_batch(batch, p)[0]
+        assert rows_fast == rows_model
+        assert fast.obs == model.obs and fast.withdrawn == model.withdrawn
+        assert sorted(r for rs in fast.ranked.values() for r in rs) == sorted(
+            (o.ts_ms, o.seq, o.obs_id) for o in fast.obs.values()
+        )
 
 
 # --- the oracle.prices topic and the risk stage on ticks ----------------------------------
