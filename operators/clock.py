@@ -18,11 +18,16 @@ message reached the broker (a block cannot be younger than its ingestion) by mor
 so a silence of any length loses nothing, and no single message can move a watermark
 further than its own broker timestamp allows.
 
-Idleness (Flink's ``withIdleness``): with ``idle_timeout_ms`` > 0, a partition whose
-newest broker timestamp is that far behind the newest broker timestamp any partition has
-reported stops holding the stage's windows open, until it reports again. An idle
-partition that resumes with data for a window already closed meets a correction, not a
-loss (``operators.oracle``).
+Idleness (Flink's ``withIdleness``): with ``idle_timeout_ms`` > 0, a partition that has
+caught up (nothing more to read: ``RawBatch.caught_up``) and whose newest broker timestamp
+is that far behind the newest broker timestamp any partition has reported stops holding
+the stage's windows open, until it reports again. An idle partition that resumes with
+data for a window already closed meets a correction, not a loss (``operators.oracle``).
+A partition with messages still to read is never idle, however far behind its reading
+is: so reading a backlog (a restart, a late start, a published recording) gives the rows
+of replay, whichever partition is read faster. Idleness is a live decision, taken on what
+has arrived by then: a recording's partitions never catch up before their end, so replay
+waits for every partition, as a live run does that never meets a silence.
 """
 
 from __future__ import annotations
@@ -103,14 +108,22 @@ class Watermarks:
     reported: dict[str, int] = field(default_factory=dict)
     broker: dict[str, int] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
+    caught_up: set[str] = field(default_factory=set)
 
-    def report(self, part: str, watermark_ms: int, eof: bool, broker_ms: int = -1) -> None:
+    def report(
+        self, part: str, watermark_ms: int, eof: bool, broker_ms: int = -1, caught_up: bool = False
+    ) -> None:
         """Partition ``part`` has reached ``watermark_ms``, and its newest message reached
-        the broker at ``broker_ms``; ``eof``: it has ended."""
+        the broker at ``broker_ms``; ``eof``: it has ended; ``caught_up``: it had nothing
+        more to read."""
         self.reported[part] = watermark_ms
         self.broker[part] = max(self.broker.get(part, -1), broker_ms)
         if eof:
             self.ended.add(part)
+        if caught_up:
+            self.caught_up.add(part)
+        else:
+            self.caught_up.discard(part)
 
     @property
     def all_ended(self) -> bool:
@@ -118,13 +131,18 @@ class Watermarks:
 
     def watermark_ms(self, idle_timeout_ms: int = 0) -> int:
         """The minimum over the partitions still live (-1 for one not yet heard from) and,
-        with ``idle_timeout_ms`` > 0, not idle; ``END_MS`` once every partition has ended."""
+        with ``idle_timeout_ms`` > 0, not idle (caught up and silent for that long in broker
+        time); ``END_MS`` once every partition has ended."""
         live = [p for p in self.parts if p not in self.ended]
         if not live:
             return END_MS
         if idle_timeout_ms > 0:
             newest = max(self.broker.values(), default=-1)
-            busy = [p for p in live if self.broker.get(p, -1) + idle_timeout_ms > newest]
+            busy = [
+                p
+                for p in live
+                if p not in self.caught_up or self.broker.get(p, -1) + idle_timeout_ms > newest
+            ]
             if busy:  # the partitions left when the idle ones are set aside
                 live = busy
         return min(self.reported.get(p, -1) for p in live)

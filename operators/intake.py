@@ -87,6 +87,8 @@ class PartitionIntake:
     """The block time of the partition's last progress marker (ms), -1 before any."""
     reported_tick_ms: int | None = None
     """The tick watermark last sent to every asset."""
+    caught_up: bool = False
+    """Whether the partition's last batch had caught up, as last sent to every asset."""
 
     def tick_watermark_ms(self, quotes: bool, lateness_ms: int) -> int:
         """How far ticks may go as far as this partition goes (ms): a quote partition's
@@ -150,11 +152,16 @@ class PartitionIntake:
             tick_wm = self.tick_watermark_ms(quotes, p.lateness_ms)
             tick_moved = tick_wm != self.reported_tick_ms
             self.reported_tick_ms = tick_wm
+        caught_moved = batch.caught_up != self.caught_up
+        self.caught_up = batch.caught_up
         batches = []
         for asset in p.assets:
-            if asset in routed or marker or tick_moved:
+            if asset in routed or marker or tick_moved or caught_moved:
                 items, arrived = routed.get(asset, []), seen.get(asset, [])
-                ab = AssetBatch(self.part, wm, batch.eof, items, broker, tick_wm, blocks, arrived)
+                ab = AssetBatch(
+                    self.part, wm, batch.eof, items, broker, tick_wm, blocks, arrived,
+                    batch.caught_up,
+                )  # fmt: skip
                 batches.append((asset, ab))
         stats = None
         if marker:

@@ -30,13 +30,17 @@ class RawBatch(msgspec.Struct, frozen=True, array_like=True):
     """Consecutive messages of one input partition, in offset order.
 
     ``eof`` is true on the last batch of a finite input (replay, ``--until-end``);
-    such a batch may be empty.
+    such a batch may be empty. ``caught_up`` says the partition had nothing more to read
+    when the batch was taken (a Kafka partition at its high watermark; a recording never
+    is): only such a partition may be set aside as idle (``operators.clock``). A Kafka
+    partition that catches up without new messages sends an empty batch to say so.
     """
 
     part: str
     """The input partition, ``<partition>-<topic>`` (Bytewax's Kafka naming)."""
     messages: list[RawMessage]
     eof: bool = False
+    caught_up: bool = False
 
     @property
     def topic(self) -> str:
@@ -120,6 +124,8 @@ class AssetBatch(msgspec.Struct, frozen=True, array_like=True):
     """Per item, the partition's tick watermark when it arrived: an observation at or
     before it is late for the ticks (its minute window still takes it), a retraction
     withdraws its observation from the ticks after it."""
+    caught_up: bool = False
+    """The partition's last batch found nothing more to read (``RawBatch.caught_up``)."""
 
 
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):

@@ -293,7 +293,9 @@ class AssetOracle:
                 self.open.setdefault(index, WindowObservations()).add(item)
             else:
                 self._retract(item, p, prices, rejects)
-        self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
+        self.clock.report(
+            batch.part, batch.watermark_ms, batch.eof, batch.broker_ms, batch.caught_up
+        )
         self._close_ready(p, prices, rejects)
         through = self._closed_through(p)
         progress = None

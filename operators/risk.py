@@ -332,7 +332,9 @@ class RiskShard:
             heapq.heappush(self.pending, (ts_ms, self.arrived, batch.part, event))
             self.arrived += 1
             self.due.add((ts_ms // p.window_ms + 1) * p.window_ms)
-        self.clock.report(batch.part, batch.watermark_ms, batch.eof, batch.broker_ms)
+        self.clock.report(
+            batch.part, batch.watermark_ms, batch.eof, batch.broker_ms, batch.caught_up
+        )
 
     def on_prices(self, batch: PriceBatch, cadence: str = "window") -> None:
         """Take the oracle's rows and progress of ``cadence`` (``RiskParams.cadence``) in

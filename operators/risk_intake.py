@@ -122,6 +122,8 @@ class RiskIntake:
     time (ms), -1 before any."""
     reported_ms: int | None = None
     """With ``ticks``: the watermark last sent to every shard."""
+    caught_up: bool = False
+    """Whether the partition's last batch had caught up, as last sent to every shard."""
 
     def watermark_ms(self, lateness_ms: int, p: RiskIntakeParams) -> int:
         """The partition's watermark (ms): with ``ticks``, a ``chain.logs`` partition's is
@@ -186,17 +188,18 @@ class RiskIntake:
         p: RiskIntakeParams,
     ) -> list[tuple[str, VenueBatch]]:
         """The events routed to each shard, with the partition's watermark after the batch;
-        every shard hears of a new window (or the end), events or not."""
+        every shard hears of a new window (or the end, or the partition catching up or
+        falling behind), events or not."""
         wm, marker = self.clock.report(lateness_ms, p.window_ms, batch.eof)
         if p.ticks:
             wm = self.watermark_ms(lateness_ms, p)
             marker = marker or wm != self.reported_ms
             self.reported_ms = wm
+        marker = marker or batch.caught_up != self.caught_up
+        self.caught_up = batch.caught_up
+        broker, caught_up = self.clock.broker_ms, batch.caught_up
         return [
-            (
-                shard,
-                VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), self.clock.broker_ms),
-            )
+            (shard, VenueBatch(self.part, wm, batch.eof, routed.get(shard, []), broker, caught_up))
             for shard in shard_keys(p.shards)
             if shard in routed or marker
         ]

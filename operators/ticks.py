@@ -80,7 +80,9 @@ class AssetTicks:
                 bisect.insort(self.ranked.setdefault(_key(item), []), _rank(item))
         if p.cadence == "block":
             self.blocks.update(b for b in batch.blocks if b > self.last_ms)
-        self.clock.report(batch.part, batch.tick_watermark_ms, batch.eof, batch.broker_ms)
+        self.clock.report(
+            batch.part, batch.tick_watermark_ms, batch.eof, batch.broker_ms, batch.caught_up
+        )
         wm = self.clock.watermark_ms(p.idle_timeout_ms)
         until = wm
         if wm == END_MS:  # nothing more comes: up to the highest reported, or the last data

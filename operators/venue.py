@@ -95,13 +95,14 @@ ShardEvent = VenueEvent | OptionQuote | Execution
 class VenueBatch(msgspec.Struct, frozen=True):
     """What one input partition sends one risk shard: venue events and option quotes (or,
     from a ``fills`` partition, the executor's outcomes), the partition's watermark and its
-    newest broker timestamp (ms)."""
+    newest broker timestamp (ms), and whether it had caught up (``RawBatch.caught_up``)."""
 
     part: str
     watermark_ms: int
     eof: bool
     events: list[ShardEvent]
     broker_ms: int = -1
+    caught_up: bool = False
 
 
 def decode_venue(msg: RawMessage, venue: str) -> VenueEvent | Rejected | None:

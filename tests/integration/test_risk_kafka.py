@@ -45,10 +45,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[RawMessa
 
 
 def _deployment(
-    broker: EmbeddedBroker, chain: tuple[Path, list[RawMessage]], root: Path
+    broker: EmbeddedBroker, chain: tuple[Path, list[RawMessage]], root: Path, idle_timeout_s: int
 ) -> tuple[Path, dict[str, str], list[RawMessage]]:
     """Its own uuid-named topics with the recording published; its configuration (orders
-    signed with the secret in ``root / "orders.secret"``) and topics."""
+    signed with the secret in ``root / "orders.secret"``, ``oracle.idle_timeout_s``) and
+    topics."""
     chain_dir, messages = chain
     tag = uuid.uuid4().hex[:8]
     topics = {k: f"{k}.{tag}" for k in KEYS}
@@ -56,14 +57,20 @@ def _deployment(
     table = "".join(f'{k} = "{v}"\n' for k, v in topics.items())
     (root / "orders.secret").write_bytes(SECRET)
     orders = f'\n[orders]\nsecret_file = "{root / "orders.secret"}"\n'
-    config.write_text((chain_dir / "devchain.toml").read_text() + f"\n[topics]\n{table}" + orders)
+    devchain_toml = (chain_dir / "devchain.toml").read_text()
+    assert devchain_toml.startswith("[oracle]\n")
+    idle = f"[oracle]\nidle_timeout_s = {idle_timeout_s}\n"
+    devchain_toml = devchain_toml.replace("[oracle]\n", idle, 1)
+    config.write_text(devchain_toml + f"\n[topics]\n{table}" + orders)
     recorded = [msgspec.structs.replace(m, topic=topics["chain_logs"]) for m in messages]
     create_topics(broker.connection, list(topics.values()), 2)
     publish(recorded, broker.connection)
     return config, topics, recorded
 
 
-@pytest.mark.parametrize(("oracle_processes", "risk_processes"), [(2, 1), (1, 2)])
+@pytest.mark.parametrize(
+    ("oracle_processes", "risk_processes", "idle_timeout_s"), [(2, 1, 0), (1, 2, 0), (1, 1, 30)]
+)
 def test_stages_deployed_separately_give_the_rows_of_replay(
     broker: EmbeddedBroker,
     chain: tuple[Path, list[RawMessage]],
@@ -71,8 +78,12 @@ def test_stages_deployed_separately_give_the_rows_of_replay(
     hedgeflow: Callable[..., object],
     oracle_processes: int,
     risk_processes: int,
+    idle_timeout_s: int,
 ) -> None:
-    config, topics, recorded = _deployment(broker, chain, tmp_path)
+    """Also with idleness on: the stages read the published recording as a backlog, one
+    partition faster than another, and a partition with messages still to read is never
+    set aside (``operators.clock``), so no window closes early to be corrected later."""
+    config, topics, recorded = _deployment(broker, chain, tmp_path, idle_timeout_s)
     write_recording(recorded, tmp_path / "recording.parquet")
     replay = tmp_path / "replay"
     hedgeflow("replay", tmp_path / "recording.parquet", "--out", replay, "--config", config)

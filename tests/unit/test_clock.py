@@ -75,10 +75,33 @@ def test_a_plausible_event_time_lies_within_its_broker_timestamps_bounds(
 @given(st.lists(st.integers(0, 10**12), min_size=1, max_size=5), st.integers(1, 10**9))
 def test_an_idle_partition_stops_holding_the_watermark(broker_times, timeout) -> None:
     wm = Watermarks(("0-a", "1-a"))
-    wm.report("0-a", 100, eof=False, broker_ms=0)
+    wm.report("0-a", 100, eof=False, broker_ms=0, caught_up=True)
     for b in broker_times:
         wm.report("1-a", 10**6 + b, eof=False, broker_ms=b)
     newest = max(broker_times)
     held = wm.watermark_ms(idle_timeout_ms=timeout)
     assert held == (100 if newest < timeout else 10**6 + broker_times[-1])
     assert wm.watermark_ms() == 100  # without idleness the quiet partition holds it
+
+
+@given(
+    st.lists(  # reports: partition, watermark, broker time, caught up
+        st.tuples(
+            st.integers(0, 2), st.integers(-1, 10**6), st.integers(-1, 10**12), st.booleans()
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(1, 10**9),
+)
+def test_a_partition_with_messages_still_to_read_is_never_set_aside(reports, timeout) -> None:
+    """However far behind its reading is (a backlog read slower than the others), a
+    partition that has not caught up holds the watermark: reading a backlog gives replay's
+    rows whichever partition is read faster."""
+    parts = ("0-a", "1-a", "2-a")
+    wm = Watermarks(parts)
+    for part, mark, broker, caught_up in reports:
+        wm.report(parts[part], mark, eof=False, broker_ms=broker, caught_up=caught_up)
+        behind = [wm.reported.get(p, -1) for p in parts if p not in wm.caught_up]
+        assert wm.watermark_ms(idle_timeout_ms=timeout) <= min(behind, default=1 << 62)
+        assert wm.watermark_ms(idle_timeout_ms=timeout) >= wm.watermark_ms()

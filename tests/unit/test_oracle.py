@@ -317,10 +317,23 @@ def test_an_idle_partition_stops_holding_windows_open_and_its_late_data_is_a_cor
     oracle = Oracle("ETH", p)
     a, b = obs("a", 1800.0, T0), obs("b", 1900.0, T0 + 10_000)
     # 1-p reported once at T0 (broker time T0), then fell silent; 0-p goes on for 5 min.
-    oracle.on_batch(AssetBatch("1-p", T0 - 1, False, [], T0))
+    oracle.on_batch(AssetBatch("1-p", T0 - 1, False, [], T0, caught_up=True))
     rows = oracle.on_batch(AssetBatch("0-p", T0 + 5 * W, False, [a], T0 + 5 * W))
     assert [r.window_start_ms for r in prices(rows)][:1] == [T0]  # closed without 1-p
     # 1-p resumes with an observation for the closed window: a correction, not a loss.
     fixed = oracle.on_batch(AssetBatch("1-p", T0 + 5 * W, False, [b], T0 + 5 * W + 1))
     first = next(r for r in prices(fixed) if r.window_start_ms == T0)
     assert (first.revision, first.price) == (1, 1850.0)
+
+
+def test_a_partition_behind_in_its_backlog_is_not_idle_and_its_data_is_no_correction() -> None:
+    p = params("[oracle]\nmin_sources = 1\nidle_timeout_s = 120")
+    oracle = Oracle("ETH", p)
+    a, b = obs("a", 1800.0, T0), obs("b", 1900.0, T0 + 10_000)
+    # 1-p has more to read (not caught up) while 0-p is read 5 min of broker time ahead.
+    oracle.on_batch(AssetBatch("1-p", T0 - 1, False, [], T0))
+    rows = oracle.on_batch(AssetBatch("0-p", T0 + 5 * W, False, [a], T0 + 5 * W))
+    assert prices(rows) == []  # 1-p holds the window open
+    rows = oracle.on_batch(AssetBatch("1-p", T0 + 5 * W, False, [b], T0 + 5 * W + 1))
+    first = next(r for r in prices(rows) if r.window_start_ms == T0)
+    assert (first.revision, first.price) == (0, 1850.0)
