@@ -109,6 +109,13 @@ class Watermarks:
     broker: dict[str, int] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
     caught_up: set[str] = field(default_factory=set)
+    """The partitions whose last batch had caught up. Not kept over a restart
+    (``__setstate__``): the resumed run has read nothing yet, and a partition restored
+    as caught up while a backlog waits on it would be set aside."""
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.caught_up = set()
 
     def report(
         self, part: str, watermark_ms: int, eof: bool, broker_ms: int = -1, caught_up: bool = False

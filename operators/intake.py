@@ -88,7 +88,9 @@ class PartitionIntake:
     reported_tick_ms: int | None = None
     """The tick watermark last sent to every asset."""
     caught_up: bool = False
-    """Whether the partition's last batch had caught up, as last sent to every asset."""
+    """Whether the partition's last batch had caught up, as last sent to every asset (an
+    empty batch that has caught up is sent again: after a restart the oracle's state
+    has forgotten it, ``operators.clock.Watermarks``)."""
 
     def tick_watermark_ms(self, quotes: bool, lateness_ms: int) -> int:
         """How far ticks may go as far as this partition goes (ms): a quote partition's
@@ -152,7 +154,7 @@ class PartitionIntake:
             tick_wm = self.tick_watermark_ms(quotes, p.lateness_ms)
             tick_moved = tick_wm != self.reported_tick_ms
             self.reported_tick_ms = tick_wm
-        caught_moved = batch.caught_up != self.caught_up
+        caught_moved = batch.caught_up != self.caught_up or batch.catching_up
         self.caught_up = batch.caught_up
         batches = []
         for asset in p.assets:

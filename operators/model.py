@@ -46,6 +46,13 @@ class RawBatch(msgspec.Struct, frozen=True, array_like=True):
     def topic(self) -> str:
         return self.part.split("-", 1)[1]
 
+    @property
+    def catching_up(self) -> bool:
+        """An empty batch that has caught up: the source sends one only when its partition
+        catches up without new messages, which every downstream key must hear (again,
+        after a restart: ``operators.clock.Watermarks`` forgets who had caught up)."""
+        return self.caught_up and not self.messages and not self.eof
+
 
 class Observation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """One source's price for ``base`` in units of ``quote`` at ``ts_ms``.

@@ -123,7 +123,8 @@ class RiskIntake:
     reported_ms: int | None = None
     """With ``ticks``: the watermark last sent to every shard."""
     caught_up: bool = False
-    """Whether the partition's last batch had caught up, as last sent to every shard."""
+    """Whether the partition's last batch had caught up, as last sent to every shard (an
+    empty batch that has caught up is sent again: ``operators.intake``)."""
 
     def watermark_ms(self, lateness_ms: int, p: RiskIntakeParams) -> int:
         """The partition's watermark (ms): with ``ticks``, a ``chain.logs`` partition's is
@@ -195,7 +196,7 @@ class RiskIntake:
             wm = self.watermark_ms(lateness_ms, p)
             marker = marker or wm != self.reported_ms
             self.reported_ms = wm
-        marker = marker or batch.caught_up != self.caught_up
+        marker = marker or batch.caught_up != self.caught_up or batch.catching_up
         self.caught_up = batch.caught_up
         broker, caught_up = self.clock.broker_ms, batch.caught_up
         return [

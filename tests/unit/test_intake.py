@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators.clock import Watermarks
 from operators.config import load_config
 from operators.decode import Decoded, Decoder
 from operators.intake import PartitionIntake
@@ -150,3 +152,22 @@ def test_exception_while_decoding_one_message_is_an_internal_error_and_the_flow_
     assert rejected.reason == "internal_error: ZeroDivisionError: float division by zero"
     assert (rejected.stage, rejected.offset, rejected.raw) == ("intake", 1, msgs[1].value)
     assert (intake.observations, intake.rejected, intake.messages) == (2, 1, 3)
+
+
+def test_catching_up_reaches_every_asset_and_again_after_a_restart() -> None:
+    """Whether a partition has caught up goes to every asset when it changes, and an empty
+    caught-up batch (the source's word that it caught up without new messages) goes to
+    every asset always: the oracle's watermarks forget it over a restart, the intake's
+    state does not."""
+    intake = PartitionIntake(part="0-dex.quotes")
+    p, decoder = PARAMS.intake, PARAMS.decoder
+    behind = intake.on_batch(RawBatch(intake.part, [_quote(0, T0)]), decoder, p)
+    caught = intake.on_batch(RawBatch(intake.part, [], caught_up=True), decoder, p)
+    assert {a for a, b in caught.batches if b.caught_up} == set(p.assets)
+    assert all(not b.caught_up for _, b in behind.batches)
+    restored = pickle.loads(pickle.dumps(intake))
+    again = restored.on_batch(RawBatch(intake.part, [], caught_up=True), decoder, p)
+    assert {a for a, b in again.batches if b.caught_up} == set(p.assets)
+    watermarks = Watermarks(("0-dex.quotes",))
+    watermarks.report("0-dex.quotes", T0, eof=False, broker_ms=T0, caught_up=True)
+    assert pickle.loads(pickle.dumps(watermarks)).caught_up == set()
