@@ -28,6 +28,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCResponse
 
+from connectors import metrics
 from connectors.partitions import marker_key, partition_of
 from operators.abi import AbiError, quantity
 from operators.chain import (
@@ -195,7 +196,7 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
         self.awake = None
         step = f"blocks {self.cursor.next_block}.."
         try:
-            out = self._step()
+            out, kind = self._step()
             self.failures = 0
         except RpcError as exc:
             if exc.refused_range and self.size > self.cfg.min_range:
@@ -213,9 +214,13 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
         except Exception as exc:  # network errors, timeouts: the node may come back
             self._back_off(f"{step}: {type(exc).__name__}: {exc}")
             return []
-        return [p for p in out if not self.already_written(p)]
+        kept = [p for p in out if not self.already_written(p)]
+        for p in kept:
+            metrics.INGEST_MESSAGES.labels(kind if p.key else "progress").inc()
+        return kept
 
     def _back_off(self, what: str) -> None:
+        metrics.INGEST_RPC_FAILURES.inc()
         self.failures += 1
         delay = min(_MAX_BACKOFF_S, 0.2 * 2**self.failures) * random.uniform(0.5, 1.0)
         log.warning(
@@ -227,21 +232,24 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
     def _idle(self) -> None:
         self.awake = datetime.now(UTC) + timedelta(seconds=self.cfg.poll_interval_s)
 
-    def _step(self) -> list[Published]:
+    def _step(self) -> tuple[list[Published], str]:
+        """The next messages, and what kind of logs they carry (``log`` or ``retraction``)."""
         head = self.rpc.head()
         fork = self._fork_point()
         if fork is not None:
             self.cursor, retracted = retract_after(self.cursor, fork)
             log.warning("reorg: blocks after %d replaced; %d logs retracted", fork, len(retracted))
-            return retracted
+            metrics.INGEST_REORGS.inc()
+            return retracted, "retraction"
 
         safe = head - self.cfg.confirmations
         if self.to_block is not None:
             safe = min(safe, self.to_block)
         start = self.cursor.next_block
+        metrics.INGEST_HEAD_LAG.set(head - start + 1)
         if start > safe:
             self._idle()
-            return []
+            return [], "log"
         end = min(safe, start + self.size - 1)
         logs, seconds = self._fetched(start, end)
         if end < safe:  # backfilling: fetch the next range while this one is published
@@ -261,7 +269,7 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
             cfg_max=self.cfg.max_range,
         )  # fmt: skip
         self._report(end - start + 1, len(out), head)
-        return out
+        return out, "log"
 
     def _fetch(self, start: int, end: int) -> tuple[list[dict[str, Any]], float]:
         """The logs of blocks ``start..end`` and the seconds the node took (any thread)."""
@@ -317,6 +325,8 @@ class _ChainPartition(StatefulSourcePartition[Published, Cursor]):
         p = self.progress
         p.blocks += blocks
         p.logs += logs
+        metrics.INGEST_BLOCKS.inc(blocks)
+        metrics.INGEST_HEAD_LAG.set(head - self.cursor.next_block + 1)
         now = time.monotonic()
         if now - p.last_report >= 5.0:
             elapsed = max(now - p.started, 1e-9)

@@ -2,7 +2,8 @@
 
 Every name has the ``hedgeflow_`` prefix and is in base units (seconds, wei, messages);
 counters end in ``_total``. The values are updated from the wiring (``flows.metrics`` wraps
-a stage's output streams; the executor counts what it publishes), never from the pure cores.
+a stage's output streams; the ingest's chain source and the executor count what they
+publish), never from the pure cores.
 
 Serving (each process on its own port):
 
@@ -92,6 +93,24 @@ KAFKA_LAG = Gauge(
     "hedgeflow_kafka_lag_messages",
     "The executor's input partitions: high watermark minus the next offset to read, messages",
     ["topic", "partition"],
+)
+INGEST_BLOCKS = Counter(
+    "hedgeflow_ingest_blocks_total", "Blocks the ingest published (logs and progress marker)"
+)
+INGEST_MESSAGES = Counter(
+    "hedgeflow_ingest_messages_total",
+    "Messages the ingest published to chain.logs, by kind: log, retraction (a reorg's "
+    "removed: true), progress (one marker after each range, sent to every partition)",
+    ["kind"],
+)
+INGEST_HEAD_LAG = Gauge(
+    "hedgeflow_ingest_head_lag_blocks", "The node's head block minus the last block published"
+)
+INGEST_REORGS = Counter(
+    "hedgeflow_ingest_reorgs_total", "Reorgs met: published blocks the node replaced"
+)
+INGEST_RPC_FAILURES = Counter(
+    "hedgeflow_ingest_rpc_failures_total", "Failed calls to the node, each retried after a pause"
 )
 
 

@@ -30,12 +30,14 @@ from connectors.uniswap import (
     read_v3_state,
     v3_swap_calldata,
 )
+from flows.cli.runner import free_ports
 from flows.cli.summary import latest_prices
 from operators.config import config_toml, load_config
 from operators.model import RawMessage
 from operators.pool_math import sqrt_price_x96
 from operators.pool_moves import v3_swap_to_price
 from operators.registry import PoolSource, Registry
+from tests.integration.test_metrics import dashboard_names, served, served_by, total, wait_scrape
 
 
 class FaultyProxy:
@@ -367,3 +369,44 @@ def test_dry_run_prints_what_it_would_publish(
     logs = [v for v in printed if not v.get("progress")]
     assert all(_same_log(p, n) for p, n in zip(logs, expected, strict=True))
     assert printed[-1]["progress"] and int(printed[-1]["blockNumber"], 16) == chain.head()
+
+
+def test_ingest_serves_its_metrics_and_they_move_through_a_reorg(
+    chain: Chain, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    config, _ = _config(tmp_path, chain, broker)
+    (port,) = free_ports(1)
+    follower = _ingest(config, broker, "--from-block", chain.deployed.block,
+                       "--metrics-port", port)  # fmt: skip
+    try:
+        chain.swaps(per_tx=3, txs=4)
+        before = chain.node_logs()
+        first = wait_scrape(
+            port,
+            lambda s: total(s, "hedgeflow_ingest_messages_total", kind="log") == len(before),
+            [follower],
+            "the first logs counted",
+        )
+        assert total(first, "hedgeflow_ingest_blocks_total") >= chain.head() - chain.deployed.block
+        assert total(first, "hedgeflow_ingest_messages_total", kind="progress") > 0
+        assert total(first, "hedgeflow_ingest_reorgs_total") == 0
+        assert 0 <= total(first, "hedgeflow_ingest_head_lag_blocks") <= 1
+        reorg(chain.node.rpc_url, 2, [(chain.swap_tx(3100.0), 0), (chain.swap_tx(3200.0), 1)])
+        orphaned = [log for log in before if log not in chain.node_logs()]
+        after = wait_scrape(
+            port,
+            lambda s: total(s, "hedgeflow_ingest_messages_total", kind="log") == len(before) + 2,
+            [follower],
+            "the new branch counted",
+        )
+        assert total(after, "hedgeflow_ingest_reorgs_total") == 1
+        assert total(after, "hedgeflow_ingest_messages_total", kind="retraction") == len(orphaned)
+        assert total(after, "hedgeflow_ingest_blocks_total") > total(
+            first, "hedgeflow_ingest_blocks_total"
+        )
+        assert total(after, "hedgeflow_ingest_rpc_failures_total") == 0
+        wanted = {n for n in dashboard_names() if served_by(n) == "ingest"}
+        assert wanted and wanted <= served(after)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=60)

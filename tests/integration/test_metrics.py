@@ -1,6 +1,7 @@
 """``/metrics`` scraped during real runs: ``run oracle`` and ``run risk`` on Tansu with a
-recording of the devchain scenario, and ``hedgeflow execute`` on Anvil with JSON-lines logs.
-Every metric the Grafana dashboard queries is served, and the values move between scrapes.
+recording of the devchain scenario, and ``hedgeflow execute`` on Anvil with JSON-lines logs
+(``hedgeflow ingest`` on Anvil: ``tests/integration/test_ingest.py``). Every metric the
+Grafana dashboard queries is served, and the values move between scrapes.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "hedgefl
 KEYS = ("chain_logs", "dex_quotes", "oracle_prices", "orders", "fills", "deadletter")
 
 
-def executor_only(name: str) -> bool:
-    """A dashboard series only the executor serves (the stages' lag is Bytewax's gauge)."""
-    return name.startswith("hedgeflow_executor_") or name == "hedgeflow_kafka_lag_messages"
+def served_by(name: str) -> str:
+    """Which process serves a dashboard series: ``executor``, ``ingest`` or ``stages`` (the
+    stages' Kafka lag is Bytewax's gauge)."""
+    if name.startswith("hedgeflow_executor_") or name == "hedgeflow_kafka_lag_messages":
+        return "executor"
+    return "ingest" if name.startswith("hedgeflow_ingest_") else "stages"
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -180,7 +184,7 @@ def test_stages_serve_their_metrics_and_the_values_move(
             procs,
             "Bytewax's consumer lag",
         )
-        wanted = {n for n in dashboard_names() if not executor_only(n)}
+        wanted = {n for n in dashboard_names() if served_by(n) == "stages"}
         missing = wanted - served(lag) - served(risk)
         assert not missing, f"the dashboard queries metrics the stages do not serve: {missing}"
     finally:
@@ -223,7 +227,7 @@ def test_executor_serves_its_metrics_and_logs_json_lines_with_order_and_tx(
     assert total(second, "hedgeflow_executor_pending_transactions") == 0
     assert total(second, "hedgeflow_executor_nonce_gap") == 0
     assert total(second, "hedgeflow_kafka_lag_messages", topic=env.topics.orders) == 0
-    assert {n for n in dashboard_names() if executor_only(n)} <= served(second)
+    assert {n for n in dashboard_names() if served_by(n) == "executor"} <= served(second)
 
     env.stop_executor()
     lines = env.executor_log().splitlines()
