@@ -226,6 +226,14 @@ def _time_axis(ax: Axes) -> None:
     ax.set_xlabel("event time (UTC)")
 
 
+def _timeline(chart_id: str, title: str, fig: Figure, ax: Axes) -> Chart:
+    """A chart over event time: the UTC time axis and the legend outside, on the right."""
+    _time_axis(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return Chart(chart_id, title, _svg(fig))
+
+
 def _empty(chart_id: str, title: str, why: str) -> Chart:
     fig, (ax,) = _figure()
     ax.set_title(title)
@@ -267,10 +275,7 @@ def _oracle_chart(asset: str, prices: pl.DataFrame, observations: pl.DataFrame |
             )
     ax.set_title(title)
     ax.set_ylabel("USD")
-    _time_axis(ax)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.tight_layout()
-    return Chart(f"oracle-{asset}", title, _svg(fig))
+    return _timeline(f"oracle-{asset}", title, fig, ax)
 
 
 def _deadletter_chart(deadletter: pl.DataFrame | None) -> Chart:
@@ -306,10 +311,7 @@ def _deadletter_chart(deadletter: pl.DataFrame | None) -> Chart:
     off = f", {off_axis} with a timestamp before 2000 or after 2100 not shown" if off_axis else ""
     ax.set_title(f"{title} ({deadletter.height} rows, {width // 1000} s buckets{off})")
     ax.set_ylabel("rejects")
-    _time_axis(ax)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.tight_layout()
-    return Chart("deadletter", title, _svg(fig))
+    return _timeline("deadletter", title, fig, ax)
 
 
 def _health_chart(risk: pl.DataFrame | None) -> Chart:
@@ -375,10 +377,7 @@ def _orders_chart(orders: pl.DataFrame | None, executions: pl.DataFrame | None) 
         )
     ax.set_yticks(range(len(accounts)), [f"{a[:8]}…{a[-4:]}" for a in accounts], fontsize=7)
     ax.set_title(f"{title} ({legs.height} legs)")
-    _time_axis(ax)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.tight_layout()
-    return Chart("orders", title, _svg(fig))
+    return _timeline("orders", title, fig, ax)
 
 
 def _greeks_chart(risk: pl.DataFrame | None) -> Chart:

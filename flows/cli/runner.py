@@ -198,18 +198,25 @@ def _listen(address: str) -> socket.socket:
     return listener
 
 
+def _first_difference(a: Mapping[str, object], b: Mapping[str, object]) -> str | None:
+    """The first key, in sorted order, whose value differs between ``a`` and ``b`` (a
+    missing key counts as ``None``); ``None`` when they agree."""
+    return next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+
+
 def _disagreement(
     peer: object, address: str, theirs: Mapping[str, object], agreed: Mapping[str, str]
 ) -> ConfigError | None:
-    for key in sorted(set(theirs) - {"process"} | set(agreed)):
-        if theirs.get(key) != agreed.get(key):
-            msg = (
-                f"--addresses: process {peer} at {address} was started with {key} "
-                f"{theirs.get(key)!r}, this one with {agreed.get(key)!r}; start every process "
-                "of the cluster with the same flags and configuration"
-            )
-            return ConfigError(msg)
-    return None
+    theirs = {k: v for k, v in theirs.items() if k != "process"}
+    key = _first_difference(theirs, agreed)
+    if key is None:
+        return None
+    msg = (
+        f"--addresses: process {peer} at {address} was started with {key} "
+        f"{theirs.get(key)!r}, this one with {agreed.get(key)!r}; start every process "
+        "of the cluster with the same flags and configuration"
+    )
+    return ConfigError(msg)
 
 
 def _serve_peers(
@@ -304,14 +311,14 @@ def claim_recovery(
         except (ValueError, OSError) as exc:
             msg = f"--recovery-dir {directory}: expected a JSON object in {IDENTITY_FILE}; {exc}"
             raise ConfigError(msg) from None
-        for key in sorted(set(recorded) | set(identity)):
-            if recorded.get(key) != identity.get(key):
-                msg = (
-                    f"--recovery-dir {directory} belongs to another run: its {key} is "
-                    f"{recorded.get(key)!r}, this run's is {identity.get(key)!r}; give a new "
-                    "directory"
-                )
-                raise ConfigError(msg)
+        key = _first_difference(recorded, identity)
+        if key is not None:
+            msg = (
+                f"--recovery-dir {directory} belongs to another run: its {key} is "
+                f"{recorded.get(key)!r}, this run's is {identity.get(key)!r}; give a new "
+                "directory"
+            )
+            raise ConfigError(msg)
     elif directory.exists() and any(directory.iterdir()):
         msg = (
             f"--recovery-dir {directory} is not empty and has no {IDENTITY_FILE}; expected a "
