@@ -42,7 +42,7 @@ from operators import abi
 from operators.accounts import E18
 from operators.config import load_config
 from operators.model import RawMessage
-from tests.flow.test_risk_flow import PERP, USDC, VENUE
+from tests.flow.test_risk_flow import PERP, USDC, VENUE, risk_toml
 from tests.integration.executor_env import REPO
 
 PAIRS = {  # the default registry's V2 WETH pairs: (address, WETH is token0)
@@ -54,7 +54,7 @@ DROP_PER_BLOCK = 0.0025
 MM_SHARE = 0.23
 """A 20 ETH long's maintenance margin at a fixed 60 % vol: 23 % of its notional (the
 -20 % tail scenario plus a 3 % add-on, ``tests/unit/test_risk.py``)."""
-CONFIG = f"""
+CONFIG = """
 [oracle]
 cadence = "block"
 min_sources = 2
@@ -63,16 +63,7 @@ idle_timeout_s = 2
 [run]
 epoch_interval_s = 1
 batch_size = 1000
-[risk]
-venue = "{VENUE}"
-shards = 2
-underlyings = {{ "{MAINNET_WETH}" = "ETH" }}
-vol_floor = 0.6
-vol_cap = 0.6
-[risk.collateral."{USDC}"]
-asset = "USDC"
-decimals = 6
-"""
+""" + risk_toml(MAINNET_WETH, shards=2)
 
 
 def _log(ts_ms: int, block: int, index: int, address: str, topics: list[str], data: str) -> dict:

@@ -37,20 +37,25 @@ VENUE = "0x" + "77" * 20
 WETH, USDC = "0x" + "e" * 40, "0x" + "c" * 40
 PERP = "0x" + "1" * 64
 ACCOUNTS = {"0x" + c * 40: size for c, size in zip("abcd", (20, 20, 20, 5), strict=True)}
-CFG = stage_params(load_config(f"""
-[oracle]
-min_sources = 1
-allowed_lateness_s = 5
+
+
+def risk_toml(weth: str = WETH, shards: int = 3) -> str:
+    """The ``[risk]`` tables of these flows: the venue, ``weth`` as ETH at a fixed 60 %
+    vol, USDC (6 decimals) as collateral."""
+    return f"""
 [risk]
 venue = "{VENUE}"
-shards = 3
-underlyings = {{ "{WETH}" = "ETH" }}
+shards = {shards}
+underlyings = {{ "{weth}" = "ETH" }}
 vol_floor = 0.6
 vol_cap = 0.6
 [risk.collateral."{USDC}"]
 asset = "USDC"
 decimals = 6
-"""))  # fmt: skip
+"""
+
+
+CFG = stage_params(load_config("[oracle]\nmin_sources = 1\nallowed_lateness_s = 5\n" + risk_toml()))
 PARTS = ["0-chain.logs", "0-dex.quotes"]
 
 

@@ -14,7 +14,7 @@ from flows.risk import risk_stage
 from operators.config import load_config
 from operators.model import OraclePrice, Order, RawBatch, RawMessage
 from operators.stages import StageParams, stage_params
-from tests.flow.test_risk_flow import ACCOUNTS, PARTS, T0, USDC, VENUE, WETH, _chain
+from tests.flow.test_risk_flow import ACCOUNTS, PARTS, T0, _chain, risk_toml
 
 BLOCK_MS = 5_000
 CRASH_MS = T0 + 120_000
@@ -22,21 +22,8 @@ CRASH_MS = T0 + 120_000
 
 
 def _params(cadence: str) -> StageParams:
-    return stage_params(load_config(f"""
-[oracle]
-min_sources = 1
-allowed_lateness_s = 5
-cadence = {cadence}
-[risk]
-venue = "{VENUE}"
-shards = 3
-underlyings = {{ "{WETH}" = "ETH" }}
-vol_floor = 0.6
-vol_cap = 0.6
-[risk.collateral."{USDC}"]
-asset = "USDC"
-decimals = 6
-"""))  # fmt: skip
+    oracle = f"[oracle]\nmin_sources = 1\nallowed_lateness_s = 5\ncadence = {cadence}\n"
+    return stage_params(load_config(oracle + risk_toml()))
 
 
 def _marker(offset: int, ts_ms: int) -> RawMessage:

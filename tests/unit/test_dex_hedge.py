@@ -27,11 +27,8 @@ from operators.stages import stage_params
 from operators.units import E18, InstrumentKind, e18
 from operators.venue import CollateralMove, Fill, InstrumentListed, VenueBatch
 from operators.wallet import DexHedge
+from tests.unit.test_risk import CALL, T0, USDC, WETH, W
 
-W = 60_000
-T0 = 1_700_000_040_000  # a window end
-WETH, USDC = "0x" + "e" * 40, "0x" + "c" * 40
-CALL = "0x" + "2" * 64
 BOOK, OTHER = "0x" + "a" * 40, "0x" + "b" * 40
 SIGNER = "0x" + "5e" * 20
 VENUE, FILLS = "0-chain.logs", ("0-fills", "1-fills")
